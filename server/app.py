@@ -1,0 +1,134 @@
+"""Assembles and runs the gRPC server: the Inference service, health, reflection, signals and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from ortserve.v1 import inference_pb2 as pb
+from ortserve.v1 import inference_pb2_grpc as pb_grpc
+
+from .batcher import BatchLimits
+from .errors import OrtServeError
+from .model_table import ModelTable, ServedModel
+from .service import InferenceService, RequestLimits
+from .settings import ServerSettings
+from .sources import open_source
+from .transport import InferenceServicer
+from .types import ModelState
+
+log = logging.getLogger("ortserve.server")
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+#: Health service name of the whole server (the gRPC convention is the empty string).
+SERVER_HEALTH = ""
+
+
+class ServerStartError(OrtServeError):
+    """The server cannot start (for example, its port is taken)."""
+
+
+class OrtServer:
+    """One gRPC server serving the models of `settings`. Use `start`, then `wait`, then `stop`."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.port = 0
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(2, len(settings.models)), thread_name_prefix="ortserve-model"
+        )
+        self._health = health_aio.HealthServicer()
+        limits = BatchLimits(
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue_texts=settings.max_queue_texts,
+        )
+        models = [
+            ServedModel(
+                spec.name,
+                open_source(spec.uri),
+                self._executor,
+                limits,
+                settings.session_config(),
+                max_batch_tokens=settings.max_batch_tokens,
+            )
+            for spec in settings.models
+        ]
+        self.table = ModelTable(models, listener=self._on_state_change)
+        self.service = InferenceService(
+            self.table,
+            RequestLimits(settings.max_texts_per_request, settings.max_text_chars),
+        )
+        self._server = grpc.aio.server()
+        self._stopped = asyncio.Event()
+
+    async def _on_state_change(self, name: str, state: ModelState) -> None:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._health.set(name, serving if state is ModelState.SERVING else not_serving)
+        overall = serving if self.service.all_serving() else not_serving
+        await self._health.set(SERVER_HEALTH, overall)
+        await self._health.set(INFERENCE_SERVICE, overall)
+
+    async def start(self) -> int:
+        """Bind, start answering (health NOT_SERVING), then load every model; return the bound port."""
+        pb_grpc.add_InferenceServicer_to_server(InferenceServicer(self.service), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self._server,
+        )
+        for name in [SERVER_HEALTH, INFERENCE_SERVICE, *(m.name for m in self.table)]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
+            raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
+        await self._server.start()
+        log.info("ortserve listening on %s:%d", self.settings.host, self.port)
+        await self.table.load_all()
+        serving = sum(m.state is ModelState.SERVING for m in self.table)
+        log.info("%d of %d models serving", serving, len(self.settings.models))
+        return self.port
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight calls finish (up to `grace` seconds), then release the models."""
+        grace = self.settings.grace_period_s if grace is None else grace
+        log.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        await self.table.close()
+        self._executor.shutdown(wait=True)
+        self._stopped.set()
+        log.info("stopped")
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
+    server = OrtServer(settings)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    start = loop.create_task(server.start())
+    stop = loop.create_task(stop_requested.wait())
+    await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if start.done() and start.exception() is not None:
+        stop.cancel()
+        await server.stop(grace=0)
+        raise start.exception()  # type: ignore[misc]
+    await stop
+    if not start.done():
+        start.cancel()
+    await server.stop()

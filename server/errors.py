@@ -1,0 +1,35 @@
+"""Domain errors of the server, raised where a problem is known and mapped to gRPC status codes once.
+
+The transport layer (`ortserve.server.transport`) maps each class to its status code; anything that is not an
+`OrtServeError` becomes INTERNAL with a generic message, so internals never leak to callers.
+"""
+
+from __future__ import annotations
+
+
+class OrtServeError(Exception):
+    """Base of every error whose message is safe and useful to show to a caller."""
+
+
+class InvalidInputError(OrtServeError):
+    """The request itself is wrong (no texts, an empty text, a limit exceeded): INVALID_ARGUMENT."""
+
+
+class ModelNotFoundError(OrtServeError):
+    """No model is configured under the requested name: NOT_FOUND."""
+
+
+class ModelNotReadyError(OrtServeError):
+    """The model exists but cannot answer now (loading, or failed to load): UNAVAILABLE."""
+
+
+class OverloadedError(OrtServeError):
+    """The model's queue is full; the caller should back off and retry: RESOURCE_EXHAUSTED."""
+
+
+class DeadlineExceededError(OrtServeError):
+    """The caller's deadline passed before the model could run its texts: DEADLINE_EXCEEDED."""
+
+
+class ArtifactError(OrtServeError):
+    """An artifact directory is missing, incomplete or inconsistent; raised at load time."""

@@ -1,0 +1,221 @@
+"""One loaded classifier: the fast tokenizer, one ONNX Runtime session and the post-processing to label scores."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Encoding, Tokenizer
+
+from .artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, check_artifact_dir
+from .errors import ArtifactError
+from .types import Classification, LabelScore
+
+log = logging.getLogger(__name__)
+
+#: Graph inputs the runtime knows how to feed from a tokenizer encoding.
+SUPPORTED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+_GRAPH_OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """ONNX Runtime session settings of one model.
+
+    The defaults were chosen by measurement on 2 cores (see BENCHMARKS.md); 0 threads means one per core.
+    """
+
+    intra_op_threads: int = 0
+    """Threads one inference may use (0: ONNX Runtime's default, one per physical core)."""
+    allow_spinning: bool = True
+    """Let idle intra-op threads spin briefly for the next op: lower latency, more CPU while idle."""
+    enable_cpu_mem_arena: bool = True
+    """Reuse a memory arena across runs instead of allocating every tensor afresh."""
+    graph_optimization_level: str = "all"
+    """ONNX Runtime graph optimizations applied at load: disable, basic, extended or all."""
+
+    def session_options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        # One request batch runs at a time per model; inter-op parallelism only adds contention on few cores.
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = self.enable_cpu_mem_arena
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        try:
+            options.graph_optimization_level = _GRAPH_OPTIMIZATION_LEVELS[self.graph_optimization_level]
+        except KeyError:
+            raise ValueError(
+                f"graph_optimization_level must be one of {sorted(_GRAPH_OPTIMIZATION_LEVELS)}, "
+                f"got {self.graph_optimization_level!r}"
+            ) from None
+        return options
+
+
+@dataclass(frozen=True)
+class TokenizedBatch:
+    """Padded model inputs for a batch of texts, plus each text's real token count."""
+
+    inputs: dict[str, np.ndarray]
+    lengths: list[int]
+
+    @property
+    def padded_tokens(self) -> int:
+        """Tokens the model computes on, padding included (rows × longest row)."""
+        return len(self.lengths) * max(self.lengths, default=0)
+
+
+class OnnxClassifier:
+    """A text classifier exported by `ortserve export`, answering with label probabilities.
+
+    Thread-safe: the tokenizer and the ONNX Runtime session may be called from several threads at once.
+    """
+
+    def __init__(self, directory: Path, manifest: ArtifactManifest, tokenizer: Tokenizer, session: ort.InferenceSession):
+        self.directory = directory
+        self.manifest = manifest
+        self._tokenizer = tokenizer
+        self._session = session
+        self._input_names = [i.name for i in session.get_inputs()]
+        self._output_name = session.get_outputs()[0].name
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], config: SessionConfig | None = None) -> OnnxClassifier:
+        """Load an artifact directory; raise `ArtifactError` naming the problem if it is not servable."""
+        directory = Path(directory)
+        check_artifact_dir(directory)
+        manifest = ArtifactManifest.read(directory)
+        tokenizer = _load_tokenizer(directory / TOKENIZER_FILE, manifest)
+        try:
+            session = ort.InferenceSession(
+                str(directory / MODEL_FILE),
+                sess_options=(config or SessionConfig()).session_options(),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt or unsupported graphs
+            raise ArtifactError(f"ONNX Runtime cannot load {directory / MODEL_FILE}: {exc}") from exc
+        unknown = [i.name for i in session.get_inputs() if i.name not in SUPPORTED_INPUTS]
+        if unknown:
+            raise ArtifactError(f"{directory / MODEL_FILE} needs inputs {unknown} that a text tokenizer cannot supply")
+        outputs = session.get_outputs()
+        width = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+        if isinstance(width, int) and width != len(manifest.labels):
+            raise ArtifactError(
+                f"{directory}: the model has {width} outputs but {len(manifest.labels)} labels are listed"
+            )
+        return cls(directory, manifest, tokenizer, session)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest.labels
+
+    def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
+        """Tokenize, truncate at the model's max length and pad to the longest text of `texts`."""
+        return self._collate(self._tokenizer.encode_batch(list(texts)))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of one text after truncation, special tokens included."""
+        return len(self._tokenizer.encode(text).ids)
+
+    def _collate(self, encodings: Sequence[Encoding]) -> TokenizedBatch:
+        # Padding by hand (not by the tokenizer) lets one tokenization serve several length-grouped runs.
+        lengths = [len(e.ids) for e in encodings]
+        width = max(lengths, default=0)
+        ids = np.full((len(encodings), width), self.manifest.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        type_ids = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, (encoding, length) in enumerate(zip(encodings, lengths, strict=True)):
+            ids[row, :length] = encoding.ids
+            mask[row, :length] = 1
+            type_ids[row, :length] = encoding.type_ids
+        arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}
+        return TokenizedBatch({name: arrays[name] for name in self._input_names}, lengths)
+
+    def run(self, batch: TokenizedBatch) -> np.ndarray:
+        """Run the model on a tokenized batch; return probabilities of shape (texts, labels)."""
+        (logits,) = self._session.run([self._output_name], batch.inputs)
+        return _sigmoid(logits) if self.manifest.multi_label else _softmax(logits)
+
+    def probabilities(self, texts: Sequence[str], max_batch_size: int = 0, max_batch_tokens: int = 0) -> np.ndarray:
+        """Probabilities of shape (texts, labels) for `texts`, rows in input order.
+
+        With no limits, all texts run in one ONNX Runtime call padded to the longest. With limits, texts are
+        sorted by token count and run in groups of at most `max_batch_size` texts and `max_batch_tokens` padded
+        tokens, so a short text is not padded to the length of a long one.
+        """
+        encodings = self._tokenizer.encode_batch(list(texts))
+        if not max_batch_size and not max_batch_tokens:
+            return self.run(self._collate(encodings))
+        result = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
+        for group in group_by_length([len(e.ids) for e in encodings], max_batch_size, max_batch_tokens):
+            result[group] = self.run(self._collate([encodings[i] for i in group]))
+        return result
+
+    def classify(self, texts: Sequence[str], top_k: int = 0) -> list[Classification]:
+        """Label scores per text, highest first; `top_k` > 0 keeps only that many labels."""
+        return self.rank(self.probabilities(texts), top_k)
+
+    def rank(self, probabilities: np.ndarray, top_k: int = 0) -> list[Classification]:
+        """Turn a (texts, labels) probability matrix into label scores sorted highest first."""
+        keep = top_k if 0 < top_k < len(self.labels) else len(self.labels)
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :keep]
+        return [
+            [LabelScore(self.labels[j], float(row[j])) for j in ranked]
+            for row, ranked in zip(probabilities, order, strict=True)
+        ]
+
+
+def _load_tokenizer(path: Path, manifest: ArtifactManifest) -> Tokenizer:
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception on malformed files
+        raise ArtifactError(f"cannot read tokenizer {path}: {exc}") from exc
+    # A tokenizer.json saved by a training run often pads every input to a fixed length (e.g. 128) and truncates
+    # at its own length. Replace both: no padding here (batches are padded to their longest text when collated),
+    # truncation at the model's limit.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.enable_truncation(max_length=manifest.max_length)
+    return tokenizer
+
+
+def group_by_length(lengths: Sequence[int], max_size: int = 0, max_tokens: int = 0) -> list[list[int]]:
+    """Split indices into runs of similar length, each with at most `max_size` rows and `max_tokens` padded tokens.
+
+    Indices are sorted by length, so each group pads to its own longest text. A single text longer than
+    `max_tokens` still forms a group of its own. A limit of 0 means no limit.
+    """
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        grown = len(current) + 1
+        too_many = max_size and grown > max_size
+        too_wide = max_tokens and grown * lengths[index] > max_tokens
+        if current and (too_many or too_wide):
+            groups.append(current)
+            current = []
+        current.append(index)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))

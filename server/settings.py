@@ -1,0 +1,80 @@
+"""Server settings: every field is a `ortserve serve` flag and an `ORTSERVE_<FIELD>` environment variable."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .runtime import SessionConfig
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One `NAME=URI` pair: serve the model at URI under NAME."""
+
+    name: str
+    uri: str
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        name, sep, uri = text.partition("=")
+        name, uri = name.strip(), uri.strip()
+        if not sep or not name or not uri:
+            raise ValueError(f"model spec {text!r} must look like NAME=URI (e.g. topic=models:/topic-onnx@production)")
+        if not _MODEL_NAME.match(name):
+            raise ValueError(f"model name {name!r} may hold only letters, digits, '.', '_' and '-' (at most 128)")
+        return cls(name, uri)
+
+
+class ServerSettings(BaseSettings):
+    """Settings of `ortserve serve`. Flags override environment variables, which override the defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="ORTSERVE_", extra="ignore")
+
+    models: Annotated[list[ModelSpec], NoDecode] = Field(default_factory=list)
+    """Models to serve as NAME=URI pairs; in the environment, separated by ';' (ORTSERVE_MODELS)."""
+    host: str = "0.0.0.0"
+    """Address to bind; 0.0.0.0 for every IPv4 interface, 127.0.0.1 for this machine only."""
+    port: int = Field(50051, ge=0, le=65535)
+    """TCP port to listen on; 0 picks a free one (the bound port is logged)."""
+    intra_op_threads: int = Field(0, ge=0)
+    """ONNX Runtime intra-op threads per model session; 0 lets ONNX Runtime use one per core."""
+    allow_spinning: bool = True
+    """Let ONNX Runtime worker threads spin between ops (lower latency, busier idle CPU)."""
+    max_texts_per_request: int = Field(256, ge=1)
+    """Most texts one Classify call may carry; more is INVALID_ARGUMENT (the client splits larger inputs)."""
+    max_text_chars: int = Field(10_000, ge=1)
+    """Longest text in characters that a Classify call may carry; longer is INVALID_ARGUMENT."""
+    max_batch_size: int = Field(32, ge=1)
+    """Most texts merged into one ONNX Runtime run from concurrent calls."""
+    max_batch_tokens: int = Field(8192, ge=0)
+    """Most padded tokens (texts × longest text) in one ONNX Runtime run; 0 for no bound."""
+    max_batch_delay_ms: float = Field(0.0, ge=0)
+    """How long a batch may wait for more calls before running; 0 runs as soon as the model is free."""
+    max_queue_texts: int = Field(2048, ge=1)
+    """Most texts waiting per model; beyond it calls fail fast with RESOURCE_EXHAUSTED."""
+    grace_period_s: float = Field(10.0, ge=0)
+    """On SIGTERM/SIGINT, how long in-flight calls may take to finish before the server stops anyway."""
+    log_level: str = "INFO"
+    """Python logging level of the server (DEBUG, INFO, WARNING, ERROR)."""
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> list[ModelSpec]:
+        if isinstance(value, str):
+            value = [part for part in value.split(";") if part.strip()]
+        specs = [v if isinstance(v, ModelSpec) else ModelSpec.parse(str(v)) for v in value or []]
+        names = [spec.name for spec in specs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model name(s) given more than once: {', '.join(duplicates)}")
+        return specs
+
+    def session_config(self) -> SessionConfig:
+        return SessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)

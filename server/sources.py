@@ -1,0 +1,77 @@
+"""Where model artifacts come from. A `ModelSource` turns the URI of `--model NAME=URI` into a local directory.
+
+This module holds the extension point and the local-directory source; `ortserve.server.registry` adds the MLflow
+Model Registry sources (`models:/...`).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .artifact import MODEL_FILE, ArtifactManifest, check_artifact_dir
+from .errors import ArtifactError
+
+
+@dataclass(frozen=True)
+class FetchedArtifact:
+    """A complete artifact directory on local disk and the version it holds."""
+
+    version: str
+    directory: Path
+    note: str = ""
+    """Anything the operator should know about how it was fetched (e.g. served from cache, registry down)."""
+
+
+class ModelSource(abc.ABC):
+    """Resolves a model URI to a version and fetches that version's artifact directory.
+
+    Implementations are called from worker threads, never from the event loop, so they may block.
+    """
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+    @property
+    def follows_updates(self) -> bool:
+        """True if the URI can point at a new version over time (an alias or a stage) and should be polled."""
+        return False
+
+    def latest_version(self) -> str:
+        """The version the URI points at now (cheap; used by polling). Defaults to a full fetch."""
+        return self.fetch().version
+
+    @abc.abstractmethod
+    def fetch(self) -> FetchedArtifact:
+        """Resolve the URI and return a complete local artifact directory (downloading it if needed)."""
+
+
+class LocalDirectorySource(ModelSource):
+    """An artifact directory on local disk, served as it is. Its version is the manifest's `version`, or a short
+    hash of `model.onnx` when the manifest has none."""
+
+    def __init__(self, uri: str):
+        super().__init__(uri)
+        self.directory = Path(uri).expanduser()
+
+    def fetch(self) -> FetchedArtifact:
+        check_artifact_dir(self.directory)
+        manifest = ArtifactManifest.read(self.directory)
+        return FetchedArtifact(manifest.version or _file_digest(self.directory / MODEL_FILE), self.directory)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256-" + digest.hexdigest()[:12]
+
+
+def open_source(uri: str) -> ModelSource:
+    """The source for a `--model` URI: a registry source for `models:/`, else a local directory."""
+    if uri.startswith("models:/"):
+        raise ArtifactError(f"{uri}: serving from the MLflow registry is not available yet; pass an artifact directory")
+    return LocalDirectorySource(uri)

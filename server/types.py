@@ -1,0 +1,50 @@
+"""Transport-neutral domain types that the service layer returns and the gRPC servicer converts to protobuf."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class LabelScore:
+    """One label with its probability for one text."""
+
+    label: str
+    score: float
+
+
+#: Labels of one text, highest score first.
+Classification = list[LabelScore]
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyResult:
+    """The answer to one Classify call: which version answered, and one Classification per text."""
+
+    model: str
+    model_version: str
+    results: list[Classification]
+
+
+class ModelState(enum.Enum):
+    """Lifecycle of a served model (mirrors `ortserve.v1.ModelState`)."""
+
+    LOADING = "loading"
+    SERVING = "serving"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """What ListModels/GetModel report about one model."""
+
+    name: str
+    version: str
+    source_uri: str
+    state: ModelState
+    labels: list[str] = field(default_factory=list)
+    max_length: int = 0
+    multi_label: bool = False
+    last_error: str = ""
+    loaded_at: str = ""
