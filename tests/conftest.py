@@ -12,6 +12,7 @@ from ortserve.export.pipeline import ExportOptions, export_local_model
 from ortserve.export.tiny_models import SENTIMENT_LABELS, TOPIC_LABELS, build_tiny_classifier
 
 from .helpers import RunningServer, running_server
+from .mlflow_server import MlflowServer
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -50,3 +51,13 @@ def server(artifacts: dict[str, Path]) -> Iterator[RunningServer]:
     with running_server(models=[f"{name}={path}" for name, path in artifacts.items()], max_texts_per_request=16,
                         max_text_chars=500) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` on 127.0.0.1 shared by the registry tests of a session."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
