@@ -129,3 +129,14 @@ def test_health_for_server_and_each_model(server: RunningServer) -> None:
 def test_client_rejects_a_bare_string(server: RunningServer) -> None:
     with InferenceClient(server.target) as client, pytest.raises(TypeError):
         client.classify("bert", "one text")  # type: ignore[arg-type]
+
+
+def test_container_health_probe(server: RunningServer) -> None:
+    import subprocess
+    import sys
+
+    probe = [sys.executable, "-m", "ortserve.server.healthcheck", "--target", server.target]
+    ok = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    missing = subprocess.run([*probe, "--service", "missing"], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "SERVING" in ok.stdout
+    assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr

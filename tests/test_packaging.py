@@ -1,0 +1,63 @@
+"""The wheel: `pip install ortserve` (no extras) gives a working client without onnxruntime or torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .helpers import RunningServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        check=True, capture_output=True, text=True,
+    )
+    (built,) = out.glob("ortserve-*.whl")
+    return built
+
+
+def test_wheel_holds_every_package_under_the_ortserve_namespace(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    for package in ["cli", "client", "server", "export", "v1"]:
+        assert f"ortserve/{package}/__init__.py" in names
+        assert f"ortserve/{package}/py.typed" in names
+    assert "ortserve/v1/inference_pb2.pyi" in names and "ortserve/v1/inference.proto" in names
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"ortserve", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
+
+
+def test_client_only_install_calls_a_server(wheel: Path, server: RunningServer, tmp_path: Path) -> None:
+    env_dir = tmp_path / "client-venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(wheel)], capture_output=True,
+                             text=True)
+    assert install.returncode == 0, install.stderr
+    script = textwrap.dedent(f"""
+        import importlib.util, json
+        from ortserve.client import InferenceClient
+        absent = [m for m in ("onnxruntime", "torch", "numpy", "transformers", "tokenizers")
+                  if importlib.util.find_spec(m) is None]
+        with InferenceClient("{server.target}") as client:
+            result = client.classify("bert", ["hello from a client-only install"], top_k=1)
+        print(json.dumps({{"absent": absent, "label": result[0].top.label}}))
+    """)
+    run = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    report = run.stdout.strip().splitlines()[-1]
+    assert '"absent": ["onnxruntime", "torch", "numpy", "transformers", "tokenizers"]' in report
+    assert '"label": "' in report
+    cli = subprocess.run([str(env_dir / "bin" / "ortserve"), "serve", "--model", "x=y"], capture_output=True,
+                         text=True)
+    assert cli.returncode == 2 and "pip install 'ortserve[server]'" in cli.stderr
