@@ -104,8 +104,12 @@ def build_tiny_classifier(
     max_position_embeddings: int = 128,
     seed: int = 0,
     tokenizer: Any | None = None,
+    attention_heads: int | None = None,
 ) -> Path:
-    """Save a randomly initialised `…ForSequenceClassification` and its fast tokenizer into `directory`."""
+    """Save a randomly initialised `…ForSequenceClassification` and its fast tokenizer into `directory`.
+
+    `attention_heads` defaults to one head per 16 hidden units (tiny models); benchmarks pass real shapes (12).
+    """
     import torch
     import transformers
 
@@ -118,7 +122,7 @@ def build_tiny_classifier(
         "problem_type": "multi_label_classification" if multi_label else "single_label_classification",
         "pad_token_id": tokenizer.pad_token_id,
     }
-    heads = max(1, hidden_size // 16)
+    heads = attention_heads or max(1, hidden_size // 16)
     if architecture == "bert":
         config: Any = transformers.BertConfig(
             hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,

@@ -33,7 +33,7 @@ _GRAPH_OPTIMIZATION_LEVELS = {
 class SessionConfig:
     """ONNX Runtime session settings of one model.
 
-    The defaults were chosen by measurement on 2 cores (see BENCHMARKS.md); 0 threads means one per core.
+    The defaults were chosen by measurement on 2 cores (see BENCHMARKS.md, "Runtime tuning").
     """
 
     intra_op_threads: int = 0
@@ -44,15 +44,21 @@ class SessionConfig:
     """Reuse a memory arena across runs instead of allocating every tensor afresh."""
     graph_optimization_level: str = "all"
     """ONNX Runtime graph optimizations applied at load: disable, basic, extended or all."""
+    use_global_thread_pool: bool = False
+    """Run on the process-wide thread pool set up by `use_global_thread_pool()` instead of a pool per session.
+    ONNX Runtime then requires every session of the process to do the same."""
 
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.intra_op_threads
         # One request batch runs at a time per model; inter-op parallelism only adds contention on few cores.
-        options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if self.use_global_thread_pool:
+            options.use_per_session_threads = False
+        else:
+            options.intra_op_num_threads = self.intra_op_threads
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.enable_cpu_mem_arena = self.enable_cpu_mem_arena
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         try:
             options.graph_optimization_level = _GRAPH_OPTIMIZATION_LEVELS[self.graph_optimization_level]
         except KeyError:
@@ -61,6 +67,11 @@ class SessionConfig:
                 f"got {self.graph_optimization_level!r}"
             ) from None
         return options
+
+
+def use_global_thread_pool(intra_op_threads: int = 0) -> None:
+    """Create the process-wide ONNX Runtime thread pool; call it once, before the first session of the process."""
+    ort.set_global_thread_pool_sizes(intra_op_threads, 1)
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,9 @@ class OnnxClassifier:
     Thread-safe: the tokenizer and the ONNX Runtime session may be called from several threads at once.
     """
 
-    def __init__(self, directory: Path, manifest: ArtifactManifest, tokenizer: Tokenizer, session: ort.InferenceSession):
+    def __init__(
+        self, directory: Path, manifest: ArtifactManifest, tokenizer: Tokenizer, session: ort.InferenceSession
+    ):
         self.directory = directory
         self.manifest = manifest
         self._tokenizer = tokenizer
@@ -122,7 +135,7 @@ class OnnxClassifier:
 
     def tokenize(self, texts: Sequence[str]) -> TokenizedBatch:
         """Tokenize, truncate at the model's max length and pad to the longest text of `texts`."""
-        return self._collate(self._tokenizer.encode_batch(list(texts)))
+        return self._collate(self._encode(texts))
 
     def count_tokens(self, text: str) -> int:
         """Tokens of one text after truncation, special tokens included."""
@@ -151,16 +164,23 @@ class OnnxClassifier:
         """Probabilities of shape (texts, labels) for `texts`, rows in input order.
 
         With no limits, all texts run in one ONNX Runtime call padded to the longest. With limits, texts are
-        sorted by token count and run in groups of at most `max_batch_size` texts and `max_batch_tokens` padded
-        tokens, so a short text is not padded to the length of a long one.
+        grouped by token count (`group_by_length`) and run in groups of at most `max_batch_size` texts and
+        `max_batch_tokens` padded tokens, so a short text is not padded to the length of a long one.
         """
-        encodings = self._tokenizer.encode_batch(list(texts))
+        encodings = self._encode(texts)
         if not max_batch_size and not max_batch_tokens:
             return self.run(self._collate(encodings))
+        groups = group_by_length([len(e.ids) for e in encodings], max_batch_size, max_batch_tokens)
+        if len(groups) == 1:
+            return self.run(self._collate(encodings))
         result = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
-        for group in group_by_length([len(e.ids) for e in encodings], max_batch_size, max_batch_tokens):
+        for group in groups:
             result[group] = self.run(self._collate([encodings[i] for i in group]))
         return result
+
+    def _encode(self, texts: Sequence[str]) -> list[Encoding]:
+        # encode_batch_fast skips character offsets, which classification never reads; it releases the GIL.
+        return self._tokenizer.encode_batch_fast(list(texts))
 
     def classify(self, texts: Sequence[str], top_k: int = 0) -> list[Classification]:
         """Label scores per text, highest first; `top_k` > 0 keeps only that many labels."""
@@ -190,24 +210,42 @@ def _load_tokenizer(path: Path, manifest: ArtifactManifest) -> Tokenizer:
     return tokenizer
 
 
-def group_by_length(lengths: Sequence[int], max_size: int = 0, max_tokens: int = 0) -> list[list[int]]:
+#: The fixed cost of one ONNX Runtime run, in padded tokens (rows × width) of the same cost. Measured on 2 cores for
+#: both benchmark models (see BENCHMARKS.md); it decides when splitting a batch by length saves more than it costs.
+RUN_OVERHEAD_TOKENS = 32
+
+
+def group_by_length(
+    lengths: Sequence[int], max_size: int = 0, max_tokens: int = 0, run_overhead_tokens: int = RUN_OVERHEAD_TOKENS
+) -> list[list[int]]:
     """Split indices into runs of similar length, each with at most `max_size` rows and `max_tokens` padded tokens.
 
-    Indices are sorted by length, so each group pads to its own longest text. A single text longer than
-    `max_tokens` still forms a group of its own. A limit of 0 means no limit.
+    Indices are sorted by length and cut into contiguous groups that minimise the total cost, modelled as
+    `run_overhead_tokens` per run plus rows × longest row per run: a 10-token text is not padded to 120 tokens when
+    running it apart costs less than the padding. A single text longer than `max_tokens` still forms a group of its
+    own. A limit of 0 means no limit.
     """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    count = len(order)
+    # best[i]: least cost of the first i sorted texts; cut[i]: where the last group of that solution starts.
+    best = [0.0] + [float("inf")] * count
+    cut = [0] * (count + 1)
+    for end in range(1, count + 1):
+        width = lengths[order[end - 1]]  # sorted: the last text of a group is its longest
+        lowest = max(0, end - max_size) if max_size else 0
+        for start in range(end - 1, lowest - 1, -1):
+            rows = end - start
+            if max_tokens and rows > 1 and rows * width > max_tokens:
+                break  # more rows only make the group wider in tokens
+            cost = best[start] + run_overhead_tokens + rows * width
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
     groups: list[list[int]] = []
-    current: list[int] = []
-    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
-        grown = len(current) + 1
-        too_many = max_size and grown > max_size
-        too_wide = max_tokens and grown * lengths[index] > max_tokens
-        if current and (too_many or too_wide):
-            groups.append(current)
-            current = []
-        current.append(index)
-    if current:
-        groups.append(current)
+    end = count
+    while end > 0:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    groups.reverse()
     return groups
 
 

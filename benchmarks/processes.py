@@ -1,0 +1,173 @@
+"""Separate processes the benchmark measures: `ortserve serve`, `mlflow models serve`, and a PyTorch process.
+
+Each runs on 127.0.0.1 only, as its own process (so the load generator never shares its GIL), and is stopped by the
+context manager that started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .load import LOOPBACK
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """Resident memory of a process now and at its peak (VmRSS, VmHWM) in MB, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class OrtServeProcess:
+    """A running `ortserve serve` and how long it took from process start to health SERVING."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    start_to_serving_s: float
+
+
+@contextmanager
+def ortserve_process(
+    models: dict[str, Path], log_file: Path, extra_args: Sequence[str] = (), timeout: float = 120
+) -> Iterator[OrtServeProcess]:
+    """Start `ortserve serve` with `models` on a free loopback port; yield once health reports SERVING."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("ortserve")), "serve", "--host", LOOPBACK, "--port", str(port),
+               "--log-level", "WARNING", *extra_args]
+    for name, path in models.items():
+        command += ["--model", f"{name}={path}"]
+    with log_file.open("ab") as log:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+        try:
+            serving_s = _wait_serving(process, port, start, timeout)
+            yield OrtServeProcess(process, port, serving_s)
+        finally:
+            _stop(process)
+
+
+def _wait_serving(process: subprocess.Popen[bytes], port: int, start: float, timeout: float) -> float:
+    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.perf_counter() - start < timeout:
+            if process.poll() is not None:
+                raise RuntimeError(f"ortserve serve exited with {process.returncode}; see its log")
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.perf_counter() - start
+            except grpc.RpcError:
+                pass  # not listening yet
+            time.sleep(0.01)
+    raise TimeoutError(f"ortserve was not SERVING after {timeout}s")
+
+
+def save_mlflow_transformers_model(hf_dir: Path, destination: Path) -> Path:
+    """Save the Hugging Face model as an `mlflow.transformers` model, as platforms serve with `mlflow models serve`."""
+    if (destination / "MLmodel").is_file():
+        return destination
+    import mlflow.transformers
+    from transformers import pipeline
+
+    shutil.rmtree(destination, ignore_errors=True)
+    classifier = pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu")
+    mlflow.transformers.save_model(classifier, str(destination))
+    return destination
+
+
+@contextmanager
+def mlflow_serve_process(model_dir: Path, log_file: Path, timeout: float = 300) -> Iterator[str]:
+    """Run `mlflow models serve` of `model_dir` on loopback with the local environment; yield its /invocations URL."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"file://{model_dir.parent / 'mlruns'}"}
+    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", str(model_dir),
+               "--env-manager", "local", "--host", LOOPBACK, "--port", str(port)]
+    with log_file.open("ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
+        try:
+            base = f"http://{LOOPBACK}:{port}"
+            start = time.perf_counter()
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"mlflow models serve exited with {process.returncode}; see {log_file}")
+                try:
+                    with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.perf_counter() - start > timeout:
+                    raise TimeoutError(f"mlflow models serve did not answer /ping after {timeout}s")
+                time.sleep(0.5)
+            yield f"{base}/invocations"
+        finally:
+            # mlflow starts uvicorn workers as children: stop the whole session it leads.
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+
+
+TORCH_HOLDER = """
+import json, sys, time
+start = time.perf_counter()
+from transformers import pipeline
+pipes = [pipeline("text-classification", model=path, tokenizer=path, device="cpu") for path in sys.argv[1:]]
+for pipe in pipes:
+    pipe("warm up the model once")
+ready = time.perf_counter() - start
+fields = {}
+for line in open("/proc/self/status"):
+    key, _, value = line.partition(":")
+    if key in ("VmRSS", "VmHWM"):
+        fields[key] = int(value.split()[0]) / 1024
+print(json.dumps({"rss_mb": fields["VmRSS"], "hwm_mb": fields["VmHWM"], "ready_s": ready}))
+"""
+
+
+def torch_process_memory(hf_dirs: Sequence[Path]) -> dict[str, float]:
+    """Resident memory of a fresh PyTorch process holding `hf_dirs` as pipelines after one call each."""
+    output = subprocess.run(
+        [sys.executable, "-c", TORCH_HOLDER, *map(str, hf_dirs)], check=True, capture_output=True, text=True
+    ).stdout
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return result

@@ -1,0 +1,165 @@
+"""`make bench`: every system of issue 5 measured side by side in one run, on this machine.
+
+    python -m benchmarks.run [--work benchmarks/work] [--out benchmarks/results] [--quick]
+
+Builds (or reuses) the two benchmark models, then measures in order: (a) the PyTorch pipeline in process, (b) raw
+ONNX Runtime in process, (c, d) `ortserve serve` as a separate process over gRPC on 127.0.0.1, (e) `mlflow models
+serve` of the same models saved with `mlflow.transformers`, (f) resident memory and start-to-SERVING time. Writes
+bench.json, bench.md (tables and targets) and bench.png (throughput and p99 against concurrency) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ortserve.server.runtime import SessionConfig
+
+from .baselines import raw_onnxruntime, torch_pipeline
+from .load import grpc_load, http_load
+from .models import BenchModel, build_models
+from .processes import (
+    mlflow_serve_process,
+    ortserve_process,
+    rss_mb,
+    save_mlflow_transformers_model,
+    torch_process_memory,
+)
+from .report import write_report
+from .texts import make_texts
+
+log = logging.getLogger("benchmarks")
+
+SINGLE_TEXT_CALLERS = (1, 8, 32, 64)
+BATCH_CALLERS = (1, 8)  # callers sending 32 texts per call
+KINDS = ("fixed", "mixed")
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    flags = Path("/proc/cpuinfo").read_text()
+    isa = [name for name in ("avx512_vnni", "avx512f", "avx_vnni", "avx2") if f" {name}" in flags]
+    import onnxruntime
+    import torch
+    import transformers
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+def measure(models: list[BenchModel], work: Path, quick: bool) -> dict[str, Any]:
+    scale = 0.5 if quick else 1.0
+    seconds = 8.0 * scale
+    texts = {
+        m.name: {kind: make_texts(m.artifact / "tokenizer.json", 512, mixed=kind == "mixed") for kind in KINDS}
+        for m in models
+    }
+    results: dict[str, Any] = {"models": {}, "machine": machine()}
+    for model in models:
+        results["models"][model.name] = {
+            "shape": {"hidden": model.hidden_size, "layers": model.layers, "heads": model.heads},
+            "quantization": model.quantization(),
+            "model_mb": (model.artifact / "model.onnx").stat().st_size / 1e6,
+        }
+    calls, batches = int(60 * scale), int(4 * scale) or 1
+
+    # (a) and (b): in-process baselines, one model at a time.
+    for model in models:
+        fixed, mixed = texts[model.name]["fixed"], texts[model.name]["mixed"]
+        log.info("%s: PyTorch pipeline in process", model.name)
+        entry = results["models"][model.name]
+        entry["torch"] = {k: asdict(v) for k, v in torch_pipeline(model.hf_dir, fixed, mixed, calls, batches).items()}
+        log.info("%s: raw ONNX Runtime in process", model.name)
+        ort_results = raw_onnxruntime(model.artifact, SessionConfig(), fixed, mixed, calls * 2, batches * 2)
+        entry["raw_ort"] = {k: asdict(v) for k, v in ort_results.items()}
+
+    # (c), (d), (f): ortserve as its own process serving both models.
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    artifacts = {m.name: m.artifact for m in models}
+    with ortserve_process(artifacts, logs / "ortserve.log") as server:
+        results["ortserve_start_to_serving_s"] = [server.start_to_serving_s]
+        results["ortserve_rss_mb_loaded"] = rss_mb(server.process.pid)[0]
+        for model in models:
+            entry = results["models"][model.name]
+            entry["ortserve"] = []
+            for kind in ("fixed", "mixed"):
+                levels = [(c, 1) for c in SINGLE_TEXT_CALLERS] + [(c, 32) for c in BATCH_CALLERS]
+                for callers, per_call in levels:
+                    log.info("%s: ortserve, %d callers × %d %s texts", model.name, callers, per_call, kind)
+                    max_calls = int((400 if per_call == 1 else 40) * max(1, callers // 8) * scale)
+                    result = grpc_load(server.port, model.name, texts[model.name][kind], callers, per_call,
+                                       max_calls=max_calls, max_seconds=seconds)
+                    entry["ortserve"].append(_row(kind, result))
+        results["ortserve_rss_mb_after_load"], results["ortserve_hwm_mb"] = rss_mb(server.process.pid)
+    for _ in range(2):  # start-up again, now that the OS file cache holds everything (the "cached artifacts" case)
+        with ortserve_process(artifacts, logs / "ortserve.log") as server:
+            results["ortserve_start_to_serving_s"].append(server.start_to_serving_s)
+
+    # (e): mlflow models serve of the same models, logged with mlflow.transformers.
+    for model in models:
+        entry = results["models"][model.name]
+        mlflow_dir = save_mlflow_transformers_model(model.hf_dir, work / "mlflow" / model.name)
+        log.info("%s: mlflow models serve", model.name)
+        entry["mlflow"] = []
+        with mlflow_serve_process(mlflow_dir, logs / f"mlflow-{model.name}.log") as url:
+            for callers in (1, 32):
+                result = http_load(url, texts[model.name]["fixed"], callers, 1,
+                                   max_calls=int((60 if callers == 1 else 200) * scale), max_seconds=2 * seconds)
+                entry["mlflow"].append(_row("fixed", result))
+
+    # (f): a PyTorch process holding the same two models.
+    log.info("PyTorch process memory")
+    results["torch_process"] = torch_process_memory([m.hf_dir for m in models])
+    return results
+
+
+def _row(kind: str, result: Any) -> dict[str, Any]:
+    return {
+        "texts": kind, "callers": result.callers, "texts_per_call": result.texts_per_call, "calls": result.calls,
+        "errors": result.errors, "texts_per_s": result.texts_per_s, "p50_ms": result.p50, "p99_ms": result.p99,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, exports, logs")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--quick", action="store_true", help="half the requests and durations")
+    parser.add_argument("--rebuild", action="store_true", help="build and export the models again")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    started = time.perf_counter()
+    models, tokenizer_note = build_models(args.work, args.rebuild)
+    results = measure(models, args.work, args.quick)
+    results["tokenizer"] = tokenizer_note
+    results["seconds"] = time.perf_counter() - started
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["ortserve_start_to_serving_median_s"] = statistics.median(results["ortserve_start_to_serving_s"])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, args.out)
+    print((args.out / "bench.md").read_text())
+    log.info("done in %.0f s", results["seconds"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""The adaptive batcher's behaviour: merging, ordering, failure isolation, deadlines, admission, length grouping.
+
+Most tests drive `AdaptiveBatcher` with a fake run function whose runs can be held open (a gate), which makes the
+order of events deterministic without sleeping. The status codes are checked over gRPC against a real server running
+a real ONNX Runtime model; there the same gate wraps the model's real run function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import pytest
+from ortserve.client import InferenceClient, InferenceError
+from ortserve.server.batcher import AdaptiveBatcher, BatchLimits, BatchOutput
+from ortserve.server.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
+from ortserve.server.runtime import OnnxClassifier, TokenizedBatch, group_by_length
+
+from .helpers import RunningServer, running_server
+
+T = TypeVar("T")
+WAIT_S = 30  # generous bound for "this happens", never a performance claim
+
+
+class GatedRun:
+    """A fake `run_batch`: records every batch, returns `row:<text>` per text, fails a batch holding "boom", and
+    (while `hold` is set) blocks each run until `release()`."""
+
+    def __init__(self, wrapped: Any = None):
+        self.batches: list[list[str]] = []
+        self.started = threading.Semaphore(0)
+        self._open = threading.Event()
+        self._open.set()
+        self._wrapped = wrapped
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def wait_started(self) -> None:
+        assert self.started.acquire(timeout=WAIT_S), "the model never started a run"
+
+    def __call__(self, texts: list[str]) -> BatchOutput[Any]:
+        self.batches.append(list(texts))
+        self.started.release()
+        assert self._open.wait(WAIT_S), "the test never released the run"
+        if any("boom" in text for text in texts):
+            raise RuntimeError("the model failed on this batch")
+        if self._wrapped is not None:
+            return self._wrapped(texts)
+        return BatchOutput("v1", [f"row:{text}" for text in texts])
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield pool
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(asyncio.wait_for(coroutine, WAIT_S))
+
+
+async def started(fake: GatedRun) -> None:
+    """Wait, without blocking the event loop, until the fake model has started its next run."""
+    await asyncio.to_thread(fake.wait_started)
+
+
+async def settle() -> None:
+    """Let every ready task take its next step (submissions reach the queue)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_idle_call_runs_at_once_and_alone(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    # A batch delay of a minute would fail the wait_for in `run` if it applied: a full batch must not wait for it.
+    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=2, max_batch_delay_ms=60_000))
+    idle = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_delay_ms=0))
+
+    async def scenario() -> None:
+        output = await asyncio.wait_for(idle.submit(["alone"]), WAIT_S)
+        assert output.rows == ["row:alone"] and output.version == "v1"
+        full = await asyncio.wait_for(batcher.submit(["a", "b"]), WAIT_S)
+        assert list(full.rows) == ["row:a", "row:b"]
+        await idle.close()
+        await batcher.close()
+
+    run(scenario())
+    assert fake.batches == [["alone"], ["a", "b"]]
+
+
+def test_calls_arriving_during_a_run_are_merged_into_the_next_batch_in_order(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=32))
+    callers = [[f"c{i}-t{j}" for j in range(i % 3 + 1)] for i in range(6)]
+
+    async def scenario() -> list[BatchOutput[Any]]:
+        fake.hold()
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await started(fake)
+        rest = [asyncio.create_task(batcher.submit(texts)) for texts in callers]
+        await settle()
+        assert batcher.queued_texts == sum(len(texts) for texts in callers)
+        fake.release()
+        outputs = await asyncio.gather(first, *rest)
+        await batcher.close()
+        return outputs
+
+    outputs = run(scenario())
+    assert fake.batches == [["first"], [text for texts in callers for text in texts]]  # one run for all six
+    for texts, output in zip(callers, outputs[1:], strict=True):
+        assert list(output.rows) == [f"row:{text}" for text in texts]
+
+
+def test_batches_respect_max_batch_size_and_never_split_a_call(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=4))
+    sizes = [3, 1, 2, 2, 5, 1]
+
+    async def scenario() -> None:
+        fake.hold()
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await started(fake)
+        calls = [asyncio.create_task(batcher.submit([f"{n}-{j}" for j in range(n)])) for n in sizes]
+        await settle()
+        fake.release()
+        await asyncio.gather(first, *calls)
+        await batcher.close()
+
+    run(scenario())
+    assert [len(batch) for batch in fake.batches] == [1, 4, 4, 5, 1]  # 3+1, 2+2, the 5 alone, then 1
+
+
+def test_a_failing_batch_fails_exactly_its_callers_and_the_next_batch_succeeds(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=2))
+
+    async def scenario() -> list[Any]:
+        fake.hold()
+        first = asyncio.create_task(batcher.submit(["fine"]))
+        await started(fake)
+        queued = [asyncio.create_task(batcher.submit([text])) for text in ["x", "boom", "y", "z"]]
+        await settle()
+        fake.release()
+        results = await asyncio.gather(first, *queued, return_exceptions=True)
+        after = await batcher.submit(["after"])
+        await batcher.close()
+        return [*results, after]
+
+    first, x, boom, y, z, after = run(scenario())
+    assert fake.batches == [["fine"], ["x", "boom"], ["y", "z"], ["after"]]
+    assert list(first.rows) == ["row:fine"]
+    assert isinstance(x, RuntimeError) and isinstance(boom, RuntimeError)  # x shared the failing batch
+    assert list(y.rows) == ["row:y"] and list(z.rows) == ["row:z"] and list(after.rows) == ["row:after"]
+
+
+def test_a_wrong_row_count_fails_the_batch_instead_of_misrouting_rows(executor: ThreadPoolExecutor) -> None:
+    batcher: AdaptiveBatcher[str] = AdaptiveBatcher("m", lambda texts: BatchOutput("v", ["only one"]), executor)
+
+    async def scenario() -> None:
+        with pytest.raises(RuntimeError, match="1 rows for 2 texts"):
+            await batcher.submit(["a", "b"])
+        await batcher.close()
+
+    run(scenario())
+
+
+def test_expired_calls_are_dropped_before_they_reach_the_model(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor)
+
+    async def scenario() -> tuple[BaseException | None, BatchOutput[Any]]:
+        fake.hold()
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await started(fake)
+        expired = asyncio.create_task(batcher.submit(["late"], deadline=time.monotonic() - 1))
+        live = asyncio.create_task(batcher.submit(["on time"], deadline=time.monotonic() + 3600))
+        await settle()
+        fake.release()
+        await first
+        error = await asyncio.gather(expired, return_exceptions=True)
+        await batcher.close()
+        return error[0], await live
+
+    error, live = run(scenario())
+    assert isinstance(error, DeadlineExceededError) and "were not run" in str(error)
+    assert list(live.rows) == ["row:on time"]
+    assert fake.batches == [["first"], ["on time"]]
+
+
+def test_cancelled_calls_are_not_run(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor)
+
+    async def scenario() -> None:
+        fake.hold()
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await started(fake)
+        gone = asyncio.create_task(batcher.submit(["gone"]))
+        kept = asyncio.create_task(batcher.submit(["kept"]))
+        await settle()
+        gone.cancel()
+        fake.release()
+        await asyncio.gather(first, kept)
+        await batcher.close()
+
+    run(scenario())
+    assert fake.batches == [["first"], ["kept"]]
+
+
+def test_a_full_queue_refuses_calls_at_once(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_queue_texts=3))
+
+    async def scenario() -> None:
+        fake.hold()
+        big = asyncio.create_task(batcher.submit(["a", "b", "c", "d", "e"]))  # over the limit, but the queue is empty
+        await started(fake)
+        queued = [asyncio.create_task(batcher.submit(texts)) for texts in (["q1", "q2"], ["q3"])]
+        await settle()
+        assert batcher.queued_texts == 3
+        with pytest.raises(OverloadedError, match="max_queue_texts=3"):
+            await batcher.submit(["refused"])
+        fake.release()
+        await asyncio.gather(big, *queued)
+        await batcher.submit(["admitted again"])
+        await batcher.close()
+
+    run(scenario())
+    assert "refused" not in [text for batch in fake.batches for text in batch]
+
+
+def test_close_runs_what_is_queued_then_refuses_new_calls(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor)
+
+    async def scenario() -> None:
+        fake.hold()
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await started(fake)
+        queued = asyncio.create_task(batcher.submit(["queued"]))
+        await settle()
+        closing = asyncio.create_task(batcher.close())
+        await settle()
+        with pytest.raises(ModelNotReadyError, match="shutting down"):
+            await batcher.submit(["too late"])
+        fake.release()
+        await asyncio.gather(first, queued, closing)
+
+    run(scenario())
+    assert fake.batches == [["first"], ["queued"]]
+
+
+def test_the_event_loop_keeps_running_while_a_batch_runs(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    batcher = AdaptiveBatcher("m", fake, executor)
+
+    async def scenario() -> int:
+        fake.hold()
+        call = asyncio.create_task(batcher.submit(["slow"]))
+        await started(fake)
+        ticks = 0
+        for _ in range(20):  # the run is held open all along: the loop must still serve other work
+            await asyncio.sleep(0.001)
+            ticks += 1
+        fake.release()
+        await call
+        await batcher.close()
+        return ticks
+
+    assert run(scenario()) == 20
+
+
+def test_the_event_loop_keeps_running_during_a_real_onnx_runtime_batch(
+    artifacts: dict[str, Path], executor: ThreadPoolExecutor
+) -> None:
+    classifier = OnnxClassifier.load(artifacts["bert"])
+    texts = [f"the weather report number {i} " * 12 for i in range(256)]
+    batcher = AdaptiveBatcher(
+        "bert", lambda batch: BatchOutput("v", list(classifier.probabilities(batch, 32))), executor,
+        BatchLimits(max_batch_size=256),
+    )
+
+    async def scenario() -> int:
+        call = asyncio.create_task(batcher.submit(texts))
+        ticks = 0
+        while not call.done():
+            await asyncio.sleep(0)
+            ticks += 1
+        await call
+        await batcher.close()
+        return ticks
+
+    assert run(scenario()) > 10  # the loop went round many times while tokenization and the model ran
+
+
+# --- length grouping ---------------------------------------------------------------------------------------------
+
+
+def test_group_by_length_respects_size_and_token_limits() -> None:
+    lengths = [100, 5, 7, 6, 120, 8, 99]
+    groups = group_by_length(lengths, max_size=2, max_tokens=10_000, run_overhead_tokens=0)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    assert all(len(group) <= 2 for group in groups)
+    assert group_by_length([50, 50, 50], max_tokens=100) == [[0, 1], [2]]
+    assert group_by_length([500], max_tokens=100) == [[0]]  # one text longer than the bound still runs, alone
+    assert group_by_length([]) == []
+
+
+def test_group_by_length_separates_short_from_long_texts() -> None:
+    lengths = [10, 120, 12, 118, 11, 119, 9, 121]
+    groups = group_by_length(lengths, max_size=32, run_overhead_tokens=32)
+    assert sorted(sorted(lengths[i] for i in group) for group in groups) == [[9, 10, 11, 12], [118, 119, 120, 121]]
+    # Similar lengths stay together: splitting them would only add runs.
+    assert group_by_length([20, 21, 22, 23], run_overhead_tokens=32) == [[0, 1, 2, 3]]
+
+
+def test_mixed_lengths_run_with_little_padding_and_unchanged_results(artifacts: dict[str, Path]) -> None:
+    classifier = OnnxClassifier.load(artifacts["bert"])
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["the"] * int(n)) for n in rng.integers(3, 120, size=48)]
+    padded: list[int] = []
+    real_run = classifier.run
+
+    def recording_run(batch: TokenizedBatch) -> np.ndarray:
+        padded.append(batch.padded_tokens)
+        return real_run(batch)
+
+    classifier.run = recording_run  # type: ignore[method-assign]
+    grouped = classifier.probabilities(texts, max_batch_size=32, max_batch_tokens=8192)
+    real_tokens = sum(classifier.count_tokens(text) for text in texts)
+    naive = len(texts) * max(classifier.count_tokens(text) for text in texts)
+    one_by_one = np.concatenate([real_run(classifier.tokenize([text])) for text in texts])
+    np.testing.assert_allclose(grouped, one_by_one, atol=1e-5)  # rows come back in input order
+    assert naive > 1.5 * real_tokens  # padding everything to the longest would cost half as much again
+    assert sum(padded) < 1.2 * real_tokens, (sum(padded), real_tokens, padded)
+
+
+# --- status codes over gRPC, real server and real ONNX Runtime model ------------------------------------------------
+
+
+@pytest.fixture
+def gated_server(artifacts: dict[str, Path]) -> Iterator[tuple[RunningServer, GatedRun]]:
+    """A server of the tiny `bert` model (queue limit 2 texts) whose model runs can be held open by the test."""
+    with running_server(models=[f"bert={artifacts['bert']}"], max_queue_texts=2) as server:
+        assert server.server is not None
+        batcher = server.server.table.get("bert").batcher
+        gate = GatedRun(wrapped=batcher._run_batch)  # the real run (tokenizer + ONNX Runtime) behind a gate
+        batcher._run_batch = gate
+        yield server, gate
+        gate.release()
+
+
+def _classify_in_thread(target: str, texts: Sequence[str], timeout: float = WAIT_S) -> dict[str, Any]:
+    """Start a call in a thread; the returned dict gets "result" or "error" when it ends."""
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        with InferenceClient(target) as client:
+            try:
+                outcome["result"] = client.classify("bert", list(texts), timeout=timeout)
+            except InferenceError as exc:
+                outcome["error"] = exc
+
+    outcome["thread"] = threading.Thread(target=call, daemon=True)
+    outcome["thread"].start()
+    return outcome
+
+
+def _wait_until(condition: Any) -> None:
+    end = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < end, "condition never became true"
+        time.sleep(0.005)
+
+
+def test_grpc_full_queue_is_resource_exhausted(gated_server: tuple[RunningServer, GatedRun]) -> None:
+    server, gate = gated_server
+    assert server.server is not None
+    batcher = server.server.table.get("bert").batcher
+    gate.hold()
+    running = _classify_in_thread(server.target, ["the market rallied"])
+    gate.wait_started()
+    queued = _classify_in_thread(server.target, ["one", "two"])
+    _wait_until(lambda: batcher.queued_texts == 2)
+    with InferenceClient(server.target) as client, pytest.raises(InferenceError) as caught:
+        client.classify("bert", ["one too many"])
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_queue_texts=2" in caught.value.details
+    gate.release()
+    for outcome in (running, queued):
+        outcome["thread"].join(WAIT_S)
+        assert "result" in outcome, outcome.get("error")
+    assert len(queued["result"]) == 2
+
+
+def test_grpc_expired_call_is_deadline_exceeded_and_never_runs(gated_server: tuple[RunningServer, GatedRun]) -> None:
+    server, gate = gated_server
+    gate.hold()
+    running = _classify_in_thread(server.target, ["the market rallied"])
+    gate.wait_started()
+    late = _classify_in_thread(server.target, ["too late for this"], timeout=0.2)
+    late["thread"].join(WAIT_S)
+    assert late["error"].code == grpc.StatusCode.DEADLINE_EXCEEDED
+    gate.release()
+    running["thread"].join(WAIT_S)
+    assert "result" in running
+    with InferenceClient(server.target) as client:
+        assert len(client.classify("bert", ["next call"])) == 1
+    assert ["too late for this"] not in gate.batches
+    assert gate.batches == [["the market rallied"], ["next call"]]
+
+
+def test_grpc_failed_batch_fails_its_callers_with_internal_and_the_next_succeeds(
+    gated_server: tuple[RunningServer, GatedRun],
+) -> None:
+    server, gate = gated_server
+    with InferenceClient(server.target) as client:
+        with pytest.raises(InferenceError) as caught:
+            client.classify("bert", ["boom"])
+        assert caught.value.code == grpc.StatusCode.INTERNAL
+        assert "the model failed" not in caught.value.details  # internals stay in the server log
+        (result,) = client.classify("bert", ["fine again"])
+    assert len(result.labels) == 3
