@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         elif field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            default = field.default
-            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=f"{help_text} (default {default})")
+            described = f"{help_text} (default {field.default})"
+            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=described)
     return parser
 
 

@@ -44,3 +44,7 @@ class ModelInfo:
     last_error: str
     multi_label: bool
     loaded_at: str
+    note: str = ""
+    """How the serving version was obtained when that matters (e.g. from the cache while the registry was down)."""
+    failed_updates: int = 0
+    """New versions that failed to load since the server started (the previous version kept serving)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +24,7 @@ from .settings import ServerSettings
 from .sources import open_source
 from .transport import InferenceServicer
 from .types import ModelState
+from .watcher import VersionWatcher
 
 log = logging.getLogger("ortserve.server")
 
@@ -41,6 +43,7 @@ class OrtServer:
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.port = 0
+        _configure_mlflow_client(settings.registry_timeout_s)
         self._executor = ThreadPoolExecutor(
             max_workers=max(2, len(settings.models)), thread_name_prefix="ortserve-model"
         )
@@ -53,7 +56,7 @@ class OrtServer:
         models = [
             ServedModel(
                 spec.name,
-                open_source(spec.uri),
+                open_source(spec.uri, settings.cache_dir, settings.tracking_uri),
                 self._executor,
                 limits,
                 settings.session_config(),
@@ -66,6 +69,7 @@ class OrtServer:
             self.table,
             RequestLimits(settings.max_texts_per_request, settings.max_text_chars),
         )
+        self.watcher = VersionWatcher(self.table, settings.poll_interval)
         self._server = grpc.aio.server()
         self._stopped = asyncio.Event()
 
@@ -97,6 +101,7 @@ class OrtServer:
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
+        self.watcher.start()
         return self.port
 
     async def wait(self) -> None:
@@ -106,12 +111,23 @@ class OrtServer:
         """Refuse new calls, let in-flight calls finish (up to `grace` seconds), then release the models."""
         grace = self.settings.grace_period_s if grace is None else grace
         log.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
+        await self.watcher.stop()
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
         await self.table.close()
         self._executor.shutdown(wait=True)
         self._stopped.set()
         log.info("stopped")
+
+
+def _configure_mlflow_client(timeout_s: float) -> None:
+    """Make MLflow requests fail in seconds, not minutes: its default of 7 retries with exponential backoff would stall
+    start-up and polling for minutes while the registry is down. No progress bars in a server log. Explicit MLFLOW_*
+    settings win."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout_s))))
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -1,4 +1,4 @@
-"""The table of served models: each name's source, loaded version, state and batcher."""
+"""The table of served models: each name's source, serving version, state and batcher, and version swaps."""
 
 from __future__ import annotations
 
@@ -30,11 +30,15 @@ class LoadedVersion:
     version: str
     classifier: OnnxClassifier
     loaded_at: datetime
+    note: str = ""
 
 
 class ServedModel:
-    """One name of the model table. Calls run on `current`; replacing it swaps versions atomically (a batch that
-    already took the old version finishes on it)."""
+    """One name of the model table.
+
+    Batches run on `current`. Replacing `current` swaps versions atomically: a batch that already took the old
+    version finishes on it, and the old session is released when the last such batch drops its reference.
+    """
 
     def __init__(
         self,
@@ -49,13 +53,13 @@ class ServedModel:
         self.source = source
         self.state = ModelState.LOADING
         self.last_error = ""
-        self.note = ""
+        self.failed_updates = 0
         self.current: LoadedVersion | None = None
         self._session_config = session_config
         self._max_batch_tokens = max_batch_tokens
         self.batcher: AdaptiveBatcher[Classification] = AdaptiveBatcher(name, self._run_batch, executor, limits)
 
-    def _run_batch(self, texts: list[str]) -> BatchOutput[np.ndarray]:
+    def _run_batch(self, texts: list[str]) -> BatchOutput[Classification]:
         loaded = self.current  # read once: the whole batch runs on one version even if a swap happens meanwhile
         if loaded is None:
             raise ModelNotReadyError(f"model {self.name!r} is not loaded ({self.state.value})")
@@ -66,13 +70,16 @@ class ServedModel:
         # Rank here, in the worker thread, with the labels of the version that actually ran.
         return BatchOutput(loaded.version, classifier.rank(probabilities))
 
-    def load_version(self) -> LoadedVersion:
-        """Fetch, load and warm up the version the source points at now (blocking; run it off the event loop)."""
-        fetched = self.source.fetch()
+    def load_version(self, version: str | None = None) -> LoadedVersion:
+        """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the
+        event loop. Raises `OrtServeError` (usually `ArtifactError`) naming what failed."""
+        fetched = self.source.fetch(version)
         classifier = OnnxClassifier.load(fetched.directory, self._session_config)
-        classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving
-        self.note = fetched.note
-        return LoadedVersion(fetched.version, classifier, datetime.now(timezone.utc))
+        try:
+            classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving
+        except Exception as exc:  # a graph that loads but cannot run must never be swapped in
+            raise ModelWarmupError(f"version {fetched.version} failed its warm-up inference: {exc}") from exc
+        return LoadedVersion(fetched.version, classifier, datetime.now(timezone.utc), fetched.note)
 
     def describe(self) -> ModelDescription:
         loaded = self.current
@@ -87,11 +94,17 @@ class ServedModel:
             multi_label=manifest.multi_label if manifest else False,
             last_error=self.last_error,
             loaded_at=loaded.loaded_at.isoformat(timespec="seconds").replace("+00:00", "Z") if loaded else "",
+            note=loaded.note if loaded else "",
+            failed_updates=self.failed_updates,
         )
 
 
+class ModelWarmupError(OrtServeError):
+    """A model loaded but its first inference failed."""
+
+
 class ModelTable:
-    """Every configured model by name, and their loading at start-up."""
+    """Every configured model by name; loads them at start-up and swaps in new versions."""
 
     def __init__(self, models: list[ServedModel], listener: StateListener | None = None):
         self._models = {model.name: model for model in models}
@@ -117,21 +130,49 @@ class ModelTable:
         """Load every model concurrently; a model that fails is marked FAILED and the others still serve."""
         await asyncio.gather(*(self.load(model) for model in self._models.values()))
 
-    async def load(self, model: ServedModel) -> None:
-        await self.set_state(model, ModelState.LOADING)
+    async def load(self, model: ServedModel) -> bool:
+        """First load of a model (or a retry after it FAILED); True once it serves."""
+        if model.state is not ModelState.LOADING:
+            await self.set_state(model, ModelState.LOADING, model.last_error)
         model.batcher.start()
         try:
-            model.current = await asyncio.to_thread(model.load_version)
-        except OrtServeError as exc:
-            log.error("model %s: cannot load %s: %s", model.name, model.source.uri, exc)
-            await self.set_state(model, ModelState.FAILED, str(exc))
-            return
-        except Exception as exc:  # keep serving the other models; report the failure through GetModel/health
-            log.exception("model %s: unexpected error loading %s", model.name, model.source.uri)
-            await self.set_state(model, ModelState.FAILED, f"unexpected error: {exc!r}")
-            return
-        log.info("model %s: serving version %s from %s", model.name, model.current.version, model.source.uri)
+            loaded = await asyncio.to_thread(model.load_version)
+        except Exception as exc:
+            await self.set_state(model, ModelState.FAILED, _describe_failure(model, exc))
+            return False
+        model.current = loaded
+        suffix = f" ({loaded.note})" if loaded.note else ""
+        log.info("model %s: serving version %s from %s%s", model.name, loaded.version, model.source.uri, suffix)
         await self.set_state(model, ModelState.SERVING)
+        return True
+
+    async def update(self, model: ServedModel, version: str) -> bool:
+        """Load `version` in the background and swap it in; on failure the serving version stays. True if swapped."""
+        old = model.current
+        log.info("model %s: loading version %s (serving %s)", model.name, version, old.version if old else "none")
+        try:
+            loaded = await asyncio.to_thread(model.load_version, version)
+        except Exception as exc:
+            model.failed_updates += 1
+            serving = f"; still serving version {old.version}" if old else ""
+            reason = _describe_failure(model, exc, f"version {version}")
+            model.last_error = f"version {version} not swapped in: {reason}{serving}"
+            return False
+        model.current = loaded  # the swap: new batches take the new version from here on
+        model.last_error = ""
+        log.info("model %s: swapped version %s -> %s", model.name, old.version if old else "none", loaded.version)
+        if model.state is not ModelState.SERVING:
+            await self.set_state(model, ModelState.SERVING)
+        return True
 
     async def close(self) -> None:
         await asyncio.gather(*(model.batcher.close() for model in self._models.values()))
+
+
+def _describe_failure(model: ServedModel, exc: BaseException, what: str = "") -> str:
+    subject = f"{model.source.uri} {what}".strip()
+    if isinstance(exc, OrtServeError):
+        log.error("model %s: cannot load %s: %s", model.name, subject, exc)
+        return str(exc)
+    log.exception("model %s: unexpected error loading %s", model.name, subject)
+    return f"unexpected error loading {subject}: {type(exc).__name__}: {exc}"

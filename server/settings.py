@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
@@ -59,6 +60,14 @@ class ServerSettings(BaseSettings):
     """How long a batch may wait for more calls before running; 0 runs as soon as the model is free."""
     max_queue_texts: int = Field(2048, ge=1)
     """Most texts waiting per model; beyond it calls fail fast with RESOURCE_EXHAUSTED."""
+    cache_dir: Path | None = None
+    """Local cache of registry artifacts, keyed by registered name and version (default ~/.cache/ortserve)."""
+    tracking_uri: str | None = None
+    """MLflow tracking/registry URI for models:/ URIs (default: MLFLOW_TRACKING_URI, else MLflow's own default)."""
+    poll_interval: float = Field(30.0, ge=0)
+    """Seconds between checks of each alias or stage for a new version; 0 disables following."""
+    registry_timeout_s: float = Field(10.0, gt=0)
+    """Timeout of one registry request; with few retries, so that a registry outage is noticed quickly."""
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight calls may take to finish before the server stops anyway."""
     log_level: str = "INFO"

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .artifact import MODEL_FILE, ArtifactManifest, check_artifact_dir
-from .errors import ArtifactError
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,11 @@ class ModelSource(abc.ABC):
         return self.fetch().version
 
     @abc.abstractmethod
-    def fetch(self) -> FetchedArtifact:
-        """Resolve the URI and return a complete local artifact directory (downloading it if needed)."""
+    def fetch(self, version: str | None = None) -> FetchedArtifact:
+        """Return a complete local artifact directory of `version`, or of what the URI points at now if None.
+
+        Downloads it if needed. Raises `ArtifactError` with a message naming the URI when it cannot.
+        """
 
 
 class LocalDirectorySource(ModelSource):
@@ -56,7 +58,7 @@ class LocalDirectorySource(ModelSource):
         super().__init__(uri)
         self.directory = Path(uri).expanduser()
 
-    def fetch(self) -> FetchedArtifact:
+    def fetch(self, version: str | None = None) -> FetchedArtifact:
         check_artifact_dir(self.directory)
         manifest = ArtifactManifest.read(self.directory)
         return FetchedArtifact(manifest.version or _file_digest(self.directory / MODEL_FILE), self.directory)
@@ -70,8 +72,10 @@ def _file_digest(path: Path) -> str:
     return "sha256-" + digest.hexdigest()[:12]
 
 
-def open_source(uri: str) -> ModelSource:
+def open_source(uri: str, cache_dir: Path | None = None, tracking_uri: str | None = None) -> ModelSource:
     """The source for a `--model` URI: a registry source for `models:/`, else a local directory."""
     if uri.startswith("models:/"):
-        raise ArtifactError(f"{uri}: serving from the MLflow registry is not available yet; pass an artifact directory")
+        from .registry import open_registry_source  # imported lazily: only registry URIs need the MLflow client
+
+        return open_registry_source(uri, cache_dir, tracking_uri)
     return LocalDirectorySource(uri)

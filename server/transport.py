@@ -119,4 +119,6 @@ def model_info(description: ModelDescription) -> pb.ModelInfo:
         last_error=description.last_error,
         multi_label=description.multi_label,
         loaded_at=description.loaded_at,
+        note=description.note,
+        failed_updates=description.failed_updates,
     )

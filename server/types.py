@@ -48,3 +48,5 @@ class ModelDescription:
     multi_label: bool = False
     last_error: str = ""
     loaded_at: str = ""
+    note: str = ""
+    failed_updates: int = 0

@@ -69,7 +69,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "source_uri", "labels", "max_length", "state", "last_error", "multi_label", "loaded_at")
+    __slots__ = ("name", "version", "source_uri", "labels", "max_length", "state", "last_error", "multi_label", "loaded_at", "note", "failed_updates")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,8 @@ class ModelInfo(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
     MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    FAILED_UPDATES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     source_uri: str
@@ -88,4 +90,6 @@ class ModelInfo(_message.Message):
     last_error: str
     multi_label: bool
     loaded_at: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., source_uri: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., last_error: _Optional[str] = ..., multi_label: _Optional[bool] = ..., loaded_at: _Optional[str] = ...) -> None: ...
+    note: str
+    failed_updates: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., source_uri: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., last_error: _Optional[str] = ..., multi_label: _Optional[bool] = ..., loaded_at: _Optional[str] = ..., note: _Optional[str] = ..., failed_updates: _Optional[int] = ...) -> None: ...
