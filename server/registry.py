@@ -176,9 +176,11 @@ class RegistrySource(ModelSource):
         with tempfile.TemporaryDirectory(prefix=f".{version}.", dir=destination.parent) as scratch:
             log.info("%s: downloading version %s", self.uri, version)
             try:
+                # Ask the registry for the version's artifact location, then download from there: resolving
+                # models:/ inside download_artifacts ignores an explicit registry URI in some MLflow releases.
+                location = self._mlflow().get_model_version_download_uri(self.parsed.name, version)
                 downloaded = Path(mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{self.parsed.name}/{version}", dst_path=scratch,
-                    tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri,
+                    artifact_uri=location, dst_path=scratch, tracking_uri=self.tracking_uri
                 ))
             except Exception as exc:
                 raise _classify(f"{self.uri} (version {version})", exc) from None
