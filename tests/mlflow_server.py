@@ -42,7 +42,9 @@ class MlflowServer:
         log = self.log_path.open("ab")
         # Own process group, so that stop() also ends the web server workers it spawns.
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+                                        env={**os.environ, "MLFLOW_TRACKING_URI": "",
+                                             # no background job workers (a dozen huey processes): registry only
+                                             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -61,7 +63,7 @@ class MlflowServer:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(20)
+            self.process.wait(5)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
