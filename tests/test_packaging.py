@@ -61,3 +61,26 @@ def test_client_only_install_calls_a_server(wheel: Path, server: RunningServer, 
     cli = subprocess.run([str(env_dir / "bin" / "ortserve"), "serve", "--model", "x=y"], capture_output=True,
                          text=True)
     assert cli.returncode == 2 and "pip install 'ortserve[server]'" in cli.stderr
+
+
+def test_server_extra_installs_without_torch_or_transformers(wheel: Path, tmp_path: Path) -> None:
+    env_dir = tmp_path / "server-venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{wheel}[server]"],
+                             capture_output=True, text=True)
+    assert install.returncode == 0, install.stderr
+    script = textwrap.dedent("""
+        import importlib.util, json
+        import ortserve.server.app, ortserve.server.registry, mlflow
+        print(json.dumps({m: importlib.util.find_spec(m) is not None
+                          for m in ("torch", "transformers", "optimum", "onnxruntime", "tokenizers", "sqlalchemy")}))
+    """)
+    run = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == (
+        '{"torch": false, "transformers": false, "optimum": false, "onnxruntime": true, "tokenizers": true, '
+        '"sqlalchemy": true}'
+    )
+    help_text = subprocess.run([str(env_dir / "bin" / "ortserve"), "serve", "--help"], capture_output=True, text=True)
+    assert help_text.returncode == 0 and "--poll-interval" in help_text.stdout and "ORTSERVE_MODELS" in help_text.stdout
