@@ -1,18 +1,24 @@
-"""`ortserve predict`: classify texts from arguments or stdin with a running server; one JSON line per text."""
+"""`ortserve predict`: classify texts from arguments or stdin with a running server; one JSON line per text.
+
+Runs on the client-only install (grpcio and protobuf). Output lines come in input order, each
+`{"text", "model", "model_version", "labels": [{"label", "score"}, ...]}` with labels best first. Reading stdin,
+blank lines are skipped (the server refuses blank texts) and answers are written as each block of texts returns,
+so `tail -f log | ortserve predict ...` and `head -n 5` behave.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
-from ortserve.client import InferenceClient, InferenceError
+from ortserve.client import Classification, InferenceClient, InferenceError
+from ortserve.client.convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
 
 DEFAULT_TARGET = "localhost:50051"
-#: Texts per request when reading many lines from stdin (under the server's default max_texts_per_request).
-CHUNK = 128
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,45 +27,79 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify texts with a running ortserve server and print one JSON object per text.",
     )
     parser.add_argument("texts", nargs="*", help="texts to classify; none reads one text per line from stdin")
+    env_model = os.environ.get("ORTSERVE_MODEL")
+    parser.add_argument(
+        "--model", required=env_model is None, default=env_model,
+        help="name the model is served under [env ORTSERVE_MODEL]",
+    )
     parser.add_argument(
         "--target", default=os.environ.get("ORTSERVE_TARGET", DEFAULT_TARGET),
-        help=f"server address HOST:PORT [env ORTSERVE_TARGET] (default {DEFAULT_TARGET})",
+        help=f"server address: HOST:PORT, dns:///HOST:PORT or ipv4:IP:PORT,IP:PORT for replicas "
+        f"[env ORTSERVE_TARGET] (default {DEFAULT_TARGET})",
     )
-    parser.add_argument("--model", required=True, help="name the model is served under")
     parser.add_argument("--top-k", type=int, default=0, help="labels per text, highest first; 0 for all (default)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help=f"texts per request, at most the server's max_texts_per_request (default {DEFAULT_CHUNK_SIZE})",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("ORTSERVE_TOKEN"),
+        help="bearer token sent as the authorization header [env ORTSERVE_TOKEN]",
+    )
+    parser.add_argument(
+        "--root-certificates", default=os.environ.get("ORTSERVE_ROOT_CERTIFICATES"),
+        help="PEM file of root certificates; given, the connection uses TLS [env ORTSERVE_ROOT_CERTIFICATES]",
+    )
     return parser
 
 
-def _chunks(texts: Iterator[str], size: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for text in texts:
-        chunk.append(text)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def blocks(texts: Iterable[str], size: int) -> Iterator[list[str]]:
+    """`texts` in lists of `size`, read lazily so stdin is answered as it arrives."""
+    iterator = iter(texts)
+    while block := list(itertools.islice(iterator, size)):
+        yield block
+
+
+def stdin_texts() -> Iterator[str]:
+    for line in sys.stdin:
+        text = line.rstrip("\r\n")
+        if text.strip():
+            yield text
+
+
+def record(text: str, model: str, result: Classification) -> str:
+    """One output line (without its newline)."""
+    labels = [{"label": s.label, "score": round(s.score, 6)} for s in result.labels]
+    line = {"text": text, "model": model, "model_version": result.model_version, "labels": labels}
+    return json.dumps(line, ensure_ascii=False)
 
 
 def main(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.top_k < 0:
-        print("ortserve predict: --top-k must be 0 or positive", file=sys.stderr)
-        return 2
-    texts: Iterator[str] = iter(args.texts) if args.texts else (line.rstrip("\n") for line in sys.stdin if line.strip())
+        parser.error("--top-k must be 0 or positive")
+    if args.chunk_size < 1:
+        parser.error("--chunk-size must be at least 1")
+    texts: Iterable[str] = args.texts or stdin_texts()
     try:
-        with InferenceClient(args.target, timeout=args.timeout) as client:
-            for chunk in _chunks(texts, CHUNK):
-                for text, result in zip(chunk, client.classify(args.model, chunk, top_k=args.top_k), strict=True):
-                    record = {
-                        "text": text,
-                        "model": args.model,
-                        "model_version": result.model_version,
-                        "labels": [{"label": s.label, "score": round(s.score, 6)} for s in result.labels],
-                    }
-                    print(json.dumps(record, ensure_ascii=False), flush=True)
-    except InferenceError as exc:
+        client = InferenceClient(
+            args.target, timeout=args.timeout, chunk_size=args.chunk_size, token=args.token,
+            root_certificates=args.root_certificates,
+        )
+        with client:
+            # One block keeps every request of the client's bounded concurrency busy, then prints in order.
+            for block in blocks(texts, args.chunk_size * DEFAULT_MAX_CONCURRENCY):
+                results = client.classify(args.model, block, top_k=args.top_k)
+                sys.stdout.write("".join(record(t, args.model, r) + "\n" for t, r in zip(block, results, strict=True)))
+                sys.stdout.flush()
+    except (InferenceError, ValueError) as exc:
         print(f"ortserve predict: {args.target} model {args.model!r}: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader went away (`| head`): not an error, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
     return 0

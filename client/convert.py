@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
+
 from ortserve.v1 import inference_pb2 as pb
 
 from .errors import InferenceError

@@ -2,41 +2,109 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
+import weakref
+from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
+from .channel import ChannelConfig, RetryPolicy, create_channel, read_root_certificates
+from .convert import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    bearer_metadata,
+    check_batching,
+    checked_texts,
+    chunk_error,
+    chunk_requests,
+    classifications_from_proto,
+    model_info_from_proto,
+)
 from .errors import InferenceError
-from .types import Classification, LabelScore, ModelInfo
+from .types import Classification, ModelInfo
 
+# Kept importable from here, where they lived first.
+__all__ = ["DEFAULT_TIMEOUT_S", "InferenceClient", "classifications_from_proto", "model_info_from_proto"]
+
+#: Seconds each request may take unless the call says otherwise (gRPC's own default is no deadline at all).
 DEFAULT_TIMEOUT_S = 10.0
 
-_STATE_NAMES = {
-    pb.MODEL_STATE_LOADING: "loading",
-    pb.MODEL_STATE_SERVING: "serving",
-    pb.MODEL_STATE_FAILED: "failed",
-}
+log = logging.getLogger(__name__)
+
+#: Channels inherited from a parent process. A child must neither use nor close them (their sockets and gRPC's
+#: threads belong to the parent), and must not let the garbage collector close them either: they are parked here.
+_INHERITED_CHANNELS: list[grpc.Channel] = []
+_LIVE_CLIENTS: weakref.WeakSet[InferenceClient] = weakref.WeakSet()
 
 
 class InferenceClient:
-    """Blocking client of one ortserve server (or a set of replicas behind one target).
+    """Blocking, thread-safe client of one ortserve server or a set of replicas.
 
     >>> with InferenceClient("localhost:50051") as client:
     ...     client.classify("sentiment", ["great quarter for the company"], top_k=1)
 
-    `target` is a gRPC target such as `host:port` or `dns:///host:port`. Failed calls raise `InferenceError`
-    with the gRPC status code.
+    One client holds one channel (one HTTP/2 connection per replica) for its lifetime: create it once per process and
+    share it between threads. The channel is made on first use, and made again in a child process after `fork()`
+    (Spark, gunicorn and multiprocessing fork their workers), so a client created before the fork works in the child.
+
+    `target`: `host:port`, `dns:///host:port`, or replicas as `ipv4:10.0.0.1:50051,10.0.0.2:50051`; calls are spread
+    over every address round-robin. `timeout`: default seconds per request. `chunk_size`: most texts per request (keep
+    it at or under the server's `max_texts_per_request`, 256 by default). `max_concurrency`: requests of one
+    `classify` in flight at once. `token`: sent as `authorization: Bearer <token>` on every call.
+    `root_certificates` (PEM bytes, PEM text or a file path) or `tls=True` switch to TLS; `tls_server_name` overrides
+    the name checked in the server certificate. `retry`: gRPC retries of UNAVAILABLE (None disables them).
+    `health_check_service` and `keepalive_time_s`: see `ChannelConfig`. Failed calls raise `InferenceError`.
     """
 
-    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        token: str | None = None,
+        root_certificates: bytes | str | Path | None = None,
+        tls: bool = False,
+        tls_server_name: str | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, so one shared default is safe
+        load_balancing: str = "round_robin",
+        health_check_service: str | None = None,
+        keepalive_time_s: float = 60.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ):
+        check_batching(chunk_size, max_concurrency)
+        self.config = ChannelConfig(
+            target=target,
+            root_certificates=read_root_certificates(root_certificates),
+            tls=tls,
+            tls_server_name=tls_server_name,
+            load_balancing=load_balancing,
+            retry=retry,
+            health_check_service=health_check_service,
+            keepalive_time_s=keepalive_time_s,
+            extra_options=tuple(channel_options),
+        )
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
-        self._stub = pb_grpc.InferenceStub(self._channel)
+        self.chunk_size = chunk_size
+        self.max_concurrency = max_concurrency
+        self._metadata = bearer_metadata(token)
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._channel: grpc.Channel | None = None
+        self._stub: pb_grpc.InferenceStub | None = None
+        self._closed = False
+        _LIVE_CLIENTS.add(self)
 
     def __enter__(self) -> InferenceClient:
         return self
@@ -47,50 +115,133 @@ class InferenceClient:
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        """Close the channel; later calls raise `ValueError`. A child process leaves its parent's channel alone."""
+        if self._pid != os.getpid():
+            self._forget_inherited_channel()
+        with self._lock:
+            self._closed = True
+            channel, self._channel, self._stub = self._channel, None, None
+        if channel is not None:
+            channel.close()
 
     def classify(
         self, model: str, texts: Sequence[str], top_k: int = 0, timeout: float | None = None
     ) -> list[Classification]:
-        """Classify `texts` with `model`: one `Classification` per text, in order. `top_k` 0 returns all labels."""
-        if isinstance(texts, str):
-            raise TypeError("texts must be a sequence of strings, not one string; wrap it in a list")
-        request = pb.ClassifyRequest(model=model, texts=list(texts), top_k=top_k)
-        response = self._call(self._stub.Classify, request, timeout)
-        return classifications_from_proto(response)
+        """Classify `texts` with `model`: one `Classification` per text, in input order. `top_k` 0 returns all labels.
+
+        Any number of texts: they go out as requests of at most `chunk_size` texts, at most `max_concurrency` in
+        flight. `timeout` (default: the client's) bounds each request, not the whole call. If a request fails, the
+        others are cancelled and `InferenceError` names the slice of `texts` the failed request carried.
+        """
+        texts = checked_texts(texts)
+        if not texts:
+            return []
+        requests = chunk_requests(model, texts, top_k, self.chunk_size)
+        stub, seconds = self._inference_stub(), self.timeout if timeout is None else timeout
+        if len(requests) == 1:  # the common case of web APIs and consumers: no futures, no bookkeeping
+            return self._results(requests[0], stub.Classify, seconds, len(texts))
+        results: list[Classification] = []
+        in_flight: deque[tuple[int, pb.ClassifyRequest, grpc.Future]] = deque()
+        try:
+            for start, request in requests:
+                if len(in_flight) == self.max_concurrency:
+                    results.extend(self._collect(*in_flight.popleft(), len(texts)))
+                future = stub.Classify.future(request, timeout=seconds, metadata=self._metadata)
+                in_flight.append((start, request, future))
+            while in_flight:
+                results.extend(self._collect(*in_flight.popleft(), len(texts)))
+        finally:
+            for _, _, future in in_flight:  # non-empty only when a request failed or the caller was interrupted
+                future.cancel()
+        return results
 
     def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         """Every model the server is configured with."""
-        response = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        response = self._call(self._inference_stub().ListModels, pb.ListModelsRequest(), timeout)
         return [model_info_from_proto(m) for m in response.models]
 
     def get_model(self, name: str, timeout: float | None = None) -> ModelInfo:
         """One model by name; raises `InferenceError` with NOT_FOUND if the server has none by that name."""
-        return model_info_from_proto(self._call(self._stub.GetModel, pb.GetModelRequest(name=name), timeout))
+        request = pb.GetModelRequest(name=name)
+        return model_info_from_proto(self._call(self._inference_stub().GetModel, request, timeout))
 
-    def _call(self, method, request, timeout: float | None):  # type: ignore[no-untyped-def]
+    def _results(
+        self, chunk: tuple[int, pb.ClassifyRequest], method: Any, timeout: float, total: int
+    ) -> list[Classification]:
+        start, request = chunk
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
+            response = method(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise chunk_error(error, start, len(request.texts), total) from None
+        return _checked(response, request)
+
+    def _collect(
+        self, start: int, request: pb.ClassifyRequest, future: grpc.Future, total: int
+    ) -> list[Classification]:
+        try:
+            response = future.result()
+        except grpc.RpcError as error:
+            raise chunk_error(error, start, len(request.texts), total) from None
+        return _checked(response, request)
+
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise InferenceError.from_rpc_error(error) from None
 
+    def _inference_stub(self) -> pb_grpc.InferenceStub:
+        if self._pid != os.getpid():  # a fork the at-fork hook did not see (a fork from C code)
+            self._forget_inherited_channel()
+        stub = self._stub
+        if stub is not None:
+            return stub
+        with self._lock:
+            if self._closed:
+                raise ValueError(f"InferenceClient({self.target!r}) is closed")
+            if self._stub is None:
+                self._channel = create_channel(self.config)
+                self._stub = pb_grpc.InferenceStub(self._channel)
+            return self._stub
 
-def classifications_from_proto(response: pb.ClassifyResponse) -> list[Classification]:
-    return [
-        Classification(tuple(LabelScore(s.label, s.score) for s in result.labels), response.model_version)
-        for result in response.results
-    ]
+    def _forget_inherited_channel(self) -> None:
+        """In a forked child: drop the parent's channel (parked, never closed) so the next call makes a new one."""
+        # The parent's lock may have been held by a thread that does not exist in the child: replace it unlocked.
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        if self._channel is not None:
+            _INHERITED_CHANNELS.append(self._channel)
+        self._channel, self._stub = None, None
 
 
-def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
-    return ModelInfo(
-        name=info.name,
-        version=info.version,
-        source_uri=info.source_uri,
-        labels=tuple(info.labels),
-        max_length=info.max_length,
-        state=_STATE_NAMES.get(info.state, "unknown"),
-        last_error=info.last_error,
-        multi_label=info.multi_label,
-        loaded_at=info.loaded_at,
-    )
+def _checked(response: pb.ClassifyResponse, request: pb.ClassifyRequest) -> list[Classification]:
+    if len(response.results) != len(request.texts):  # guards the in-order contract callers zip against
+        raise InferenceError(
+            grpc.StatusCode.INTERNAL,
+            f"the server answered {len(response.results)} results for {len(request.texts)} texts",
+        )
+    return classifications_from_proto(response)
+
+
+def _after_fork_in_child() -> None:
+    inherited = False
+    for client in list(_LIVE_CLIENTS):
+        inherited |= client._channel is not None
+        client._forget_inherited_channel()
+    if inherited and not _fork_support_enabled():
+        log.warning(
+            "fork() after gRPC calls without GRPC_ENABLE_FORK_SUPPORT=1: calls in this child may hang. Set it in the "
+            "environment, or import ortserve.client before grpc (which sets it)"
+        )
+
+
+def _fork_support_enabled() -> bool:
+    try:
+        from grpc._cython import cygrpc  # private, hence the guard: only used to word a warning
+
+        return bool(cygrpc.is_fork_support_enabled())
+    except (ImportError, AttributeError):
+        return True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,82 @@
+"""Drop-in replacements for the in-process `predict_topic(text)` and `predict_sentiment(text)` callers use today.
+
+Switching is a change of import::
+
+    from ortserve.client.compat import predict_sentiment, predict_topic
+
+    predict_topic("Shares rallied after a strong quarter.")
+    # {"predictions": [{"topic": "business", "confidence": 0.91}, ...], "model_version": "3"}
+    predict_sentiment("The match was cancelled.")
+    # {"negative": 0.71, "neutral": 0.2, "positive": 0.09}
+
+A list of texts returns a list of these, in order. Configuration comes from the environment, read at each call:
+
+- `ORTSERVE_TARGET`: server address (default `localhost:50051`; replicas as `ipv4:IP:PORT,IP:PORT` or `dns:///`)
+- `ORTSERVE_TOPIC_MODEL`: model name of topics (default `topic`)
+- `ORTSERVE_SENTIMENT_MODEL`: model name of sentiment (default `sentiment`)
+- `ORTSERVE_TOKEN`: bearer token sent with every call (optional)
+- `ORTSERVE_ROOT_CERTIFICATES`: path of PEM root certificates; set, the connection uses TLS (optional)
+
+Thread-safe: every thread shares one client (one channel) per configuration, and a forked worker makes its own.
+Failures raise `ortserve.client.InferenceError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, overload
+
+from .shared import shared_client
+from .types import Classification
+
+DEFAULT_TARGET = "localhost:50051"
+
+TopicResult = dict[str, Any]
+"""`{"predictions": [{"topic": str, "confidence": float}, ...], "model_version": str}`, predictions best first."""
+SentimentResult = dict[str, float]
+"""`{label: score}` for every label of the sentiment model (`positive`, `neutral`, `negative`)."""
+
+
+@overload
+def predict_topic(text: str, top_k: int | None = None) -> TopicResult: ...
+@overload
+def predict_topic(text: Sequence[str], top_k: int | None = None) -> list[TopicResult]: ...
+def predict_topic(text: str | Sequence[str], top_k: int | None = None) -> TopicResult | list[TopicResult]:
+    """Topics of `text` (or of each text of a list), best first; `top_k` keeps only that many (default: all)."""
+    results = _classify(os.environ.get("ORTSERVE_TOPIC_MODEL", "topic"), text, top_k or 0)
+    shaped = [topic_result(result) for result in results]
+    return shaped[0] if isinstance(text, str) else shaped
+
+
+@overload
+def predict_sentiment(text: str) -> SentimentResult: ...
+@overload
+def predict_sentiment(text: Sequence[str]) -> list[SentimentResult]: ...
+def predict_sentiment(text: str | Sequence[str]) -> SentimentResult | list[SentimentResult]:
+    """Score of every sentiment label for `text` (or for each text of a list)."""
+    results = _classify(os.environ.get("ORTSERVE_SENTIMENT_MODEL", "sentiment"), text, 0)
+    shaped = [sentiment_result(result) for result in results]
+    return shaped[0] if isinstance(text, str) else shaped
+
+
+def topic_result(result: Classification) -> TopicResult:
+    return {
+        "predictions": [{"topic": s.label, "confidence": s.score} for s in result.labels],
+        "model_version": result.model_version,
+    }
+
+
+def sentiment_result(result: Classification) -> SentimentResult:
+    # Only label keys: callers pick the winner with max(scores, key=scores.get), which any extra key would break.
+    return {s.label: s.score for s in result.labels}
+
+
+def _classify(model: str, text: str | Sequence[str], top_k: int) -> list[Classification]:
+    texts = [text] if isinstance(text, str) else list(text)
+    client = shared_client(
+        os.environ.get("ORTSERVE_TARGET", DEFAULT_TARGET),
+        token=os.environ.get("ORTSERVE_TOKEN") or None,
+        root_certificates=os.environ.get("ORTSERVE_ROOT_CERTIFICATES") or None,
+    )
+    return client.classify(model, texts, top_k=top_k)
