@@ -33,31 +33,35 @@ class HuggingFaceClassifier:
         return "multi_label_classification" if self.multi_label else "single_label_classification"
 
 
-def inspect_model_dir(directory: Path) -> HuggingFaceClassifier:
-    """Load the config and fast tokenizer of `directory`; raise `ExportError` naming what is missing."""
+def inspect_model_dir(directory: Path, label: str | None = None) -> HuggingFaceClassifier:
+    """Load the config and fast tokenizer of `directory`; raise `ExportError` naming what is missing.
+
+    `label` names the source in messages (e.g. the models:/ URI a temporary `directory` was downloaded from).
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     directory = Path(directory)
+    label = label or str(directory)
     if not (directory / "config.json").is_file():
-        raise ExportError(f"{directory} is not a Hugging Face model directory: config.json is missing")
+        raise ExportError(f"{label} is not a Hugging Face model directory: config.json is missing")
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except Exception as exc:  # transformers raises ValueError/OSError/KeyError for unknown or broken configs
-        raise ExportError(f"{directory}: cannot read config.json: {exc}") from None
+        raise ExportError(f"{label}: cannot read config.json: {exc}") from None
     architectures = list(getattr(config, "architectures", None) or [])
     if not any(arch.endswith("ForSequenceClassification") for arch in architectures):
         raise ExportError(
-            f"{directory} is not a sequence-classification model (architectures: {architectures or 'none'}); "
+            f"{label} is not a sequence-classification model (architectures: {architectures or 'none'}); "
             "ortserve exports text-classification models (…ForSequenceClassification) only"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, use_fast=True, local_files_only=True)
     except Exception as exc:
-        raise ExportError(f"{directory}: cannot load a tokenizer: {exc}") from None
+        raise ExportError(f"{label}: cannot load a tokenizer: {exc}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(
-            f"{directory}: tokenizer {type(tokenizer).__name__} has no fast form (tokenizer.json); the server needs "
-            "one. Save the model with a fast tokenizer (PreTrainedTokenizerFast) and export again"
+            f"{label}: tokenizer {type(tokenizer).__name__} has no fast form (tokenizer.json); the server needs "
+            "one. Save or log the model with a fast tokenizer (PreTrainedTokenizerFast) and export again"
         )
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     labels = [id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]

@@ -1,4 +1,4 @@
-"""Builds ONNX graphs: optimum's export for text classification, and dynamic int8 quantization."""
+"""Builds the ONNX graph of a text classifier with optimum's exporter (optimization and quantization: optimize.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from .errors import ExportError
 log = logging.getLogger(__name__)
 
 
-def export_onnx(model_dir: Path, destination: Path, opset: int | None = None) -> Path:
-    """Export `model_dir` with optimum for the text-classification task; return the written `model.onnx`."""
+def export_onnx(model_dir: Path, destination: Path, opset: int | None = None, label: str | None = None) -> Path:
+    """Export `model_dir` with optimum for the text-classification task; return the written `model.onnx`.
+
+    `label` names the source in error messages (defaults to `model_dir`).
+    """
+    label = label or str(model_dir)
     from optimum.exporters.onnx import main_export
 
     with tempfile.TemporaryDirectory(prefix="ortserve-optimum-") as scratch:
@@ -26,20 +30,12 @@ def export_onnx(model_dir: Path, destination: Path, opset: int | None = None) ->
                 local_files_only=True,
             )
         except Exception as exc:  # optimum raises ValueError/KeyError/RuntimeError for unsupported architectures
-            raise ExportError(f"{model_dir}: optimum cannot export this model to ONNX: {exc}") from None
+            raise ExportError(f"{label}: optimum cannot export this model to ONNX: {exc}") from None
         exported = Path(scratch) / "model.onnx"
         if not exported.is_file():
-            raise ExportError(f"{model_dir}: optimum wrote no model.onnx")
+            raise ExportError(f"{label}: optimum wrote no model.onnx")
         if any(Path(scratch).glob("*.onnx_data")) or any(Path(scratch).glob("*.onnx.data")):
-            raise ExportError(f"{model_dir}: the model exceeds 2 GB and needs external ONNX data, not supported yet")
+            raise ExportError(f"{label}: the model exceeds 2 GB and needs external ONNX data, not supported yet")
         destination.parent.mkdir(parents=True, exist_ok=True)
         exported.replace(destination)
-    return destination
-
-
-def quantize_int8(source: Path, destination: Path) -> Path:
-    """Dynamic int8 quantization of the weights (activations stay float, quantized per batch at run time)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(source, destination, weight_type=QuantType.QInt8)
     return destination

@@ -78,7 +78,9 @@ def default_validation_texts(tokenizer: Any, count: int = 64, seed: int = 0) -> 
     return texts[:count]
 
 
-def torch_probabilities(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, multi_label: bool) -> np.ndarray:
+def torch_probabilities(
+    model: Any, tokenizer: Any, texts: Sequence[str], max_length: int, multi_label: bool
+) -> np.ndarray:
     """Probabilities of the source PyTorch model, computed the way the server does (same truncation)."""
     import inspect
 

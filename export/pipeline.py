@@ -17,12 +17,15 @@ from ortserve.server.runtime import OnnxClassifier, SessionConfig
 
 from .errors import ExportError, ParityError
 from .huggingface import HuggingFaceClassifier, inspect_model_dir
-from .onnx_build import export_onnx, quantize_int8
+from .onnx_build import export_onnx
+from .optimize import fuse_transformer_graph, quantize_dynamic_int8
 from .parity import GateThresholds, ParityReport, compare, default_validation_texts, torch_probabilities
 
 log = logging.getLogger(__name__)
 
 PARITY_REPORT_FILE = "parity-report.json"
+#: `export.optimization` of a graph saved with ONNX Runtime's basic optimizations and transformer fusions.
+OPTIMIZATION_FUSED = "ort-basic+transformer-fusion"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class ExportOptions:
 
     quantize: bool = True
     """Try dynamic int8 quantization and keep it if it passes the int8 gate; else keep fp32."""
+    optimize: bool = True
+    """Fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer where the architecture allows
+    (kept only if the fused fp32 graph passes the fp32 gate). Quantization then starts from the fused graph."""
     opset: int | None = None
     """ONNX opset; None lets optimum choose the one it validates for the architecture."""
     validation_texts: Sequence[str] | None = None
@@ -44,15 +50,44 @@ class ExportReport:
     """What an export produced and measured."""
 
     source: str
-    output: Path
+    output: Path | None
+    """The artifact directory on disk; None when it was only uploaded (registry exports without an output)."""
     version: str
     quantized: bool
     model_bytes: int
     parity: dict[str, Any]
     seconds: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    optimization: str = "none"
     registered_name: str | None = None
     registered_version: str | None = None
+    reused: bool = False
+    """True if an equivalent export was already registered and was returned instead of a new one."""
+
+    @property
+    def model_uri(self) -> str | None:
+        """`models:/NAME/VERSION` of the registered ONNX model, if it was registered."""
+        if self.registered_name and self.registered_version:
+            return f"models:/{self.registered_name}/{self.registered_version}"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (what `ortserve export` prints, and what an Airflow task can push to XCom)."""
+        return {
+            "source": self.source,
+            "registered_name": self.registered_name,
+            "registered_version": self.registered_version,
+            "model_uri": self.model_uri,
+            "reused": self.reused,
+            "output": str(self.output) if self.output is not None else None,
+            "version": self.version,
+            "optimization": self.optimization,
+            "quantized": self.quantized,
+            "model_bytes": self.model_bytes,
+            "parity": self.parity,
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
 
 
 class _Progress:
@@ -85,45 +120,78 @@ def export_local_model(
     output: str | Path,
     options: ExportOptions | None = None,
     lineage: dict[str, Any] | None = None,
+    label: str | None = None,
 ) -> ExportReport:
     """Export a local Hugging Face text classifier into an artifact directory at `output`.
 
     The artifact is complete only when it passes the accuracy gate: on failure `output` holds the ONNX files and
     `parity-report.json` but no `ortserve.json`, so no server will load it, and `ParityError` is raised.
+    `label` names the source in messages (e.g. the models:/ URI a temporary `model_dir` was downloaded from).
     """
     options = options or ExportOptions()
     model_dir, output = Path(model_dir), Path(output)
+    label = label or str(model_dir)
     _check_output(output)
     progress = _Progress()
     with progress.step("load"):
-        classifier = inspect_model_dir(model_dir)
-        model = _load_torch_model(model_dir)
+        classifier = inspect_model_dir(model_dir, label)
+        model = _load_torch_model(model_dir, label)
     output.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         with progress.step("export"):
-            fp32_path = export_onnx(model_dir, work / "model.fp32.onnx", options.opset)
+            plain_path = export_onnx(model_dir, work / "model.fp32.onnx", options.opset, label)
             classifier.tokenizer.backend_tokenizer.save(str(work / TOKENIZER_FILE))
-        manifest = _manifest(classifier, fp32_path, lineage or {"path": str(model_dir.resolve())}, options)
+        manifest = _manifest(classifier, plain_path, lineage or {"path": str(model_dir.resolve())}, options)
         texts = list(options.validation_texts or default_validation_texts(classifier.tokenizer))
+        thresholds = options.thresholds
+        notes: list[str] = []
+        fused_path = None
+        if options.optimize:
+            with progress.step("optimize"):
+                fusion = fuse_transformer_graph(plain_path, work / "model.fused.onnx", classifier.config)
+            if fusion.applied:
+                fused_path = work / "model.fused.onnx"
+                log.info("fused ops: %s", fusion.fused_ops)
+            else:
+                notes.append(fusion.note)
+                log.info(fusion.note)
         with progress.step("validate"):
             reference = torch_probabilities(
                 model, classifier.tokenizer, texts, classifier.max_length, classifier.multi_label
             )
+            fp32_path = fused_path or plain_path
             fp32 = _parity(work, fp32_path, manifest, texts, reference)
-        parity: dict[str, Any] = {"texts": len(texts), "fp32": fp32.as_dict()}
-        thresholds = options.thresholds
-        chosen, quantized, notes = fp32_path, False, []
-        if fp32.max_abs_diff > thresholds.fp32_max_abs_diff or fp32.top1_agreement < thresholds.fp32_min_top1_agreement:
+            if fused_path is not None and not _passes_fp32(fp32, thresholds):
+                # A fusion that changes the numbers is not worth serving: fall back to the plain graph.
+                notes.append(
+                    f"the fused graph missed the fp32 gate (max |Δp| {fp32.max_abs_diff:.2e}, top-1 "
+                    f"{fp32.top1_agreement:.1%}): kept the unfused graph"
+                )
+                log.warning(notes[-1])
+                fused_path, fp32_path = None, plain_path
+                fp32 = _parity(work, fp32_path, manifest, texts, reference)
+        parity: dict[str, Any] = {
+            "texts": len(texts),
+            "thresholds": {
+                "fp32_max_abs_diff": thresholds.fp32_max_abs_diff,
+                "fp32_min_top1_agreement": thresholds.fp32_min_top1_agreement,
+                "int8_min_top1_agreement": thresholds.int8_min_top1_agreement,
+            },
+            "fp32": fp32.as_dict(),
+        }
+        chosen, quantized = fp32_path, False
+        if not _passes_fp32(fp32, thresholds):
             _publish_failed(work, output, fp32_path, parity)
             raise ParityError(
-                f"{model_dir}: the ONNX export differs from the PyTorch model (max |Δp| {fp32.max_abs_diff:.2e}, "
+                f"{label}: the ONNX export differs from the PyTorch model (max |Δp| {fp32.max_abs_diff:.2e}, "
                 f"top-1 agreement {fp32.top1_agreement:.1%}; gate {thresholds.fp32_max_abs_diff:g} and "
-                f"{thresholds.fp32_min_top1_agreement:.0%}); report in {output / PARITY_REPORT_FILE}"
+                f"{thresholds.fp32_min_top1_agreement:.0%}); nothing was registered; report in "
+                f"{output / PARITY_REPORT_FILE}"
             )
         if options.quantize:
             with progress.step("quantize"):
-                int8_path = quantize_int8(fp32_path, work / "model.int8.onnx")
+                int8_path = quantize_dynamic_int8(fp32_path, work / "model.int8.onnx")
             with progress.step("validate int8"):
                 int8 = _parity(work, int8_path, manifest, texts, reference)
             parity["int8"] = int8.as_dict()
@@ -135,14 +203,17 @@ def export_local_model(
                     f"{thresholds.int8_min_top1_agreement:.0%} gate: serving fp32 instead"
                 )
                 log.warning(notes[-1])
+        manifest.export["optimization"] = OPTIMIZATION_FUSED if fused_path is not None else "none"
         manifest.export["quantization"] = "dynamic-int8" if quantized else "none"
+        manifest.export["notes"] = notes
+        parity["served"] = "int8" if quantized else "fp32"
         manifest.parity = parity
         manifest.version = _digest(chosen)
         report = _publish(work, output, chosen, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ExportReport(
-        source=str(model_dir),
+        source=label,
         output=output,
         version=manifest.version,
         quantized=quantized,
@@ -150,6 +221,7 @@ def export_local_model(
         parity=parity,
         seconds=progress.seconds,
         notes=notes,
+        optimization=manifest.export["optimization"],
     )
 
 
@@ -160,16 +232,25 @@ def _check_output(output: Path) -> None:
     if output.is_dir() and any(output.iterdir()):
         ours = (output / MANIFEST_FILE).exists() or (output / PARITY_REPORT_FILE).exists()
         if not ours:
-            raise ExportError(f"output {output} is a non-empty directory that is not an ortserve artifact; choose another")
+            raise ExportError(
+                f"output {output} is a non-empty directory that is not an ortserve artifact; choose another"
+            )
 
 
-def _load_torch_model(model_dir: Path) -> Any:
+def _passes_fp32(report: ParityReport, thresholds: GateThresholds) -> bool:
+    return (
+        report.max_abs_diff <= thresholds.fp32_max_abs_diff
+        and report.top1_agreement >= thresholds.fp32_min_top1_agreement
+    )
+
+
+def _load_torch_model(model_dir: Path, label: str) -> Any:
     from transformers import AutoModelForSequenceClassification
 
     try:
         return AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).eval()
     except Exception as exc:  # missing or mismatched weights surface as OSError/ValueError/RuntimeError
-        raise ExportError(f"{model_dir}: cannot load the PyTorch model: {exc}") from None
+        raise ExportError(f"{label}: cannot load the PyTorch model: {exc}") from None
 
 
 def _manifest(

@@ -1,0 +1,188 @@
+"""The export job behind `ortserve export` and Airflow tasks: resolve the source, export and validate it, register
+the ONNX model in MLflow (or reuse an equivalent registered version)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from ortserve.server.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
+
+from .errors import ExportError, ParityError
+from .mlflow_logging import EXTRA_FILES_DIR, find_registered_export, log_and_register, set_alias, version_tags
+from .parity import GateThresholds
+from .pipeline import ExportOptions, ExportReport, _check_output, _Progress, _replace_dir, export_local_model
+from .sources import ResolvedSource, SourceRef, materialize, parse_source, resolve_source
+from .tracking import tracking
+
+log = logging.getLogger(__name__)
+
+#: Bumped when an export of the same source with the same options would produce a different artifact, so that
+#: re-exporting registers a new version instead of reusing one made by an older ortserve.
+EXPORT_KEY_FORMAT = 1
+
+
+def export_model(
+    source: str,
+    *,
+    register_as: str | None = None,
+    alias: str | None = None,
+    output: str | os.PathLike[str] | None = None,
+    quantize: bool = True,
+    optimize: bool = True,
+    validation_texts: Sequence[str] | None = None,
+    opset: int | None = None,
+    thresholds: GateThresholds | None = None,
+    tracking_uri: str | None = None,
+) -> ExportReport:
+    """Export SOURCE to a validated ONNX artifact and register it in MLflow; return the report.
+
+    `source` is `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/NAME/STAGE`, `runs:/RUN_ID/PATH` or a local
+    Hugging Face model directory. Registry sources register as `register_as` (default `<NAME>-onnx`); run sources
+    need `register_as`; local directories are registered only when `register_as` is given. `alias` is pointed at
+    the registered version. The report's `registered_name`, `registered_version` and `model_uri` say what was
+    registered; `reused` is True when an export of the same source version with the same options was already
+    registered (nothing new is logged then).
+
+    `output` keeps the artifact directory (model.onnx, tokenizer.json, ortserve.json) on disk; by default it is
+    written to a temporary directory that is removed after upload. When the accuracy gate fails, `ParityError` is
+    raised, nothing is registered and the failed export with `parity-report.json` stays in `output` (or in a kept
+    temporary directory that the message names). Every other failure raises `ExportError` with a one-line message
+    naming the source and what to do.
+    """
+    # Offline by construction: transformers and huggingface_hub read these when first imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    options = ExportOptions(
+        quantize=quantize,
+        optimize=optimize,
+        opset=opset,
+        validation_texts=list(validation_texts) if validation_texts is not None else None,
+        thresholds=thresholds or GateThresholds(),
+    )
+    ref = parse_source(source)
+    if ref.kind == "local" and not register_as:
+        if alias:
+            raise ExportError(f"{source}: --alias needs --register-as for a local directory (nothing is registered)")
+        return _export(ref, resolve_source(ref, None), options, output)
+    if ref.kind == "run" and not register_as:
+        raise ExportError(f"{source}: a run's model has no registered name; pass --register-as NAME")
+    with tracking(tracking_uri, source) as client:
+        resolved = resolve_source(ref, client)
+        name = register_as or resolved.default_register_name
+        assert name is not None
+        key = export_key(resolved, options)
+        existing = find_registered_export(client, name, key)
+        if existing is not None:
+            log.info("%s was already exported with these options as models:/%s/%s; reusing it", source, name,
+                     existing.version)
+            if alias:
+                set_alias(client, name, str(existing.version), alias)
+            report = _reused_report(source, name, str(existing.version), output)
+            return report
+        report = _export(ref, resolved, options, output, keep_output=True)
+        assert report.output is not None
+        try:
+            progress = _Progress()
+            with progress.step("upload"):
+                manifest = ArtifactManifest.read(report.output)
+                registered = log_and_register(
+                    client, report.output, name, version_tags(manifest, key), run_id=resolved.run_id, alias=alias
+                )
+            report.seconds.update(progress.seconds)
+        finally:
+            if output is None:
+                shutil.rmtree(report.output.parent, ignore_errors=True)
+                report.output = None
+        report.registered_name, report.registered_version = registered.name, registered.version
+        log.info("registered %s%s", registered.model_uri, f" (alias {alias})" if alias else "")
+        return report
+
+
+def export_key(source: ResolvedSource, options: ExportOptions) -> str:
+    """Digest of what determines an export: the pinned source and every option that changes the artifact."""
+    texts = options.validation_texts
+    payload = {
+        "format": EXPORT_KEY_FORMAT,
+        "source": source.identity,
+        "quantize": options.quantize,
+        "optimize": options.optimize,
+        "opset": options.opset,
+        "thresholds": asdict(options.thresholds),
+        "validation_texts": hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts is not None else None,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _export(
+    ref: SourceRef,
+    resolved: ResolvedSource,
+    options: ExportOptions,
+    output: str | os.PathLike[str] | None,
+    keep_output: bool = False,
+) -> ExportReport:
+    """Materialize the source as a Hugging Face directory and run the local export into `output` (or a temp dir)."""
+    target = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="ortserve-export-")) / "artifact"
+    try:
+        with tempfile.TemporaryDirectory(prefix="ortserve-source-") as scratch:
+            progress = _Progress()
+            with progress.step("download"):
+                model_dir = materialize(resolved, Path(scratch))
+            report = export_local_model(model_dir, target, options, lineage=resolved.lineage, label=ref.uri)
+            report.seconds = {**progress.seconds, **report.seconds}
+    except ParityError:
+        raise  # the failed export and its report stay on disk, at the path the message names
+    except BaseException:
+        if output is None:
+            shutil.rmtree(target.parent, ignore_errors=True)
+        raise
+    if output is None and not keep_output:
+        # A local export without an output directory has nowhere else to go: keep it, and say where.
+        log.info("artifact written to %s", target)
+    return report
+
+
+def _reused_report(source: str, name: str, version: str, output: str | os.PathLike[str] | None) -> ExportReport:
+    """Report of an already registered export; its artifact is fetched into `output` when one is asked for."""
+    import mlflow
+
+    target = Path(output) if output is not None else None
+    if target is not None:
+        _check_output(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    # Download next to the output, so that the finished directory is moved into place by a rename.
+    with tempfile.TemporaryDirectory(prefix=".ortserve-registered-", dir=target.parent if target else None) as scratch:
+        try:
+            downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=scratch))
+            manifest = ArtifactManifest.read(downloaded / EXTRA_FILES_DIR)
+        except Exception as exc:  # MlflowException, OSError, ArtifactError
+            raise ExportError(f"{source}: cannot read the registered export models:/{name}/{version}: {exc}") from None
+        model_bytes = (downloaded / MODEL_FILE).stat().st_size
+        if target is not None:
+            staging = Path(scratch) / "staging"
+            staging.mkdir()
+            shutil.move(str(downloaded / MODEL_FILE), staging / MODEL_FILE)
+            shutil.move(str(downloaded / EXTRA_FILES_DIR / TOKENIZER_FILE), staging / TOKENIZER_FILE)
+            manifest.write(staging)  # last: a directory with ortserve.json is complete
+            _replace_dir(staging, target)
+    return ExportReport(
+        source=source,
+        output=target,
+        version=manifest.version,
+        quantized=manifest.export.get("quantization") == "dynamic-int8",
+        model_bytes=model_bytes,
+        parity=manifest.parity,
+        seconds={},
+        notes=[f"models:/{name}/{version} already holds this export (same source version and options); reused it"],
+        optimization=str(manifest.export.get("optimization", "none")),
+        registered_name=name,
+        registered_version=version,
+        reused=True,
+    )

@@ -1,0 +1,109 @@
+"""Graph optimization of an exported encoder (ONNX Runtime's transformer fusions) and dynamic int8 quantization.
+
+Fusion rewrites the attention block, GELU and LayerNorm (+ residual add) of BERT-style encoders into single
+ONNX Runtime contrib ops (`Attention`, `BiasGelu`/`FastGelu`, `SkipLayerNormalization`, `EmbedLayerNormalization`).
+Only hardware-independent rewrites are saved (ONNX Runtime "basic" level plus the Python fusions); the server
+applies the hardware-specific ones when it loads the graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ExportError
+
+log = logging.getLogger(__name__)
+
+#: Hugging Face model types whose encoders ONNX Runtime's optimizer fuses with its BERT rules (the same list optimum
+#: maps to the "bert" optimizer). Other architectures are exported unfused, which is correct, only slower.
+FUSABLE_MODEL_TYPES = frozenset(
+    {
+        "albert", "bert", "camembert", "deberta", "deberta-v2", "distilbert", "electra", "ernie", "mpnet",
+        "roberta", "xlm-roberta",
+    }
+)
+#: Contrib ops whose presence shows that a fusion happened.
+FUSED_OPS = frozenset(
+    {
+        "Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu",
+        "FastGelu", "Gelu", "LayerNormalization", "SkipSimplifiedLayerNormalization",
+    }
+)
+#: ONNX Runtime optimization level saved with the fused graph: 1 (basic) is portable across CPUs.
+SAVED_OPT_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """What `fuse_transformer_graph` did to a graph."""
+
+    applied: bool
+    """True if a fused graph was written to the destination."""
+    fused_ops: dict[str, int] = field(default_factory=dict)
+    """Count of each fused contrib op in the written graph."""
+    note: str = ""
+    """Why fusion was skipped, when it was."""
+
+
+def fuse_transformer_graph(source: Path, destination: Path, config: Any) -> FusionResult:
+    """Fuse attention, GELU and LayerNorm of the encoder in `source` into `destination`, where the architecture allows.
+
+    `config` is the model's Hugging Face config: its model type picks the fusion rules, its head count and hidden
+    size are passed on because the optimizer cannot always infer them from a graph exported with dynamic shapes.
+    Returns `applied=False` (and writes nothing) for architectures the optimizer does not know or when no op fused.
+    """
+    model_type = getattr(config, "model_type", "")
+    if model_type not in FUSABLE_MODEL_TYPES:
+        return FusionResult(False, note=f"no transformer fusions for model type {model_type!r}; kept the plain graph")
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    num_heads, hidden_size = _heads_and_width(config)
+    try:
+        optimized = optimize_model(
+            str(source),
+            model_type="bert",
+            num_heads=num_heads,
+            hidden_size=hidden_size,
+            opt_level=SAVED_OPT_LEVEL,
+            use_gpu=False,
+        )
+    except Exception as exc:  # the optimizer raises assorted errors on graphs it cannot pattern-match
+        log.warning("transformer fusion failed for %s (%s); keeping the plain graph", model_type, exc)
+        return FusionResult(False, note=f"transformer fusion failed ({type(exc).__name__}); kept the plain graph")
+    ops = Counter(node.op_type for node in optimized.model.graph.node if node.op_type in FUSED_OPS)
+    if not ops:
+        return FusionResult(False, note=f"no fusion pattern matched the {model_type} graph; kept the plain graph")
+    optimized.save_model_to_file(str(destination), use_external_data_format=False)
+    return FusionResult(True, dict(sorted(ops.items())))
+
+
+def quantize_dynamic_int8(source: Path, destination: Path) -> Path:
+    """Dynamic int8 quantization: int8 weights, activations quantized per batch at run time.
+
+    `DefaultTensorType` lets the quantizer proceed past tensors whose type shape inference cannot tell, which the
+    fused contrib ops produce (without it: "Unable to find data type for weight_name").
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    try:
+        quantize_dynamic(
+            source,
+            destination,
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    except Exception as exc:  # onnxruntime's quantizer raises bare exceptions for graphs it cannot handle
+        raise ExportError(f"dynamic int8 quantization failed: {exc}; export again with --no-quantize") from None
+    return destination
+
+
+def _heads_and_width(config: Any) -> tuple[int, int]:
+    # DistilBERT names them n_heads/dim; 0 lets the optimizer detect them from the graph.
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None) or 0
+    width = getattr(config, "hidden_size", None) or getattr(config, "dim", None) or 0
+    return int(heads), int(width)
