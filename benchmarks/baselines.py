@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tokenizers import Tokenizer
+
 from ortserve.server.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
 from ortserve.server.runtime import SessionConfig
-from tokenizers import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class InProcess:
     batch32_texts_per_s: float
 
 
-def _latencies_ms(predict: Callable[[list[str]], object], texts: Sequence[str], calls: int) -> list[float]:
+def latencies_ms(predict: Callable[[list[str]], object], texts: Sequence[str], calls: int) -> list[float]:
     samples = []
     for i in range(calls):
         start = time.perf_counter()
@@ -33,7 +34,7 @@ def _latencies_ms(predict: Callable[[list[str]], object], texts: Sequence[str], 
     return samples
 
 
-def _batch_rate(predict: Callable[[list[str]], object], texts: Sequence[str], batches: int) -> float:
+def batch_rate(predict: Callable[[list[str]], object], texts: Sequence[str], batches: int) -> float:
     chunks = [list(texts[i * 32 : (i + 1) * 32]) for i in range(batches)]
     start = time.perf_counter()
     for chunk in chunks:
@@ -41,12 +42,15 @@ def _batch_rate(predict: Callable[[list[str]], object], texts: Sequence[str], ba
     return batches * 32 / (time.perf_counter() - start)
 
 
+def summarize(latencies: Sequence[float], rates: Sequence[float]) -> InProcess:
+    """p50/p99 of pooled single-text latencies, and the median of batch-of-32 throughputs."""
+    samples = sorted(latencies)
+    return InProcess(statistics.median(samples), samples[int(0.99 * (len(samples) - 1))], statistics.median(rates))
+
+
 def _measure(predict: Callable[[list[str]], object], texts: Sequence[str], calls: int, batches: int) -> InProcess:
     predict(list(texts[:32]))  # warm-up
-    samples = sorted(_latencies_ms(predict, texts, calls))
-    return InProcess(
-        statistics.median(samples), samples[int(0.99 * (len(samples) - 1))], _batch_rate(predict, texts, batches)
-    )
+    return summarize(latencies_ms(predict, texts, calls), [batch_rate(predict, texts, batches)])
 
 
 def torch_pipeline(
@@ -88,11 +92,3 @@ class RawOrt:
         (logits,) = self._session.run(None, {name: feeds[name] for name in self._inputs})
         exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
-
-
-def raw_onnxruntime(
-    artifact: Path, config: SessionConfig, fixed: Sequence[str], mixed: Sequence[str], calls: int, batches: int
-) -> dict[str, InProcess]:
-    """Raw ONNX Runtime on the served artifact with the server's session settings: the floor ortserve is held to."""
-    predict = RawOrt(artifact, config)
-    return {"fixed": _measure(predict, fixed, calls, batches), "mixed": _measure(predict, mixed, calls, batches)}

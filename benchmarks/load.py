@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
+
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
@@ -49,6 +50,15 @@ class LoadResult:
     @property
     def p99(self) -> float:
         return self.percentile(99)
+
+
+def merge(results: Sequence[LoadResult]) -> LoadResult:
+    """One result from several rounds of the same load level: pooled latencies, summed calls and time."""
+    first = results[0]
+    return LoadResult(
+        first.callers, first.texts_per_call, sum(r.calls for r in results), sum(r.errors for r in results),
+        sum(r.seconds for r in results), [ms for r in results for ms in r.latencies_ms],
+    )
 
 
 def _text_batches(texts: Sequence[str], size: int, count: int) -> list[list[str]]:

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import grpc
@@ -107,7 +108,10 @@ def save_mlflow_transformers_model(hf_dir: Path, destination: Path) -> Path:
 
     shutil.rmtree(destination, ignore_errors=True)
     classifier = pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu")
-    mlflow.transformers.save_model(classifier, str(destination))
+    # Explicit requirements: inferring them imports every optional vision/audio package transformers might use.
+    # `--env-manager local` serves in this environment anyway.
+    requirements = [f"{name}=={version(name)}" for name in ("mlflow", "transformers", "torch")]
+    mlflow.transformers.save_model(classifier, str(destination), pip_requirements=requirements)
     return destination
 
 
@@ -115,7 +119,9 @@ def save_mlflow_transformers_model(hf_dir: Path, destination: Path) -> Path:
 def mlflow_serve_process(model_dir: Path, log_file: Path, timeout: float = 300) -> Iterator[str]:
     """Run `mlflow models serve` of `model_dir` on loopback with the local environment; yield its /invocations URL."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"file://{model_dir.parent / 'mlruns'}"}
+    bin_dir = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` by name: it must find this environment's
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": f"file://{model_dir.parent / 'mlruns'}"}
     command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", str(model_dir),
                "--env-manager", "local", "--host", LOOPBACK, "--port", str(port)]
     with log_file.open("ab") as log:

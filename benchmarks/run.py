@@ -24,8 +24,8 @@ from typing import Any
 
 from ortserve.server.runtime import SessionConfig
 
-from .baselines import raw_onnxruntime, torch_pipeline
-from .load import grpc_load, http_load
+from .baselines import RawOrt, batch_rate, latencies_ms, summarize, torch_pipeline
+from .load import grpc_load, http_load, merge
 from .models import BenchModel, build_models
 from .processes import (
     mlflow_serve_process,
@@ -42,6 +42,7 @@ log = logging.getLogger("benchmarks")
 SINGLE_TEXT_CALLERS = (1, 8, 32, 64)
 BATCH_CALLERS = (1, 8)  # callers sending 32 texts per call
 KINDS = ("fixed", "mixed")
+ROUNDS = 3  # rounds of the paired measurements (raw ONNX Runtime next to ortserve)
 
 
 def machine() -> dict[str, Any]:
@@ -63,7 +64,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def measure(models: list[BenchModel], work: Path, quick: bool) -> dict[str, Any]:
+def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) -> dict[str, Any]:
+    """Every measurement of the issue, in one run; `partial` gets the figures so far after each stage."""
     scale = 0.5 if quick else 1.0
     seconds = 8.0 * scale
     texts = {
@@ -77,19 +79,25 @@ def measure(models: list[BenchModel], work: Path, quick: bool) -> dict[str, Any]
             "quantization": model.quantization(),
             "model_mb": (model.artifact / "model.onnx").stat().st_size / 1e6,
         }
-    calls, batches = int(60 * scale), int(4 * scale) or 1
+    calls, batches = int(40 * scale), int(4 * scale) or 1
 
-    # (a) and (b): in-process baselines, one model at a time.
+    def save() -> None:
+        partial.write_text(json.dumps(results, indent=2) + "\n")
+
+    # Saved first so that a problem with mlflow shows in seconds, not after the rest of the run.
+    mlflow_dirs = {m.name: save_mlflow_transformers_model(m.hf_dir, work / "mlflow" / m.name) for m in models}
+
+    # (a): the PyTorch pipeline in process, one model at a time.
     for model in models:
-        fixed, mixed = texts[model.name]["fixed"], texts[model.name]["mixed"]
         log.info("%s: PyTorch pipeline in process", model.name)
-        entry = results["models"][model.name]
-        entry["torch"] = {k: asdict(v) for k, v in torch_pipeline(model.hf_dir, fixed, mixed, calls, batches).items()}
-        log.info("%s: raw ONNX Runtime in process", model.name)
-        ort_results = raw_onnxruntime(model.artifact, SessionConfig(), fixed, mixed, calls * 2, batches * 2)
-        entry["raw_ort"] = {k: asdict(v) for k, v in ort_results.items()}
+        fixed, mixed = texts[model.name]["fixed"], texts[model.name]["mixed"]
+        pipeline_results = torch_pipeline(model.hf_dir, fixed, mixed, calls, batches)
+        results["models"][model.name]["torch"] = {k: asdict(v) for k, v in pipeline_results.items()}
+        save()
 
-    # (c), (d), (f): ortserve as its own process serving both models.
+    # (b), (c), (d): raw ONNX Runtime in this process, and ortserve as its own process serving both models. The pairs
+    # the targets compare (one text; 32 texts at once) alternate round by round, so that load from other processes
+    # on a shared machine falls on both sides alike.
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     artifacts = {m.name: m.artifact for m in models}
@@ -98,15 +106,35 @@ def measure(models: list[BenchModel], work: Path, quick: bool) -> dict[str, Any]
         results["ortserve_rss_mb_loaded"] = rss_mb(server.process.pid)[0]
         for model in models:
             entry = results["models"][model.name]
-            entry["ortserve"] = []
-            for kind in ("fixed", "mixed"):
+            fixed, mixed = texts[model.name]["fixed"], texts[model.name]["mixed"]
+            raw = RawOrt(model.artifact, SessionConfig())
+            raw(fixed[:32])  # warm-up
+            raw_latencies: list[float] = []
+            raw_rates: list[float] = []
+            one_caller, many_callers = [], []
+            for round_ in range(ROUNDS):
+                log.info("%s: raw ONNX Runtime and ortserve, round %d of %d", model.name, round_ + 1, ROUNDS)
+                raw_latencies += latencies_ms(raw, fixed, calls)
+                one_caller.append(grpc_load(server.port, model.name, fixed, 1, max_calls=calls, max_seconds=seconds))
+                raw_rates.append(batch_rate(raw, fixed, batches))
+                many_callers.append(grpc_load(server.port, model.name, fixed, 32, max_calls=int(400 * scale),
+                                              max_seconds=seconds))
+            raw_mixed = summarize(latencies_ms(raw, mixed, calls), [batch_rate(raw, mixed, batches)])
+            entry["raw_ort"] = {"fixed": asdict(summarize(raw_latencies, raw_rates)), "mixed": asdict(raw_mixed)}
+            entry["ortserve"] = [_row("fixed", merge(one_caller)), _row("fixed", merge(many_callers))]
+            save()
+            for kind in KINDS:
                 levels = [(c, 1) for c in SINGLE_TEXT_CALLERS] + [(c, 32) for c in BATCH_CALLERS]
                 for callers, per_call in levels:
+                    if kind == "fixed" and per_call == 1 and callers in (1, 32):
+                        continue  # measured in the rounds above
                     log.info("%s: ortserve, %d callers × %d %s texts", model.name, callers, per_call, kind)
                     max_calls = int((400 if per_call == 1 else 40) * max(1, callers // 8) * scale)
                     result = grpc_load(server.port, model.name, texts[model.name][kind], callers, per_call,
                                        max_calls=max_calls, max_seconds=seconds)
                     entry["ortserve"].append(_row(kind, result))
+                    save()
+            entry["ortserve"].sort(key=lambda row: (row["texts"], row["texts_per_call"], row["callers"]))
         results["ortserve_rss_mb_after_load"], results["ortserve_hwm_mb"] = rss_mb(server.process.pid)
     for _ in range(2):  # start-up again, now that the OS file cache holds everything (the "cached artifacts" case)
         with ortserve_process(artifacts, logs / "ortserve.log") as server:
@@ -115,14 +143,14 @@ def measure(models: list[BenchModel], work: Path, quick: bool) -> dict[str, Any]
     # (e): mlflow models serve of the same models, logged with mlflow.transformers.
     for model in models:
         entry = results["models"][model.name]
-        mlflow_dir = save_mlflow_transformers_model(model.hf_dir, work / "mlflow" / model.name)
         log.info("%s: mlflow models serve", model.name)
         entry["mlflow"] = []
-        with mlflow_serve_process(mlflow_dir, logs / f"mlflow-{model.name}.log") as url:
+        with mlflow_serve_process(mlflow_dirs[model.name], logs / f"mlflow-{model.name}.log") as url:
             for callers in (1, 32):
                 result = http_load(url, texts[model.name]["fixed"], callers, 1,
                                    max_calls=int((60 if callers == 1 else 200) * scale), max_seconds=2 * seconds)
                 entry["mlflow"].append(_row("fixed", result))
+                save()
 
     # (f): a PyTorch process holding the same two models.
     log.info("PyTorch process memory")
@@ -148,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.perf_counter()
     models, tokenizer_note = build_models(args.work, args.rebuild)
-    results = measure(models, args.work, args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = measure(models, args.work, args.quick, args.work / "bench.partial.json")
     results["tokenizer"] = tokenizer_note
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["ortserve_start_to_serving_median_s"] = statistics.median(results["ortserve_start_to_serving_s"])
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, args.out)
     print((args.out / "bench.md").read_text())

@@ -21,27 +21,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ortserve.server.runtime import OnnxClassifier, SessionConfig
+
+from ortserve.server.runtime import OnnxClassifier, SessionConfig, use_global_thread_pool
 
 from .models import BenchModel, build_models
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.tune")
 
-BASELINE: dict[str, Any] = {
-    "intra_op_threads": 2, "allow_spinning": True, "enable_cpu_mem_arena": True, "graph_optimization_level": "all"
-}
-#: label -> settings changed from the baseline.
+#: Part 1: label -> settings changed from the chosen defaults (`SessionConfig()`).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline: 2 threads, spin, arena, opt all": {},
+    "defaults: threads per core (2), no spinning, arena, opt all": {},
+    "spinning": {"allow_spinning": True},
     "1 thread": {"intra_op_threads": 1},
-    "no spinning": {"allow_spinning": False},
-    "1 thread, no spinning": {"intra_op_threads": 1, "allow_spinning": False},
+    "1 thread, spinning": {"intra_op_threads": 1, "allow_spinning": True},
     "no memory arena": {"enable_cpu_mem_arena": False},
     "opt extended": {"graph_optimization_level": "extended"},
     "opt basic": {"graph_optimization_level": "basic"},
     "opt disable": {"graph_optimization_level": "disable"},
 }
+
+#: Part 2: how two models in one process share the cores.
+PER_SESSION_2 = "per-session pools, 2 threads each, no spinning"
+GLOBAL_POOL = "one global pool, 2 threads (its spinning cannot be turned off from Python)"
+PER_SESSION_1 = "per-session pools, 1 thread each, no spinning"
+TWO_MODEL_MODES = (PER_SESSION_2, GLOBAL_POOL, PER_SESSION_1)
 
 
 def _latency_ms(classifier: OnnxClassifier, text: str, runs: int) -> list[float]:
@@ -66,7 +70,7 @@ def sweep(model: BenchModel, rounds: int) -> list[dict[str, Any]]:
     loaded = {}
     for label, change in VARIANTS.items():
         start = time.perf_counter()
-        classifier = OnnxClassifier.load(model.artifact, SessionConfig(**{**BASELINE, **change}))
+        classifier = OnnxClassifier.load(model.artifact, SessionConfig(**change))
         load_s = time.perf_counter() - start
         classifier.probabilities(texts)  # warm-up: first runs allocate and plan
         loaded[label] = (classifier, load_s)
@@ -88,15 +92,13 @@ def sweep(model: BenchModel, rounds: int) -> list[dict[str, Any]]:
 def two_models(models: list[BenchModel], mode: str, seconds: float) -> dict[str, Any]:
     """Part 2 in this process: both models run batches of 32 at once for `seconds`; total texts/s, and p50 of one text
     on the smaller model while the larger is busy."""
-    import onnxruntime as ort
-
-    if mode == "global pool, 2 threads":
-        ort.set_global_thread_pool_sizes(2, 1)  # before any session of this process, or ONNX Runtime ignores it
-        config = SessionConfig(**{**BASELINE, "use_global_thread_pool": True})
-    elif mode == "per-session pools, 2 threads each":
-        config = SessionConfig(**BASELINE)
+    if mode == GLOBAL_POOL:
+        use_global_thread_pool(2)  # before any session of this process, or ONNX Runtime ignores it
+        config = SessionConfig(use_global_thread_pool=True)
+    elif mode == PER_SESSION_2:
+        config = SessionConfig(intra_op_threads=2)
     else:
-        config = SessionConfig(**{**BASELINE, "intra_op_threads": 1})
+        config = SessionConfig(intra_op_threads=1)
     classifiers = [OnnxClassifier.load(m.artifact, config) for m in models]
     texts = [make_texts(m.artifact / "tokenizer.json", 32, mixed=False) for m in models]
     for classifier, batch in zip(classifiers, texts, strict=True):
@@ -126,9 +128,6 @@ def two_models(models: list[BenchModel], mode: str, seconds: float) -> dict[str,
     stop.set()
     background.join()
     return {"mode": mode, "texts_per_s_both_busy": total, "small_p50_ms_while_big_busy": float(np.median(samples))}
-
-
-TWO_MODEL_MODES = ("per-session pools, 2 threads each", "global pool, 2 threads", "per-session pools, 1 thread each")
 
 
 def run(work: Path, rounds: int = 3, seconds: float = 6.0) -> dict[str, Any]:

@@ -46,8 +46,9 @@ class ServerSettings(BaseSettings):
     """TCP port to listen on; 0 picks a free one (the bound port is logged)."""
     intra_op_threads: int = Field(0, ge=0)
     """ONNX Runtime intra-op threads per model session; 0 lets ONNX Runtime use one per core."""
-    allow_spinning: bool = True
-    """Let ONNX Runtime worker threads spin between ops (lower latency, busier idle CPU)."""
+    allow_spinning: bool = False
+    """Let ONNX Runtime worker threads spin between ops; off by default, as spinning threads starve the event loop
+    and the other models of the cores (see BENCHMARKS.md)."""
     max_texts_per_request: int = Field(256, ge=1)
     """Most texts one Classify call may carry; more is INVALID_ARGUMENT (the client splits larger inputs)."""
     max_text_chars: int = Field(10_000, ge=1)

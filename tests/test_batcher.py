@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import pytest
+
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.server.batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from ortserve.server.errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
