@@ -38,8 +38,9 @@ SentimentResult = dict[str, float]
 """`{label: score}` for every label of the sentiment model (`positive`, `neutral`, `negative`)."""
 
 
+# A str is also a Sequence[str]; the first overload wins for it, which is what mypy's overlap warning is about.
 @overload
-def predict_topic(text: str, top_k: int | None = None) -> TopicResult: ...
+def predict_topic(text: str, top_k: int | None = None) -> TopicResult: ...  # type: ignore[overload-overlap]
 @overload
 def predict_topic(text: Sequence[str], top_k: int | None = None) -> list[TopicResult]: ...
 def predict_topic(text: str | Sequence[str], top_k: int | None = None) -> TopicResult | list[TopicResult]:
@@ -50,7 +51,7 @@ def predict_topic(text: str | Sequence[str], top_k: int | None = None) -> TopicR
 
 
 @overload
-def predict_sentiment(text: str) -> SentimentResult: ...
+def predict_sentiment(text: str) -> SentimentResult: ...  # type: ignore[overload-overlap]
 @overload
 def predict_sentiment(text: Sequence[str]) -> list[SentimentResult]: ...
 def predict_sentiment(text: str | Sequence[str]) -> SentimentResult | list[SentimentResult]:
