@@ -1,7 +1,14 @@
-"""The demo behind `make demo`: build a small classifier, export it, serve it, and ask it through the Python client
-and grpcurl. Everything runs offline on this machine; the work directory is ./demo-work.
+"""The demo behind `make demo`: registry → export → serve → answer, all offline on this machine.
 
-`--serve-only` serves the artifact of an earlier run in the foreground, for trying the README's grpcurl commands.
+1. seed an embedded MLflow registry (SQLite, ./demo-work/mlflow.db) with `topic-classification` (logged as a
+   transformers pipeline) and `sentiment-analysis` (logged as a components dict), alias `production`;
+2. `ortserve export models:/<name>@production --alias production` for both (ONNX, int8 where the gate allows,
+   registered back as `<name>-onnx`);
+3. `ortserve serve` the `-onnx` models by their production alias;
+4. ask through the Python client, the CLI and grpcurl; 5. stop the server with SIGTERM.
+
+The seeded models are tiny and have random weights: the answers show the plumbing, not real sentiment.
+`--serve-only` serves the registry of an earlier run in the foreground, for trying the README's grpcurl commands.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "demo-work"
 BIN = Path(sys.executable).parent
+TRACKING_URI = f"sqlite:///{WORK / 'mlflow.db'}"
+MODELS = {"sentiment": "sentiment-analysis", "topic": "topic-classification"}
 TEXTS = ["Shares rallied after a strong quarter.", "The match was cancelled because of heavy rain."]
 
 
@@ -26,32 +35,34 @@ def banner(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def run(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run(*args: str) -> None:
     print("$ " + " ".join(args), flush=True)
-    return subprocess.run(args, check=True, text=True, **kwargs)  # type: ignore[call-overload]
+    subprocess.run(args, check=True, text=True)
 
 
-def build_and_export() -> Path:
-    from ortserve.export.tiny_models import SENTIMENT_LABELS, build_tiny_classifier
+def seed() -> None:
+    from ortserve.export.registry_seed import seed_registry
 
-    hf_dir, artifact = WORK / "hf" / "sentiment", WORK / "artifacts" / "sentiment"
-    banner("1. build a small BERT sentiment classifier offline (random weights, trained tokenizer)")
-    shutil.rmtree(hf_dir, ignore_errors=True)
-    build_tiny_classifier(hf_dir, "bert", SENTIMENT_LABELS, hidden_size=64, layers=2)
-    print(f"saved to {hf_dir}")
-    banner("2. export it to ONNX, check it against PyTorch, quantize where accuracy holds")
-    run(str(BIN / "ortserve"), "export", str(hf_dir), "--output", str(artifact))
-    return artifact
+    banner(f"1. seed the MLflow registry at {TRACKING_URI} the way training jobs log models")
+    for name, version in seed_registry(TRACKING_URI).items():
+        print(f"registered models:/{name}/{version} (alias production, stage Production)")
 
 
-def start_server(artifact: Path, port: int) -> subprocess.Popen[str]:
-    command = [str(BIN / "ortserve"), "serve", "--model", f"sentiment={artifact}", "--host", "127.0.0.1",
-               "--port", str(port)]
-    print("$ " + " ".join(command), flush=True)
-    return subprocess.Popen(command, text=True)
+def export() -> None:
+    banner("2. export each production model to ONNX, check it against PyTorch, register it back")
+    for registered in MODELS.values():
+        run(str(BIN / "ortserve"), "export", f"models:/{registered}@production", "--alias", "production")
 
 
-def wait_until_serving(port: int, process: subprocess.Popen[str], timeout: float = 60) -> None:
+def serve_command(port: int) -> list[str]:
+    command = [str(BIN / "ortserve"), "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--cache-dir", str(WORK / "cache")]
+    for served, registered in MODELS.items():
+        command += ["--model", f"{served}=models:/{registered}-onnx@production"]
+    return command
+
+
+def wait_until_serving(port: int, process: subprocess.Popen[str], timeout: float = 120) -> None:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -77,34 +88,42 @@ def ask(port: int) -> None:
     from ortserve.client import InferenceClient
 
     with InferenceClient(target) as client:
-        for text, result in zip(TEXTS, client.classify("sentiment", TEXTS), strict=True):
-            scores = ", ".join(f"{s.label}={s.score:.3f}" for s in result.labels)
-            print(f"{text!r} -> {scores} (version {result.model_version})")
+        for info in client.list_models():
+            print(f"model {info.name}: version {info.version} of {info.source_uri}, {info.state}, "
+                  f"labels {list(info.labels)}")
+        for served in MODELS:
+            for text, result in zip(TEXTS, client.classify(served, TEXTS, top_k=2), strict=True):
+                scores = ", ".join(f"{s.label}={s.score:.3f}" for s in result.labels)
+                print(f"{served:9} {text!r} -> {scores} (version {result.model_version})")
     banner("5. ask through the CLI")
     run(str(BIN / "ortserve"), "predict", "--target", target, "--model", "sentiment", "--top-k", "1", *TEXTS)
     banner("6. ask through grpcurl, with no proto files (server reflection)")
     grpcurl = str(BIN / "grpcurl")
     run(grpcurl, "-plaintext", target, "list")
-    run(grpcurl, "-plaintext", "-d", json.dumps({"model": "sentiment", "texts": TEXTS[:1], "top_k": 2}), target,
+    run(grpcurl, "-plaintext", "-d", json.dumps({"model": "topic", "texts": TEXTS[:1], "top_k": 2}), target,
         "ortserve.v1.Inference/Classify")
     run(grpcurl, "-plaintext", "-d", '{"service": "sentiment"}', target, "grpc.health.v1.Health/Check")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=50051)
-    parser.add_argument("--serve-only", action="store_true", help="serve the artifact of an earlier demo run")
+    parser.add_argument("--serve-only", action="store_true", help="serve the registry of an earlier demo run")
     args = parser.parse_args()
+    os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI  # for every command below, as a deployment would set it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    artifact = WORK / "artifacts" / "sentiment"
     if args.serve_only:
-        if not (artifact / "ortserve.json").exists():
+        if not (WORK / "mlflow.db").exists():
             raise SystemExit("nothing to serve yet: run `make demo` first")
-        return subprocess.call([str(BIN / "ortserve"), "serve", "--model", f"sentiment={artifact}",
-                                "--host", "127.0.0.1", "--port", str(args.port)])
-    artifact = build_and_export()
-    banner(f"3. serve it on 127.0.0.1:{args.port}")
-    server = start_server(artifact, args.port)
+        return subprocess.call(serve_command(args.port))
+    shutil.rmtree(WORK, ignore_errors=True)  # every demo starts from an empty registry and cache
+    WORK.mkdir(parents=True)
+    seed()
+    export()
+    banner(f"3. serve the -onnx models by their production alias on 127.0.0.1:{args.port}")
+    command = serve_command(args.port)
+    print("$ " + " ".join(command), flush=True)
+    server = subprocess.Popen(command, text=True)
     try:
         wait_until_serving(args.port, server)
         ask(args.port)
@@ -112,7 +131,7 @@ def main() -> int:
         banner("7. stop the server (SIGTERM: in-flight calls finish first)")
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    print("\nDone. `make demo-server` serves this model again for the README's grpcurl commands.")
+    print("\nDone. `make demo-server` serves these models again for the README's grpcurl commands.")
     return 0
 
 
