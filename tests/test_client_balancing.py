@@ -63,3 +63,25 @@ def test_round_robin_spreads_calls_and_survives_a_stopped_replica(artifacts: dic
     assert errors == [], f"calls failed while a replica stopped: {errors}"
     assert set(after) == {first_version}, "calls after the stop must all reach the remaining replica"
     assert len(versions) > answered_before_stop, "the background caller kept getting answers after the stop"
+
+
+def test_health_checked_round_robin_skips_a_replica_that_is_not_serving(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """With `health_check_service=""`, calls go only to replicas whose grpc.health.v1 status is SERVING."""
+    not_an_artifact = tmp_path / "empty"
+    not_an_artifact.mkdir()
+    with running_server(models=[f"sentiment={artifacts['bert']}"]) as healthy, running_server(
+        models=[f"sentiment={artifacts['distilbert']}", f"broken={not_an_artifact}"]
+    ) as degraded:  # answers `sentiment`, but reports the whole server NOT_SERVING because `broken` failed
+        target = f"127.0.0.1:{healthy.port},127.0.0.1:{degraded.port}"
+        with InferenceClient(healthy.target) as direct:
+            healthy_version = direct.classify("sentiment", ["x"])[0].model_version
+        with InferenceClient(target) as plain, InferenceClient(target, health_check_service="") as checked:
+            for _ in range(5):  # let both connections come up
+                plain.classify("sentiment", ["x"])
+                checked.classify("sentiment", ["x"])
+            spread = {plain.classify("sentiment", [f"t{i}"])[0].model_version for i in range(20)}
+            gated = {checked.classify("sentiment", [f"t{i}"])[0].model_version for i in range(20)}
+    assert len(spread) == 2
+    assert gated == {healthy_version}

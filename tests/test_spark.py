@@ -27,6 +27,7 @@ TEXTS = [f"{WORDS[i % 10]} story {i}: {WORDS[(i * 3) % 10]} and {WORDS[(i * 7) %
 def spark() -> Iterator[SparkSession]:
     """One local Spark session for the whole run (it takes several seconds to start)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable  # workers must run this venv, where ortserve is installed
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # keep Spark's own traffic on loopback
     session = (
         SparkSession.builder.master("local[2]")
         .appName("ortserve-tests")
