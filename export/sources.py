@@ -170,6 +170,7 @@ def _logged_model_id(client: Any, run: Any, name: str | None) -> str | None:
 
 def _registry_version(ref: SourceRef, client: Any) -> Any:
     name, selector = ref.name, ref.selector
+    assert name is not None and selector is not None
     _call(client, "get_registered_model", ref.uri, "registered model", name)
     if ref.selector_kind == "alias":
         try:
@@ -269,8 +270,11 @@ def materialize(source: ResolvedSource, workdir: Path) -> Path:
         )
     components = _load_components(source.uri, downloaded)
     model, tokenizer = components.get("model"), components.get("tokenizer")
-    if tokenizer is None:
-        raise ExportError(f"{source.uri} was logged without a tokenizer; log it with one (pipeline or components dict)")
+    if model is None or tokenizer is None:
+        missing = "a model" if model is None else "a tokenizer"
+        raise ExportError(
+            f"{source.uri} was logged without {missing}; log a pipeline or a dict with model and tokenizer"
+        )
     directory = workdir / "huggingface"
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

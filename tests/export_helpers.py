@@ -64,6 +64,19 @@ def source_probabilities(model_uri: str, tracking_uri: str, texts: Sequence[str]
     return torch_probabilities(model, components["tokenizer"], texts, max_length, multi_label)
 
 
+def assert_answers_like(answered: np.ndarray, expected: np.ndarray, quantized: bool, multi_label: bool) -> None:
+    """fp32 must match the source within the gate; int8 passed a 99% gate on 64 texts, so on these few texts allow
+    one disagreement and a small mean difference."""
+    if not quantized:
+        assert np.abs(answered - expected).max() <= 1e-4
+        np.testing.assert_array_equal(answered.argmax(axis=1), expected.argmax(axis=1))
+        return
+    assert np.abs(answered - expected).mean() < 0.05
+    assert np.mean(answered.argmax(axis=1) == expected.argmax(axis=1)) >= 1 - 1 / len(answered)
+    if multi_label:
+        assert np.mean((answered >= 0.5) == (expected >= 0.5)) >= 1 - 1 / len(answered)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `ortserve export ARGS` as a subprocess, as a scheduler would."""
     binary = Path(sys.executable).parent / "ortserve"

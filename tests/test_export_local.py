@@ -17,7 +17,7 @@ from ortserve.export.pipeline import _load_torch_model
 from ortserve.export.tiny_sentencepiece import build_sentencepiece_classifier
 from ortserve.server.runtime import OnnxClassifier
 
-from .export_helpers import TEXTS, build_slow_only_tokenizer_model, last_error_line
+from .export_helpers import TEXTS, assert_answers_like, build_slow_only_tokenizer_model, last_error_line
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,7 @@ def test_architectures_export_optimize_and_answer_like_pytorch(name: str, local_
     hf = inspect_model_dir(source)
     expected = torch_probabilities(_load_torch_model(source, name), hf.tokenizer, TEXTS, hf.max_length, hf.multi_label)
     answered = classifier.probabilities(TEXTS)
-    tolerance = 0.06 if report.quantized else 1e-4
-    assert np.abs(answered - expected).max() <= tolerance
+    assert_answers_like(answered, expected, report.quantized, hf.multi_label)
     if name == "multilabel":
         assert manifest.multi_label and not np.allclose(answered.sum(axis=1), 1.0)
 
