@@ -26,11 +26,12 @@ FUSABLE_MODEL_TYPES = frozenset(
         "roberta", "xlm-roberta",
     }
 )
-#: Contrib ops whose presence shows that a fusion happened.
+#: Contrib ops whose presence shows that a fusion happened (standard ops such as LayerNormalization are left out:
+#: optimum may emit them itself).
 FUSED_OPS = frozenset(
     {
         "Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu",
-        "FastGelu", "Gelu", "LayerNormalization", "SkipSimplifiedLayerNormalization",
+        "FastGelu", "SkipSimplifiedLayerNormalization",
     }
 )
 #: ONNX Runtime optimization level saved with the fused graph: 1 (basic) is portable across CPUs.

@@ -36,7 +36,11 @@ class ExportOptions:
     """Try dynamic int8 quantization and keep it if it passes the int8 gate; else keep fp32."""
     optimize: bool = True
     """Fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer where the architecture allows
-    (kept only if the fused fp32 graph passes the fp32 gate). Quantization then starts from the fused graph."""
+    (kept only if the fused fp32 graph passes the fp32 gate). Quantization then starts from the fused graph.
+
+    Default chosen by measurement (6-layer, 768-wide BERT, 2 cores, scripts/measure_export.py): fused and plain
+    int8 answer an 18-token text equally fast (12.3 ms both), fused fp32 is faster than plain fp32 (18.6 vs
+    22.1 ms; 90 vs 71 texts/s in batches of 32), for ~7 s more export time. Runs on a busy machine varied by ±20%."""
     opset: int | None = None
     """ONNX opset; None lets optimum choose the one it validates for the architecture."""
     validation_texts: Sequence[str] | None = None
