@@ -22,6 +22,7 @@ from typing import Any
 from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
 
 from .errors import ExportError
+from .tracking import local_artifact_location
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,13 @@ def log_and_register(
     created_run = None
     if run_id is None:
         experiment = client.get_experiment_by_name(EXPORT_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPORT_EXPERIMENT)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(
+                EXPORT_EXPERIMENT, artifact_location=local_artifact_location(client.tracking_uri, EXPORT_EXPERIMENT)
+            )
+        )
         created_run = client.create_run(experiment_id, tags={"mlflow.runName": f"export {name}"})
         run_id = created_run.info.run_id
     try:

@@ -100,3 +100,15 @@ def _sqlite_path(uri: str) -> Path | None:
     if not rest.startswith("/") or rest in ("/", "/:memory:"):
         return None
     return Path(unquote(rest[1:].split("?", 1)[0]) or ".").resolve()
+
+
+def local_artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """For a SQLite store, an artifact location beside the database file for a new experiment; else None.
+
+    MLflow's default for SQLite stores is `./mlruns` relative to the working directory of whichever process creates
+    the experiment, which scatters artifacts wherever a job happened to run.
+    """
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    path = _sqlite_path(tracking_uri)
+    return (path.parent / "mlruns" / experiment).as_uri() if path is not None else None
