@@ -48,25 +48,19 @@ def summarize(latencies: Sequence[float], rates: Sequence[float]) -> InProcess:
     return InProcess(statistics.median(samples), samples[int(0.99 * (len(samples) - 1))], statistics.median(rates))
 
 
-def _measure(predict: Callable[[list[str]], object], texts: Sequence[str], calls: int, batches: int) -> InProcess:
-    predict(list(texts[:32]))  # warm-up
-    return summarize(latencies_ms(predict, texts, calls), [batch_rate(predict, texts, batches)])
+class TorchPipeline:
+    """The `transformers` text-classification pipeline in PyTorch, called with `batch_size=32` (the status quo)."""
 
+    def __init__(self, hf_dir: Path):
+        from transformers import pipeline
 
-def torch_pipeline(
-    hf_dir: Path, fixed: Sequence[str], mixed: Sequence[str], calls: int, batches: int
-) -> dict[str, InProcess]:
-    """The `transformers` text-classification pipeline: one text per call, and `batch_size=32`."""
-    import torch
-    from transformers import pipeline
+        self._pipe = pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu", top_k=None)
 
-    pipe = pipeline("text-classification", model=str(hf_dir), tokenizer=str(hf_dir), device="cpu", top_k=None)
-    with torch.inference_mode():
+    def __call__(self, texts: list[str]) -> object:
+        import torch
 
-        def predict(texts: list[str]) -> object:
-            return pipe(texts, batch_size=32, truncation=True)
-
-        return {"fixed": _measure(predict, fixed, calls, batches), "mixed": _measure(predict, mixed, calls, batches)}
+        with torch.inference_mode():
+            return self._pipe(texts, batch_size=32, truncation=True)
 
 
 class RawOrt:

@@ -119,6 +119,37 @@ def grpc_load(
     return asyncio.run(main())
 
 
+def blocking_caller(
+    port: int, model: str, texts: Sequence[str], max_calls: int = 200, max_seconds: float = 8.0
+) -> LoadResult:
+    """One blocking caller using the project's own client (`InferenceClient`): what a script or a Spark task does.
+
+    The one-caller figures use it rather than the asyncio generator, whose event loop adds its own latency.
+    """
+    from ortserve.client import InferenceClient
+
+    requests = _text_batches(texts, 1, max_calls + 4)
+    latencies: list[float] = []
+    errors = 0
+    with InferenceClient(f"{LOOPBACK}:{port}", timeout=120) as client:
+        for request in requests[:4]:
+            client.classify(model, request)
+        stop_at = time.monotonic() + max_seconds
+        start = time.perf_counter()
+        for request in requests[4:]:
+            if time.monotonic() >= stop_at:
+                break
+            begin = time.perf_counter()
+            try:
+                client.classify(model, request)
+            except Exception:  # counted, not fatal
+                errors += 1
+                continue
+            latencies.append((time.perf_counter() - begin) * 1000)
+        seconds = time.perf_counter() - start
+    return LoadResult(1, 1, len(latencies) + errors, errors, seconds, latencies)
+
+
 def http_load(
     url: str, texts: Sequence[str], callers: int, texts_per_call: int = 1, max_calls: int = 200,
     max_seconds: float = 15.0,

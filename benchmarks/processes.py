@@ -157,23 +157,37 @@ TORCH_HOLDER = """
 import json, sys, time
 start = time.perf_counter()
 from transformers import pipeline
-pipes = [pipeline("text-classification", model=path, tokenizer=path, device="cpu") for path in sys.argv[1:]]
+texts = json.load(open(sys.argv[1]))
+pipes = [pipeline("text-classification", model=path, tokenizer=path, device="cpu") for path in sys.argv[2:]]
 for pipe in pipes:
     pipe("warm up the model once")
 ready = time.perf_counter() - start
-fields = {}
-for line in open("/proc/self/status"):
-    key, _, value = line.partition(":")
-    if key in ("VmRSS", "VmHWM"):
-        fields[key] = int(value.split()[0]) / 1024
-print(json.dumps({"rss_mb": fields["VmRSS"], "hwm_mb": fields["VmHWM"], "ready_s": ready}))
+
+def rss():
+    fields = {}
+    for line in open("/proc/self/status"):
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0]) / 1024
+    return fields
+
+loaded = rss()
+for pipe in pipes:
+    pipe(texts, batch_size=32, truncation=True)
+after = rss()
+print(json.dumps({"rss_mb": loaded["VmRSS"], "rss_mb_after_batch": after["VmRSS"], "hwm_mb": after["VmHWM"],
+                  "ready_s": ready}))
 """
 
 
-def torch_process_memory(hf_dirs: Sequence[Path]) -> dict[str, float]:
-    """Resident memory of a fresh PyTorch process holding `hf_dirs` as pipelines after one call each."""
+def torch_process_memory(hf_dirs: Sequence[Path], batch: Sequence[str], scratch: Path) -> dict[str, float]:
+    """Resident memory of a fresh PyTorch process holding `hf_dirs` as pipelines: after one short call each, and
+    after one `batch` (32 mixed-length texts) each, the heaviest batch the server runs in the benchmark."""
+    texts_file = scratch / "torch-batch.json"
+    texts_file.write_text(json.dumps(list(batch)))
     output = subprocess.run(
-        [sys.executable, "-c", TORCH_HOLDER, *map(str, hf_dirs)], check=True, capture_output=True, text=True
+        [sys.executable, "-c", TORCH_HOLDER, str(texts_file), *map(str, hf_dirs)],
+        check=True, capture_output=True, text=True,
     ).stdout
     result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
     return result

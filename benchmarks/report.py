@@ -76,10 +76,13 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
                      f"{_fmt(served)} / {_fmt(mlflow_rate)} texts/s = {served / mlflow_rate:.1f}×",
                      served >= 20 * mlflow_rate))
     server_mb, torch_mb = results["ortserve_rss_mb_loaded"], results["torch_process"]["rss_mb"]
-    rows.append(("server RSS with both models ≤ 0.35 × PyTorch process holding both",
-                 f"{_fmt(server_mb, 0)} / {_fmt(torch_mb, 0)} MB = {server_mb / torch_mb:.2f}× "
-                 f"(server after load {_fmt(results['ortserve_rss_mb_after_load'], 0)} MB, peak "
-                 f"{_fmt(results['ortserve_hwm_mb'], 0)} MB)", server_mb <= 0.35 * torch_mb))
+    rows.append(("server RSS with both models ≤ 0.35 × PyTorch process holding both: loaded, after one short call",
+                 f"{_fmt(server_mb, 0)} / {_fmt(torch_mb, 0)} MB = {server_mb / torch_mb:.2f}×",
+                 server_mb <= 0.35 * torch_mb))
+    server_mb, torch_mb = results["ortserve_rss_mb_after_load"], results["torch_process"]["rss_mb_after_batch"]
+    rows.append(("… and after the heaviest batches (server: after all loads; PyTorch: after 32 long texts per model)",
+                 f"{_fmt(server_mb, 0)} / {_fmt(torch_mb, 0)} MB = {server_mb / torch_mb:.2f}×",
+                 server_mb <= 0.35 * torch_mb))
     starts = results["ortserve_start_to_serving_s"]
     median = results["ortserve_start_to_serving_median_s"]
     rows.append(("process start to health SERVING ≤ 2 s (cached artifacts, both models)",
@@ -105,8 +108,10 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"Tokenizer: {results['tokenizer']}. Run took {results['seconds']:.0f} s.",
         "",
         *model_lines,
-        "- fixed: 21-token texts; mixed: 5–120 tokens, uniform. ortserve runs as its own process with its defaults; "
-        "the load generator is one asyncio gRPC client process with N closed-loop callers.",
+        "- fixed: 21-token texts; mixed: 5–120 tokens, uniform. ortserve runs as its own process with its defaults. "
+        "One caller is the project's blocking `InferenceClient`; N callers are N closed-loop callers on one asyncio "
+        "gRPC client in the benchmark process. PyTorch, raw ONNX Runtime and ortserve alternate in "
+        f"{results.get('rounds', '?')} rounds for the figures the targets compare.",
         "",
         "## Targets",
         "",
@@ -117,7 +122,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         results_table(results),
         f"Memory: ortserve serving both models {results['ortserve_rss_mb_loaded']:.0f} MB RSS after start, "
         f"{results['ortserve_rss_mb_after_load']:.0f} MB after the load, peak {results['ortserve_hwm_mb']:.0f} MB; "
-        f"PyTorch process holding both pipelines {results['torch_process']['rss_mb']:.0f} MB "
+        f"PyTorch process holding both pipelines {results['torch_process']['rss_mb']:.0f} MB after one short call "
+        f"each, {results['torch_process']['rss_mb_after_batch']:.0f} MB after 32 long texts each "
         f"(ready after {results['torch_process']['ready_s']:.1f} s).",
         "",
     ])
@@ -143,6 +149,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
             latency.plot(callers, [r["p99_ms"] for r in rows], style, label=f"ortserve p99 ({kind})")
         throughput.axhline(entry["raw_ort"]["fixed"]["batch32_texts_per_s"], color="green", linestyle=":",
                            label="raw ORT batch 32 (fixed)")
+        throughput.axhline(entry["raw_ort"]["mixed"]["batch32_texts_per_s"], color="green", linestyle="-.",
+                           alpha=0.6, label="raw ORT batch 32 (mixed, padded to longest)")
         throughput.axhline(entry["torch"]["fixed"]["batch32_texts_per_s"], color="red", linestyle=":",
                            label="PyTorch batch_size=32 (fixed)")
         if entry.get("mlflow"):
@@ -158,6 +166,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         latency.set_yscale("log")
         for axis in (throughput, latency):
             axis.set_xscale("log", base=2)
+            axis.set_xticks([1, 8, 32, 64], ["1", "8", "32", "64"])
             axis.set_xlabel("concurrent callers")
             axis.grid(True, alpha=0.3)
             axis.legend(fontsize=8)

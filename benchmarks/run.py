@@ -24,8 +24,8 @@ from typing import Any
 
 from ortserve.server.runtime import SessionConfig
 
-from .baselines import RawOrt, batch_rate, latencies_ms, summarize, torch_pipeline
-from .load import grpc_load, http_load, merge
+from .baselines import RawOrt, TorchPipeline, batch_rate, latencies_ms, summarize
+from .load import blocking_caller, grpc_load, http_load, merge
 from .models import BenchModel, build_models
 from .processes import (
     mlflow_serve_process,
@@ -42,7 +42,7 @@ log = logging.getLogger("benchmarks")
 SINGLE_TEXT_CALLERS = (1, 8, 32, 64)
 BATCH_CALLERS = (1, 8)  # callers sending 32 texts per call
 KINDS = ("fixed", "mixed")
-ROUNDS = 3  # rounds of the paired measurements (raw ONNX Runtime next to ortserve)
+ROUNDS = 5  # rounds of the paired measurements (raw ONNX Runtime next to ortserve)
 
 
 def machine() -> dict[str, Any]:
@@ -72,14 +72,14 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
         m.name: {kind: make_texts(m.artifact / "tokenizer.json", 512, mixed=kind == "mixed") for kind in KINDS}
         for m in models
     }
-    results: dict[str, Any] = {"models": {}, "machine": machine()}
+    results: dict[str, Any] = {"models": {}, "machine": machine(), "rounds": ROUNDS}
     for model in models:
         results["models"][model.name] = {
             "shape": {"hidden": model.hidden_size, "layers": model.layers, "heads": model.heads},
             "quantization": model.quantization(),
             "model_mb": (model.artifact / "model.onnx").stat().st_size / 1e6,
         }
-    calls, batches = int(40 * scale), int(4 * scale) or 1
+    calls, batches = int(20 * scale), int(2 * scale) or 1  # per round; see ROUNDS
 
     def save() -> None:
         partial.write_text(json.dumps(results, indent=2) + "\n")
@@ -87,17 +87,9 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
     # Saved first so that a problem with mlflow shows in seconds, not after the rest of the run.
     mlflow_dirs = {m.name: save_mlflow_transformers_model(m.hf_dir, work / "mlflow" / m.name) for m in models}
 
-    # (a): the PyTorch pipeline in process, one model at a time.
-    for model in models:
-        log.info("%s: PyTorch pipeline in process", model.name)
-        fixed, mixed = texts[model.name]["fixed"], texts[model.name]["mixed"]
-        pipeline_results = torch_pipeline(model.hf_dir, fixed, mixed, calls, batches)
-        results["models"][model.name]["torch"] = {k: asdict(v) for k, v in pipeline_results.items()}
-        save()
-
-    # (b), (c), (d): raw ONNX Runtime in this process, and ortserve as its own process serving both models. The pairs
-    # the targets compare (one text; 32 texts at once) alternate round by round, so that load from other processes
-    # on a shared machine falls on both sides alike.
+    # (a)-(d): the PyTorch pipeline and raw ONNX Runtime in this process, ortserve as its own process serving both
+    # models. Every figure a target compares is measured in short alternating rounds, so that load from other
+    # processes on a shared machine falls on all systems alike.
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     artifacts = {m.name: m.artifact for m in models}
@@ -107,20 +99,26 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
         for model in models:
             entry = results["models"][model.name]
             fixed, mixed = texts[model.name]["fixed"], texts[model.name]["mixed"]
-            raw = RawOrt(model.artifact, SessionConfig())
-            raw(fixed[:32])  # warm-up
-            raw_latencies: list[float] = []
-            raw_rates: list[float] = []
+            systems = {"torch": TorchPipeline(model.hf_dir), "raw_ort": RawOrt(model.artifact, SessionConfig())}
+            latencies: dict[str, list[float]] = {name: [] for name in systems}
+            rates: dict[str, list[float]] = {name: [] for name in systems}
+            for predict in systems.values():
+                predict(fixed[:32])  # warm-up
             one_caller, many_callers = [], []
             for round_ in range(ROUNDS):
-                log.info("%s: raw ONNX Runtime and ortserve, round %d of %d", model.name, round_ + 1, ROUNDS)
-                raw_latencies += latencies_ms(raw, fixed, calls)
-                one_caller.append(grpc_load(server.port, model.name, fixed, 1, max_calls=calls, max_seconds=seconds))
-                raw_rates.append(batch_rate(raw, fixed, batches))
+                log.info("%s: PyTorch, raw ONNX Runtime and ortserve, round %d of %d", model.name, round_ + 1, ROUNDS)
+                for name, predict in systems.items():
+                    latencies[name] += latencies_ms(predict, fixed, calls)
+                one_caller.append(blocking_caller(server.port, model.name, fixed, max_calls=calls, max_seconds=seconds))
+                for name, predict in systems.items():
+                    rates[name].append(batch_rate(predict, fixed, batches))
                 many_callers.append(grpc_load(server.port, model.name, fixed, 32, max_calls=int(400 * scale),
                                               max_seconds=seconds))
-            raw_mixed = summarize(latencies_ms(raw, mixed, calls), [batch_rate(raw, mixed, batches)])
-            entry["raw_ort"] = {"fixed": asdict(summarize(raw_latencies, raw_rates)), "mixed": asdict(raw_mixed)}
+            for name, predict in systems.items():
+                log.info("%s: %s on mixed-length texts", model.name, name)
+                mixed_figures = summarize(latencies_ms(predict, mixed, calls), [batch_rate(predict, mixed, batches)])
+                entry[name] = {"fixed": asdict(summarize(latencies[name], rates[name])), "mixed": asdict(mixed_figures)}
+            del systems, predict  # free the PyTorch model before the next one
             entry["ortserve"] = [_row("fixed", merge(one_caller)), _row("fixed", merge(many_callers))]
             save()
             for kind in KINDS:
@@ -128,6 +126,10 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
                 for callers, per_call in levels:
                     if kind == "fixed" and per_call == 1 and callers in (1, 32):
                         continue  # measured in the rounds above
+                    if per_call == 1 and callers == 1:
+                        result = blocking_caller(server.port, model.name, texts[model.name][kind], calls * 2, seconds)
+                        entry["ortserve"].append(_row(kind, result))
+                        continue
                     log.info("%s: ortserve, %d callers × %d %s texts", model.name, callers, per_call, kind)
                     max_calls = int((400 if per_call == 1 else 40) * max(1, callers // 8) * scale)
                     result = grpc_load(server.port, model.name, texts[model.name][kind], callers, per_call,
@@ -154,7 +156,8 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
 
     # (f): a PyTorch process holding the same two models.
     log.info("PyTorch process memory")
-    results["torch_process"] = torch_process_memory([m.hf_dir for m in models])
+    longest = sorted(texts[models[0].name]["mixed"], key=len)[-32:]  # as long as the server's heaviest batches
+    results["torch_process"] = torch_process_memory([m.hf_dir for m in models], longest, work)
     return results
 
 

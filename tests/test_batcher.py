@@ -100,6 +100,23 @@ def test_idle_call_runs_at_once_and_alone(executor: ThreadPoolExecutor) -> None:
     assert fake.batches == [["alone"], ["a", "b"]]
 
 
+def test_a_batch_delay_waits_for_more_calls_until_the_batch_is_full(executor: ThreadPoolExecutor) -> None:
+    fake = GatedRun()
+    # A minute of delay: the batch can only run within the test's time because it fills up.
+    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=3, max_batch_delay_ms=60_000))
+
+    async def scenario() -> None:
+        first = asyncio.create_task(batcher.submit(["a"]))
+        await settle()
+        assert fake.batches == []  # waiting for more calls, not running
+        rest = [asyncio.create_task(batcher.submit([text])) for text in ("b", "c")]
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+
+    run(scenario())
+    assert fake.batches == [["a", "b", "c"]]
+
+
 def test_calls_arriving_during_a_run_are_merged_into_the_next_batch_in_order(executor: ThreadPoolExecutor) -> None:
     fake = GatedRun()
     batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=32))
