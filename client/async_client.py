@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -14,20 +13,16 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .channel import ChannelConfig, RetryPolicy, create_aio_channel, read_root_certificates
+from .base import ClientBase
+from .channel import create_aio_channel
 from .convert import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    bearer_metadata,
-    check_batching,
+    checked_classifications,
     checked_texts,
     chunk_error,
     chunk_requests,
-    classifications_from_proto,
     model_info_from_proto,
 )
 from .errors import InferenceError
-from .sync_client import DEFAULT_TIMEOUT_S
 from .types import Classification, ModelInfo
 
 #: Channels of a parent process or of a finished event loop: closing them here would act on sockets and loops that
@@ -35,8 +30,8 @@ from .types import Classification, ModelInfo
 _ABANDONED_CHANNELS: list[grpc.aio.Channel] = []
 
 
-class AsyncInferenceClient:
-    """Asyncio client of one ortserve server or a set of replicas; the arguments are those of `InferenceClient`.
+class AsyncInferenceClient(ClientBase):
+    """Asyncio client of one ortserve server or a set of replicas; settings: see `ClientBase`.
 
     >>> async with AsyncInferenceClient("localhost:50051") as client:
     ...     await client.classify("sentiment", ["great quarter for the company"], top_k=1)
@@ -46,45 +41,11 @@ class AsyncInferenceClient:
     one client per process (for example in a FastAPI lifespan) and share it between tasks.
     """
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        token: str | None = None,
-        root_certificates: bytes | str | Path | None = None,
-        tls: bool = False,
-        tls_server_name: str | None = None,
-        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, so one shared default is safe
-        load_balancing: str = "round_robin",
-        health_check_service: str | None = None,
-        keepalive_time_s: float = 60.0,
-        channel_options: Sequence[tuple[str, Any]] = (),
-    ):
-        check_batching(chunk_size, max_concurrency)
-        self.config = ChannelConfig(
-            target=target,
-            root_certificates=read_root_certificates(root_certificates),
-            tls=tls,
-            tls_server_name=tls_server_name,
-            load_balancing=load_balancing,
-            retry=retry,
-            health_check_service=health_check_service,
-            keepalive_time_s=keepalive_time_s,
-            extra_options=tuple(channel_options),
-        )
-        self.target = target
-        self.timeout = timeout
-        self.chunk_size = chunk_size
-        self.max_concurrency = max_concurrency
-        self._metadata = bearer_metadata(token)
+    def _init_transport(self) -> None:
         self._channel: grpc.aio.Channel | None = None
         self._stub: pb_grpc.InferenceStub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
-        self._closed = False
 
     async def __aenter__(self) -> AsyncInferenceClient:
         return self
@@ -122,12 +83,7 @@ class AsyncInferenceClient:
                     response = await stub.Classify(request, timeout=seconds, metadata=self._metadata)
                 except grpc.RpcError as error:
                     raise chunk_error(error, start, len(request.texts), len(texts)) from None
-            if len(response.results) != len(request.texts):
-                raise InferenceError(
-                    grpc.StatusCode.INTERNAL,
-                    f"the server answered {len(response.results)} results for {len(request.texts)} texts",
-                )
-            return classifications_from_proto(response)
+            return checked_classifications(response, request)
 
         if len(requests) == 1:
             return await send(*requests[0])

@@ -72,6 +72,16 @@ def classifications_from_proto(response: pb.ClassifyResponse) -> list[Classifica
     ]
 
 
+def checked_classifications(response: pb.ClassifyResponse, request: pb.ClassifyRequest) -> list[Classification]:
+    """The results of one response, after checking that there is one per text (callers zip them with their texts)."""
+    if len(response.results) != len(request.texts):
+        raise InferenceError(
+            grpc.StatusCode.INTERNAL,
+            f"the server answered {len(response.results)} results for {len(request.texts)} texts",
+        )
+    return classifications_from_proto(response)
+
+
 def model_info_from_proto(info: pb.ModelInfo) -> ModelInfo:
     return ModelInfo(
         name=info.name,

@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 from pyspark.sql.functions import pandas_udf
 
+from .base import DEFAULT_TIMEOUT_S
 from .convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
 from .shared import shared_client
-from .sync_client import DEFAULT_TIMEOUT_S
 
 TOP_SCHEMA = "label string, score float"
 RANKED_SCHEMA = "label string, score float, labels array<string>, scores array<float>"

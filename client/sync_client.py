@@ -8,7 +8,6 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -17,12 +16,10 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .channel import ChannelConfig, RetryPolicy, create_channel, read_root_certificates
+from .base import DEFAULT_TIMEOUT_S, ClientBase
+from .channel import create_channel
 from .convert import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_CONCURRENCY,
-    bearer_metadata,
-    check_batching,
+    checked_classifications,
     checked_texts,
     chunk_error,
     chunk_requests,
@@ -35,9 +32,6 @@ from .types import Classification, ModelInfo
 # Kept importable from here, where they lived first.
 __all__ = ["DEFAULT_TIMEOUT_S", "InferenceClient", "classifications_from_proto", "model_info_from_proto"]
 
-#: Seconds each request may take unless the call says otherwise (gRPC's own default is no deadline at all).
-DEFAULT_TIMEOUT_S = 10.0
-
 log = logging.getLogger(__name__)
 
 #: Channels inherited from a parent process. A child must neither use nor close them (their sockets and gRPC's
@@ -46,7 +40,7 @@ _INHERITED_CHANNELS: list[grpc.Channel] = []
 _LIVE_CLIENTS: weakref.WeakSet[InferenceClient] = weakref.WeakSet()
 
 
-class InferenceClient:
+class InferenceClient(ClientBase):
     """Blocking, thread-safe client of one ortserve server or a set of replicas.
 
     >>> with InferenceClient("localhost:50051") as client:
@@ -56,54 +50,14 @@ class InferenceClient:
     share it between threads. The channel is made on first use, and made again in a child process after `fork()`
     (Spark, gunicorn and multiprocessing fork their workers), so a client created before the fork works in the child.
 
-    `target`: `host:port`, `dns:///host:port`, or replicas as `ipv4:10.0.0.1:50051,10.0.0.2:50051`; calls are spread
-    over every address round-robin. `timeout`: default seconds per request. `chunk_size`: most texts per request (keep
-    it at or under the server's `max_texts_per_request`, 256 by default). `max_concurrency`: requests of one
-    `classify` in flight at once. `token`: sent as `authorization: Bearer <token>` on every call.
-    `root_certificates` (PEM bytes, PEM text or a file path) or `tls=True` switch to TLS; `tls_server_name` overrides
-    the name checked in the server certificate. `retry`: gRPC retries of UNAVAILABLE (None disables them).
-    `health_check_service` and `keepalive_time_s`: see `ChannelConfig`. Failed calls raise `InferenceError`.
+    Settings: see `ClientBase`.
     """
 
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        token: str | None = None,
-        root_certificates: bytes | str | Path | None = None,
-        tls: bool = False,
-        tls_server_name: str | None = None,
-        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, so one shared default is safe
-        load_balancing: str = "round_robin",
-        health_check_service: str | None = None,
-        keepalive_time_s: float = 60.0,
-        channel_options: Sequence[tuple[str, Any]] = (),
-    ):
-        check_batching(chunk_size, max_concurrency)
-        self.config = ChannelConfig(
-            target=target,
-            root_certificates=read_root_certificates(root_certificates),
-            tls=tls,
-            tls_server_name=tls_server_name,
-            load_balancing=load_balancing,
-            retry=retry,
-            health_check_service=health_check_service,
-            keepalive_time_s=keepalive_time_s,
-            extra_options=tuple(channel_options),
-        )
-        self.target = target
-        self.timeout = timeout
-        self.chunk_size = chunk_size
-        self.max_concurrency = max_concurrency
-        self._metadata = bearer_metadata(token)
+    def _init_transport(self) -> None:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._channel: grpc.Channel | None = None
         self._stub: pb_grpc.InferenceStub | None = None
-        self._closed = False
         _LIVE_CLIENTS.add(self)
 
     def __enter__(self) -> InferenceClient:
@@ -173,7 +127,7 @@ class InferenceClient:
             response = method(request, timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise chunk_error(error, start, len(request.texts), total) from None
-        return _checked(response, request)
+        return checked_classifications(response, request)
 
     def _collect(
         self, start: int, request: pb.ClassifyRequest, future: grpc.Future, total: int
@@ -182,7 +136,7 @@ class InferenceClient:
             response = future.result()
         except grpc.RpcError as error:
             raise chunk_error(error, start, len(request.texts), total) from None
-        return _checked(response, request)
+        return checked_classifications(response, request)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -212,15 +166,6 @@ class InferenceClient:
         if self._channel is not None:
             _INHERITED_CHANNELS.append(self._channel)
         self._channel, self._stub = None, None
-
-
-def _checked(response: pb.ClassifyResponse, request: pb.ClassifyRequest) -> list[Classification]:
-    if len(response.results) != len(request.texts):  # guards the in-order contract callers zip against
-        raise InferenceError(
-            grpc.StatusCode.INTERNAL,
-            f"the server answered {len(response.results)} results for {len(request.texts)} texts",
-        )
-    return classifications_from_proto(response)
 
 
 def _after_fork_in_child() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
+from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, artifact_digest
 from ortserve.server.runtime import OnnxClassifier, SessionConfig
 
 from .errors import ExportError, ParityError
@@ -216,7 +215,7 @@ def export_local_model(
         manifest.export["notes"] = notes
         parity["served"] = "int8" if quantized else "fp32"
         manifest.parity = parity
-        manifest.version = _digest(chosen)
+        manifest.version = artifact_digest(chosen)
         report = _publish(work, output, chosen, manifest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -302,14 +301,6 @@ def _parity(
     manifest.write(candidate_dir)
     classifier = OnnxClassifier.load(candidate_dir, SessionConfig())
     return compare(reference, classifier.probabilities(texts, max_batch_size=16), manifest.multi_label)
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256-" + digest.hexdigest()[:12]
 
 
 def _replace_dir(staging: Path, output: Path) -> None:

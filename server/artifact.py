@@ -6,6 +6,7 @@ An artifact directory holds `model.onnx`, `tokenizer.json` and `ortserve.json`. 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,15 @@ class ArtifactManifest:
         if not isinstance(data, dict):
             raise ArtifactError(f"{path} must hold a JSON object")
         return cls.from_dict(data, origin=str(path))
+
+
+def artifact_digest(model_file: Path) -> str:
+    """A short content hash of a model file, used as the version of an artifact that has no registry version."""
+    digest = hashlib.sha256()
+    with Path(model_file).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256-" + digest.hexdigest()[:12]
 
 
 def check_artifact_dir(directory: Path) -> None:

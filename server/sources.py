@@ -7,11 +7,10 @@ Model Registry sources (`models:/...`).
 from __future__ import annotations
 
 import abc
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifact import MODEL_FILE, ArtifactManifest, check_artifact_dir
+from .artifact import MODEL_FILE, ArtifactManifest, artifact_digest, check_artifact_dir
 
 
 @dataclass(frozen=True)
@@ -61,15 +60,7 @@ class LocalDirectorySource(ModelSource):
     def fetch(self, version: str | None = None) -> FetchedArtifact:
         check_artifact_dir(self.directory)
         manifest = ArtifactManifest.read(self.directory)
-        return FetchedArtifact(manifest.version or _file_digest(self.directory / MODEL_FILE), self.directory)
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256-" + digest.hexdigest()[:12]
+        return FetchedArtifact(manifest.version or artifact_digest(self.directory / MODEL_FILE), self.directory)
 
 
 def open_source(uri: str, cache_dir: Path | None = None, tracking_uri: str | None = None) -> ModelSource:
