@@ -22,7 +22,7 @@ from typing import Any
 from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
 
 from .errors import ExportError
-from .tracking import local_artifact_location
+from .tracking import experiment_id_for
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +129,7 @@ def log_and_register(
     artifact_dir = Path(artifact_dir)
     created_run = None
     if run_id is None:
-        experiment = client.get_experiment_by_name(EXPORT_EXPERIMENT)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else client.create_experiment(
-                EXPORT_EXPERIMENT, artifact_location=local_artifact_location(client.tracking_uri, EXPORT_EXPERIMENT)
-            )
-        )
+        experiment_id = experiment_id_for(client, EXPORT_EXPERIMENT)
         created_run = client.create_run(experiment_id, tags={"mlflow.runName": f"export {name}"})
         run_id = created_run.info.run_id
     try:

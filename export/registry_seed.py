@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .tiny_models import SENTIMENT_LABELS, TOPIC_LABELS, Architecture, build_tiny_classifier
-from .tracking import local_artifact_location, use_tracking_uri
+from .tracking import experiment_id_for, use_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,7 @@ def log_transformers_model(
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(SEED_EXPERIMENT)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment
-        else client.create_experiment(
-            SEED_EXPERIMENT, artifact_location=local_artifact_location(client.tracking_uri, SEED_EXPERIMENT)
-        )
-    )
+    experiment_id = experiment_id_for(client, SEED_EXPERIMENT)
     run = client.create_run(experiment_id, tags={"mlflow.runName": f"train {name}"})
     with use_tracking_uri(client.tracking_uri):
         logged = client.create_logged_model(experiment_id, name="model", source_run_id=run.info.run_id)

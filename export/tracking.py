@@ -112,3 +112,11 @@ def local_artifact_location(tracking_uri: str, experiment: str) -> str | None:
         return None
     path = _sqlite_path(tracking_uri)
     return (path.parent / "mlruns" / experiment).as_uri() if path is not None else None
+
+
+def experiment_id_for(client: Any, name: str) -> str:
+    """Id of the experiment `name`, created (with artifacts beside a SQLite store) if it does not exist yet."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(client.create_experiment(name, artifact_location=local_artifact_location(client.tracking_uri, name)))
