@@ -39,7 +39,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.run
 
 lint: venv
-	$(BIN)/ruff check cli client server export protos/generate.py tests scripts benchmarks
+	$(BIN)/ruff check cli client server export examples protos/generate.py tests scripts benchmarks
 	$(BIN)/mypy cli client server export
 
 clean:
