@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ortserve.server.errors import ArtifactError
+from ortserve.server.registry import NOT_FOUND_ERROR_CODES, RegistryUri
+
 from .errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -88,8 +91,6 @@ def directory_digest(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-_MODELS_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)$")
-_MODELS_PATH = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<selector>[^/@]+)$")
 _RUNS = re.compile(r"^runs:/(?P<run>[^/]+)/(?P<path>.+)$")
 
 
@@ -97,15 +98,17 @@ def parse_source(source: str) -> SourceRef:
     """Parse SOURCE; raise `ExportError` with the accepted forms if it is none of them."""
     forms = "models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/STAGE, runs:/RUN_ID/PATH or a local directory"
     if source.startswith("models:/"):
-        if match := _MODELS_ALIAS.match(source):
-            return SourceRef(source, "registry", match["name"], match["alias"], "alias")
-        if match := _MODELS_PATH.match(source):
-            selector = match["selector"]
-            kind: Literal["version", "latest", "stage"] = (
-                "version" if selector.isdigit() else "latest" if selector.lower() == "latest" else "stage"
-            )
-            return SourceRef(source, "registry", match["name"], selector, kind)
-        raise ExportError(f"{source} is not a registry URI ortserve can read; use one of {forms}")
+        try:
+            parsed = RegistryUri.parse(source)  # the server's parser: both read models:/ URIs the same way
+        except ArtifactError:
+            raise ExportError(f"{source} is not a registry URI ortserve can read; use one of {forms}") from None
+        if parsed.alias:
+            return SourceRef(source, "registry", parsed.name, parsed.alias, "alias")
+        if parsed.version:
+            return SourceRef(source, "registry", parsed.name, parsed.version, "version")
+        if parsed.latest:
+            return SourceRef(source, "registry", parsed.name, "latest", "latest")
+        return SourceRef(source, "registry", parsed.name, parsed.stage, "stage")
     if source.startswith("runs:/"):
         if match := _RUNS.match(source):
             return SourceRef(source, "run", run_id=match["run"], artifact_path=match["path"].strip("/"))
@@ -226,8 +229,7 @@ def _call(client: Any, method: str, uri: str, what: str, *args: Any) -> Any:
 
 def _raise_unless_missing(exc: Exception, uri: str) -> None:
     """Let "does not exist" errors be reported by the caller; turn any other MLflow error into an `ExportError`."""
-    code = getattr(exc, "error_code", "")
-    if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+    if getattr(exc, "error_code", "") in NOT_FOUND_ERROR_CODES:
         return
     raise ExportError(f"{uri}: the MLflow store failed: {_first_line(exc)}") from None
 

@@ -31,8 +31,9 @@ COMPLETE_MARKER = ".complete"
 #: Where MLflow puts `extra_files` of a logged model; export logs tokenizer.json and ortserve.json there.
 EXTRA_FILES_DIR = "extra_files"
 
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ref>[^/]+))$")
-_NOT_FOUND_CODES = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<ref>[^/@]+))$")
+#: MLflow error codes that mean "the registry answered: no such model, version or alias" (not an outage).
+NOT_FOUND_ERROR_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
 
 
 def default_cache_dir() -> Path:
@@ -42,12 +43,14 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class RegistryUri:
-    """A parsed `models:/` URI: exactly one of alias, version or stage is set."""
+    """A parsed `models:/` URI: exactly one of alias, version or stage is set, or `latest` (`models:/NAME/latest`,
+    the highest version) is True."""
 
     name: str
     alias: str | None = None
     version: str | None = None
     stage: str | None = None
+    latest: bool = False
 
     @classmethod
     def parse(cls, uri: str) -> RegistryUri:
@@ -62,6 +65,8 @@ class RegistryUri:
             return cls(name, alias=alias)
         if ref.isdigit():
             return cls(name, version=ref)
+        if ref.lower() == "latest":
+            return cls(name, latest=True)
         return cls(name, stage=ref)
 
     @property
@@ -71,7 +76,7 @@ class RegistryUri:
     @property
     def reference(self) -> str:
         """What the URI names besides the model: `@alias`, a version number or a stage."""
-        return f"@{self.alias}" if self.alias else (self.version or self.stage or "")
+        return f"@{self.alias}" if self.alias else (self.version or self.stage or "latest")
 
 
 class RegistryUnreachableError(ArtifactError):
@@ -109,12 +114,16 @@ class RegistrySource(ModelSource):
                 return str(self._mlflow().get_model_version(parsed.name, parsed.version).version)
             if parsed.alias:
                 return str(self._mlflow().get_model_version_by_alias(parsed.name, parsed.alias).version)
-            versions = self._mlflow().get_latest_versions(parsed.name, stages=[parsed.stage])
+            if parsed.latest:
+                versions = self._mlflow().search_model_versions(f"name = '{parsed.name}'")
+            else:
+                versions = self._mlflow().get_latest_versions(parsed.name, stages=[parsed.stage])
         except Exception as exc:  # MlflowException or a requests error; classified below
             raise _classify(self.uri, exc) from None
         if not versions:
-            raise ArtifactError(f"{self.uri}: no version of {parsed.name!r} is in stage {parsed.stage!r}")
-        return str(versions[0].version)
+            where = "has no versions" if parsed.latest else f"has no version in stage {parsed.stage!r}"
+            raise ArtifactError(f"{self.uri}: registered model {parsed.name!r} {where}")
+        return str(max(int(v.version) for v in versions))
 
     def fetch(self, version: str | None = None) -> FetchedArtifact:
         """Resolve (unless `version` is given), then return the cached directory, downloading it first if needed.
@@ -227,7 +236,7 @@ def _classify(what: str, exc: Exception) -> ArtifactError:
     """Tell 'the registry says no' (not found) from 'the registry cannot be reached'."""
     code = getattr(exc, "error_code", None)
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if code in _NOT_FOUND_CODES:
+    if code in NOT_FOUND_ERROR_CODES:
         return ArtifactError(f"{what}: not found in the registry: {message}")
     if code is not None and code not in {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}:
         return ArtifactError(f"{what}: registry error {code}: {message}")

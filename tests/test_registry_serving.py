@@ -79,6 +79,7 @@ def serve_registry(registry: str, uri: str, cache: Path, **extra: object) -> Ite
         ("models:/topic@production", RegistryUri("topic", alias="production")),
         ("models:/topic/3", RegistryUri("topic", version="3")),
         ("models:/topic/Production", RegistryUri("topic", stage="Production")),
+        ("models:/topic/latest", RegistryUri("topic", latest=True)),
     ],
 )
 def test_registry_uris_parse(uri: str, expected: RegistryUri) -> None:
