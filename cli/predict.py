@@ -15,10 +15,8 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 
-from ortserve.client import Classification, InferenceClient, InferenceError
+from ortserve.client import DEFAULT_TARGET, Classification, InferenceClient, InferenceError, default_target
 from ortserve.client.convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
-
-DEFAULT_TARGET = "localhost:50051"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="name the model is served under [env ORTSERVE_MODEL]",
     )
     parser.add_argument(
-        "--target", default=os.environ.get("ORTSERVE_TARGET", DEFAULT_TARGET),
+        "--target", default=default_target(),
         help=f"server address: HOST:PORT, dns:///HOST:PORT or ipv4:IP:PORT,IP:PORT for replicas "
         f"[env ORTSERVE_TARGET] (default {DEFAULT_TARGET})",
     )

@@ -19,6 +19,7 @@ if "grpc" not in _sys.modules:
     _os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "1")
 
 from .async_client import AsyncInferenceClient  # noqa: E402 - after the fork-support default, before grpc loads
+from .base import DEFAULT_TARGET, default_target  # noqa: E402
 from .channel import ChannelConfig, RetryPolicy  # noqa: E402
 from .errors import InferenceError  # noqa: E402
 from .shared import shared_client  # noqa: E402
@@ -26,6 +27,7 @@ from .sync_client import DEFAULT_TIMEOUT_S, InferenceClient  # noqa: E402
 from .types import Classification, LabelScore, ModelInfo  # noqa: E402
 
 __all__ = [
+    "DEFAULT_TARGET",
     "DEFAULT_TIMEOUT_S",
     "AsyncInferenceClient",
     "ChannelConfig",
@@ -35,5 +37,6 @@ __all__ = [
     "LabelScore",
     "ModelInfo",
     "RetryPolicy",
+    "default_target",
     "shared_client",
 ]

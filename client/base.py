@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .channel import ChannelConfig, RetryPolicy, read_root_certificates
 from .convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, bearer_metadata, check_batching
+
+#: Server address when neither the caller nor `ORTSERVE_TARGET` names one.
+DEFAULT_TARGET = "localhost:50051"
+
+
+def default_target() -> str:
+    """`ORTSERVE_TARGET`, else `DEFAULT_TARGET`: the address used by callers that take no explicit target."""
+    return os.environ.get("ORTSERVE_TARGET", DEFAULT_TARGET)
+
 
 #: Seconds each request may take unless the call says otherwise (gRPC's own default is no deadline at all).
 DEFAULT_TIMEOUT_S = 10.0

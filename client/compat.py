@@ -27,10 +27,9 @@ import os
 from collections.abc import Sequence
 from typing import Any, overload
 
+from .base import default_target
 from .shared import shared_client
 from .types import Classification
-
-DEFAULT_TARGET = "localhost:50051"
 
 TopicResult = dict[str, Any]
 """`{"predictions": [{"topic": str, "confidence": float}, ...], "model_version": str}`, predictions best first."""
@@ -70,13 +69,13 @@ def topic_result(result: Classification) -> TopicResult:
 
 def sentiment_result(result: Classification) -> SentimentResult:
     # Only label keys: callers pick the winner with max(scores, key=scores.get), which any extra key would break.
-    return {s.label: s.score for s in result.labels}
+    return result.as_dict()
 
 
 def _classify(model: str, text: str | Sequence[str], top_k: int) -> list[Classification]:
     texts = [text] if isinstance(text, str) else list(text)
     client = shared_client(
-        os.environ.get("ORTSERVE_TARGET", DEFAULT_TARGET),
+        default_target(),
         token=os.environ.get("ORTSERVE_TOKEN") or None,
         root_certificates=os.environ.get("ORTSERVE_ROOT_CERTIFICATES") or None,
     )

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from pyspark.sql.functions import pandas_udf
 
-from .base import DEFAULT_TIMEOUT_S
+from .base import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
 from .convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
 from .shared import shared_client
 
@@ -29,7 +29,7 @@ RANKED_SCHEMA = "label string, score float, labels array<string>, scores array<f
 
 def classify_udf(
     model: str,
-    target: str = "localhost:50051",
+    target: str = DEFAULT_TARGET,
     top_k: int = 1,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,

@@ -18,7 +18,7 @@ import grpc
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from ortserve.client import AsyncInferenceClient, InferenceError
+from ortserve.client import AsyncInferenceClient, InferenceError, default_target
 
 #: gRPC status of a failed ortserve call -> HTTP status of the API's answer (anything else is 502 Bad Gateway).
 HTTP_STATUS = {
@@ -49,7 +49,7 @@ class ClassifyOut(BaseModel):
 
 def create_app(target: str | None = None, model: str | None = None, **client_options: Any) -> FastAPI:
     """The app; `target` and `model` default to `ORTSERVE_TARGET` and `ORTSERVE_MODEL`."""
-    target = target or os.environ.get("ORTSERVE_TARGET", "localhost:50051")
+    target = target or default_target()
     model = model or os.environ.get("ORTSERVE_MODEL", "sentiment")
 
     @asynccontextmanager

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from ortserve.client import InferenceClient
+from ortserve.client import InferenceClient, default_target
 
 
 class Message(Protocol):
@@ -92,7 +92,7 @@ def main() -> int:
     parser.add_argument("--output-topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--model", default=os.environ.get("ORTSERVE_MODEL", "topic"))
-    parser.add_argument("--target", default=os.environ.get("ORTSERVE_TARGET", "localhost:50051"))
+    parser.add_argument("--target", default=default_target())
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
     try:
