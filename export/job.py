@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ortserve.server.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
+from ortserve.server.artifact import EXTRA_FILES_DIR, MODEL_FILE, ArtifactManifest
+from ortserve.server.errors import ArtifactError
+from ortserve.server.registry import assemble_artifact
 
 from .errors import ExportError, ParityError
-from .mlflow_logging import EXTRA_FILES_DIR, find_registered_export, log_and_register, set_alias, version_tags
+from .mlflow_logging import find_registered_export, log_and_register, set_alias, version_tags
 from .parity import GateThresholds
 from .pipeline import ExportOptions, ExportReport, _check_output, _Progress, _replace_dir, export_local_model
 from .sources import ResolvedSource, SourceRef, materialize, parse_source, resolve_source
@@ -167,10 +169,10 @@ def _reused_report(source: str, name: str, version: str, output: str | os.PathLi
         model_bytes = (downloaded / MODEL_FILE).stat().st_size
         if target is not None:
             staging = Path(scratch) / "staging"
-            staging.mkdir()
-            shutil.move(str(downloaded / MODEL_FILE), staging / MODEL_FILE)
-            shutil.move(str(downloaded / EXTRA_FILES_DIR / TOKENIZER_FILE), staging / TOKENIZER_FILE)
-            manifest.write(staging)  # last: a directory with ortserve.json is complete
+            try:
+                assemble_artifact(downloaded, staging, f"models:/{name}/{version}")
+            except ArtifactError as exc:
+                raise ExportError(f"{source}: cannot read the registered export: {exc}") from None
             _replace_dir(staging, target)
     return ExportReport(
         source=source,

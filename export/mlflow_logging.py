@@ -26,8 +26,6 @@ from .tracking import experiment_id_for
 
 log = logging.getLogger(__name__)
 
-#: Directory of the extra files inside a logged onnx-flavor model (fixed by MLflow's onnx flavor).
-EXTRA_FILES_DIR = "extra_files"
 #: Experiment of the runs created for sources that have no run of their own (local directories).
 EXPORT_EXPERIMENT = "ortserve-export"
 

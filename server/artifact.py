@@ -18,6 +18,9 @@ MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "ortserve.json"
 ARTIFACT_FILES = (MODEL_FILE, TOKENIZER_FILE, MANIFEST_FILE)
+#: Where a model logged with MLflow's onnx flavor keeps its `extra_files`: export logs tokenizer.json and
+#: ortserve.json there, next to model.onnx at the root of the logged model.
+EXTRA_FILES_DIR = "extra_files"
 
 #: Version of the manifest layout; bumped on incompatible changes so a server can refuse what it cannot read.
 MANIFEST_FORMAT = 1

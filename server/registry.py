@@ -21,15 +21,20 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .artifact import ARTIFACT_FILES, MANIFEST_FILE, MODEL_FILE, ArtifactManifest, check_artifact_dir
+from .artifact import (
+    ARTIFACT_FILES,
+    EXTRA_FILES_DIR,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    ArtifactManifest,
+    check_artifact_dir,
+)
 from .errors import ArtifactError
 from .sources import FetchedArtifact, ModelSource
 
 log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = ".complete"
-#: Where MLflow puts `extra_files` of a logged model; export logs tokenizer.json and ortserve.json there.
-EXTRA_FILES_DIR = "extra_files"
 
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<ref>[^/@]+))$")
 #: MLflow error codes that mean "the registry answered: no such model, version or alias" (not an outage).
@@ -194,15 +199,16 @@ class RegistrySource(ModelSource):
             except Exception as exc:
                 raise _classify(f"{self.uri} (version {version})", exc) from None
             staging = Path(scratch) / "artifact"
-            _assemble_artifact(downloaded, staging, f"{self.uri} version {version}")
+            assemble_artifact(downloaded, staging, f"{self.uri} version {version}")
             _write_marker(staging)
             if destination.exists():
                 shutil.rmtree(destination)
             staging.rename(destination)
 
 
-def _assemble_artifact(downloaded: Path, staging: Path, what: str) -> None:
-    """Lay a downloaded MLflow model out as an artifact directory (files at the root, or under extra_files/)."""
+def assemble_artifact(downloaded: Path, staging: Path, what: str) -> None:
+    """Lay a downloaded MLflow model out as a new artifact directory `staging` (its files taken from the root or
+    from extra_files/, ortserve.json moved last); raise `ArtifactError` naming `what` if a file is missing."""
     staging.mkdir()
     for name in ARTIFACT_FILES:
         candidates = [downloaded / name, downloaded / EXTRA_FILES_DIR / name]
