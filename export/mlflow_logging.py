@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
+from ortserve.server.errors import first_line
+from ortserve.server.registry import filter_literal
 
 from .errors import ExportError
 from .tracking import experiment_id_for
@@ -98,13 +100,13 @@ def find_registered_export(client: Any, name: str, export_key: str) -> Any | Non
     except Exception as exc:
         if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
             return None
-        raise ExportError(f"cannot read registered model {name!r}: {_first_line(exc)}") from None
-    query = f"name = '{_quote(name)}' and tags.`{TAG_EXPORT_KEY}` = '{_quote(export_key)}'"
+        raise ExportError(f"cannot read registered model {name!r}: {first_line(exc)}") from None
+    query = f"name = {filter_literal(name)} and tags.`{TAG_EXPORT_KEY}` = {filter_literal(export_key)}"
     try:
         versions = client.search_model_versions(query)
     except Exception:  # stores that cannot filter on tags: scan the versions of the name instead
         versions = [
-            v for v in client.search_model_versions(f"name = '{_quote(name)}'")
+            v for v in client.search_model_versions(f"name = {filter_literal(name)}")
             if (v.tags or {}).get(TAG_EXPORT_KEY) == export_key
         ]
     ready = [v for v in versions if str(v.status).upper().endswith("READY")]
@@ -154,7 +156,7 @@ def log_and_register(
     except ExportError:
         raise
     except Exception as exc:  # MlflowException, network errors from the artifact store
-        raise ExportError(f"cannot log or register the ONNX model as {name!r}: {_first_line(exc)}") from None
+        raise ExportError(f"cannot log or register the ONNX model as {name!r}: {first_line(exc)}") from None
     finally:
         if created_run is not None:
             client.set_terminated(created_run.info.run_id)
@@ -167,7 +169,7 @@ def set_alias(client: Any, name: str, version: str, alias: str) -> None:
     try:
         client.set_registered_model_alias(name, alias, version)
     except Exception as exc:
-        raise ExportError(f"cannot set alias {alias!r} of {name!r} to version {version}: {_first_line(exc)}") from None
+        raise ExportError(f"cannot set alias {alias!r} of {name!r} to version {version}: {first_line(exc)}") from None
     log.info("models:/%s@%s -> version %s", name, alias, version)
 
 
@@ -182,11 +184,3 @@ def _pip_requirements() -> list[str]:
             requirements.append(package)
     return requirements
 
-
-def _quote(text: str) -> str:
-    return text.replace("'", "\\'")
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +176,7 @@ def export_local_model(
                 fp32 = _parity(work, fp32_path, manifest, texts, reference)
         parity: dict[str, Any] = {
             "texts": len(texts),
-            "thresholds": {
-                "fp32_max_abs_diff": thresholds.fp32_max_abs_diff,
-                "fp32_min_top1_agreement": thresholds.fp32_min_top1_agreement,
-                "int8_min_top1_agreement": thresholds.int8_min_top1_agreement,
-            },
+            "thresholds": asdict(thresholds),
             "fp32": fp32.as_dict(),
         }
         chosen, quantized = fp32_path, False

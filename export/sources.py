@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ortserve.server.errors import ArtifactError
-from ortserve.server.registry import NOT_FOUND_ERROR_CODES, RegistryUri
+from ortserve.server.errors import ArtifactError, first_line
+from ortserve.server.registry import NOT_FOUND_ERROR_CODES, RegistryUri, filter_literal
 
 from .errors import ExportError
 
@@ -194,7 +194,7 @@ def _registry_version(ref: SourceRef, client: Any) -> Any:
             raise ExportError(
                 f"{ref.uri}: registered model {name!r} has no version {selector} ({_versions_hint(client, name)})"
             ) from None
-    versions = client.search_model_versions(f"name = '{_quote(name)}'")
+    versions = client.search_model_versions(f"name = {filter_literal(name)}")
     if ref.selector_kind == "stage":
         versions = [v for v in versions if (v.current_stage or "").lower() == selector.lower()]
         if not versions:
@@ -208,12 +208,8 @@ def _registry_version(ref: SourceRef, client: Any) -> Any:
 
 
 def _versions_hint(client: Any, name: str) -> str:
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{_quote(name)}'"))
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = {filter_literal(name)}"))
     return f"versions: {', '.join(map(str, versions))}" if versions else "it has no versions yet"
-
-
-def _quote(name: str) -> str:
-    return name.replace("'", "\\'")
 
 
 def _call(client: Any, method: str, uri: str, what: str, *args: Any) -> Any:
@@ -231,12 +227,8 @@ def _raise_unless_missing(exc: Exception, uri: str) -> None:
     """Let "does not exist" errors be reported by the caller; turn any other MLflow error into an `ExportError`."""
     if getattr(exc, "error_code", "") in NOT_FOUND_ERROR_CODES:
         return
-    raise ExportError(f"{uri}: the MLflow store failed: {_first_line(exc)}") from None
+    raise ExportError(f"{uri}: the MLflow store failed: {first_line(exc)}") from None
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def materialize(source: ResolvedSource, workdir: Path) -> Path:
@@ -252,7 +244,7 @@ def materialize(source: ResolvedSource, workdir: Path) -> Path:
         downloaded = Path(mlflow.artifacts.download_artifacts(source.download_uri, dst_path=str(workdir / "download")))
         flavors = Model.load(str(downloaded / "MLmodel")).flavors
     except Exception as exc:  # MLflow raises MlflowException or OSError for missing artifacts
-        raise ExportError(f"{source.uri}: cannot download the model: {_first_line(exc)}") from None
+        raise ExportError(f"{source.uri}: cannot download the model: {first_line(exc)}") from None
     conf = flavors.get("transformers")
     if conf is None:
         raise ExportError(
@@ -290,5 +282,5 @@ def _load_components(uri: str, downloaded: Path) -> dict[str, Any]:
     try:
         components: dict[str, Any] = mlflow.transformers.load_model(str(downloaded), return_type="components")
     except Exception as exc:  # MLflow and transformers raise assorted errors for models they cannot rebuild
-        raise ExportError(f"{uri}: MLflow cannot load this transformers model: {_first_line(exc)}") from None
+        raise ExportError(f"{uri}: MLflow cannot load this transformers model: {first_line(exc)}") from None
     return components

@@ -33,3 +33,9 @@ class DeadlineExceededError(OrtServeError):
 
 class ArtifactError(OrtServeError):
     """An artifact directory is missing, incomplete or inconsistent; raised at load time."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name): enough for a one-line error or log entry."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

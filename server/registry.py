@@ -29,7 +29,7 @@ from .artifact import (
     ArtifactManifest,
     check_artifact_dir,
 )
-from .errors import ArtifactError
+from .errors import ArtifactError, first_line
 from .sources import FetchedArtifact, ModelSource
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,11 @@ COMPLETE_MARKER = ".complete"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<ref>[^/@]+))$")
 #: MLflow error codes that mean "the registry answered: no such model, version or alias" (not an outage).
 NOT_FOUND_ERROR_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"})
+
+
+def filter_literal(value: str) -> str:
+    """`value` quoted for an MLflow search filter (`name = '...'`)."""
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 def default_cache_dir() -> Path:
@@ -120,7 +125,7 @@ class RegistrySource(ModelSource):
             if parsed.alias:
                 return str(self._mlflow().get_model_version_by_alias(parsed.name, parsed.alias).version)
             if parsed.latest:
-                versions = self._mlflow().search_model_versions(f"name = '{parsed.name}'")
+                versions = self._mlflow().search_model_versions(f"name = {filter_literal(parsed.name)}")
             else:
                 versions = self._mlflow().get_latest_versions(parsed.name, stages=[parsed.stage])
         except Exception as exc:  # MlflowException or a requests error; classified below
@@ -241,7 +246,7 @@ def _is_complete(directory: Path) -> bool:
 def _classify(what: str, exc: Exception) -> ArtifactError:
     """Tell 'the registry says no' (not found) from 'the registry cannot be reached'."""
     code = getattr(exc, "error_code", None)
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    message = first_line(exc)
     if code in NOT_FOUND_ERROR_CODES:
         return ArtifactError(f"{what}: not found in the registry: {message}")
     if code is not None and code not in {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}:
