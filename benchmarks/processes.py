@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ortserve.server.healthcheck import wait_until_serving
 
 from .load import LOOPBACK
 
@@ -77,26 +76,11 @@ def ortserve_process(
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=log)
         try:
-            serving_s = _wait_serving(process, port, start, timeout)
+            wait_until_serving(f"{LOOPBACK}:{port}", process, timeout=timeout, poll_s=0.01)
+            serving_s = time.perf_counter() - start  # from before the process started, not from the first poll
             yield OrtServeProcess(process, port, serving_s)
         finally:
             _stop(process)
-
-
-def _wait_serving(process: subprocess.Popen[bytes], port: int, start: float, timeout: float) -> float:
-    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.perf_counter() - start < timeout:
-            if process.poll() is not None:
-                raise RuntimeError(f"ortserve serve exited with {process.returncode}; see its log")
-            try:
-                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return time.perf_counter() - start
-            except grpc.RpcError:
-                pass  # not listening yet
-            time.sleep(0.01)
-    raise TimeoutError(f"ortserve was not SERVING after {timeout}s")
 
 
 def save_mlflow_transformers_model(hf_dir: Path, destination: Path) -> Path:

@@ -66,8 +66,7 @@ def start_server(artifact: Path, log_file: Path) -> tuple[subprocess.Popen[bytes
     """`ortserve serve` on a free loopback port, once it reports SERVING."""
     import socket
 
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from ortserve.server.healthcheck import wait_until_serving
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -76,20 +75,12 @@ def start_server(artifact: Path, log_file: Path) -> tuple[subprocess.Popen[bytes
                "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, stdout=log_file.open("wb"), stderr=subprocess.STDOUT)
     target = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"ortserve serve exited with {process.returncode}; see {log_file}")
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return process, target
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"ortserve serve did not report SERVING within 60 s; see {log_file}")
+    try:
+        wait_until_serving(target, process, timeout=60, poll_s=0.2)
+    except (RuntimeError, TimeoutError) as exc:
+        process.kill()
+        raise SystemExit(f"ortserve serve: {exc}; see {log_file}") from None
+    return process, target
 
 
 def torch_pipeline_udf(hf_dir: str, batch_size: int = 32, threads: int = 1):  # type: ignore[no-untyped-def]

@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,26 +59,6 @@ def serve_command(port: int) -> list[str]:
     for served, registered in MODELS.items():
         command += ["--model", f"{served}=models:/{registered}-onnx@production"]
     return command
-
-
-def wait_until_serving(port: int, process: subprocess.Popen[str], timeout: float = 120) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"the server exited with code {process.returncode}; is port {port} free?")
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise SystemExit(f"the server did not report SERVING within {timeout:.0f}s")
 
 
 def ask(port: int) -> None:
@@ -125,7 +104,12 @@ def main() -> int:
     print("$ " + " ".join(command), flush=True)
     server = subprocess.Popen(command, text=True)
     try:
-        wait_until_serving(args.port, server)
+        from ortserve.server.healthcheck import wait_until_serving
+
+        try:
+            wait_until_serving(f"127.0.0.1:{args.port}", server, timeout=120)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"{exc}; is port {args.port} free?") from None
         ask(args.port)
     finally:
         banner("7. stop the server (SIGTERM: in-flight calls finish first)")

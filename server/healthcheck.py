@@ -1,16 +1,47 @@
 """Container health probe: `python -m ortserve.server.healthcheck [--target HOST:PORT] [--service NAME]`.
 
 Exits 0 when the gRPC health service reports SERVING, 1 otherwise (the Dockerfile's HEALTHCHECK runs it).
+`wait_until_serving` is the same question asked until the answer is yes, for whatever starts a server process
+(the demo, tests, benchmarks).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import time
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def wait_until_serving(
+    target: str,
+    process: subprocess.Popen[bytes] | subprocess.Popen[str] | None = None,
+    timeout: float = 60.0,
+    poll_s: float = 0.05,
+    service: str = "",
+) -> float:
+    """Ask `target`'s health service until `service` is SERVING; return the seconds waited.
+
+    Raises `RuntimeError` if `process` (the server being waited for) exits first, `TimeoutError` after `timeout`.
+    """
+    start = time.monotonic()
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - start < timeout:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"the server process exited with code {process.returncode} before SERVING")
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.monotonic() - start
+            except grpc.RpcError:
+                pass  # not listening yet
+            time.sleep(poll_s)
+    raise TimeoutError(f"{target} did not report SERVING within {timeout:.0f}s")
 
 
 def main() -> int:

@@ -10,28 +10,12 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from ortserve.client import InferenceClient, InferenceError
+from ortserve.server.healthcheck import wait_until_serving
 
 from .helpers import free_port
 
 ORTSERVE = str(Path(sys.executable).parent / "ortserve")
-
-
-def wait_serving(target: str, process: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.1)
-    raise AssertionError("server did not become SERVING")
 
 
 def test_sigterm_finishes_in_flight_calls(artifacts: dict[str, Path]) -> None:
@@ -62,7 +46,7 @@ def test_sigterm_finishes_in_flight_calls(artifacts: dict[str, Path]) -> None:
                     return
 
     try:
-        wait_serving(target, process)
+        wait_until_serving(target, process)
         threads = [threading.Thread(target=caller) for _ in range(8)]
         for thread in threads:
             thread.start()
@@ -107,7 +91,7 @@ def test_models_from_environment(artifacts: dict[str, Path]) -> None:
            "ORTSERVE_PORT": str(port), "ORTSERVE_HOST": "127.0.0.1"}
     process = subprocess.Popen([ORTSERVE, "serve"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        wait_serving(f"127.0.0.1:{port}", process)
+        wait_until_serving(f"127.0.0.1:{port}", process)
         with InferenceClient(f"127.0.0.1:{port}") as client:
             assert [m.name for m in client.list_models()] == ["bert", "roberta"]
     finally:
