@@ -16,28 +16,45 @@ from ortserve.server.errors import OrtServeError
 from ortserve.server.settings import ServerSettings
 
 
+#: Flags whose shape differs from their field: `--model NAME=URI`, repeated, fills the `models` list.
+_MODEL_FLAG_HELP = (
+    "serve the model at URI (models:/name@alias, models:/name/<version>, models:/name/<Stage> or an artifact "
+    "directory) under NAME; repeat for several"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """One flag per `ServerSettings` field, its help taken from the field's docstring, with its env var and default."""
     parser = argparse.ArgumentParser(
         prog="ortserve serve",
         description="Serve exported text classifiers over gRPC. Each flag falls back to its ORTSERVE_* "
         "environment variable, then to its default.",
     )
+    env_prefix = ServerSettings.model_config.get("env_prefix", "")
     for name, field in ServerSettings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        env = f"ORTSERVE_{name.upper()}"
-        help_text = f"{field.description or ''} [env {env}]"
+        env = f"{env_prefix}{name}".upper()
         if name == "models":
             parser.add_argument(
                 "--model", dest="models", action="append", metavar="NAME=URI",
-                help="serve the model at URI (models:/name@alias, models:/name/<version>, models:/name/<Stage> or "
-                "an artifact directory) under NAME; repeat for several [env ORTSERVE_MODELS, ';'-separated]",
+                help=f"{_MODEL_FLAG_HELP} [env {env}, ';'-separated]",
             )
-        elif field.annotation is bool:
+            continue
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{_one_paragraph(field.description)} [env {env}; default {_show_default(field.get_default())}]"
+        if field.annotation is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            described = f"{help_text} (default {field.default})"
-            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=described)
+            parser.add_argument(flag, dest=name, metavar=name.upper(), default=None, help=help_text)
     return parser
+
+
+def _one_paragraph(text: str | None) -> str:
+    # argparse re-wraps help anyway; '%' would be read as a format directive.
+    return " ".join((text or "").split()).replace("%", "%%")
+
+
+def _show_default(value: Any) -> str:
+    return "none" if value is None or value == "" else str(value)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -36,7 +36,8 @@ class ModelSpec:
 class ServerSettings(BaseSettings):
     """Settings of `ortserve serve`. Flags override environment variables, which override the defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="ORTSERVE_", extra="ignore")
+    # Attribute docstrings become field descriptions: `ortserve serve --help` shows them.
+    model_config = SettingsConfigDict(env_prefix="ORTSERVE_", extra="ignore", use_attribute_docstrings=True)
 
     models: Annotated[list[ModelSpec], NoDecode] = Field(default_factory=list)
     """Models to serve as NAME=URI pairs; in the environment, separated by ';' (ORTSERVE_MODELS)."""

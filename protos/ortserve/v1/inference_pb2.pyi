@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -92,4 +91,4 @@ class ModelInfo(_message.Message):
     loaded_at: str
     note: str
     failed_updates: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., source_uri: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., last_error: _Optional[str] = ..., multi_label: _Optional[bool] = ..., loaded_at: _Optional[str] = ..., note: _Optional[str] = ..., failed_updates: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., source_uri: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., last_error: _Optional[str] = ..., multi_label: bool = ..., loaded_at: _Optional[str] = ..., note: _Optional[str] = ..., failed_updates: _Optional[int] = ...) -> None: ...
