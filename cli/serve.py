@@ -15,7 +15,6 @@ from ortserve.server.app import serve
 from ortserve.server.errors import OrtServeError
 from ortserve.server.settings import ServerSettings
 
-
 #: Flags whose shape differs from their field: `--model NAME=URI`, repeated, fills the `models` list.
 _MODEL_FLAG_HELP = (
     "serve the model at URI (models:/name@alias, models:/name/<version>, models:/name/<Stage> or an artifact "

@@ -19,6 +19,7 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 from .batcher import BatchLimits
 from .errors import OrtServeError
 from .model_table import ModelTable, ServedModel
+from .result_cache import ResultCache
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
 from .sources import open_source
@@ -68,6 +69,7 @@ class OrtServer:
         self.service = InferenceService(
             self.table,
             RequestLimits(settings.max_texts_per_request, settings.max_text_chars),
+            ResultCache(settings.result_cache_bytes),
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
         self._server = grpc.aio.server()

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import InvalidInputError, ModelNotReadyError
-from .model_table import ModelTable
-from .types import ClassifyResult, ModelDescription, ModelState
+from .model_table import ModelTable, ServedModel
+from .result_cache import ResultCache
+from .types import Classification, ClassifyResult, ModelDescription, ModelState
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,10 @@ class RequestLimits:
 class InferenceService:
     """Classify, ListModels and GetModel, independent of gRPC."""
 
-    def __init__(self, table: ModelTable, limits: RequestLimits | None = None):
+    def __init__(self, table: ModelTable, limits: RequestLimits | None = None, cache: ResultCache | None = None):
         self.table = table
         self.limits = limits or RequestLimits()
+        self.cache = cache if cache is not None else ResultCache(0)
 
     async def classify(
         self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
@@ -36,9 +38,33 @@ class InferenceService:
         if served.current is None:
             detail = f": {served.last_error}" if served.last_error else ""
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
-        output = await served.batcher.submit(texts, deadline)
-        results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in output.rows]
-        return ClassifyResult(model, output.version, results)
+        version, rows = await self._ranked_rows(served, texts, deadline)
+        results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in rows]
+        return ClassifyResult(model, version, results)
+
+    async def _ranked_rows(
+        self, served: ServedModel, texts: Sequence[str], deadline: float | None
+    ) -> tuple[str, Sequence[Classification]]:
+        """Every label of each text, ranked, and the one version that produced them: from the result cache where it
+        holds the serving version's answer, from the model for the rest (each distinct text once)."""
+        if not self.cache.enabled or served.current is None:
+            output = await served.batcher.submit(texts, deadline)
+            return output.version, output.rows
+        version = served.current.version
+        cached = self.cache.lookup(served.name, version, texts)
+        missing = list(dict.fromkeys(text for text, row in zip(texts, cached, strict=True) if row is None))
+        if not missing:
+            return version, [row for row in cached if row is not None]  # all of them
+        output = await served.batcher.submit(missing, deadline)
+        self.cache.store(served.name, output.version, missing, output.rows)
+        if output.version != version and len(missing) < len(texts):
+            # A new version was swapped in between the lookup and the run: the cached rows are the old version's,
+            # and one answer is given by one version, so run the whole call on the new one.
+            output = await served.batcher.submit(texts, deadline)
+            return output.version, output.rows
+        computed = dict(zip(missing, output.rows, strict=True))
+        rows = [row if row is not None else computed[text] for text, row in zip(texts, cached, strict=True)]
+        return output.version, rows
 
     def list_models(self) -> list[ModelDescription]:
         return [model.describe() for model in self.table]

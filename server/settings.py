@@ -74,6 +74,9 @@ class ServerSettings(BaseSettings):
     """On SIGTERM/SIGINT, how long in-flight calls may take to finish before the server stops anyway."""
     log_level: str = "INFO"
     """Python logging level of the server (DEBUG, INFO, WARNING, ERROR)."""
+    result_cache_bytes: int = Field(0, ge=0)
+    """Memory bound of the result cache, in bytes: a text that the serving version of a model has classified
+    already is answered from memory (repeated headlines). 0 (the default) turns the cache off."""
 
     @field_validator("models", mode="before")
     @classmethod

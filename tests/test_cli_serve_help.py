@@ -4,7 +4,6 @@ default, so a setting added to the class cannot be missing from the CLI or its h
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 

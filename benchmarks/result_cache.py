@@ -1,0 +1,86 @@
+"""The result cache under a news-like workload: half the texts repeat (hot headlines), half are new.
+
+    python -m benchmarks.result_cache [--work benchmarks/work] [--model minilm] [--rounds 3]
+
+Two `ortserve serve` processes on the same artifact, one with `--result-cache-bytes` and one without, measured in
+alternating rounds with 32 single-text callers (so load from other processes falls on both alike). Prints the
+throughput of each and their ratio; `benchmarks.run` records the same figures in bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from .load import grpc_load
+from .models import BenchModel, build_models
+from .processes import ortserve_process
+from .texts import make_texts
+
+log = logging.getLogger(__name__)
+
+CACHE_BYTES = 64 * 1024 * 1024
+CALLERS = 32
+#: Distinct hot headlines; every other text is one of them.
+HOT_TEXTS = 256
+
+
+def repeating_workload(model: BenchModel, count: int, repeat_fraction: float = 0.5, seed: int = 7) -> list[str]:
+    """`count` texts in call order: a `repeat_fraction` of them drawn from a few hot headlines, the rest all new."""
+    tokenizer = model.artifact / "tokenizer.json"
+    hot = make_texts(tokenizer, HOT_TEXTS, mixed=False, seed=seed)
+    fresh = iter(make_texts(tokenizer, count, mixed=False, seed=seed + 1))
+    rng = random.Random(seed)
+    return [rng.choice(hot) if rng.random() < repeat_fraction else next(fresh) for _ in range(count)]
+
+
+def measure_result_cache(model: BenchModel, logs: Path, rounds: int = 3, seconds: float = 8.0) -> dict[str, Any]:
+    """Texts/s of 32 callers with the cache off and on, in alternating rounds; each round sends new texts."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    errors = {"off": 0, "on": 0}
+    calls = 6000
+    args = {"off": [], "on": ["--result-cache-bytes", str(CACHE_BYTES)]}
+    with (
+        ortserve_process({model.name: model.artifact}, logs / "ortserve-cache-off.log", args["off"]) as off,
+        ortserve_process({model.name: model.artifact}, logs / "ortserve-cache-on.log", args["on"]) as on,
+    ):
+        ports = {"off": off.port, "on": on.port}
+        for round_ in range(rounds):
+            texts = repeating_workload(model, calls, seed=100 + round_)
+            for setting in ("off", "on"):
+                log.info("%s: result cache %s, round %d of %d", model.name, setting, round_ + 1, rounds)
+                result = grpc_load(ports[setting], model.name, texts, CALLERS, max_calls=calls, max_seconds=seconds)
+                rates[setting].append(result.texts_per_s)
+                errors[setting] += result.errors
+    off_rate, on_rate = statistics.median(rates["off"]), statistics.median(rates["on"])
+    return {
+        "model": model.name, "callers": CALLERS, "repeat_fraction": 0.5, "cache_bytes": CACHE_BYTES,
+        "texts_per_s_off": off_rate, "texts_per_s_on": on_rate, "ratio": on_rate / off_rate,
+        "rounds": {"off": rates["off"], "on": rates["on"]}, "errors": errors,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    models, _ = build_models(args.work)
+    (model,) = [m for m in models if m.name == args.model]
+    logs = args.work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(measure_result_cache(model, logs, args.rounds, args.seconds), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
