@@ -58,10 +58,12 @@ def measure_result_cache(model: BenchModel, logs: Path, rounds: int = 3, seconds
                 result = grpc_load(ports[setting], model.name, texts, CALLERS, max_calls=calls, max_seconds=seconds)
                 rates[setting].append(result.texts_per_s)
                 errors[setting] += result.errors
-    off_rate, on_rate = statistics.median(rates["off"]), statistics.median(rates["on"])
+    # The ratio of each round's pair, then their median: a pair shares the machine's load of that moment.
+    ratios = [on / off for on, off in zip(rates["on"], rates["off"], strict=True)]
     return {
         "model": model.name, "callers": CALLERS, "repeat_fraction": 0.5, "cache_bytes": CACHE_BYTES,
-        "texts_per_s_off": off_rate, "texts_per_s_on": on_rate, "ratio": on_rate / off_rate,
+        "texts_per_s_off": statistics.median(rates["off"]), "texts_per_s_on": statistics.median(rates["on"]),
+        "ratio": statistics.median(ratios),
         "rounds": {"off": rates["off"], "on": rates["on"]}, "errors": errors,
     }
 
