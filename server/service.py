@@ -38,7 +38,7 @@ class InferenceService:
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
         output = await served.batcher.submit(texts, deadline)
         results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in output.rows]
-        return ClassifyResult(model, output.version, results)
+        return ClassifyResult(model, output.version, results, ranked=[list(ranked) for ranked in output.rows])
 
     def list_models(self) -> list[ModelDescription]:
         return [model.describe() for model in self.table]
