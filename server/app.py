@@ -36,6 +36,9 @@ INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 INFERENCE_V2_SERVICE = pb_v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 #: Health service name of the whole server (the gRPC convention is the empty string).
 SERVER_HEALTH = ""
+#: Health service name that is SERVING as soon as the server answers, whatever its models do: for liveness probes,
+#: which must not restart a process that is loading or retrying a model (readiness probes use SERVER_HEALTH).
+LIVENESS_HEALTH = "liveness"
 
 
 class ServerStartError(OrtServeError):
@@ -105,6 +108,7 @@ class OrtServer:
         except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
             raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
         await self._server.start()
+        await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d", self.settings.host, self.port)
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)
