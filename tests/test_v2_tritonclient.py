@@ -133,8 +133,8 @@ def test_infer_equals_classify(report: dict, classify: tuple[pb.ClassifyResponse
     np.testing.assert_allclose(np.reshape(probabilities["values"], (len(TEXTS), -1)), expected, atol=1e-6)
     assert answer["top_labels"]["shape"] == answer["top_scores"]["shape"] == [len(TEXTS), 2]
     assert answer["top_labels"]["values"] == [s.label for r in reference.results for s in r.labels[:2]]
-    np.testing.assert_allclose(answer["top_scores"]["values"], [s.score for r in reference.results for s in r.labels[:2]],
-                               atol=1e-6)
+    top_scores = [s.score for r in reference.results for s in r.labels[:2]]
+    np.testing.assert_allclose(answer["top_scores"]["values"], top_scores, atol=1e-6)
     n1 = report["infer_n1"]["top_labels"]
     assert n1["shape"] == [len(TEXTS), len(labels)]  # [N, 1] input accepted; no top_k = every label
     assert n1["values"] == [s.label for r in reference.results for s in r.labels]
@@ -142,7 +142,8 @@ def test_infer_equals_classify(report: dict, classify: tuple[pb.ClassifyResponse
 
 def test_errors_have_the_statuses_of_classify(report: dict) -> None:  # type: ignore[type-arg]
     errors = report["errors"]
-    assert errors["unknown_model"][0] == "StatusCode.NOT_FOUND" and "no model named 'nope'" in errors["unknown_model"][1]
+    assert errors["unknown_model"][0] == "StatusCode.NOT_FOUND"
+    assert "no model named 'nope'" in errors["unknown_model"][1]
     assert errors["unknown_model_ready"][0] == "StatusCode.NOT_FOUND"
     for case in ["wrong_datatype", "wrong_shape", "no_input", "empty_text"]:
         assert errors[case] is not None and errors[case][0] == "StatusCode.INVALID_ARGUMENT", case
