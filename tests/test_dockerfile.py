@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import venv
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def server_venv(image_root: Path) -> Path:
     subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
                    check=True, capture_output=True, text=True)
     (wheel,) = dist.glob("ortserve-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    v2_files = ["grpc_predict_v2_pb2_grpc.py", "grpc_predict_v2.proto", "NOTICE"]
+    assert {f"ortserve/v2/{name}" for name in v2_files} <= names
     env_dir = image_root / "opt" / "ortserve"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     install = subprocess.run([str(env_dir / "bin" / "pip"), "install", "--quiet", f"{wheel}[server]"],
