@@ -1,8 +1,7 @@
 """Regenerate the Python stubs of protos/ with grpcio-tools: `python protos/generate.py [--out DIR]`.
 
 The generated modules (`*_pb2.py`, `*_pb2.pyi`, `*_pb2_grpc.py`) are written next to their `.proto` files, where they
-install as the `ortserve.v1` and `ortserve.v2` (Open Inference Protocol) packages. They are never edited by hand;
-tests/test_protos.py fails when they are stale.
+install as the `ortserve.v1` package. They are never edited by hand; tests/test_protos.py fails when they are stale.
 """
 
 from __future__ import annotations
