@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv demo demo-server test protos lint bench clean
+.PHONY: venv demo demo-server test protos lint bench clean tritonclient-venv
 
 venv: $(STAMP)
 
@@ -15,7 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(MAKE) tritonclient-venv
 	touch $(STAMP)
+
+# The real Triton client for the Open Inference Protocol tests, in a venv of its own: tritonclient[grpc] pins
+# protobuf<7 (our stubs need 7), and its generated `inference` package cannot share a process with ortserve.v2's.
+TRITON_VENV ?= .venv-tritonclient
+tritonclient-venv:
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.0'
 
 demo: venv
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT)

@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
+from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
+from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 
 from .batcher import BatchLimits
 from .errors import OrtServeError
@@ -24,14 +26,20 @@ from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
 from .sources import open_source
 from .transport import InferenceServicer
+from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
 from .watcher import VersionWatcher
 
 log = logging.getLogger("ortserve.server")
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+#: The Open Inference Protocol (KServe V2) service, on the same port and over the same InferenceService.
+INFERENCE_V2_SERVICE = pb_v2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 #: Health service name of the whole server (the gRPC convention is the empty string).
 SERVER_HEALTH = ""
+#: Health service name that is SERVING as soon as the server answers, whatever its models do: for liveness probes,
+#: which must not restart a process that is loading or retrying a model (readiness probes use SERVER_HEALTH).
+LIVENESS_HEALTH = "liveness"
 
 
 class ServerStartError(OrtServeError):
@@ -82,16 +90,19 @@ class OrtServer:
         overall = serving if self.service.all_serving() else not_serving
         await self._health.set(SERVER_HEALTH, overall)
         await self._health.set(INFERENCE_SERVICE, overall)
+        await self._health.set(INFERENCE_V2_SERVICE, overall)
 
     async def start(self) -> int:
         """Bind, start answering (health NOT_SERVING), then load every model; return the bound port."""
         pb_grpc.add_InferenceServicer_to_server(InferenceServicer(self.service), self._server)
+        pb_v2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceV2Servicer(self.service), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (INFERENCE_SERVICE, INFERENCE_V2_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME),
             self._server,
         )
-        for name in [SERVER_HEALTH, INFERENCE_SERVICE, *(m.name for m in self.table)]:
+        for name in [SERVER_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
@@ -99,6 +110,7 @@ class OrtServer:
         except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
             raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
         await self._server.start()
+        await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d", self.settings.host, self.port)
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)

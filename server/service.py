@@ -40,7 +40,7 @@ class InferenceService:
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
         version, rows = await self._ranked_rows(served, texts, deadline)
         results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in rows]
-        return ClassifyResult(model, version, results)
+        return ClassifyResult(model, version, results, ranked=list(rows))
 
     async def _ranked_rows(
         self, served: ServedModel, texts: Sequence[str], deadline: float | None

@@ -25,6 +25,9 @@ class ClassifyResult:
     model: str
     model_version: str
     results: list[Classification]
+    ranked: list[Classification] = field(default_factory=list)
+    """Every label of every text, highest first, whatever `top_k` kept in `results` (the Open Inference Protocol
+    transport reports all probabilities next to the top k)."""
 
 
 class ModelState(enum.Enum):

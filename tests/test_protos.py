@@ -14,7 +14,14 @@ GENERATED = ROOT / "protos" / "ortserve" / "v1"
 def test_committed_stubs_are_fresh(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(ROOT / "protos" / "generate.py"), "--out", str(tmp_path)], check=True)
     fresh = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert [p.name for p in fresh] == ["inference_pb2.py", "inference_pb2.pyi", "inference_pb2_grpc.py"]
+    assert [str(p) for p in fresh] == [
+        "ortserve/v1/inference_pb2.py",
+        "ortserve/v1/inference_pb2.pyi",
+        "ortserve/v1/inference_pb2_grpc.py",
+        "ortserve/v2/grpc_predict_v2_pb2.py",
+        "ortserve/v2/grpc_predict_v2_pb2.pyi",
+        "ortserve/v2/grpc_predict_v2_pb2_grpc.py",
+    ]
     stale = [str(p) for p in fresh if not filecmp.cmp(tmp_path / p, ROOT / "protos" / p, shallow=False)]
     assert not stale, f"stale generated stubs {stale}: run `make protos` and commit the result"
 
@@ -28,3 +35,19 @@ def test_every_message_and_field_is_commented() -> None:
         )
         if declares:
             assert lines[index - 1].strip().startswith("//"), f"line {index + 1} has no comment: {stripped}"
+
+
+def test_v2_proto_keeps_the_open_inference_protocol_wire_contract() -> None:
+    """The V2 service is KServe's: package `inference`, service `GRPCInferenceService`, its rpcs and field numbers."""
+    from ortserve.v2 import grpc_predict_v2_pb2 as v2
+
+    assert (ROOT / "protos" / "ortserve" / "v2" / "NOTICE").read_text().count("Apache License, Version 2.0") == 2
+    service = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    assert service.full_name == "inference.GRPCInferenceService"
+    assert [m.name for m in service.methods] == [
+        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"
+    ]
+    fields = {f.name: f.number for f in v2.ModelInferRequest.DESCRIPTOR.fields}
+    assert fields == {"model_name": 1, "model_version": 2, "id": 3, "parameters": 4, "inputs": 5, "outputs": 6,
+                      "raw_input_contents": 7}
+    assert {f.name: f.number for f in v2.InferTensorContents.DESCRIPTOR.fields}["bytes_contents"] == 8
