@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The real Triton client for the Open Inference Protocol tests, in a venv of its own: tritonclient[grpc] pins
-# protobuf<7 (our stubs need 7), and its generated `inference` package cannot share a process with ortserve.v2's.
+# protobuf<7 (the server extra installs 7), and its generated `inference` package cannot share a process with
+# ortserve.v2's.
 TRITON_VENV ?= .venv-tritonclient
 tritonclient-venv:
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
