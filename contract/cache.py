@@ -173,7 +173,7 @@ def remove_stale_scratch(parent: Path) -> list[Path]:
 def _is_stale_scratch(name: str) -> bool:
     if not name.startswith(SCRATCH_PREFIX):
         return False
-    parts = name[len(SCRATCH_PREFIX):].split("-")
+    parts = name[len(SCRATCH_PREFIX) :].split("-")
     try:
         pid = int(parts[1])
     except (IndexError, ValueError):

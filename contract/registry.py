@@ -98,8 +98,10 @@ def _explain_missing(client: Any, uri: RegistryUri, detail: str) -> ContractErro
         if uri.alias:
             aliases = sorted(getattr(model, "aliases", None) or {})
             return VersionNotFoundError(
-                uri, f"registered model {name!r} has no alias {uri.alias!r} (aliases: {', '.join(aliases) or 'none'})",
-                "alias", detail=detail,
+                uri,
+                f"registered model {name!r} has no alias {uri.alias!r} (aliases: {', '.join(aliases) or 'none'})",
+                "alias",
+                detail=detail,
             )
         numbers = sorted(int(v.version) for v in client.search_model_versions(f"name = {filter_literal(name)}"))
     except Exception as exc:
@@ -138,8 +140,9 @@ def download_version(client: Any, name: str, version: str, destination: Path, tr
         # inside download_artifacts ignores an explicit registry URI in some MLflow releases.
         location = client.get_model_version_download_uri(name, version)
         return Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(destination),
-                                                tracking_uri=tracking_uri)
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=location, dst_path=str(destination), tracking_uri=tracking_uri
+            )
         )
     except Exception as exc:
         raise mlflow_error(what, exc) from None

@@ -85,8 +85,12 @@ def export_model(
         key = export_key(resolved, options)
         existing = find_registered_export(client, name, key)
         if existing is not None:
-            log.info("%s was already exported with these options as models:/%s/%s; reusing it", source, name,
-                     existing.version)
+            log.info(
+                "%s was already exported with these options as models:/%s/%s; reusing it",
+                source,
+                name,
+                existing.version,
+            )
             if alias:
                 set_alias(client, name, str(existing.version), alias)
             return _reused_report(client, source, name, str(existing.version), output)

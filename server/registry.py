@@ -130,11 +130,18 @@ class RegistrySource(ModelSource):
                 return
             except IntegrityError as exc:
                 moved = quarantine(directory)
-                log.warning("%s: cached version %s failed verification (%s) [%s]; moved aside to %s, fetching it "
-                            "again", self.uri, version, exc, exc.detail, moved)
+                log.warning(
+                    "%s: cached version %s failed verification (%s) [%s]; moved aside to %s, fetching it again",
+                    self.uri,
+                    version,
+                    exc,
+                    exc.detail,
+                    moved,
+                )
             except ArtifactInvalidError as exc:
-                log.warning("%s: cache entry of version %s is incomplete (%s); downloading it again",
-                            self.uri, version, exc)
+                log.warning(
+                    "%s: cache entry of version %s is incomplete (%s); downloading it again", self.uri, version, exc
+                )
         log.info("%s: downloading version %s", self.uri, version)
         fetch_registered_artifact(self._mlflow(), self.parsed.name, version, directory, self.tracking_uri)
 
@@ -151,8 +158,15 @@ class RegistrySource(ModelSource):
         record = self._resolved_record()
         record.parent.mkdir(parents=True, exist_ok=True)
         tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"uri": self.uri, "version": version,
-                                   "resolved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "uri": self.uri,
+                    "version": version,
+                    "resolved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+        )
         tmp.replace(record)
 
     def _last_resolved_or_raise(self, error: RegistryUnavailableError) -> tuple[str, str]:
@@ -164,8 +178,10 @@ class RegistrySource(ModelSource):
                 f"{error}, and no version of it is cached",
                 detail=f"{error.detail}; no record under {self._model_dir()}",
             ) from None
-        note = (f"registry unreachable; serving version {version} from the cache "
-                f"(resolved {record.get('resolved_at', 'earlier')})")
+        note = (
+            f"registry unreachable; serving version {version} from the cache "
+            f"(resolved {record.get('resolved_at', 'earlier')})"
+        )
         log.warning("%s: %s [%s]", self.uri, note, error.detail)
         return version, note
 

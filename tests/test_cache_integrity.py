@@ -33,8 +33,9 @@ def registered(mlflow_server: MlflowServer, artifacts: dict[str, Path]) -> tuple
 
 def serve_once(registry: str, name: str, cache: Path) -> tuple[list[list[tuple[str, float]]], str, str]:
     """Start a server on the cache, classify TEXTS, stop; return (scores, version, state)."""
-    with running_server(models=[f"m=models:/{name}@production"], tracking_uri=registry, cache_dir=cache,
-                        poll_interval=0) as server:
+    with running_server(
+        models=[f"m=models:/{name}@production"], tracking_uri=registry, cache_dir=cache, poll_interval=0
+    ) as server:
         with InferenceClient(server.target) as client:
             info = client.get_model("m")
             results = client.classify("m", TEXTS) if info.state == "serving" else []

@@ -129,7 +129,11 @@ def test_one_resolution_for_alias_version_stage_and_latest(
         return str(resolve_version(client, RegistryUri.parse(uri)).version)
 
     assert [resolved(f"models:/{name}{ref}") for ref in ("@production", "/2", "/staging", "/latest")] == [
-        "1", "2", "1", "2"]
+        "1",
+        "2",
+        "1",
+        "2",
+    ]
     for ref, missing, reason in [
         ("@nope", "alias", "has no alias 'nope' (aliases: production)"),
         ("/7", "version", "has no version 7 (versions: 1, 2)"),

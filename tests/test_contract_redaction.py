@@ -21,9 +21,13 @@ def test_password_in_tracking_uri_reaches_no_message_and_no_log_line(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     tracking_uri = f"http://alice:{SECRET}@127.0.0.1:{free_port()}"  # nothing listens there: the registry is down
-    with running_server(models=[f"ok={artifacts['bert']}", "m=models:/topic-onnx@production"],
-                        tracking_uri=tracking_uri, cache_dir=tmp_path / "cache", poll_interval=0.2,
-                        registry_timeout_s=1) as server:
+    with running_server(
+        models=[f"ok={artifacts['bert']}", "m=models:/topic-onnx@production"],
+        tracking_uri=tracking_uri,
+        cache_dir=tmp_path / "cache",
+        poll_interval=0.2,
+        registry_timeout_s=1,
+    ) as server:
         with InferenceClient(server.target, timeout=30) as client:
             with pytest.raises(InferenceError) as caught:
                 client.classify("m", ["hello"])

@@ -12,8 +12,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 #: `ortserve.*` package -> folder, as pyproject.toml installs them (the generated stubs `ortserve.v1` left out).
-PACKAGES = {"ortserve.contract": "contract", "ortserve.server": "server", "ortserve.export": "export",
-            "ortserve.client": "client", "ortserve.cli": "cli"}
+PACKAGES = {
+    "ortserve.contract": "contract",
+    "ortserve.server": "server",
+    "ortserve.export": "export",
+    "ortserve.client": "client",
+    "ortserve.cli": "cli",
+}
 
 
 def packages() -> dict[str, Path]:
@@ -104,20 +109,35 @@ def test_no_import_circles() -> None:
 
 
 def test_contract_imports_neither_server_nor_export() -> None:
-    wrong = {(m, t) for m, ts in graph().items() if m.startswith("ortserve.contract") for t in ts
-             if not t.startswith("ortserve.contract")}
+    wrong = {
+        (m, t)
+        for m, ts in graph().items()
+        if m.startswith("ortserve.contract")
+        for t in ts
+        if not t.startswith("ortserve.contract")
+    }
     assert wrong == set()
 
 
 def test_export_reaches_the_server_only_through_its_runtime() -> None:
-    wrong = {(m, t) for m, ts in graph().items() if m.startswith("ortserve.export") for t in ts
-             if t.startswith("ortserve.server") and t != "ortserve.server.runtime"}
+    wrong = {
+        (m, t)
+        for m, ts in graph().items()
+        if m.startswith("ortserve.export")
+        for t in ts
+        if t.startswith("ortserve.server") and t != "ortserve.server.runtime"
+    }
     assert wrong == set()
 
 
 def test_server_never_imports_export() -> None:
-    wrong = {(m, t) for m, ts in graph().items() if m.startswith("ortserve.server") for t in ts
-             if t.startswith("ortserve.export")}
+    wrong = {
+        (m, t)
+        for m, ts in graph().items()
+        if m.startswith("ortserve.server")
+        for t in ts
+        if t.startswith("ortserve.export")
+    }
     assert wrong == set()
 
 
@@ -129,6 +149,9 @@ def test_contract_needs_only_the_server_extra() -> None:
     for path in (ROOT / "contract").rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in tree.body:
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            )
             assert {n.split(".")[0] for n in names} <= allowed, (path.name, names)
