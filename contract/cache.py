@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,8 @@ def quarantine(directory: Path) -> Path:
     """Move a cache entry that failed verification aside (`.corrupt-<name>-<time>`), so that it is fetched again
     but stays on disk for inspection. Returns the new location."""
     directory = Path(directory)
-    target = directory.parent / f"{QUARANTINE_PREFIX}{directory.name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    target = directory.parent / f"{QUARANTINE_PREFIX}{directory.name}-{stamp}"
     directory.rename(target)
     return target
 

@@ -123,27 +123,27 @@ class RegistrySource(ModelSource):
     # --- cache ----------------------------------------------------------------------------------------------------
 
     def _ensure_cached(self, version: str, directory: Path) -> None:
-        """Verify the cache entry of `version`; download it if it is missing, partial or corrupt."""
-        if directory.exists():
-            try:
-                verify_cached_artifact(directory)
-                return
-            except IntegrityError as exc:
-                moved = quarantine(directory)
-                log.warning(
-                    "%s: cached version %s failed verification (%s) [%s]; moved aside to %s, fetching it again",
-                    self.uri,
-                    version,
-                    exc,
-                    exc.detail,
-                    moved,
-                )
-            except ArtifactInvalidError as exc:
-                log.warning(
-                    "%s: cache entry of version %s is incomplete (%s); downloading it again", self.uri, version, exc
-                )
-        log.info("%s: downloading version %s", self.uri, version)
-        fetch_registered_artifact(self._mlflow(), self.parsed.name, version, directory, self.tracking_uri)
+        """Verify the cache entry of `version`; if it is missing, partial or corrupt, move what is there aside
+        (logged, kept for inspection) and download it."""
+        with _entry_lock(directory):  # two names may serve one version: one verifies or downloads at a time
+            if directory.exists():
+                try:
+                    verify_cached_artifact(directory)
+                    return
+                except ArtifactInvalidError as exc:  # IntegrityError included: bytes that differ from the marker
+                    moved = quarantine(directory)
+                    what = "failed verification" if isinstance(exc, IntegrityError) else "is incomplete"
+                    log.warning(
+                        "%s: cached version %s %s (%s) [%s]; moved aside to %s, fetching it again",
+                        self.uri,
+                        version,
+                        what,
+                        exc,
+                        exc.detail,
+                        moved.name,
+                    )
+            log.info("%s: downloading version %s", self.uri, version)
+            fetch_registered_artifact(self._mlflow(), self.parsed.name, version, directory, self.tracking_uri)
 
     def _model_dir(self) -> Path:
         return self.cache_dir / quote(self.parsed.name, safe="")
@@ -184,6 +184,16 @@ class RegistrySource(ModelSource):
         )
         log.warning("%s: %s [%s]", self.uri, note, error.detail)
         return version, note
+
+
+_ENTRY_LOCKS: dict[Path, threading.Lock] = {}
+_ENTRY_LOCKS_GUARD = threading.Lock()
+
+
+def _entry_lock(directory: Path) -> threading.Lock:
+    """The lock of one cache entry, shared by every source of this process."""
+    with _ENTRY_LOCKS_GUARD:
+        return _ENTRY_LOCKS.setdefault(directory.resolve(), threading.Lock())
 
 
 def open_registry_source(uri: str, cache_dir: Path | None = None, tracking_uri: str | None = None) -> RegistrySource:
