@@ -34,7 +34,7 @@ from ortserve.contract.errors import (
     RegistryUnavailableError,
 )
 from ortserve.contract.redact import redact_uri
-from ortserve.contract.registry import resolve_version
+from ortserve.contract.registry import mlflow_error, resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
 
@@ -81,7 +81,10 @@ class RegistrySource(ModelSource):
             if self._client is None:
                 from mlflow import MlflowClient
 
-                self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                try:
+                    self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                except Exception as exc:  # e.g. an unsupported scheme; its text holds the URI, credentials too
+                    raise mlflow_error(self.uri, exc) from None
             return self._client
 
     def latest_version(self) -> str:
@@ -110,6 +113,9 @@ class RegistrySource(ModelSource):
             self._ensure_cached(version, directory)
         except ContractError as exc:
             raise self._server_error(exc) from None
+        except OSError as exc:  # the cache directory itself: its path belongs in the log, not in the message
+            error = ArtifactInvalidError(f"{self.uri}: the cache cannot be used", detail=str(exc))
+            raise self._server_error(error) from None
         return FetchedArtifact(version, directory, note)
 
     def _resolve(self) -> str:

@@ -95,3 +95,16 @@ def test_scratch_directory_of_a_killed_download_is_removed_at_start(
     assert (state, version) == ("serving", "1")
     assert not scratch.exists() and not legacy.exists()
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "resolved"]
+
+
+def test_an_unusable_cache_fails_the_model_without_naming_its_path(registered: tuple[str, str], tmp_path: Path) -> None:
+    registry, name = registered
+    cache = tmp_path / "not-a-directory"
+    cache.write_text("a file where the cache should be")
+    with running_server(
+        models=[f"m=models:/{name}@production"], tracking_uri=registry, cache_dir=cache, poll_interval=0
+    ) as server:
+        with InferenceClient(server.target) as client:
+            info = client.get_model("m")
+    assert info.state == "failed" and "the cache cannot be used" in info.last_error
+    assert str(tmp_path) not in info.last_error
