@@ -14,6 +14,7 @@ COPY cli cli
 COPY client client
 COPY server server
 COPY export export
+COPY contract contract
 COPY protos protos
 RUN python -m build --wheel --outdir /dist
 

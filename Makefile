@@ -48,8 +48,8 @@ bench: venv
 	$(BIN)/python -m benchmarks.run
 
 lint: venv
-	$(BIN)/ruff check cli client server export examples protos/generate.py tests scripts benchmarks
-	$(BIN)/mypy cli client server export
+	$(BIN)/ruff check cli client server export contract fixtures examples protos/generate.py tests scripts benchmarks
+	$(BIN)/mypy cli client server export contract
 
 clean:
 	rm -rf build dist demo-work *.egg-info

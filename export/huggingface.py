@@ -1,4 +1,4 @@
-"""Reads a local Hugging Face model directory and checks that ortserve can export it."""
+"""Reads a local Hugging Face model directory: checks that ortserve can export it, and loads its PyTorch model."""
 
 from __future__ import annotations
 
@@ -86,3 +86,13 @@ def _max_length(config: Any, tokenizer: Any) -> int:
         offset = 2 if config.model_type in _OFFSET_POSITION_MODELS else 0
         candidates.append(positions - offset)
     return min(candidates) if candidates else _FALLBACK_MAX_LENGTH
+
+
+def load_torch_model(model_dir: Path, label: str) -> Any:
+    """The PyTorch `…ForSequenceClassification` of `model_dir` in eval mode (the parity reference)."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).eval()
+    except Exception as exc:  # missing or mismatched weights surface as OSError/ValueError/RuntimeError
+        raise ExportError(f"{label}: cannot load the PyTorch model: {exc}") from None

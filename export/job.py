@@ -1,5 +1,8 @@
-"""The export job behind `ortserve export` and Airflow tasks: resolve the source, export and validate it, register
-the ONNX model in MLflow (or reuse an equivalent registered version)."""
+"""`export_model`, the entry point of `ortserve export` and of Airflow tasks: SOURCE in, a registered version out.
+
+It resolves the source (`.sources`), reuses an equivalent registered export or runs the local export pipeline
+(`.pipeline`) on a downloaded copy, and registers the result (`.registry`).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +15,16 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from ortserve.server.artifact import EXTRA_FILES_DIR, MODEL_FILE, ArtifactManifest
-from ortserve.server.errors import ArtifactError
-from ortserve.server.registry import assemble_artifact
+from ortserve.contract.artifact import MODEL_FILE, ArtifactManifest
+from ortserve.contract.settings import huggingface_offline
 
 from .errors import ExportError, ParityError
-from .mlflow_logging import find_registered_export, log_and_register, set_alias, version_tags
 from .parity import GateThresholds
-from .pipeline import ExportOptions, ExportReport, _check_output, _Progress, _replace_dir, export_local_model
+from .pipeline import ExportOptions, ExportReport, check_output_dir, export_local_model, replace_dir
+from .progress import StepTimer
+from .registry import fetch_registered_export, find_registered_export, log_and_register, set_alias, version_tags
 from .sources import ResolvedSource, SourceRef, materialize, parse_source, resolve_source
 from .tracking import tracking
 
@@ -59,9 +63,7 @@ def export_model(
     temporary directory that the message names). Every other failure raises `ExportError` with a one-line message
     naming the source and what to do.
     """
-    # Offline by construction: transformers and huggingface_hub read these when first imported.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    huggingface_offline()  # offline by construction, before transformers is first imported
     options = ExportOptions(
         quantize=quantize,
         optimize=optimize,
@@ -83,29 +85,17 @@ def export_model(
         key = export_key(resolved, options)
         existing = find_registered_export(client, name, key)
         if existing is not None:
-            log.info("%s was already exported with these options as models:/%s/%s; reusing it", source, name,
-                     existing.version)
+            log.info(
+                "%s was already exported with these options as models:/%s/%s; reusing it",
+                source,
+                name,
+                existing.version,
+            )
             if alias:
                 set_alias(client, name, str(existing.version), alias)
-            report = _reused_report(source, name, str(existing.version), output)
-            return report
+            return _reused_report(client, source, name, str(existing.version), output)
         report = _export(ref, resolved, options, output, keep_output=True)
-        assert report.output is not None
-        try:
-            progress = _Progress()
-            with progress.step("upload"):
-                manifest = ArtifactManifest.read(report.output)
-                registered = log_and_register(
-                    client, report.output, name, version_tags(manifest, key), run_id=resolved.run_id, alias=alias
-                )
-            report.seconds.update(progress.seconds)
-        finally:
-            if output is None:
-                shutil.rmtree(report.output.parent, ignore_errors=True)
-                report.output = None
-        report.registered_name, report.registered_version = registered.name, registered.version
-        log.info("registered %s%s", registered.model_uri, f" (alias {alias})" if alias else "")
-        return report
+        return _register(client, report, resolved, name, key, alias, temporary_output=output is None)
 
 
 def export_key(source: ResolvedSource, options: ExportOptions) -> str:
@@ -134,11 +124,11 @@ def _export(
     target = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="ortserve-export-")) / "artifact"
     try:
         with tempfile.TemporaryDirectory(prefix="ortserve-source-") as scratch:
-            progress = _Progress()
-            with progress.step("download"):
+            timer = StepTimer()
+            with timer.step("download"):
                 model_dir = materialize(resolved, Path(scratch))
             report = export_local_model(model_dir, target, options, lineage=resolved.lineage, label=ref.uri)
-            report.seconds = {**progress.seconds, **report.seconds}
+            report.seconds = {**timer.seconds, **report.seconds}
     except ParityError:
         raise  # the failed export and its report stay on disk, at the path the message names
     except BaseException:
@@ -151,29 +141,50 @@ def _export(
     return report
 
 
-def _reused_report(source: str, name: str, version: str, output: str | os.PathLike[str] | None) -> ExportReport:
-    """Report of an already registered export; its artifact is fetched into `output` when one is asked for."""
-    import mlflow
+def _register(
+    client: Any,
+    report: ExportReport,
+    resolved: ResolvedSource,
+    name: str,
+    key: str,
+    alias: str | None,
+    temporary_output: bool,
+) -> ExportReport:
+    """Publish: log and register the exported artifact (in the source version's run), then drop a temporary
+    output directory."""
+    assert report.output is not None
+    try:
+        timer = StepTimer()
+        with timer.step("upload"):
+            manifest = ArtifactManifest.read(report.output)
+            registered = log_and_register(
+                client, report.output, name, version_tags(manifest, key), run_id=resolved.run_id, alias=alias
+            )
+        report.seconds.update(timer.seconds)
+    finally:
+        if temporary_output:
+            shutil.rmtree(report.output.parent, ignore_errors=True)
+            report.output = None
+    report.registered_name, report.registered_version = registered.name, registered.version
+    log.info("registered %s%s", registered.model_uri, f" (alias {alias})" if alias else "")
+    return report
 
+
+def _reused_report(
+    client: Any, source: str, name: str, version: str, output: str | os.PathLike[str] | None
+) -> ExportReport:
+    """Report of an already registered export; its artifact is fetched into `output` when one is asked for."""
     target = Path(output) if output is not None else None
     if target is not None:
-        _check_output(target)
+        check_output_dir(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-    # Download next to the output, so that the finished directory is moved into place by a rename.
+    # Fetched next to the output, so that the finished directory is moved into place by a rename.
     with tempfile.TemporaryDirectory(prefix=".ortserve-registered-", dir=target.parent if target else None) as scratch:
-        try:
-            downloaded = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=scratch))
-            manifest = ArtifactManifest.read(downloaded / EXTRA_FILES_DIR)
-        except Exception as exc:  # MlflowException, OSError, ArtifactError
-            raise ExportError(f"{source}: cannot read the registered export models:/{name}/{version}: {exc}") from None
-        model_bytes = (downloaded / MODEL_FILE).stat().st_size
+        staging = Path(scratch) / "artifact"
+        manifest = fetch_registered_export(client, source, name, version, staging)
+        model_bytes = (staging / MODEL_FILE).stat().st_size
         if target is not None:
-            staging = Path(scratch) / "staging"
-            try:
-                assemble_artifact(downloaded, staging, f"models:/{name}/{version}")
-            except ArtifactError as exc:
-                raise ExportError(f"{source}: cannot read the registered export: {exc}") from None
-            _replace_dir(staging, target)
+            replace_dir(staging, target)
     return ExportReport(
         source=source,
         output=target,

@@ -1,24 +1,30 @@
-"""The export job: a source model in, a validated artifact directory (and later a registry version) out."""
+"""The local export pipeline: a Hugging Face model directory in, a checked artifact directory out.
+
+`export_local_model` runs the steps below in order, each a small function on one `ExportRun`:
+load → export → optimize → check (fp32) → quantize → check (int8) → publish.
+The registry side (resolving a SOURCE, registering the result) is `ortserve.export.job` and `.registry`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, artifact_digest
+from ortserve.contract.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, file_digests
 from ortserve.server.runtime import OnnxClassifier, SessionConfig
 
 from .errors import ExportError, ParityError
-from .huggingface import HuggingFaceClassifier, inspect_model_dir
+from .huggingface import HuggingFaceClassifier, inspect_model_dir, load_torch_model
 from .onnx_build import export_onnx
 from .optimize import INT8_PER_CHANNEL, fuse_transformer_graph, quantize_dynamic_int8
 from .parity import GateThresholds, ParityReport, compare, default_validation_texts, torch_probabilities
+from .progress import StepTimer
 
 log = logging.getLogger(__name__)
 
@@ -93,29 +99,32 @@ class ExportReport:
         }
 
 
-class _Progress:
-    """Logs each long step with its duration, and keeps the durations for the report."""
+@dataclass
+class ExportRun:
+    """What the steps of one export share: the source, where they work, and what they decided so far."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
+    model_dir: Path
+    label: str
+    """Names the source in messages (e.g. the models:/ URI a temporary `model_dir` was downloaded from)."""
+    output: Path
+    work: Path
+    """Scratch directory beside `output`, removed at the end."""
+    options: ExportOptions
+    source: HuggingFaceClassifier
+    torch_model: Any
+    timer: StepTimer
+    manifest: ArtifactManifest | None = None
+    texts: list[str] = field(default_factory=list)
+    reference: Any = None
+    """The PyTorch model's probabilities on `texts`: what every candidate graph is checked against."""
+    parity: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    fused: bool = False
+    quantized: bool = False
 
-    def step(self, name: str) -> _Step:
-        return _Step(self, name)
-
-
-class _Step:
-    def __init__(self, progress: _Progress, name: str):
-        self._progress, self._name = progress, name
-
-    def __enter__(self) -> None:
-        log.info("%s…", self._name)
-        self._start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        elapsed = time.perf_counter() - self._start
-        self._progress.seconds[self._name] = round(elapsed, 3)
-        if exc[0] is None:
-            log.info("%s done in %.1fs", self._name, elapsed)
+    def note(self, text: str, warn: bool = False) -> None:
+        self.notes.append(text)
+        (log.warning if warn else log.info)(text)
 
 
 def export_local_model(
@@ -131,105 +140,150 @@ def export_local_model(
     `parity-report.json` but no `ortserve.json`, so no server will load it, and `ParityError` is raised.
     `label` names the source in messages (e.g. the models:/ URI a temporary `model_dir` was downloaded from).
     """
-    options = options or ExportOptions()
     model_dir, output = Path(model_dir), Path(output)
-    label = label or str(model_dir)
-    _check_output(output)
-    progress = _Progress()
-    with progress.step("load"):
-        classifier = inspect_model_dir(model_dir, label)
-        model = _load_torch_model(model_dir, label)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    check_output_dir(output)
+    run = load(model_dir, output, options or ExportOptions(), label or str(model_dir))
     try:
-        with progress.step("export"):
-            plain_path = export_onnx(model_dir, work / "model.fp32.onnx", options.opset, label)
-            classifier.tokenizer.backend_tokenizer.save(str(work / TOKENIZER_FILE))
-        manifest = _manifest(classifier, plain_path, lineage or {"path": str(model_dir.resolve())}, options)
-        texts = list(options.validation_texts or default_validation_texts(classifier.tokenizer))
-        thresholds = options.thresholds
-        notes: list[str] = []
-        fused_path = None
-        if options.optimize:
-            with progress.step("optimize"):
-                fusion = fuse_transformer_graph(plain_path, work / "model.fused.onnx", classifier.config)
-            if fusion.applied:
-                fused_path = work / "model.fused.onnx"
-                log.info("fused ops: %s", fusion.fused_ops)
-            else:
-                notes.append(fusion.note)
-                log.info(fusion.note)
-        with progress.step("validate"):
-            reference = torch_probabilities(
-                model, classifier.tokenizer, texts, classifier.max_length, classifier.multi_label
-            )
-            fp32_path = fused_path or plain_path
-            fp32 = _parity(work, fp32_path, manifest, texts, reference)
-            if fused_path is not None and not _passes_fp32(fp32, thresholds):
-                # A fusion that changes the numbers is not worth serving: fall back to the plain graph.
-                notes.append(
-                    f"the fused graph missed the fp32 gate (max |Δp| {fp32.max_abs_diff:.2e}, top-1 "
-                    f"{fp32.top1_agreement:.1%}): kept the unfused graph"
-                )
-                log.warning(notes[-1])
-                fused_path, fp32_path = None, plain_path
-                fp32 = _parity(work, fp32_path, manifest, texts, reference)
-        parity: dict[str, Any] = {
-            "texts": len(texts),
-            "thresholds": asdict(thresholds),
-            "fp32": fp32.as_dict(),
-        }
-        chosen, quantized = fp32_path, False
-        if not _passes_fp32(fp32, thresholds):
-            _publish_failed(work, output, fp32_path, parity)
-            raise ParityError(
-                f"{label}: the ONNX export differs from the PyTorch model (max |Δp| {fp32.max_abs_diff:.2e}, "
-                f"top-1 agreement {fp32.top1_agreement:.1%}; gate {thresholds.fp32_max_abs_diff:g} and "
-                f"{thresholds.fp32_min_top1_agreement:.0%}); nothing was registered; report in "
-                f"{output / PARITY_REPORT_FILE}"
-            )
-        if options.quantize:
-            with progress.step("quantize"):
-                int8_path = quantize_dynamic_int8(fp32_path, work / "model.int8.onnx")
-            with progress.step("validate int8"):
-                int8 = _parity(work, int8_path, manifest, texts, reference)
-            parity["int8"] = int8.as_dict()
-            kept = min(int8.top1_agreement, int8.decision_agreement)
-            if kept >= thresholds.int8_min_top1_agreement:
-                chosen, quantized = int8_path, True
-            else:
-                what = "label decisions" if int8.decision_agreement < int8.top1_agreement else "top-1 labels"
-                notes.append(
-                    f"int8 kept {what} on {kept:.1%} of texts, under the "
-                    f"{thresholds.int8_min_top1_agreement:.0%} gate: serving fp32 instead"
-                )
-                log.warning(notes[-1])
-        manifest.export["optimization"] = OPTIMIZATION_FUSED if fused_path is not None else "none"
-        manifest.export["quantization"] = "dynamic-int8" if quantized else "none"
-        if quantized:
-            manifest.export["int8_weights"] = "per-channel" if INT8_PER_CHANNEL else "per-tensor"
-        manifest.export["notes"] = notes
-        parity["served"] = "int8" if quantized else "fp32"
-        manifest.parity = parity
-        manifest.version = artifact_digest(chosen)
-        report = _publish(work, output, chosen, manifest)
+        plain = export_graph(run, lineage or {"path": str(model_dir.resolve())})
+        fused = optimize_graph(run, plain) if run.options.optimize else None
+        chosen = check_fp32(run, plain, fused)
+        if run.options.quantize:
+            chosen = check_int8(run, quantize_graph(run, chosen), chosen)
+        model_bytes = publish(run, chosen)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(run.work, ignore_errors=True)
+    assert run.manifest is not None
     return ExportReport(
-        source=label,
+        source=run.label,
         output=output,
-        version=manifest.version,
-        quantized=quantized,
-        model_bytes=report,
-        parity=parity,
-        seconds=progress.seconds,
-        notes=notes,
-        optimization=manifest.export["optimization"],
+        version=run.manifest.version,
+        quantized=run.quantized,
+        model_bytes=model_bytes,
+        parity=run.parity,
+        seconds=run.timer.seconds,
+        notes=run.notes,
+        optimization=run.manifest.export["optimization"],
     )
 
 
-def _check_output(output: Path) -> None:
-    # Never overwrite something that is not ours: replace only an earlier ortserve artifact or an empty directory.
+# --- the steps --------------------------------------------------------------------------------------------------
+
+
+def load(model_dir: Path, output: Path, options: ExportOptions, label: str) -> ExportRun:
+    """Load: the config, the fast tokenizer and the PyTorch model; a scratch directory beside `output`."""
+    timer = StepTimer()
+    with timer.step("load"):
+        source = inspect_model_dir(model_dir, label)
+        torch_model = load_torch_model(model_dir, label)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    return ExportRun(model_dir, label, output, work, options, source, torch_model, timer)
+
+
+def export_graph(run: ExportRun, lineage: dict[str, Any]) -> Path:
+    """Export: the plain ONNX graph (optimum) and the fast tokenizer; start the manifest and the gate's texts."""
+    with run.timer.step("export"):
+        plain = export_onnx(run.model_dir, run.work / "model.fp32.onnx", run.options.opset, run.label)
+        run.source.tokenizer.backend_tokenizer.save(str(run.work / TOKENIZER_FILE))
+    run.manifest = _manifest(run.source, plain, lineage)
+    run.texts = list(run.options.validation_texts or default_validation_texts(run.source.tokenizer))
+    return plain
+
+
+def optimize_graph(run: ExportRun, plain: Path) -> Path | None:
+    """Optimize: fuse attention, GELU and LayerNorm where the architecture allows; None if nothing fused."""
+    with run.timer.step("optimize"):
+        fusion = fuse_transformer_graph(plain, run.work / "model.fused.onnx", run.source.config)
+    if not fusion.applied:
+        run.note(fusion.note)
+        return None
+    log.info("fused ops: %s", fusion.fused_ops)
+    return run.work / "model.fused.onnx"
+
+
+def check_fp32(run: ExportRun, plain: Path, fused: Path | None) -> Path:
+    """Check: the fp32 graph (fused if there is one) against PyTorch; a fused graph that misses the gate is
+    dropped for the plain one. Returns the fp32 graph to keep; raises `ParityError` (after writing the failed
+    export and its report to `output`) if even the plain graph misses the gate."""
+    thresholds = run.options.thresholds
+    with run.timer.step("validate"):
+        source = run.source
+        run.reference = torch_probabilities(
+            run.torch_model, source.tokenizer, run.texts, source.max_length, source.multi_label
+        )
+        chosen = fused or plain
+        fp32 = _parity(run, chosen)
+        if fused is not None and not _passes_fp32(fp32, thresholds):
+            # A fusion that changes the numbers is not worth serving: fall back to the plain graph.
+            run.note(
+                f"the fused graph missed the fp32 gate (max |Δp| {fp32.max_abs_diff:.2e}, top-1 "
+                f"{fp32.top1_agreement:.1%}): kept the unfused graph",
+                warn=True,
+            )
+            chosen = plain
+            fp32 = _parity(run, chosen)
+    run.fused = chosen == fused
+    run.parity = {"texts": len(run.texts), "thresholds": asdict(thresholds), "fp32": fp32.as_dict()}
+    if not _passes_fp32(fp32, thresholds):
+        _publish_failed(run, chosen)
+        raise ParityError(
+            f"{run.label}: the ONNX export differs from the PyTorch model (max |Δp| {fp32.max_abs_diff:.2e}, "
+            f"top-1 agreement {fp32.top1_agreement:.1%}; gate {thresholds.fp32_max_abs_diff:g} and "
+            f"{thresholds.fp32_min_top1_agreement:.0%}); nothing was registered; report in "
+            f"{run.output / PARITY_REPORT_FILE}"
+        )
+    return chosen
+
+
+def quantize_graph(run: ExportRun, fp32: Path) -> Path:
+    """Quantize: dynamic int8 weights of the kept fp32 graph."""
+    with run.timer.step("quantize"):
+        return quantize_dynamic_int8(fp32, run.work / "model.int8.onnx")
+
+
+def check_int8(run: ExportRun, int8_path: Path, fp32: Path) -> Path:
+    """Check: the int8 graph against PyTorch; keep it if it holds the int8 gate, else keep `fp32` and say why."""
+    with run.timer.step("validate int8"):
+        int8 = _parity(run, int8_path)
+    run.parity["int8"] = int8.as_dict()
+    kept = min(int8.top1_agreement, int8.decision_agreement)
+    gate = run.options.thresholds.int8_min_top1_agreement
+    if kept >= gate:
+        run.quantized = True
+        return int8_path
+    what = "label decisions" if int8.decision_agreement < int8.top1_agreement else "top-1 labels"
+    run.note(f"int8 kept {what} on {kept:.1%} of texts, under the {gate:.0%} gate: serving fp32 instead", warn=True)
+    return fp32
+
+
+def publish(run: ExportRun, model: Path) -> int:
+    """Publish: `model`, the tokenizer and the completed manifest (with the files' digests) as the artifact
+    directory at `output`, replacing it by a rename. Returns the size of model.onnx."""
+    manifest = run.manifest
+    assert manifest is not None
+    manifest.export["optimization"] = OPTIMIZATION_FUSED if run.fused else "none"
+    manifest.export["quantization"] = "dynamic-int8" if run.quantized else "none"
+    if run.quantized:
+        manifest.export["int8_weights"] = "per-channel" if INT8_PER_CHANNEL else "per-tensor"
+    manifest.export["notes"] = run.notes
+    run.parity["served"] = "int8" if run.quantized else "fp32"
+    manifest.parity = run.parity
+    staging = run.work / "artifact"
+    staging.mkdir()
+    shutil.move(str(model), staging / MODEL_FILE)
+    shutil.copy2(run.work / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+    manifest.digests = file_digests(staging)
+    manifest.version = "sha256-" + manifest.digests[MODEL_FILE][:12]  # == artifact_digest(model.onnx)
+    manifest.write(staging)  # last: a directory with ortserve.json is complete
+    replace_dir(staging, run.output)
+    return (run.output / MODEL_FILE).stat().st_size
+
+
+# --- output directories -----------------------------------------------------------------------------------------
+
+
+def check_output_dir(output: Path) -> None:
+    """Refuse to overwrite what is not ours: only an earlier ortserve artifact or an empty directory is replaced."""
     if output.exists() and not output.is_dir():
         raise ExportError(f"output {output} exists and is not a directory")
     if output.is_dir() and any(output.iterdir()):
@@ -240,6 +294,16 @@ def _check_output(output: Path) -> None:
             )
 
 
+def replace_dir(staging: Path, output: Path) -> None:
+    """Move the finished directory `staging` to `output`, replacing what was there."""
+    if output.exists():
+        shutil.rmtree(output)
+    staging.rename(output)
+
+
+# --- helpers of the steps ---------------------------------------------------------------------------------------
+
+
 def _passes_fp32(report: ParityReport, thresholds: GateThresholds) -> bool:
     return (
         report.max_abs_diff <= thresholds.fp32_max_abs_diff
@@ -247,18 +311,7 @@ def _passes_fp32(report: ParityReport, thresholds: GateThresholds) -> bool:
     )
 
 
-def _load_torch_model(model_dir: Path, label: str) -> Any:
-    from transformers import AutoModelForSequenceClassification
-
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).eval()
-    except Exception as exc:  # missing or mismatched weights surface as OSError/ValueError/RuntimeError
-        raise ExportError(f"{label}: cannot load the PyTorch model: {exc}") from None
-
-
-def _manifest(
-    classifier: HuggingFaceClassifier, onnx_path: Path, lineage: dict[str, Any], options: ExportOptions
-) -> ArtifactManifest:
+def _manifest(classifier: HuggingFaceClassifier, onnx_path: Path, lineage: dict[str, Any]) -> ArtifactManifest:
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False)
@@ -286,41 +339,23 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _parity(
-    work: Path, onnx_path: Path, manifest: ArtifactManifest, texts: list[str], reference: Any
-) -> ParityReport:
+def _parity(run: ExportRun, onnx_path: Path) -> ParityReport:
     """Run the candidate through the server's own runtime, so the gate checks exactly what will be served."""
-    candidate_dir = work / f"candidate-{onnx_path.stem}"
+    assert run.manifest is not None
+    candidate_dir = run.work / f"candidate-{onnx_path.stem}"
     candidate_dir.mkdir()
     (candidate_dir / MODEL_FILE).symlink_to(onnx_path.resolve())
-    (candidate_dir / TOKENIZER_FILE).symlink_to((work / TOKENIZER_FILE).resolve())
-    manifest.write(candidate_dir)
+    (candidate_dir / TOKENIZER_FILE).symlink_to((run.work / TOKENIZER_FILE).resolve())
+    run.manifest.write(candidate_dir)
     classifier = OnnxClassifier.load(candidate_dir, SessionConfig())
-    return compare(reference, classifier.probabilities(texts, max_batch_size=16), manifest.multi_label)
+    probabilities = classifier.probabilities(run.texts, max_batch_size=16)
+    return compare(run.reference, probabilities, run.manifest.multi_label)
 
 
-def _replace_dir(staging: Path, output: Path) -> None:
-    if output.exists():
-        shutil.rmtree(output)
-    staging.rename(output)
-
-
-def _publish(work: Path, output: Path, model: Path, manifest: ArtifactManifest) -> int:
-    staging = work / "artifact"
-    staging.mkdir()
-    shutil.move(str(model), staging / MODEL_FILE)
-    shutil.copy2(work / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-    manifest.write(staging)  # last: a directory with ortserve.json is complete
-    _replace_dir(staging, output)
-    return (output / MODEL_FILE).stat().st_size
-
-
-def _publish_failed(work: Path, output: Path, model: Path, parity: dict[str, Any]) -> None:
-    import json
-
-    staging = work / "failed"
+def _publish_failed(run: ExportRun, model: Path) -> None:
+    staging = run.work / "failed"
     staging.mkdir()
     shutil.copy2(model, staging / MODEL_FILE)
-    shutil.copy2(work / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-    (staging / PARITY_REPORT_FILE).write_text(json.dumps({"passed": False, **parity}, indent=2) + "\n")
-    _replace_dir(staging, output)
+    shutil.copy2(run.work / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+    (staging / PARITY_REPORT_FILE).write_text(json.dumps({"passed": False, **run.parity}, indent=2) + "\n")
+    replace_dir(staging, run.output)

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ortserve.server.errors import ArtifactError, first_line
-from ortserve.server.registry import NOT_FOUND_ERROR_CODES, RegistryUri, filter_literal
+from ortserve.contract.errors import ModelUriError, first_line
+from ortserve.contract.redact import redact_text
+from ortserve.contract.settings import huggingface_offline
+from ortserve.contract.uri import RegistryUri
 
 from .errors import ExportError
+from .registry import logged_model_id, resolve_registered_version, resolve_run
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +101,8 @@ def parse_source(source: str) -> SourceRef:
     forms = "models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/STAGE, runs:/RUN_ID/PATH or a local directory"
     if source.startswith("models:/"):
         try:
-            parsed = RegistryUri.parse(source)  # the server's parser: both read models:/ URIs the same way
-        except ArtifactError:
+            parsed = RegistryUri.parse(source)  # the contract's parser: server and export read models:/ the same way
+        except ModelUriError:
             raise ExportError(f"{source} is not a registry URI ortserve can read; use one of {forms}") from None
         if parsed.alias:
             return SourceRef(source, "registry", parsed.name, parsed.alias, "alias")
@@ -129,16 +131,16 @@ def resolve_source(ref: SourceRef, client: Any | None) -> ResolvedSource:
     assert client is not None, "registry and run sources need an MlflowClient"
     if ref.kind == "run":
         assert ref.run_id is not None
-        run = _call(client, "get_run", ref.uri, "run", ref.run_id)
+        run = resolve_run(ref.uri, ref.run_id, client)
         lineage = {"uri": ref.uri, "run_id": run.info.run_id, "artifact_path": ref.artifact_path}
-        model_id = _logged_model_id(client, run, ref.artifact_path)
+        model_id = logged_model_id(client, run, ref.artifact_path)
         if model_id:
             lineage["model_id"] = model_id
         # MLflow 3 keeps a model logged in a run apart from the run's artifacts, as a LoggedModel; download that.
         download_uri = f"models:/{model_id}" if model_id else ref.uri
         return ResolvedSource(ref, download_uri, run_id=run.info.run_id, lineage=lineage)
     assert ref.name is not None and ref.selector is not None
-    version = _registry_version(ref, client)
+    version = resolve_registered_version(ref.uri, RegistryUri.parse(ref.uri), client)
     lineage = {
         "uri": ref.uri,
         "registered_model": ref.name,
@@ -158,79 +160,6 @@ def resolve_source(ref: SourceRef, client: Any | None) -> ResolvedSource:
     )
 
 
-def _logged_model_id(client: Any, run: Any, name: str | None) -> str | None:
-    """Id of the model named `name` that `run` logged (MLflow 3 LoggedModel), or None (MLflow 2 run artifacts)."""
-    outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
-    for output in outputs:
-        try:
-            model = client.get_logged_model(output.model_id)
-        except Exception:  # a deleted model or an older server: fall back to the run's artifacts
-            continue
-        if model.name == name:
-            return str(model.model_id)
-    return None
-
-
-def _registry_version(ref: SourceRef, client: Any) -> Any:
-    name, selector = ref.name, ref.selector
-    assert name is not None and selector is not None
-    _call(client, "get_registered_model", ref.uri, "registered model", name)
-    if ref.selector_kind == "alias":
-        try:
-            return client.get_model_version_by_alias(name, selector)
-        except Exception as exc:
-            _raise_unless_missing(exc, ref.uri)
-            aliases = sorted(client.get_registered_model(name).aliases or {})
-            raise ExportError(
-                f"{ref.uri}: registered model {name!r} has no alias {selector!r} "
-                f"(aliases: {', '.join(aliases) or 'none'}); set it with MlflowClient().set_registered_model_alias "
-                "or pick a version"
-            ) from None
-    if ref.selector_kind == "version":
-        try:
-            return client.get_model_version(name, selector)
-        except Exception as exc:
-            _raise_unless_missing(exc, ref.uri)
-            raise ExportError(
-                f"{ref.uri}: registered model {name!r} has no version {selector} ({_versions_hint(client, name)})"
-            ) from None
-    versions = client.search_model_versions(f"name = {filter_literal(name)}")
-    if ref.selector_kind == "stage":
-        versions = [v for v in versions if (v.current_stage or "").lower() == selector.lower()]
-        if not versions:
-            raise ExportError(
-                f"{ref.uri}: registered model {name!r} has no version in stage {selector!r}; transition one to it "
-                "or use models:/NAME@ALIAS or models:/NAME/VERSION"
-            )
-    if not versions:
-        raise ExportError(f"{ref.uri}: registered model {name!r} has no versions yet; register one first")
-    return max(versions, key=lambda v: int(v.version))
-
-
-def _versions_hint(client: Any, name: str) -> str:
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = {filter_literal(name)}"))
-    return f"versions: {', '.join(map(str, versions))}" if versions else "it has no versions yet"
-
-
-def _call(client: Any, method: str, uri: str, what: str, *args: Any) -> Any:
-    try:
-        return getattr(client, method)(*args)
-    except Exception as exc:
-        _raise_unless_missing(exc, uri)
-        raise ExportError(
-            f"{uri}: no {what} {args[0]!r} in the MLflow store at {client.tracking_uri}; check the {what}'s "
-            "name or id, and --tracking-uri / MLFLOW_TRACKING_URI"
-        ) from None
-
-
-def _raise_unless_missing(exc: Exception, uri: str) -> None:
-    """Let "does not exist" errors be reported by the caller; turn any other MLflow error into an `ExportError`."""
-    if getattr(exc, "error_code", "") in NOT_FOUND_ERROR_CODES:
-        return
-    raise ExportError(f"{uri}: the MLflow store failed: {first_line(exc)}") from None
-
-
-
 def materialize(source: ResolvedSource, workdir: Path) -> Path:
     """Return a local Hugging Face model directory for `source`, downloading and re-saving registry and run models
     under `workdir`. Raise `ExportError` if the model is not a transformers text classifier."""
@@ -244,7 +173,7 @@ def materialize(source: ResolvedSource, workdir: Path) -> Path:
         downloaded = Path(mlflow.artifacts.download_artifacts(source.download_uri, dst_path=str(workdir / "download")))
         flavors = Model.load(str(downloaded / "MLmodel")).flavors
     except Exception as exc:  # MLflow raises MlflowException or OSError for missing artifacts
-        raise ExportError(f"{source.uri}: cannot download the model: {first_line(exc)}") from None
+        raise ExportError(f"{source.uri}: cannot download the model: {redact_text(first_line(exc))}") from None
     conf = flavors.get("transformers")
     if conf is None:
         raise ExportError(
@@ -276,11 +205,13 @@ def materialize(source: ResolvedSource, workdir: Path) -> Path:
 
 
 def _load_components(uri: str, downloaded: Path) -> dict[str, Any]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the Hub; transformers reads this when first imported
+    huggingface_offline()  # never reach the Hub; transformers reads this when first imported
     import mlflow
 
     try:
         components: dict[str, Any] = mlflow.transformers.load_model(str(downloaded), return_type="components")
     except Exception as exc:  # MLflow and transformers raise assorted errors for models they cannot rebuild
-        raise ExportError(f"{uri}: MLflow cannot load this transformers model: {first_line(exc)}") from None
+        raise ExportError(
+            f"{uri}: MLflow cannot load this transformers model: {redact_text(first_line(exc))}"
+        ) from None
     return components

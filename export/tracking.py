@@ -11,15 +11,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from ortserve.contract.redact import redact_text, redact_uri
+from ortserve.contract.settings import EXPORT_HTTP, configure_mlflow_client
+
 from .errors import ExportError
 
-#: HTTP client settings applied to the export process unless the environment already sets them. MLflow's own
-#: defaults (7 retries, backoff factor 2) keep an export waiting for minutes when the server is down; an export
-#: run by a scheduler should fail within seconds and be retried by the scheduler instead.
-FAIL_FAST_HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-}
 #: Seconds to wait for the tracking server's /health endpoint before giving up.
 HEALTH_TIMEOUT = 5.0
 
@@ -44,8 +40,7 @@ def tracking(explicit: str | None, source: str) -> Iterator[Any]:
     would otherwise create an empty store and report the model as unknown). The previous global tracking URI is
     restored afterwards, so an Airflow worker that runs several tasks is left as it was.
     """
-    for name, value in FAIL_FAST_HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
+    configure_mlflow_client(EXPORT_HTTP)  # fail within seconds when the server is down; the scheduler retries
     from mlflow import MlflowClient
 
     uri = resolve_tracking_uri(explicit)
@@ -84,14 +79,17 @@ def check_reachable(uri: str, source: str) -> None:
         except urllib.error.HTTPError:
             pass  # it answered: a proxy or an auth layer may refuse /health while the API works
         except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = redact_text(str(getattr(exc, "reason", exc)))
             raise ExportError(
-                f"{source}: cannot reach the MLflow tracking server at {uri} ({reason}); start it, or {hint}"
+                f"{source}: cannot reach the MLflow tracking server at {redact_uri(uri)} ({reason}); start it, "
+                f"or {hint}"
             ) from None
     elif parsed.scheme == "sqlite":
         path = _sqlite_path(uri)
         if path is not None and not path.is_file():
-            raise ExportError(f"{source}: there is no MLflow store at {uri} (file {path} does not exist); {hint}")
+            raise ExportError(
+                f"{source}: there is no MLflow store at {redact_uri(uri)} (file {path} does not exist); {hint}"
+            )
 
 
 def _sqlite_path(uri: str) -> Path | None:

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `fixtures` (registry_seed) is not installed: import it from this checkout
 WORK = ROOT / "demo-work"
 BIN = Path(sys.executable).parent
 TRACKING_URI = f"sqlite:///{WORK / 'mlflow.db'}"
@@ -40,7 +41,7 @@ def run(*args: str) -> None:
 
 
 def seed() -> None:
-    from ortserve.export.registry_seed import seed_registry
+    from fixtures.registry_seed import seed_registry
 
     banner(f"1. seed the MLflow registry at {TRACKING_URI} the way training jobs log models")
     for name, version in seed_registry(TRACKING_URI).items():

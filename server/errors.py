@@ -8,7 +8,14 @@ from __future__ import annotations
 
 
 class OrtServeError(Exception):
-    """Base of every error whose message is safe and useful to show to a caller."""
+    """Base of every error whose message is safe and useful to show to a caller.
+
+    `detail` is for the server log only (paths, hosts, the redacted text of an underlying error).
+    """
+
+    def __init__(self, message: str = "", *, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
 
 
 class InvalidInputError(OrtServeError):

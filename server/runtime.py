@@ -183,10 +183,6 @@ class OnnxClassifier:
         # encode_batch_fast skips character offsets, which classification never reads; it releases the GIL.
         return self._tokenizer.encode_batch_fast(list(texts))
 
-    def classify(self, texts: Sequence[str], top_k: int = 0) -> list[Classification]:
-        """Label scores per text, highest first; `top_k` > 0 keeps only that many labels."""
-        return self.rank(self.probabilities(texts), top_k)
-
     def rank(self, probabilities: np.ndarray, top_k: int = 0) -> list[Classification]:
         """Turn a (texts, labels) probability matrix into label scores sorted highest first."""
         keep = top_k if 0 < top_k < len(self.labels) else len(self.labels)

@@ -1,65 +1,35 @@
-"""Where model artifacts come from. A `ModelSource` turns the URI of `--model NAME=URI` into a local directory.
-
-This module holds the extension point and the local-directory source; `ortserve.server.registry` adds the MLflow
-Model Registry sources (`models:/...`).
-"""
+"""Where model artifacts come from: the local-directory source, and `open_source`, which picks the source for a
+`--model` URI (`ortserve.server.registry` holds the MLflow Model Registry source; the extension point itself is
+`ortserve.server.model_source`)."""
 
 from __future__ import annotations
 
-import abc
-from dataclasses import dataclass
 from pathlib import Path
 
 from .artifact import MODEL_FILE, ArtifactManifest, artifact_digest, check_artifact_dir
+from .errors import ArtifactError
+from .model_source import FetchedArtifact, ModelSource
 
+__all__ = ["FetchedArtifact", "LocalDirectorySource", "ModelSource", "open_source"]
 
-@dataclass(frozen=True)
-class FetchedArtifact:
-    """A complete artifact directory on local disk and the version it holds."""
-
-    version: str
-    directory: Path
-    note: str = ""
-    """Anything the operator should know about how it was fetched (e.g. served from cache, registry down)."""
-
-
-class ModelSource(abc.ABC):
-    """Resolves a model URI to a version and fetches that version's artifact directory.
-
-    Implementations are called from worker threads, never from the event loop, so they may block.
-    """
-
-    def __init__(self, uri: str):
-        self.uri = uri
-
-    @property
-    def follows_updates(self) -> bool:
-        """True if the URI can point at a new version over time (an alias or a stage) and should be polled."""
-        return False
-
-    def latest_version(self) -> str:
-        """The version the URI points at now (cheap; used by polling). Defaults to a full fetch."""
-        return self.fetch().version
-
-    @abc.abstractmethod
-    def fetch(self, version: str | None = None) -> FetchedArtifact:
-        """Return a complete local artifact directory of `version`, or of what the URI points at now if None.
-
-        Downloads it if needed. Raises `ArtifactError` with a message naming the URI when it cannot.
-        """
+#: What callers see instead of a local directory's path: `local:<directory name>`.
+LOCAL_SCHEME = "local:"
 
 
 class LocalDirectorySource(ModelSource):
     """An artifact directory on local disk, served as it is. Its version is the manifest's `version`, or a short
-    hash of `model.onnx` when the manifest has none."""
+    hash of `model.onnx` when the manifest has none. Callers see it as `local:<directory name>`, never its path."""
 
     def __init__(self, uri: str):
-        super().__init__(uri)
         self.directory = Path(uri).expanduser()
+        super().__init__(LOCAL_SCHEME + (self.directory.resolve().name or "artifact"))
 
     def fetch(self, version: str | None = None) -> FetchedArtifact:
-        check_artifact_dir(self.directory)
-        manifest = ArtifactManifest.read(self.directory)
+        try:
+            check_artifact_dir(self.directory)
+            manifest = ArtifactManifest.read(self.directory)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{self.uri}: {exc}", detail=f"{self.directory}: {exc.detail}") from None
         return FetchedArtifact(manifest.version or artifact_digest(self.directory / MODEL_FILE), self.directory)
 
 

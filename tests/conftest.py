@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.tiny_models import SENTIMENT_LABELS, TOPIC_LABELS, build_tiny_classifier
 from ortserve.export.pipeline import ExportOptions, export_local_model
-from ortserve.export.tiny_models import SENTIMENT_LABELS, TOPIC_LABELS, build_tiny_classifier
 
 from .helpers import RunningServer, running_server
 from .mlflow_server import MlflowServer

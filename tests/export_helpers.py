@@ -106,7 +106,7 @@ def build_slow_only_tokenizer_model(directory: Path) -> tuple[Any, Any]:
     (Python) form: what "a tokenizer with no fast form" looks like. Returns (model, tokenizer)."""
     import transformers
 
-    from ortserve.export.tiny_models import build_tiny_classifier
+    from fixtures.tiny_models import build_tiny_classifier
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = {token: i for i, token in enumerate(["<unk>", "the", "market", "rain", "good", "bad", "a@@", "b@@"])}

@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from fixtures.tiny_models import SENTIMENT_LABELS, TOPIC_LABELS
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.client.compat import predict_sentiment, predict_topic
 from ortserve.client.shared import close_shared_clients
-from ortserve.export.tiny_models import SENTIMENT_LABELS, TOPIC_LABELS
 
 from .helpers import RunningServer, running_server
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fixtures.tiny_sentencepiece import build_sentencepiece_classifier
 from ortserve.cli.export import main as export_cli
 from ortserve.export import ExportError, export_model
-from ortserve.export.huggingface import inspect_model_dir
+from ortserve.export.huggingface import inspect_model_dir, load_torch_model
 from ortserve.export.parity import torch_probabilities
-from ortserve.export.pipeline import _load_torch_model
-from ortserve.export.tiny_sentencepiece import build_sentencepiece_classifier
 from ortserve.server.runtime import OnnxClassifier
 
 from .export_helpers import TEXTS, assert_answers_like, build_slow_only_tokenizer_model, last_error_line
@@ -47,7 +46,7 @@ def test_architectures_export_optimize_and_answer_like_pytorch(name: str, local_
     assert manifest.source == {"path": str(source.resolve())}
     assert manifest.export["quantization"] == ("dynamic-int8" if report.quantized else "none")
     hf = inspect_model_dir(source)
-    expected = torch_probabilities(_load_torch_model(source, name), hf.tokenizer, TEXTS, hf.max_length, hf.multi_label)
+    expected = torch_probabilities(load_torch_model(source, name), hf.tokenizer, TEXTS, hf.max_length, hf.multi_label)
     answered = classifier.probabilities(TEXTS)
     assert_answers_like(answered, expected, report.quantized, hf.multi_label)
     if name == "multilabel":

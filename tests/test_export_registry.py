@@ -16,10 +16,11 @@ import onnx
 import onnxruntime
 import pytest
 
+from fixtures.registry_seed import SEED_MODELS, log_classifier, log_transformers_model, seed_registry
 from ortserve.cli.export import main as export_cli
 from ortserve.export import ParityError, export_model
 from ortserve.export import pipeline as export_pipeline
-from ortserve.export.mlflow_logging import (
+from ortserve.export.registry import (
     TAG_EXPORT_KEY,
     TAG_OPSET,
     TAG_OPTIMIZATION,
@@ -29,7 +30,6 @@ from ortserve.export.mlflow_logging import (
     TAG_SOURCE_URI,
     TAG_SOURCE_VERSION,
 )
-from ortserve.export.registry_seed import SEED_MODELS, log_classifier, log_transformers_model, seed_registry
 from ortserve.export.tracking import use_tracking_uri
 
 from .export_helpers import (

@@ -38,6 +38,12 @@ def test_wheel_holds_every_package_under_the_ortserve_namespace(wheel: Path) -> 
     assert top_level == {"ortserve", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
 
 
+def test_wheel_holds_the_contract_and_no_fixtures(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "ortserve/contract/__init__.py" in names and "ortserve/contract/py.typed" in names
+    assert not [name for name in names if "tiny_models" in name or "registry_seed" in name or "fixtures" in name]
+
+
 #: The oldest and newest protobuf and grpcio the client is proved with (pyproject.toml states the same floors), and
 #: one protobuf of each major version between: Spark, Airflow and ML images pin any of them.
 CLIENT_RUNTIMES = {

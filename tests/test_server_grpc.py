@@ -110,7 +110,7 @@ def test_list_and_get_models(server: RunningServer, artifacts: dict[str, Path]) 
     assert [m.name for m in models] == ["bert", "distilbert", "roberta", "multilabel"]
     assert all(m.state == "serving" for m in models)
     assert info.multi_label and info.labels == ("business", "politics", "science", "sports", "weather")
-    assert info.source_uri == str(artifacts["multilabel"])
+    assert info.source_uri == f"local:{artifacts['multilabel'].name}"  # never the absolute directory
     assert info.max_length == 128 and info.loaded_at.endswith("Z") and info.version.startswith("sha256-")
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
 

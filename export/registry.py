@@ -1,4 +1,7 @@
-"""Logs an artifact directory to MLflow as an `onnx`-flavor model and registers it as a tagged model version.
+"""The export's side of the MLflow Model Registry: which version a source names, whether an equivalent export is
+registered already (and fetching it), logging an artifact directory as an `onnx`-flavor model, registering it as a
+tagged version and pointing an alias at it. Lookups, error mapping and downloads are the contract's
+(`ortserve.contract`), shared with the server.
 
 The registered version's artifact directory (what `mlflow.artifacts.download_artifacts("models:/NAME/VERSION")`
 returns) is the contract the server's registry loader reads:
@@ -19,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
-from ortserve.server.errors import first_line
-from ortserve.server.registry import filter_literal
+from ortserve.contract.artifact import MANIFEST_FILE, MODEL_FILE, TAG_MODEL_SHA256, TOKENIZER_FILE, ArtifactManifest
+from ortserve.contract.cache import fetch_registered_artifact
+from ortserve.contract.errors import ContractError, first_line
+from ortserve.contract.redact import redact_text, redact_uri
+from ortserve.contract.registry import VersionNotFoundError, filter_literal, is_not_found, resolve_version
+from ortserve.contract.uri import RegistryUri
 
 from .errors import ExportError
 from .tracking import experiment_id_for
@@ -49,6 +55,7 @@ TAG_OPTIMIZATION = "ortserve.optimization"
 """Graph optimization saved in the model, e.g. `ort-basic+transformer-fusion` or `none`."""
 TAG_OPSET = "ortserve.opset"
 """ONNX opset of the graph."""
+# TAG_MODEL_SHA256 (the sha256 of model.onnx, checked on every download) is the contract's: the server reads it.
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ def version_tags(manifest: ArtifactManifest, export_key: str) -> dict[str, str]:
     tags = {
         TAG_EXPORT_KEY: export_key,
         TAG_ARTIFACT_VERSION: manifest.version,
+        TAG_MODEL_SHA256: manifest.digests.get(MODEL_FILE),
         TAG_SOURCE_URI: source.get("uri") or source.get("path"),
         TAG_SOURCE_MODEL: source.get("registered_model"),
         TAG_SOURCE_VERSION: source.get("version"),
@@ -98,9 +106,9 @@ def find_registered_export(client: Any, name: str, export_key: str) -> Any | Non
     try:
         client.get_registered_model(name)
     except Exception as exc:
-        if getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+        if is_not_found(exc):
             return None
-        raise ExportError(f"cannot read registered model {name!r}: {first_line(exc)}") from None
+        raise ExportError(f"cannot read registered model {name!r}: {_mlflow_text(exc)}") from None
     query = f"name = {filter_literal(name)} and tags.`{TAG_EXPORT_KEY}` = {filter_literal(export_key)}"
     try:
         versions = client.search_model_versions(query)
@@ -156,7 +164,7 @@ def log_and_register(
     except ExportError:
         raise
     except Exception as exc:  # MlflowException, network errors from the artifact store
-        raise ExportError(f"cannot log or register the ONNX model as {name!r}: {first_line(exc)}") from None
+        raise ExportError(f"cannot log or register the ONNX model as {name!r}: {_mlflow_text(exc)}") from None
     finally:
         if created_run is not None:
             client.set_terminated(created_run.info.run_id)
@@ -169,7 +177,9 @@ def set_alias(client: Any, name: str, version: str, alias: str) -> None:
     try:
         client.set_registered_model_alias(name, alias, version)
     except Exception as exc:
-        raise ExportError(f"cannot set alias {alias!r} of {name!r} to version {version}: {first_line(exc)}") from None
+        raise ExportError(
+            f"cannot set alias {alias!r} of {name!r} to version {version}: {_mlflow_text(exc)}"
+        ) from None
     log.info("models:/%s@%s -> version %s", name, alias, version)
 
 
@@ -184,3 +194,68 @@ def _pip_requirements() -> list[str]:
             requirements.append(package)
     return requirements
 
+
+
+#: What to do when a part of a models:/ URI is missing, by `VersionNotFoundError.missing`.
+_ADVICE = {
+    "alias": "set it with MlflowClient().set_registered_model_alias or pick a version",
+    "stage": "transition one to it or use models:/NAME@ALIAS or models:/NAME/VERSION",
+    "versions": "register one first",
+}
+
+
+def resolve_registered_version(uri: str, parsed: RegistryUri, client: Any) -> Any:
+    """The `ModelVersion` that registry SOURCE `uri` names now; `ExportError` naming what is missing and the fix."""
+    try:
+        return resolve_version(client, parsed)
+    except VersionNotFoundError as exc:
+        if exc.missing == "model":
+            raise ExportError(
+                f"{uri}: {exc.reason} in the MLflow store at {redact_uri(str(client.tracking_uri))}; check the "
+                "registered model's name, and --tracking-uri / MLFLOW_TRACKING_URI"
+            ) from None
+        advice = _ADVICE.get(exc.missing)
+        raise ExportError(f"{uri}: {exc.reason}" + (f"; {advice}" if advice else "")) from None
+    except ContractError as exc:
+        raise ExportError(f"{uri}: the MLflow store failed: {exc.detail or exc}") from None
+
+
+def resolve_run(uri: str, run_id: str, client: Any) -> Any:
+    """The MLflow run of a runs:/ SOURCE; `ExportError` naming the run and the store when there is none."""
+    try:
+        return client.get_run(run_id)
+    except Exception as exc:
+        if not is_not_found(exc):
+            raise ExportError(f"{uri}: the MLflow store failed: {_mlflow_text(exc)}") from None
+        raise ExportError(
+            f"{uri}: no run {run_id!r} in the MLflow store at {redact_uri(str(client.tracking_uri))}; check the "
+            "run's name or id, and --tracking-uri / MLFLOW_TRACKING_URI"
+        ) from None
+
+
+def logged_model_id(client: Any, run: Any, name: str | None) -> str | None:
+    """Id of the model named `name` that `run` logged (MLflow 3 LoggedModel), or None (MLflow 2 run artifacts)."""
+    outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
+    for output in outputs:
+        try:
+            model = client.get_logged_model(output.model_id)
+        except Exception:  # a deleted model or an older server: fall back to the run's artifacts
+            continue
+        if model.name == name:
+            return str(model.model_id)
+    return None
+
+
+def fetch_registered_export(client: Any, source: str, name: str, version: str, destination: Path) -> ArtifactManifest:
+    """Download registered export `name`/`version` as an artifact directory at `destination` (verified against the
+    digests export recorded; no cache marker); `ExportError` naming `source` if it cannot be read."""
+    try:
+        return fetch_registered_artifact(client, name, version, destination, client.tracking_uri, marker=False)
+    except ContractError as exc:
+        reason = f"{exc} ({exc.detail})" if exc.detail else str(exc)
+        raise ExportError(f"{source}: cannot read the registered export models:/{name}/{version}: {reason}") from None
+
+
+def _mlflow_text(exc: BaseException) -> str:
+    """One line of an MLflow error, with the credentials of any URI in it redacted."""
+    return redact_text(first_line(exc))
