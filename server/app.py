@@ -17,11 +17,13 @@ from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .batcher import BatchLimits
-from .errors import OrtServeError
+from .errors import ServerStartError
+from .interceptors import build_interceptors
 from .model_table import ModelTable, ServedModel
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
 from .sources import open_source
+from .tls import server_credentials
 from .transport import InferenceServicer
 from .types import ModelState
 from .watcher import VersionWatcher
@@ -31,10 +33,6 @@ log = logging.getLogger("ortserve.server")
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 #: Health service name of the whole server (the gRPC convention is the empty string).
 SERVER_HEALTH = ""
-
-
-class ServerStartError(OrtServeError):
-    """The server cannot start (for example, its port is taken)."""
 
 
 class OrtServer:
@@ -70,7 +68,9 @@ class OrtServer:
             RequestLimits(settings.max_texts_per_request, settings.max_text_chars),
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
-        self._server = grpc.aio.server()
+        # Every RPC of every service passes this one chain (request id, error → status, authentication).
+        self._server = grpc.aio.server(interceptors=build_interceptors(settings))
+        self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self._stopped = asyncio.Event()
 
     async def _on_state_change(self, name: str, state: ModelState) -> None:
@@ -85,24 +85,35 @@ class OrtServer:
         """Bind, start answering (health NOT_SERVING), then load every model; return the bound port."""
         pb_grpc.add_InferenceServicer_to_server(InferenceServicer(self.service), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self._server,
-        )
+        if self.settings.reflection:
+            health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+            reflection.enable_server_reflection(
+                (INFERENCE_SERVICE, health_service, reflection.SERVICE_NAME), self._server
+            )
         for name in [SERVER_HEALTH, INFERENCE_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            if self._tls is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, self._tls[0])
         except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
             raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
         await self._server.start()
-        log.info("ortserve listening on %s:%d", self.settings.host, self.port)
+        log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
         self.watcher.start()
         return self.port
+
+    def _protection(self) -> str:
+        """How the port is protected, in words for the start-up log line."""
+        settings = self.settings
+        tls = "plaintext" if self._tls is None else ("mutual TLS" if settings.tls_client_ca_file else "TLS")
+        tokens = settings.auth_token_file is not None or bool(settings.auth_token_env)
+        return f"{tls}, {'bearer tokens required' if tokens else 'no authentication'}"
 
     async def wait(self) -> None:
         await self._stopped.wait()

@@ -1,6 +1,6 @@
 """Domain errors of the server, raised where a problem is known and mapped to gRPC status codes once.
 
-The transport layer (`ortserve.server.transport`) maps each class to its status code; anything that is not an
+The interceptor chain (`ortserve.server.interceptors`) maps each class to its status code; anything that is not an
 `OrtServeError` becomes INTERNAL with a generic message, so internals never leak to callers.
 """
 
@@ -8,11 +8,19 @@ from __future__ import annotations
 
 
 class OrtServeError(Exception):
-    """Base of every error whose message is safe and useful to show to a caller."""
+    """Base of every error whose message is safe and useful to show to a caller.
+
+    `str(exc)` is what a caller may see: short, and free of paths, hosts, secrets and exception class names.
+    `detail` is for the server log only (the full cause, paths included); it is logged under the call's request id.
+    """
+
+    def __init__(self, message: str = "", *, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class InvalidInputError(OrtServeError):
-    """The request itself is wrong (no texts, an empty text, a limit exceeded): INVALID_ARGUMENT."""
+    """The request itself is wrong (no texts, an empty text, a limit exceeded, undecodable bytes): INVALID_ARGUMENT."""
 
 
 class ModelNotFoundError(OrtServeError):
@@ -31,8 +39,28 @@ class DeadlineExceededError(OrtServeError):
     """The caller's deadline passed before the model could run its texts: DEADLINE_EXCEEDED."""
 
 
+class UnauthenticatedError(OrtServeError):
+    """The call carries no bearer token, or one the server does not know: UNAUTHENTICATED."""
+
+
+class PermissionDeniedError(OrtServeError):
+    """The call's token is valid but not for the model it names: PERMISSION_DENIED."""
+
+
 class ArtifactError(OrtServeError):
     """An artifact directory is missing, incomplete or inconsistent; raised at load time."""
+
+
+class RegistryUnreachableError(ArtifactError):
+    """The tracking server could not be asked (down, refused, timed out)."""
+
+
+class ModelWarmupError(OrtServeError):
+    """A model loaded but its first inference failed."""
+
+
+class ServerStartError(OrtServeError):
+    """The server cannot start (for example, its port is taken, or its TLS files cannot be read)."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ from .artifact import (
     ArtifactManifest,
     check_artifact_dir,
 )
-from .errors import ArtifactError, first_line
+from .errors import ArtifactError, RegistryUnreachableError, first_line
 from .sources import FetchedArtifact, ModelSource
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,6 @@ class RegistryUri:
     def reference(self) -> str:
         """What the URI names besides the model: `@alias`, a version number or a stage."""
         return f"@{self.alias}" if self.alias else (self.version or self.stage or "latest")
-
-
-class RegistryUnreachableError(ArtifactError):
-    """The tracking server could not be asked (down, refused, timed out)."""
 
 
 class RegistrySource(ModelSource):
