@@ -6,6 +6,11 @@ The interceptor chain (`ortserve.server.interceptors`) maps each class to its st
 
 from __future__ import annotations
 
+import re
+
+#: Longest message a caller is sent; a domain message is never this long, a library's error text might be.
+MAX_CALLER_MESSAGE = 400
+
 
 class OrtServeError(Exception):
     """Base of every error whose message is safe and useful to show to a caller.
@@ -67,3 +72,23 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type name): enough for a one-line error or log entry."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+# Anything that looks like a filesystem path, a URL or a host:port is cut from what a caller sees. Domain messages
+# are meant to carry none already; this is the net under them (an error text copied from a library, for example).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
+_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
+_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b")
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+
+
+def caller_message(message: str) -> str:
+    """`message` without paths, URLs or hosts, on one line, and at most `MAX_CALLER_MESSAGE` characters."""
+    message = _URL.sub("<uri>", message)
+    message = _HOST_PORT.sub("<host>", message)
+    message = _IPV4.sub("<host>", message)
+    message = _PATH.sub("<path>", message)
+    message = " ".join(message.split())
+    if len(message) > MAX_CALLER_MESSAGE:
+        message = message[: MAX_CALLER_MESSAGE - 1] + "…"
+    return message

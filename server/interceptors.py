@@ -41,6 +41,7 @@ from .errors import (
     OverloadedError,
     PermissionDeniedError,
     UnauthenticatedError,
+    caller_message,
     first_line,
 )
 from .settings import ServerSettings
@@ -53,8 +54,6 @@ REQUEST_ID_KEY = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Services every caller may use without a token, so that load balancers and probes can check health.
 HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
-#: Longest status message sent to a caller; a domain message is never this long, a bug's might be.
-MAX_CALLER_MESSAGE = 400
 
 #: The one place where domain errors become status codes. Order matters only for subclasses (none overlap).
 STATUS_FOR_ERROR: dict[type[OrtServeError], grpc.StatusCode] = {
@@ -245,26 +244,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, error_type):
             return code, caller_message(str(exc))
     return grpc.StatusCode.INTERNAL, "internal error"
-
-
-# Anything that looks like a filesystem path, a URL or a host:port is cut from what a caller sees. Domain messages
-# are meant to carry none already; this is the net under them (an error text copied from a library, for example).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
-_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
-_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b")
-_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
-
-
-def caller_message(message: str) -> str:
-    """`message` without paths, URLs or hosts, on one line, and at most `MAX_CALLER_MESSAGE` characters."""
-    message = _URL.sub("<uri>", message)
-    message = _HOST_PORT.sub("<host>", message)
-    message = _IPV4.sub("<host>", message)
-    message = _PATH.sub("<path>", message)
-    message = " ".join(message.split())
-    if len(message) > MAX_CALLER_MESSAGE:
-        message = message[: MAX_CALLER_MESSAGE - 1] + "…"
-    return message
 
 
 class RateLimitedLog:

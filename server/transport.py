@@ -13,6 +13,7 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
+from .errors import caller_message
 from .service import InferenceService
 from .types import ClassifyResult, ModelDescription, ModelState
 
@@ -63,9 +64,9 @@ def model_info(description: ModelDescription) -> pb.ModelInfo:
         labels=description.labels,
         max_length=description.max_length,
         state=_STATE_TO_PROTO[description.state],
-        last_error=description.last_error,
+        last_error=caller_message(description.last_error),
         multi_label=description.multi_label,
         loaded_at=description.loaded_at,
-        note=description.note,
+        note=caller_message(description.note),
         failed_updates=description.failed_updates,
     )
