@@ -74,20 +74,23 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-# Anything that looks like a filesystem path, a URL or a host:port is cut from what a caller sees. Domain messages
+# Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller sees. Domain messages
 # are meant to carry none already; this is the net under them (an error text copied from a library, for example).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
 _PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
 _HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b")
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+_EXCEPTION_CLASS = re.compile(r"<class [^>]*>|\b\w*(?:Error|Exception)\b")
 
 
 def caller_message(message: str) -> str:
-    """`message` without paths, URLs or hosts, on one line, and at most `MAX_CALLER_MESSAGE` characters."""
+    """`message` without paths, URLs, hosts or exception class names, on one line, at most `MAX_CALLER_MESSAGE`
+    characters."""
     message = _URL.sub("<uri>", message)
     message = _HOST_PORT.sub("<host>", message)
     message = _IPV4.sub("<host>", message)
     message = _PATH.sub("<path>", message)
+    message = _EXCEPTION_CLASS.sub("<error>", message)
     message = " ".join(message.split())
     if len(message) > MAX_CALLER_MESSAGE:
         message = message[: MAX_CALLER_MESSAGE - 1] + "…"

@@ -139,10 +139,12 @@ def test_errors_reaching_a_caller_carry_no_path(artifacts: dict[str, Path], tmp_
 def test_caller_message_cuts_paths_hosts_and_urls() -> None:
     message = caller_message(
         "cannot load /var/cache/ortserve/m/1/model.onnx from http://alice:pw@10.0.0.5:5000/api "
-        "(registry at mlflow.internal:5000, 192.168.1.2; file:///x/y) for model 'topic' texts[0]"
+        "(registry at mlflow.internal:5000, 192.168.1.2; file:///x/y) for model 'topic' texts[0]: "
+        "[ONNXRuntimeError] : 7 : <class 'google.protobuf.message.DecodeError'>"
     )
     assert message == (
-        "cannot load <path> from <uri> (registry at <host>, <host>; <uri>) for model 'topic' texts[0]"
+        "cannot load <path> from <uri> (registry at <host>, <host>; <uri>) for model 'topic' texts[0]: "
+        "[<error>] : 7 : <error>"
     )
     assert len(caller_message("x" * 5000)) == 400
 
