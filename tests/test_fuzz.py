@@ -26,14 +26,12 @@ from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ortserve.server.errors import caller_message
-from ortserve.server.interceptors import REQUEST_ID_KEY
 from ortserve.v1 import inference_pb2 as pb
 
 from .helpers import RunningServer, running_server
 
 #: Examples per test below (five tests, so the requests sent are about five times this).
-EXAMPLES = int(os.environ.get("ORTSERVE_FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("ORTSERVE_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -47,6 +45,7 @@ METHODS = {
     "/ortserve.v1.Inference/ListModels": pb.ListModelsRequest,
     "/grpc.health.v1.Health/Check": health_pb2.HealthCheckRequest,
 }
+REQUEST_ID_KEY = "x-request-id"
 FORBIDDEN_CODES = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 LEAKS = {
     "path": re.compile(r"(?:^|[\s'\"(\[=,:])~?/[^\s/]"),
@@ -94,6 +93,8 @@ def check(channel: grpc.Channel, method: str, payload: bytes, echoed: list[str],
         code, message = grpc.StatusCode.OK, _errors_in_answer(method, answer)
     STATUSES[code.name] += 1
     assert code not in FORBIDDEN_CODES, (method, payload, code, message)
+    from ortserve.server.errors import caller_message
+
     own = message
     for value in [*echoed, *([request_id] if request_id else [])]:
         for form in (repr(value), caller_message(repr(value)), value):

@@ -18,15 +18,15 @@ import grpc
 import pytest
 
 from ortserve.client import InferenceClient
-from ortserve.server.errors import ModelNotReadyError, caller_message
-from ortserve.server.interceptors import REQUEST_ID_KEY, build_interceptors
-from ortserve.server.service import is_visible
+from ortserve.server.errors import ModelNotReadyError
 from ortserve.server.settings import ServerSettings
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .helpers import RunningServer, running_server
 
+# New names are imported inside the tests that need them, so that this file runs (and fails) on older code too.
+REQUEST_ID_KEY = "x-request-id"
 CLASSIFY = "/ortserve.v1.Inference/Classify"
 GET_MODEL = "/ortserve.v1.Inference/GetModel"
 REQUEST_ID_IN_MESSAGE = re.compile(r"\(request id ([0-9a-f]{32})\)$")
@@ -111,6 +111,8 @@ def test_a_text_without_a_visible_character_is_empty(server: RunningServer, text
 
 
 def test_visible_characters_of_any_script_are_text(server: RunningServer) -> None:
+    from ortserve.server.service import is_visible
+
     texts = ["日本", "😀", "\u200bok", "é", "٣"]
     assert all(any(is_visible(c) for c in text) for text in texts)
     with InferenceClient(server.target) as client:
@@ -137,6 +139,8 @@ def test_errors_reaching_a_caller_carry_no_path(artifacts: dict[str, Path], tmp_
 
 
 def test_caller_message_cuts_paths_hosts_and_urls() -> None:
+    from ortserve.server.errors import caller_message
+
     message = caller_message(
         "cannot load /var/cache/ortserve/m/1/model.onnx from http://alice:pw@10.0.0.5:5000/api "
         "(registry at mlflow.internal:5000, 192.168.1.2; file:///x/y) for model 'topic' texts[0]: "
@@ -178,6 +182,8 @@ def probe_server() -> Iterator[str]:
     }
 
     async def start() -> tuple[grpc.aio.Server, int]:
+        from ortserve.server.interceptors import build_interceptors
+
         server = grpc.aio.server(interceptors=build_interceptors(ServerSettings()))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         port = server.add_insecure_port("127.0.0.1:0")
@@ -226,3 +232,17 @@ def test_a_new_service_gets_domain_errors_mapped_with_detail_only_in_the_log(
     assert any("cache /srv/secret is empty" in r.getMessage() for r in caplog.records)
     error, answer = _call_probe(probe_server, "Fine")
     assert error is None and answer == b"hello"
+
+
+def test_streaming_methods_pass_the_chain_too(server: RunningServer) -> None:
+    """Health's Watch streams responses (written by the servicer itself); reflection streams both ways (grpcurl
+    list, in test_grpcurl.py). Both run inside the chain's wrappers."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server.target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="bert"), metadata=[(REQUEST_ID_KEY, "watch-1")], timeout=10
+        )
+        first = next(watch)
+        watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING

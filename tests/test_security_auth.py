@@ -14,7 +14,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ortserve.client import InferenceClient, InferenceError
-from ortserve.server.auth import parse_tokens, token_hash
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
@@ -155,6 +154,8 @@ def test_reflection_can_be_turned_off(artifacts: dict[str, Path]) -> None:
 
 
 def test_token_entries_parse_and_are_kept_as_hashes() -> None:
+    from ortserve.server.auth import parse_tokens, token_hash
+
     grants = parse_tokens("a\nb models=x,y # note\nsha256:" + "0" * 64, "test")
     assert [g.models for g in grants] == [None, frozenset({"x", "y"}), None]
     assert grants[0].digest == token_hash("a") and grants[2].digest == bytes(32)
@@ -163,3 +164,13 @@ def test_token_entries_parse_and_are_kept_as_hashes() -> None:
         parse_tokens("t model=x", "test")
     with pytest.raises(ValueError, match="64 hex digits"):
         parse_tokens("sha256:abc", "test")
+
+
+def test_a_token_variable_that_is_not_set_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ortserve.server.app import OrtServer
+    from ortserve.server.errors import ServerStartError
+    from ortserve.server.settings import ServerSettings
+
+    monkeypatch.delenv("ORTSERVE_TEST_NO_TOKENS", raising=False)
+    with pytest.raises(ServerStartError, match="ORTSERVE_TEST_NO_TOKENS, which is not set"):
+        OrtServer(ServerSettings(auth_token_env="ORTSERVE_TEST_NO_TOKENS"))
