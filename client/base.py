@@ -31,9 +31,10 @@ class ClientBase:
     it at or under the server's `max_texts_per_request`, 256 by default). `max_concurrency`: requests of one
     `classify` in flight at once. `token`: sent as `authorization: Bearer <token>` on every call.
     `root_certificates` (PEM bytes, PEM text or a file path) or `tls=True` switch to TLS; `tls_server_name` overrides
-    the name checked in the server certificate. `client_certificate` and `client_key` (PEM bytes, text or file paths)
-    are presented to a server that requires client certificates (mutual TLS). `retry`: gRPC retries of UNAVAILABLE (None disables them).
-    `load_balancing`, `health_check_service`, `keepalive_time_s` and `channel_options`: see `ChannelConfig`.
+    the name checked in the server certificate. `client_certificate` and `client_key` (PEM bytes, text or file
+    paths) are presented to a server that requires client certificates (mutual TLS). `retry`: gRPC retries of
+    UNAVAILABLE (None disables them). `load_balancing`, `health_check_service`, `keepalive_time_s` and
+    `channel_options`: see `ChannelConfig`.
     Failed calls raise `InferenceError`.
     """
 

@@ -74,8 +74,8 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-# Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller sees. Domain messages
-# are meant to carry none already; this is the net under them (an error text copied from a library, for example).
+# Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller
+# sees. Domain messages are meant to carry none already; this is the net under them (a library's error text).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
 _PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
 _HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b")
