@@ -167,10 +167,15 @@ def test_token_entries_parse_and_are_kept_as_hashes() -> None:
 
 
 def test_a_token_variable_that_is_not_set_stops_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
     from ortserve.server.app import OrtServer
     from ortserve.server.errors import ServerStartError
     from ortserve.server.settings import ServerSettings
 
+    async def create() -> OrtServer:
+        return OrtServer(ServerSettings(auth_token_env="ORTSERVE_TEST_NO_TOKENS"))
+
     monkeypatch.delenv("ORTSERVE_TEST_NO_TOKENS", raising=False)
     with pytest.raises(ServerStartError, match="ORTSERVE_TEST_NO_TOKENS, which is not set"):
-        OrtServer(ServerSettings(auth_token_env="ORTSERVE_TEST_NO_TOKENS"))
+        asyncio.run(create())

@@ -3,6 +3,7 @@ made in the test (trustme) and rotated while the server runs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -152,9 +153,12 @@ def test_unusable_tls_files_stop_the_start_with_one_line(pki: TestPki, tmp_path:
     from ortserve.server.errors import ServerStartError
     from ortserve.server.settings import ServerSettings
 
+    async def create(settings: ServerSettings) -> OrtServer:
+        return OrtServer(settings)  # grpc.aio.server() wants a running loop
+
     mismatched = pki.issue("mismatch")
     other = pki.issue("other")
     with pytest.raises(ServerStartError, match="TLS files cannot be used"):
-        OrtServer(ServerSettings(tls_cert_file=mismatched.cert, tls_key_file=other.key))
+        asyncio.run(create(ServerSettings(tls_cert_file=mismatched.cert, tls_key_file=other.key)))
     with pytest.raises(ServerStartError, match="No such file"):
-        OrtServer(ServerSettings(tls_cert_file=tmp_path / "missing.pem", tls_key_file=other.key))
+        asyncio.run(create(ServerSettings(tls_cert_file=tmp_path / "missing.pem", tls_key_file=other.key)))
