@@ -43,7 +43,7 @@ def classify(target: str, ca: Path, client: Issued | None = None) -> str:
 
 def plaintext_classify(target: str) -> str:
     try:
-        with InferenceClient(target, retry=None, timeout=5, channel_options=OWN_CONNECTION) as inference:
+        with InferenceClient(target, retry=None, timeout=2, channel_options=OWN_CONNECTION) as inference:
             return inference.classify("bert", ["what a lovely day"])[0].top.label
     except InferenceError as exc:
         return exc.code.name
@@ -65,7 +65,7 @@ def test_tls_serves_the_client_and_grpcurl_and_refuses_plaintext(artifacts: dict
         assert classify(server.target, pki.ca) not in {"UNAVAILABLE", "UNAUTHENTICATED"}
         assert plaintext_classify(server.target) == "UNAVAILABLE"
         ok = grpcurl("-cacert", str(pki.ca), *CLASSIFY_ARGS, server.target, "ortserve.v1.Inference/Classify")
-        plain = grpcurl("-plaintext", *CLASSIFY_ARGS, server.target, "ortserve.v1.Inference/Classify")
+        plain = grpcurl("-plaintext", "-max-time", "3", *CLASSIFY_ARGS, server.target, "ortserve.v1.Inference/Classify")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["model"] == "bert"
     assert plain.returncode != 0
