@@ -31,8 +31,10 @@ class ClientBase:
     it at or under the server's `max_texts_per_request`, 256 by default). `max_concurrency`: requests of one
     `classify` in flight at once. `token`: sent as `authorization: Bearer <token>` on every call.
     `root_certificates` (PEM bytes, PEM text or a file path) or `tls=True` switch to TLS; `tls_server_name` overrides
-    the name checked in the server certificate. `retry`: gRPC retries of UNAVAILABLE (None disables them).
-    `load_balancing`, `health_check_service`, `keepalive_time_s` and `channel_options`: see `ChannelConfig`.
+    the name checked in the server certificate. `client_certificate` and `client_key` (PEM bytes, text or file
+    paths) are presented to a server that requires client certificates (mutual TLS). `retry`: gRPC retries of
+    UNAVAILABLE (None disables them). `load_balancing`, `health_check_service`, `keepalive_time_s` and
+    `channel_options`: see `ChannelConfig`.
     Failed calls raise `InferenceError`.
     """
 
@@ -52,6 +54,8 @@ class ClientBase:
         health_check_service: str | None = None,
         keepalive_time_s: float = 60.0,
         channel_options: Sequence[tuple[str, Any]] = (),
+        client_certificate: bytes | str | Path | None = None,
+        client_key: bytes | str | Path | None = None,
     ):
         check_batching(chunk_size, max_concurrency)
         self.config = ChannelConfig(
@@ -64,7 +68,11 @@ class ClientBase:
             health_check_service=health_check_service,
             keepalive_time_s=keepalive_time_s,
             extra_options=tuple(channel_options),
+            client_certificate=read_root_certificates(client_certificate, "client certificate"),
+            client_key=read_root_certificates(client_key, "client key"),
         )
+        if (client_certificate is None) != (client_key is None):
+            raise ValueError("client_certificate and client_key go together: give both or neither")
         self.target = target
         self.timeout = timeout
         self.chunk_size = chunk_size

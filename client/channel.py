@@ -78,10 +78,14 @@ class ChannelConfig:
     """Largest message received (responses with every label of hundreds of texts fit easily)."""
     extra_options: tuple[tuple[str, Any], ...] = ()
     """Further raw gRPC channel arguments, appended last (they win)."""
+    client_certificate: bytes | None = None
+    """PEM certificate chain this client presents to a server that requires client certificates (mutual TLS)."""
+    client_key: bytes | None = None
+    """PEM private key of `client_certificate`."""
 
     @property
     def secure(self) -> bool:
-        return self.tls or self.root_certificates is not None
+        return self.tls or self.root_certificates is not None or self.client_certificate is not None
 
 
 #: Target schemes gRPC resolves; a target starting with one is passed through untouched.
@@ -166,7 +170,11 @@ def channel_credentials(config: ChannelConfig) -> grpc.ChannelCredentials | None
     """TLS credentials when the config asks for TLS, else None (plaintext)."""
     if not config.secure:
         return None
-    return grpc.ssl_channel_credentials(root_certificates=config.root_certificates)
+    return grpc.ssl_channel_credentials(
+        root_certificates=config.root_certificates,
+        private_key=config.client_key,
+        certificate_chain=config.client_certificate,
+    )
 
 
 def create_channel(config: ChannelConfig) -> grpc.Channel:
@@ -185,8 +193,8 @@ def create_aio_channel(config: ChannelConfig) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials, options=options)
 
 
-def read_root_certificates(certificates: bytes | str | Path | None) -> bytes | None:
-    """Accept PEM bytes, PEM text, or a path to a PEM file; return PEM bytes."""
+def read_root_certificates(certificates: bytes | str | Path | None, what: str = "root certificates") -> bytes | None:
+    """Accept PEM bytes, PEM text, or a path to a PEM file; return PEM bytes. `what` names it in errors."""
     if certificates is None or isinstance(certificates, bytes):
         return certificates
     if isinstance(certificates, str) and "-----BEGIN" in certificates:
@@ -195,4 +203,4 @@ def read_root_certificates(certificates: bytes | str | Path | None) -> bytes | N
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"root certificates {str(path)!r} cannot be read: {exc.strerror}") from None
+        raise ValueError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,18 +12,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 
 from .batcher import BatchLimits
-from .errors import OrtServeError
+from .errors import ServerStartError
+from .interceptors import build_interceptors
 from .model_table import ModelTable, ServedModel
 from .result_cache import ResultCache
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
 from .sources import open_source
+from .tls import server_credentials
 from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
@@ -42,17 +44,14 @@ SERVER_HEALTH = ""
 LIVENESS_HEALTH = "liveness"
 
 
-class ServerStartError(OrtServeError):
-    """The server cannot start (for example, its port is taken)."""
-
-
 class OrtServer:
     """One gRPC server serving the models of `settings`. Use `start`, then `wait`, then `stop`."""
 
     def __init__(self, settings: ServerSettings):
         self.settings = settings
         self.port = 0
-        _configure_mlflow_client(settings.registry_timeout_s)
+        # Registry requests fail in seconds, not minutes, so an outage is noticed while polling.
+        configure_mlflow_client(SERVER_HTTP, settings.registry_timeout_s)
         self._executor = ThreadPoolExecutor(
             max_workers=max(2, len(settings.models)), thread_name_prefix="ortserve-model"
         )
@@ -80,7 +79,9 @@ class OrtServer:
             ResultCache(settings.result_cache_bytes),
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
-        self._server = grpc.aio.server()
+        # Every RPC of every service passes this one chain (request id, error → status, authentication).
+        self._server = grpc.aio.server(interceptors=build_interceptors(settings))
+        self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self._stopped = asyncio.Event()
 
     async def _on_state_change(self, name: str, state: ModelState) -> None:
@@ -97,26 +98,36 @@ class OrtServer:
         pb_grpc.add_InferenceServicer_to_server(InferenceServicer(self.service), self._server)
         pb_v2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceV2Servicer(self.service), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (INFERENCE_SERVICE, INFERENCE_V2_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME),
-            self._server,
-        )
+        if self.settings.reflection:
+            health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+            reflection.enable_server_reflection(
+                (INFERENCE_SERVICE, INFERENCE_V2_SERVICE, health_service, reflection.SERVICE_NAME), self._server
+            )
         for name in [SERVER_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            if self._tls is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                self.port = self._server.add_secure_port(address, self._tls[0])
         except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
             raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
         await self._server.start()
         await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
-        log.info("ortserve listening on %s:%d", self.settings.host, self.port)
+        log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
         self.watcher.start()
         return self.port
+
+    def _protection(self) -> str:
+        """How the port is protected, in words for the start-up log line."""
+        settings = self.settings
+        tls = "plaintext" if self._tls is None else ("mutual TLS" if settings.tls_client_ca_file else "TLS")
+        tokens = settings.auth_token_file is not None or bool(settings.auth_token_env)
+        return f"{tls}, {'bearer tokens required' if tokens else 'no authentication'}"
 
     async def wait(self) -> None:
         await self._stopped.wait()
@@ -132,16 +143,6 @@ class OrtServer:
         self._executor.shutdown(wait=True)
         self._stopped.set()
         log.info("stopped")
-
-
-def _configure_mlflow_client(timeout_s: float) -> None:
-    """Make MLflow requests fail in seconds, not minutes: its default of 7 retries with exponential backoff would stall
-    start-up and polling for minutes while the registry is down. No progress bars in a server log. Explicit MLFLOW_*
-    settings win."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout_s))))
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -1,25 +1,31 @@
 """Domain errors of the server, raised where a problem is known and mapped to gRPC status codes once.
 
-The transport layer (`ortserve.server.transport`) maps each class to its status code; anything that is not an
+The interceptor chain (`ortserve.server.interceptors`) maps each class to its status code; anything that is not an
 `OrtServeError` becomes INTERNAL with a generic message, so internals never leak to callers.
 """
 
 from __future__ import annotations
 
+import re
+
+#: Longest message a caller is sent; a domain message is never this long, a library's error text might be.
+MAX_CALLER_MESSAGE = 400
+
 
 class OrtServeError(Exception):
     """Base of every error whose message is safe and useful to show to a caller.
 
-    `detail` is for the server log only (paths, hosts, the redacted text of an underlying error).
+    `str(exc)` is what a caller may see: short, and free of paths, hosts, secrets and exception class names.
+    `detail` is for the server log only (the full cause, paths included); it is logged under the call's request id.
     """
 
-    def __init__(self, message: str = "", *, detail: str = ""):
+    def __init__(self, message: str = "", *, detail: str = "") -> None:
         super().__init__(message)
         self.detail = detail
 
 
 class InvalidInputError(OrtServeError):
-    """The request itself is wrong (no texts, an empty text, a limit exceeded): INVALID_ARGUMENT."""
+    """The request itself is wrong (no texts, an empty text, a limit exceeded, undecodable bytes): INVALID_ARGUMENT."""
 
 
 class ModelNotFoundError(OrtServeError):
@@ -38,11 +44,50 @@ class DeadlineExceededError(OrtServeError):
     """The caller's deadline passed before the model could run its texts: DEADLINE_EXCEEDED."""
 
 
+class UnauthenticatedError(OrtServeError):
+    """The call carries no bearer token, or one the server does not know: UNAUTHENTICATED."""
+
+
+class PermissionDeniedError(OrtServeError):
+    """The call's token is valid but not for the model it names: PERMISSION_DENIED."""
+
+
 class ArtifactError(OrtServeError):
     """An artifact directory is missing, incomplete or inconsistent; raised at load time."""
+
+
+class ModelWarmupError(OrtServeError):
+    """A model loaded but its first inference failed."""
+
+
+class ServerStartError(OrtServeError):
+    """The server cannot start (for example, its port is taken, or its TLS files cannot be read)."""
 
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type name): enough for a one-line error or log entry."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+# Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller
+# sees. Domain messages are meant to carry none already; this is the net under them (a library's error text).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
+_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
+_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b")
+_IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+_EXCEPTION_CLASS = re.compile(r"<class [^>]*>|\b\w*(?:Error|Exception)\b")
+
+
+def caller_message(message: str) -> str:
+    """`message` without paths, URLs, hosts or exception class names, on one line, at most `MAX_CALLER_MESSAGE`
+    characters."""
+    message = _URL.sub("<uri>", message)
+    message = _HOST_PORT.sub("<host>", message)
+    message = _IPV4.sub("<host>", message)
+    message = _PATH.sub("<path>", message)
+    message = _EXCEPTION_CLASS.sub("<error>", message)
+    message = " ".join(message.split())
+    if len(message) > MAX_CALLER_MESSAGE:
+        message = message[: MAX_CALLER_MESSAGE - 1] + "…"
+    return message

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
-from .errors import ModelNotFoundError, ModelNotReadyError, OrtServeError
+from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
 from .runtime import OnnxClassifier, SessionConfig
 from .sources import ModelSource
 from .types import Classification, ModelDescription, ModelState
@@ -97,10 +97,6 @@ class ServedModel:
             note=loaded.note if loaded else "",
             failed_updates=self.failed_updates,
         )
-
-
-class ModelWarmupError(OrtServeError):
-    """A model loaded but its first inference failed."""
 
 
 class ModelTable:

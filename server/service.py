@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,27 @@ from .errors import InvalidInputError, ModelNotReadyError
 from .model_table import ModelTable, ServedModel
 from .result_cache import ResultCache
 from .types import Classification, ClassifyResult, ModelDescription, ModelState
+
+#: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
+#: cannot exist here, so it is INVALID_ARGUMENT, and it is never echoed back.
+MAX_MODEL_NAME_CHARS = 128
+
+#: Letters that render as nothing (Hangul fillers, the braille blank), besides the separator and "other" categories.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def is_visible(char: str) -> bool:
+    """Whether a character shows as something: a letter, mark, number, punctuation or symbol. Spaces, line and
+    paragraph separators, controls, format characters (zero-width space, BOM, bidi marks) and the like do not."""
+    return unicodedata.category(char)[0] in "LMNPS" and char not in _BLANK_LETTERS
+
+
+def check_model_name(name: str) -> None:
+    """Raise `InvalidInputError` for a model name over `MAX_MODEL_NAME_CHARS` (without echoing it)."""
+    if len(name) > MAX_MODEL_NAME_CHARS:
+        raise InvalidInputError(
+            f"the model name has {len(name)} characters, over the limit of {MAX_MODEL_NAME_CHARS}"
+        )
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class InferenceService:
         self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
     ) -> ClassifyResult:
         """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None."""
+        check_model_name(model)
         self._validate(texts, top_k)
         served = self.table.get(model)
         if served.current is None:
@@ -70,6 +93,7 @@ class InferenceService:
         return [model.describe() for model in self.table]
 
     def get_model(self, name: str) -> ModelDescription:
+        check_model_name(name)
         return self.table.get(name).describe()
 
     def all_serving(self) -> bool:
@@ -85,8 +109,11 @@ class InferenceService:
                 "split the texts over several requests"
             )
         for index, text in enumerate(texts):
-            if not text.strip():
-                raise InvalidInputError(f"texts[{index}] is empty or only whitespace")
+            if not any(is_visible(char) for char in text):
+                raise InvalidInputError(
+                    f"texts[{index}] is empty: it has no visible character (only whitespace, control or format "
+                    "characters such as zero-width spaces)"
+                )
             if len(text) > limits.max_text_chars:
                 raise InvalidInputError(
                     f"texts[{index}] has {len(text)} characters, over max_text_chars={limits.max_text_chars}"

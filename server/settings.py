@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .runtime import SessionConfig
@@ -78,6 +78,28 @@ class ServerSettings(BaseSettings):
     """Memory bound of the result cache, in bytes: a text that the serving version of a model has classified
     already is answered from memory (repeated headlines). 0 (the default) turns the cache off."""
 
+    tls_cert_file: Path | None = None
+    """PEM certificate chain of the server; with `tls_key_file` the port speaks TLS only. Re-read when the file
+    changes (checked at each new connection), so a renewed certificate needs no restart."""
+    tls_key_file: Path | None = None
+    """PEM private key of `tls_cert_file`; re-read with it."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA certificates that sign client certificates; when set, every client must present a certificate signed
+    by one of them (mutual TLS). Needs `tls_cert_file`. Re-read when it changes."""
+    auth_token_file: Path | None = None
+    """File of bearer tokens, one per line: `TOKEN` or `sha256:HEX` (the token's SHA-256), optionally followed by
+    `models=NAME,NAME` to limit it to those models; `#` starts a comment. Re-read when it changes. With this or
+    `auth_token_env` set, every call needs `authorization: Bearer TOKEN` (except health checks, see `auth_health`)."""
+    auth_token_env: str | None = None
+    """Name of an environment variable holding bearer tokens in the same form as `auth_token_file`, entries separated
+    by newlines or ';' (read once at start)."""
+    auth_health: bool = False
+    """Require a token for grpc.health.v1 too. Off by default so that load balancers and Kubernetes probes, which
+    send no token, can check health."""
+    reflection: bool = True
+    """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
+    API's shape from callers. With tokens configured, reflection needs a token like every other service."""
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> list[ModelSpec]:
@@ -92,3 +114,11 @@ class ServerSettings(BaseSettings):
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
+
+    @model_validator(mode="after")
+    def _check_tls_files(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file as well")
+        return self

@@ -15,13 +15,11 @@ A request that sends `raw_input_contents` (as tritonclient does) gets `raw_outpu
 
 from __future__ import annotations
 
-import functools
 import importlib.metadata
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -29,9 +27,8 @@ import numpy as np
 from ortserve.v2 import grpc_predict_v2_pb2 as pb
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError, OrtServeError
+from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from .service import InferenceService
-from .transport import status_for
 from .types import Classification, ModelDescription, ModelState
 
 log = logging.getLogger(__name__)
@@ -50,33 +47,6 @@ SERVER_NAME = "ortserve"
 
 _LENGTH = struct.Struct("<I")
 
-Request = TypeVar("Request")
-Response = TypeVar("Response")
-Handler = Callable[["InferenceV2Servicer", Request, grpc.aio.ServicerContext], Awaitable[Response]]
-
-
-def _maps_domain_errors(handler: Handler[Request, Response]) -> Handler[Request, Response]:
-    """Domain errors → the same status codes as ortserve.v1 (`transport.status_for`).
-
-    Interim: drop this decorator once the server-wide error interceptor maps every RPC's errors.
-    """
-
-    @functools.wraps(handler)
-    async def wrapper(self: InferenceV2Servicer, request: Request, context: grpc.aio.ServicerContext) -> Response:
-        try:
-            return await handler(self, request, context)
-        except OrtServeError as exc:
-            code, message = status_for(exc)
-            await context.abort(code, message)
-        except Exception:
-            log.exception("unexpected error in %s", handler.__name__)
-            code, message = status_for(Exception())
-            await context.abort(code, message)
-        raise AssertionError("unreachable: context.abort raises")
-
-    return wrapper
-
-
 class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     """`inference.GRPCInferenceService` (the Open Inference Protocol) over `InferenceService`."""
 
@@ -87,19 +57,16 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
             self._server_version = "unknown"
 
-    @_maps_domain_errors
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    @_maps_domain_errors
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self._service.all_serving())
 
-    @_maps_domain_errors
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
@@ -107,20 +74,17 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         ready = description.state is ModelState.SERVING and request.version in ("", description.version)
         return pb.ModelReadyResponse(ready=ready)
 
-    @_maps_domain_errors
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._server_version, extensions=[])
 
-    @_maps_domain_errors
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         description = self._described(request.name, request.version)
         return model_metadata(description)
 
-    @_maps_domain_errors
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:

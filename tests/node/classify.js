@@ -2,8 +2,12 @@
 // and prints the response as one JSON object. Used by tests/test_node_client.py.
 //
 //   node classify.js TARGET MODEL TOP_K TEXT [TEXT ...]
+//
+// TLS and tokens come from the environment: ORTSERVE_ROOT_CERTIFICATES (PEM file of the CA to trust; switches to
+// TLS), ORTSERVE_CLIENT_CERTIFICATE and ORTSERVE_CLIENT_KEY (PEM files, for mutual TLS), ORTSERVE_TOKEN (bearer).
 "use strict";
 
+const fs = require("node:fs");
 const path = require("node:path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
@@ -24,9 +28,11 @@ function main(argv) {
     defaults: true,
   });
   const { Inference } = grpc.loadPackageDefinition(definition).ortserve.v1;
-  const client = new Inference(target, grpc.credentials.createInsecure());
+  const client = new Inference(target, credentialsFromEnv(process.env));
+  const metadata = new grpc.Metadata();
+  if (process.env.ORTSERVE_TOKEN) metadata.set("authorization", `Bearer ${process.env.ORTSERVE_TOKEN}`);
   const deadline = new Date(Date.now() + 10_000);
-  client.Classify({ model, texts, top_k: Number(topK) }, { deadline }, (error, response) => {
+  client.Classify({ model, texts, top_k: Number(topK) }, metadata, { deadline }, (error, response) => {
     client.close();
     if (error) {
       console.error(JSON.stringify({ code: grpc.status[error.code], details: error.details }));
@@ -34,6 +40,16 @@ function main(argv) {
     }
     process.stdout.write(JSON.stringify(response) + "\n");
   });
+}
+
+function credentialsFromEnv(env) {
+  if (!env.ORTSERVE_ROOT_CERTIFICATES) return grpc.credentials.createInsecure();
+  const read = (name) => (env[name] ? fs.readFileSync(env[name]) : null);
+  return grpc.credentials.createSsl(
+    read("ORTSERVE_ROOT_CERTIFICATES"),
+    read("ORTSERVE_CLIENT_KEY"),
+    read("ORTSERVE_CLIENT_CERTIFICATE"),
+  );
 }
 
 main(process.argv.slice(2));
