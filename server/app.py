@@ -18,10 +18,12 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .batcher import BatchLimits
 from .errors import OrtServeError
+from .metrics import MetricsEndpoint, ObservabilityInterceptor, ServerMetrics
 from .model_table import ModelTable, ServedModel
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
 from .sources import open_source
+from .tracing import configure_tracing
 from .transport import InferenceServicer
 from .types import ModelState
 from .watcher import VersionWatcher
@@ -70,7 +72,13 @@ class OrtServer:
             RequestLimits(settings.max_texts_per_request, settings.max_text_chars),
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
-        self._server = grpc.aio.server()
+        # Observability (metrics, request ids for logs, traces): one interceptor, only when something is on.
+        self.metrics = ServerMetrics(self.table) if settings.metrics_port is not None else None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self.tracer = configure_tracing(settings.tracing, settings.otlp_endpoint)
+        observing = self.metrics is not None or self.tracer is not None or settings.log_format == "json"
+        interceptors = [ObservabilityInterceptor(self.table, self.metrics, self.tracer)] if observing else []
+        self._server = grpc.aio.server(interceptors=interceptors)
         self._stopped = asyncio.Event()
 
     async def _on_state_change(self, name: str, state: ModelState) -> None:
@@ -98,6 +106,10 @@ class OrtServer:
             raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
         await self._server.start()
         log.info("ortserve listening on %s:%d", self.settings.host, self.port)
+        if self.metrics is not None and self.settings.metrics_port is not None:
+            metrics_host = self.settings.metrics_host or self.settings.host
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_host, self.settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
@@ -116,6 +128,10 @@ class OrtServer:
         await self._server.stop(grace)
         await self.table.close()
         self._executor.shutdown(wait=True)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
+        if self.tracer is not None:
+            self.tracer.shutdown()
         self._stopped.set()
         log.info("stopped")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -73,6 +73,19 @@ class ServerSettings(BaseSettings):
     """On SIGTERM/SIGINT, how long in-flight calls may take to finish before the server stops anyway."""
     log_level: str = "INFO"
     """Python logging level of the server (DEBUG, INFO, WARNING, ERROR)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a
+    free port (logged)."""
+    metrics_host: str | None = None
+    """Address the metrics endpoint binds (default: the gRPC `host`)."""
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as plain text, or as one JSON object per line carrying the request id, model and version of the
+    call a line is about."""
+    tracing: bool = False
+    """Create OpenTelemetry spans for each RPC (needs the [tracing] extra); also on when an OTLP endpoint is set."""
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC endpoint to export spans to, e.g. http://otel-collector:4317 (default: the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT variable); setting it turns tracing on."""
 
     @field_validator("models", mode="before")
     @classmethod
