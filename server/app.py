@@ -99,6 +99,10 @@ class OrtServer:
         )
         for name in [SERVER_HEALTH, INFERENCE_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.metrics is not None and self.settings.metrics_port is not None:
+            metrics_host = self.settings.metrics_host or self.settings.host
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_host, self.settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = self._server.add_insecure_port(address)
@@ -106,10 +110,6 @@ class OrtServer:
             raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
         await self._server.start()
         log.info("ortserve listening on %s:%d", self.settings.host, self.port)
-        if self.metrics is not None and self.settings.metrics_port is not None:
-            metrics_host = self.settings.metrics_host or self.settings.host
-            self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_host, self.settings.metrics_port)
-            log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
