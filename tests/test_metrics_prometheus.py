@@ -91,7 +91,9 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
-def scraped(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Prometheus]]:
+def scraped(
+    artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[RunningServer, Prometheus]]:
     binary = prometheus_binary("prometheus")
     with running_server(models=[f"bert={artifacts['bert']}"], metrics_port=0) as server:
         assert server.server is not None and server.server.metrics_endpoint is not None
