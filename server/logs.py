@@ -58,4 +58,6 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text", strea
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    if log_format == "json":
+        logging.captureWarnings(True)  # Python warnings as log records too, so every line stays one JSON object
     return handler
