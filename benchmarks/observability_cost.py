@@ -2,11 +2,12 @@
 
     python -m benchmarks.observability_cost [--work benchmarks/work] [--out benchmarks/results] [--quick]
 
-Two `ortserve serve` processes serve the same model side by side: one plain, one with `--metrics-port` and
-`--tracing`, its spans exported over OTLP/gRPC to a sink in this process (so spans are really built, batched,
-serialized and sent) and its /metrics scraped once a second, as Prometheus would. Rounds alternate between the two
-(and swap which goes first), so load from other processes on a shared machine falls on both alike. Writes
-observability-cost.json and observability-cost.md to --out; target: on/off ≥ 0.97.
+Four `ortserve serve` processes serve the same model side by side: `off` (plain), `metrics` (`--metrics-port`,
+scraped once a second as Prometheus would), `on` (metrics and `--tracing`, every call traced, its spans exported
+over OTLP/gRPC to a sink in this process, so spans are really built, batched, serialized and sent) and `on-sampled`
+(as `on`, one trace in ten kept). Rounds alternate between them (the order rotates every round), so load from other
+processes on a shared machine falls on all alike. Writes observability-cost.json and observability-cost.md to
+--out; target: ≥ 0.97 of `off`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,10 @@ log = logging.getLogger("benchmarks.observability")
 
 CALLERS = 32
 TARGET_RATIO = 0.97
+MODES = ("off", "metrics", "on", "on-sampled")
+#: `on-sampled`: as `on`, with OpenTelemetry's standard sampler variables keeping one trace in ten.
+SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
+COMPARED = MODES[1:]
 
 
 @contextmanager
@@ -61,15 +67,17 @@ def otlp_sink() -> Iterator[tuple[int, list[int]]]:
 
 
 @contextmanager
-def scraping(port: int, interval_s: float = 1.0) -> Iterator[list[str]]:
-    """Fetch http://127.0.0.1:port/metrics every `interval_s` while the block runs; yields the last page."""
-    last: list[str] = [""]
+def scraping(ports: list[int], interval_s: float = 1.0) -> Iterator[dict[int, str]]:
+    """Fetch http://127.0.0.1:port/metrics of each port every `interval_s` while the block runs; yields the last
+    page of each."""
+    last: dict[int, str] = {}
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.wait(interval_s):
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
-                last[0] = response.read().decode()
+            for port in ports:
+                with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=5) as response:
+                    last[port] = response.read().decode()
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
@@ -80,74 +88,105 @@ def scraping(port: int, interval_s: float = 1.0) -> Iterator[list[str]]:
         thread.join()
 
 
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def measure(model: BenchModel, work: Path, quick: bool) -> dict[str, Any]:
     rounds, seconds = (3, 4.0) if quick else (6, 8.0)
     texts = make_texts(model.artifact / "tokenizer.json", 512, mixed=False)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[LoadResult]] = {"off": [], "on": []}
-    metrics_port = free_port()
-    with otlp_sink() as (sink_port, spans), \
-            ortserve_process({model.name: model.artifact}, logs / "observability-off.log") as off, \
-            ortserve_process({model.name: model.artifact}, logs / "observability-on.log", extra_args=[
-                "--metrics-port", str(metrics_port), "--tracing", "--otlp-endpoint", f"http://{LOOPBACK}:{sink_port}",
-            ]) as on:
-        ports = {"off": off.port, "on": on.port}
-        for mode in ("off", "on"):  # warm both up outside the measured rounds
+    results: dict[str, list[LoadResult]] = {mode: [] for mode in MODES}
+    metrics_ports = {mode: free_port() for mode in COMPARED}
+    with otlp_sink() as (sink_port, spans), ExitStack() as servers:
+        tracing = ["--tracing", "--otlp-endpoint", f"http://{LOOPBACK}:{sink_port}"]
+        ports = {}
+        for mode in MODES:
+            extra = [] if mode == "off" else ["--metrics-port", str(metrics_ports[mode])]
+            extra += tracing if mode.startswith("on") else []
+            with _environment(SAMPLED_ENV if mode == "on-sampled" else {}):  # read by the child at its start
+                ports[mode] = servers.enter_context(ortserve_process(
+                    {model.name: model.artifact}, logs / f"observability-{mode}.log", extra_args=extra
+                )).port
+        for mode in MODES:  # warm every server up outside the measured rounds
             grpc_load(ports[mode], model.name, texts, CALLERS, max_calls=200, max_seconds=2)
-        with scraping(metrics_port) as page:
+        with scraping(list(metrics_ports.values())) as pages:
             for round_ in range(rounds):
-                order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+                order = MODES[round_ % len(MODES):] + MODES[: round_ % len(MODES)]
                 for mode in order:
                     result = grpc_load(ports[mode], model.name, texts, CALLERS, max_calls=100_000, max_seconds=seconds)
                     results[mode].append(result)
-                    log.info("round %d/%d, observability %s: %.1f texts/s", round_ + 1, rounds, mode,
-                             result.texts_per_s)
-        scraped_requests = sum(
-            float(line.rsplit(" ", 1)[1]) for line in page[0].splitlines()
-            if line.startswith("ortserve_requests_total{") and 'code="OK"' in line
-        )
+                    log.info("round %d/%d, %s: %.1f texts/s", round_ + 1, rounds, mode, result.texts_per_s)
+        counted = {
+            mode: sum(
+                float(line.rsplit(" ", 1)[1]) for line in pages.get(port, "").splitlines()
+                if line.startswith("ortserve_requests_total{") and 'code="OK"' in line
+            )
+            for mode, port in metrics_ports.items()
+        }
     rates = {mode: [r.texts_per_s for r in runs] for mode, runs in results.items()}
-    ratios = [on / off for on, off in zip(rates["on"], rates["off"], strict=True)]
+    ratios = {
+        mode: [value / off for value, off in zip(rates[mode], rates["off"], strict=True)] for mode in COMPARED
+    }
     pooled = {mode: merge(runs) for mode, runs in results.items()}
     return {
         "model": model.name, "callers": CALLERS, "rounds": rounds, "seconds_per_round": seconds,
         "texts_per_s": rates,
         "median_texts_per_s": {mode: statistics.median(values) for mode, values in rates.items()},
         "ratio_per_round": ratios,
-        "ratio_median": statistics.median(ratios),
-        "ratio_pooled": pooled["on"].texts_per_s / pooled["off"].texts_per_s,
+        "ratio_median": {mode: statistics.median(values) for mode, values in ratios.items()},
+        "ratio_pooled": {mode: pooled[mode].texts_per_s / pooled["off"].texts_per_s for mode in COMPARED},
         "p50_ms": {mode: r.p50 for mode, r in pooled.items()},
         "p99_ms": {mode: r.p99 for mode, r in pooled.items()},
         "errors": {mode: r.errors for mode, r in pooled.items()},
         "spans_exported": spans[0],
-        "requests_counted_by_metrics": scraped_requests,
+        "requests_counted_by_metrics": counted,
         "target_ratio": TARGET_RATIO,
     }
 
 
 def write_report(result: dict[str, Any], out: Path) -> str:
     (out / "observability-cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    verdict = "met" if result["ratio_median"] >= TARGET_RATIO else "NOT met"
     lines = [
-        "# Observability cost: metrics + tracing on vs off",
+        "# Observability cost: metrics and tracing on vs off",
         "",
-        f"Model `{result['model']}`, {result['callers']} callers × 1 text, {result['rounds']} interleaved rounds of "
-        f"{result['seconds_per_round']:.0f} s per mode; two server processes side by side, the `on` one with "
-        "`--metrics-port` (scraped every second) and `--tracing` exporting over OTLP/gRPC to a local sink.",
+        f"Model `{result['model']}`, {result['callers']} callers × 1 text, {result['rounds']} rounds of "
+        f"{result['seconds_per_round']:.0f} s per mode, modes interleaved; four server processes side by side: "
+        "`off`, `metrics` (`--metrics-port`, scraped every second), `on` (metrics, and `--tracing` of every call "
+        "exporting over OTLP/gRPC to a local sink) and `on-sampled` (as `on`, "
+        "`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`).",
         "",
-        "| mode | median texts/s | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|",
+        "| mode | median texts/s | vs off (median of rounds) | vs off (pooled) | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for mode in ("off", "on"):
-        lines.append(f"| {mode} | {result['median_texts_per_s'][mode]:.1f} | {result['p50_ms'][mode]:.1f} | "
-                     f"{result['p99_ms'][mode]:.1f} | {result['errors'][mode]} |")
+    for mode in MODES:
+        median_ratio = f"{result['ratio_median'][mode]:.3f}" if mode != "off" else "1"
+        pooled_ratio = f"{result['ratio_pooled'][mode]:.3f}" if mode != "off" else "1"
+        lines.append(f"| {mode} | {result['median_texts_per_s'][mode]:.1f} | {median_ratio} | {pooled_ratio} | "
+                     f"{result['p50_ms'][mode]:.1f} | {result['p99_ms'][mode]:.1f} | {result['errors'][mode]} |")
+    rounds = "; ".join(
+        f"{mode}: {', '.join(f'{r:.3f}' for r in result['ratio_per_round'][mode])}" for mode in COMPARED
+    )
+    verdicts = ", ".join(
+        f"{mode} {'met' if result['ratio_median'][mode] >= TARGET_RATIO else 'NOT met'}" for mode in COMPARED
+    )
     lines += [
         "",
-        f"on/off throughput: median of per-round ratios **{result['ratio_median']:.3f}** (pooled "
-        f"{result['ratio_pooled']:.3f}; per round {', '.join(f'{r:.3f}' for r in result['ratio_per_round'])}); "
-        f"target ≥ {TARGET_RATIO} {verdict}. Spans exported: {result['spans_exported']}; OK calls counted by the "
-        f"metrics: {result['requests_counted_by_metrics']:.0f}.",
+        f"Target: ≥ {TARGET_RATIO} of the `off` throughput ({verdicts}). Per-round ratios: {rounds}. "
+        f"Spans exported (`on` and `on-sampled`): {result['spans_exported']}; OK calls counted by the metrics at "
+        "the last scrape: "
+        + ", ".join(f"{mode} {value:.0f}" for mode, value in result["requests_counted_by_metrics"].items()) + ".",
         "",
     ]
     text = "\n".join(lines)
