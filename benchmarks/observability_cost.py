@@ -102,32 +102,44 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(model: BenchModel, work: Path, quick: bool) -> dict[str, Any]:
     rounds, seconds = (3, 4.0) if quick else (6, 8.0)
     texts = make_texts(model.artifact / "tokenizer.json", 512, mixed=False)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[LoadResult]] = {mode: [] for mode in MODES}
+    cpu_ms: dict[str, list[float]] = {mode: [] for mode in MODES}
     metrics_ports = {mode: free_port() for mode in COMPARED}
     with otlp_sink() as (sink_port, spans), ExitStack() as servers:
         tracing = ["--tracing", "--otlp-endpoint", f"http://{LOOPBACK}:{sink_port}"]
-        ports = {}
+        ports, pids = {}, {}
         for mode in MODES:
             extra = [] if mode == "off" else ["--metrics-port", str(metrics_ports[mode])]
             extra += tracing if mode.startswith("on") else []
             with _environment(SAMPLED_ENV if mode == "on-sampled" else {}):  # read by the child at its start
-                ports[mode] = servers.enter_context(ortserve_process(
+                process = servers.enter_context(ortserve_process(
                     {model.name: model.artifact}, logs / f"observability-{mode}.log", extra_args=extra
-                )).port
+                ))
+                ports[mode], pids[mode] = process.port, process.process.pid
         for mode in MODES:  # warm every server up outside the measured rounds
             grpc_load(ports[mode], model.name, texts, CALLERS, max_calls=200, max_seconds=2)
         with scraping(list(metrics_ports.values())) as pages:
             for round_ in range(rounds):
                 order = MODES[round_ % len(MODES):] + MODES[: round_ % len(MODES)]
                 for mode in order:
+                    cpu_before = cpu_seconds(pids[mode])
                     result = grpc_load(ports[mode], model.name, texts, CALLERS, max_calls=100_000, max_seconds=seconds)
                     results[mode].append(result)
-                    log.info("round %d/%d, %s: %.1f texts/s", round_ + 1, rounds, mode, result.texts_per_s)
+                    texts_done = result.calls - result.errors
+                    cpu_ms[mode].append((cpu_seconds(pids[mode]) - cpu_before) * 1000 / max(1, texts_done))
+                    log.info("round %d/%d, %s: %.1f texts/s, %.2f server CPU ms per text", round_ + 1, rounds, mode,
+                             result.texts_per_s, cpu_ms[mode][-1])
         counted = {
             mode: sum(
                 float(line.rsplit(" ", 1)[1]) for line in pages.get(port, "").splitlines()
@@ -147,6 +159,14 @@ def measure(model: BenchModel, work: Path, quick: bool) -> dict[str, Any]:
         "ratio_per_round": ratios,
         "ratio_median": {mode: statistics.median(values) for mode, values in ratios.items()},
         "ratio_pooled": {mode: pooled[mode].texts_per_s / pooled["off"].texts_per_s for mode in COMPARED},
+        "server_cpu_ms_per_text": cpu_ms,
+        "median_server_cpu_ms_per_text": {mode: statistics.median(values) for mode, values in cpu_ms.items()},
+        "cpu_ratio_median": {
+            mode: statistics.median(
+                [off / value for value, off in zip(cpu_ms[mode], cpu_ms["off"], strict=True) if value > 0]
+            )
+            for mode in COMPARED
+        },
         "p50_ms": {mode: r.p50 for mode, r in pooled.items()},
         "p99_ms": {mode: r.p99 for mode, r in pooled.items()},
         "errors": {mode: r.errors for mode, r in pooled.items()},
@@ -167,13 +187,16 @@ def write_report(result: dict[str, Any], out: Path) -> str:
         "exporting over OTLP/gRPC to a local sink) and `on-sampled` (as `on`, "
         "`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`).",
         "",
-        "| mode | median texts/s | vs off (median of rounds) | vs off (pooled) | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | median texts/s | vs off (median of rounds) | vs off (pooled) | server CPU ms/text "
+        "| off CPU / mode CPU (median of rounds) | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for mode in MODES:
         median_ratio = f"{result['ratio_median'][mode]:.3f}" if mode != "off" else "1"
         pooled_ratio = f"{result['ratio_pooled'][mode]:.3f}" if mode != "off" else "1"
+        cpu_ratio = f"{result['cpu_ratio_median'][mode]:.3f}" if mode != "off" else "1"
         lines.append(f"| {mode} | {result['median_texts_per_s'][mode]:.1f} | {median_ratio} | {pooled_ratio} | "
+                     f"{result['median_server_cpu_ms_per_text'][mode]:.2f} | {cpu_ratio} | "
                      f"{result['p50_ms'][mode]:.1f} | {result['p99_ms'][mode]:.1f} | {result['errors'][mode]} |")
     rounds = "; ".join(
         f"{mode}: {', '.join(f'{r:.3f}' for r in result['ratio_per_round'][mode])}" for mode in COMPARED
@@ -182,6 +205,10 @@ def write_report(result: dict[str, Any], out: Path) -> str:
         f"{mode} {'met' if result['ratio_median'][mode] >= TARGET_RATIO else 'NOT met'}" for mode in COMPARED
     )
     lines += [
+        "",
+        "Server CPU per text is the steadier figure on a shared machine: throughput moves with whatever else runs, "
+        "CPU time spent per answered text much less. `off CPU / mode CPU` is the throughput ratio to expect when "
+        "the server is CPU-bound.",
         "",
         f"Target: ≥ {TARGET_RATIO} of the `off` throughput ({verdicts}). Per-round ratios: {rounds}. "
         f"Spans exported (`on` and `on-sampled`): {result['spans_exported']}; OK calls counted by the metrics at "
