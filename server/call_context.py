@@ -6,8 +6,8 @@ of each RPC; log lines, metrics and trace spans of that call read it. Outside a 
 
 from __future__ import annotations
 
+import random
 import time
-import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -85,8 +85,9 @@ def exit_call(token: object) -> None:
 
 
 def request_id_from(metadata: Sequence[tuple[str, Any]] | None) -> str:
-    """The caller's `x-request-id` (cut to a bounded length), else a new random id."""
+    """The caller's `x-request-id` (cut to a bounded length), else a new random id (32 hex digits)."""
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and value:
             return value[:MAX_CALLER_VALUE_CHARS]
-    return uuid.uuid4().hex
+    # An id for correlating log lines, not a secret: the Mersenne Twister is ten times cheaper than uuid4's urandom.
+    return f"{random.getrandbits(128):032x}"
