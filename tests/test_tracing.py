@@ -4,11 +4,13 @@ queue wait, tokenization and inference; without opentelemetry everything still w
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,11 +20,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from ortserve.client.tracing import AsyncTracingInterceptor, traced_channel
+from ortserve.server.healthcheck import wait_until_serving
 from ortserve.server.tracing import INFERENCE_SPAN, QUEUE_WAIT_SPAN, TOKENIZATION_SPAN
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .helpers import RunningServer, running_server
+from .helpers import RunningServer, free_port, running_server
 
 CLASSIFY_SPAN = "ortserve.v1.Inference/Classify"
 
@@ -153,3 +156,44 @@ def test_without_opentelemetry_tracing_is_a_no_op(traced_server: RunningServer) 
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("version ")
+
+
+def test_spans_are_exported_over_otlp_to_the_configured_endpoint(artifacts: dict[str, Path]) -> None:
+    """`ortserve serve --otlp-endpoint` sends its spans to a real OTLP/gRPC receiver (flushed at shutdown)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+
+    received: list[Any] = []
+
+    class Receiver(otlp_grpc.TraceServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - the OTLP method name
+            received.extend(span for r in request.resource_spans for s in r.scope_spans for span in s.spans)
+            return otlp.ExportTraceServiceResponse()
+
+    receiver = grpc.server(ThreadPoolExecutor(max_workers=2))
+    otlp_grpc.add_TraceServiceServicer_to_server(Receiver(), receiver)
+    receiver_port = receiver.add_insecure_port("127.0.0.1:0")
+    receiver.start()
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("ortserve")), "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--model", f"bert={artifacts['bert']}", "--otlp-endpoint", f"http://127.0.0.1:{receiver_port}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_serving(f"127.0.0.1:{port}", process, timeout=120)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            pb_grpc.InferenceStub(channel).Classify(pb.ClassifyRequest(model="bert", texts=["exported"]),
+                                                    metadata=[("x-request-id", "otlp-1")], timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        receiver.stop(1)
+    assert process.returncode == 0, stderr
+    names = {span.name for span in received}
+    assert {CLASSIFY_SPAN, QUEUE_WAIT_SPAN, TOKENIZATION_SPAN, INFERENCE_SPAN} <= names, names
+    (server_span,) = [span for span in received if span.name == CLASSIFY_SPAN]
+    attributes = {a.key: a.value.string_value for a in server_span.attributes}
+    assert attributes["ortserve.request_id"] == "otlp-1"
+    children = [span for span in received if span.name != CLASSIFY_SPAN]
+    assert all(span.parent_span_id == server_span.span_id for span in children)
