@@ -69,6 +69,7 @@ def test_calls_are_counted_by_model_rpc_and_code_with_stage_histograms(metrics_s
     assert 1 <= batches <= 3
     assert _value(samples, "ortserve_tokenization_duration_seconds_count", model="bert") == batches
     assert _value(samples, "ortserve_inference_duration_seconds_sum", model="bert") > 0
+    assert _value(samples, "ortserve_tokenization_duration_seconds_sum", model="bert") > 0
     assert _value(samples, "ortserve_batch_padded_tokens_sum", model="bert") >= 6
     served = metrics_server.server.table.get("bert")
     assert served.current is not None
