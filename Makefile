@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv demo demo-server test protos lint bench clean tritonclient-venv
+.PHONY: venv demo demo-server test test-tools protos lint bench clean tritonclient-venv
 
 venv: $(STAMP)
 
@@ -33,8 +33,18 @@ demo: venv
 demo-server: venv
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT) --serve-only
 
-test: venv
+test: venv test-tools
 	$(BIN)/python -m pytest
+
+# The metrics tests scrape a real server with a real Prometheus: Debian's `prometheus` package (it brings promtool).
+# Installed with apt-get where that is possible (root); otherwise those tests skip and say how to install it.
+test-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }) \
+	      || echo "make: could not install prometheus with apt-get; the Prometheus tests will be skipped"; \
+	  else echo "make: prometheus is not installed and apt-get is not usable here; the Prometheus tests will be skipped"; fi; }
 
 protos: venv
 	$(BIN)/python protos/generate.py

@@ -27,6 +27,7 @@ from ortserve.server.runtime import SessionConfig
 from .baselines import RawOrt, TorchPipeline, batch_rate, latencies_ms, summarize
 from .load import blocking_caller, grpc_load, http_load, merge
 from .models import BenchModel, build_models
+from .observability_cost import run as measure_observability_cost
 from .processes import (
     mlflow_serve_process,
     ortserve_process,
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, args.out)
     print((args.out / "bench.md").read_text())
+    measure_observability_cost(models, args.work, args.out, args.quick)  # issue 11: metrics + tracing on vs off
     log.info("done in %.0f s", results["seconds"])
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from ortserve.server.app import serve
 from ortserve.server.errors import OrtServeError
+from ortserve.server.logs import configure_logging
 from ortserve.server.settings import ServerSettings
 
 #: Flags whose shape differs from their field: `--model NAME=URI`, repeated, fills the `models` list.
@@ -69,11 +69,7 @@ def main(argv: Sequence[str]) -> int:
     if not settings.models:
         print("ortserve serve: no models to serve; pass --model NAME=URI or set ORTSERVE_MODELS", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
     except OrtServeError as exc:

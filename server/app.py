@@ -21,12 +21,14 @@ from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 from .batcher import BatchLimits
 from .errors import ServerStartError
 from .interceptors import build_interceptors
+from .metrics import MetricsEndpoint, ObservabilityInterceptor, ServerMetrics
 from .model_table import ModelTable, ServedModel
 from .result_cache import ResultCache
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
 from .sources import open_source
 from .tls import server_credentials
+from .tracing import configure_tracing
 from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
@@ -79,8 +81,15 @@ class OrtServer:
             ResultCache(settings.result_cache_bytes),
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
-        # Every RPC of every service passes this one chain (request id, error → status, authentication).
-        self._server = grpc.aio.server(interceptors=build_interceptors(settings))
+        # Observability (metrics, request ids for logs, traces): one interceptor, only when something is on; it runs
+        # inside the request id and outside error mapping and authentication, so refused calls are counted too.
+        self.metrics = ServerMetrics(self.table) if settings.metrics_port is not None else None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self.tracer = configure_tracing(settings.tracing, settings.otlp_endpoint)
+        observing = self.metrics is not None or self.tracer is not None or settings.log_format == "json"
+        observability = [ObservabilityInterceptor(self.table, self.metrics, self.tracer)] if observing else []
+        # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
+        self._server = grpc.aio.server(interceptors=build_interceptors(settings, extra=observability))
         self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self._stopped = asyncio.Event()
 
@@ -105,6 +114,10 @@ class OrtServer:
             )
         for name in [SERVER_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.metrics is not None and self.settings.metrics_port is not None:
+            metrics_host = self.settings.metrics_host or self.settings.host
+            self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_host, self.settings.metrics_port)
+            log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             if self._tls is None:
@@ -141,6 +154,10 @@ class OrtServer:
         await self._server.stop(grace)
         await self.table.close()
         self._executor.shutdown(wait=True)
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
+        if self.tracer is not None:
+            self.tracer.shutdown()
         self._stopped.set()
         log.info("stopped")
 

@@ -15,7 +15,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .call_context import CallRecord, current_call
 from .errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
+from .metrics import observe_batch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class _Call(Generic[Row]):
     deadline: float | None
     future: asyncio.Future[BatchOutput[Row]]
     enqueued: float = field(default_factory=time.monotonic)
+    record: CallRecord | None = field(default_factory=current_call)  # observability: the submitting call, if any
 
 
 #: Runs the texts of one batch (from an executor thread) and returns one row per text, in order.
@@ -166,6 +169,7 @@ class AdaptiveBatcher(Generic[Row]):
             output = await loop.run_in_executor(self._executor, self._run_batch, texts)
             if len(output.rows) != len(texts):
                 raise RuntimeError(f"run_batch returned {len(output.rows)} rows for {len(texts)} texts")
+            observe_batch(self.name, batch, output)  # observability: stage timings and batch metrics
         except Exception as exc:  # fail exactly this batch's callers; the next batch runs normally
             log.warning(
                 "model %s: a batch of %d texts from %d calls failed: %r", self.name, len(texts), len(batch), exc

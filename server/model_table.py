@@ -11,8 +11,10 @@ from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
+from .metrics import PollStats
 from .runtime import OnnxClassifier, SessionConfig
 from .sources import ModelSource
+from .stages import TimedBatchOutput, TimedOnnxClassifier, begin_batch
 from .types import Classification, ModelDescription, ModelState
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class ServedModel:
         self.state = ModelState.LOADING
         self.last_error = ""
         self.failed_updates = 0
+        self.polls = PollStats()  # observability: registry polls of the watcher
         self.current: LoadedVersion | None = None
         self._session_config = session_config
         self._max_batch_tokens = max_batch_tokens
@@ -64,17 +67,18 @@ class ServedModel:
         if loaded is None:
             raise ModelNotReadyError(f"model {self.name!r} is not loaded ({self.state.value})")
         classifier = loaded.classifier
+        stages = begin_batch(len(texts))  # observability: the classifier times tokenization and inference into it
         probabilities = classifier.probabilities(
             texts, max_batch_size=self.batcher.limits.max_batch_size, max_batch_tokens=self._max_batch_tokens
         )
         # Rank here, in the worker thread, with the labels of the version that actually ran.
-        return BatchOutput(loaded.version, classifier.rank(probabilities))
+        return TimedBatchOutput(loaded.version, classifier.rank(probabilities), stages)
 
     def load_version(self, version: str | None = None) -> LoadedVersion:
         """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the
         event loop. Raises `OrtServeError` (usually `ArtifactError`) naming what failed."""
         fetched = self.source.fetch(version)
-        classifier = OnnxClassifier.load(fetched.directory, self._session_config)
+        classifier = TimedOnnxClassifier.load(fetched.directory, self._session_config)
         try:
             classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving
         except Exception as exc:  # a graph that loads but cannot run must never be swapped in

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -99,6 +99,20 @@ class ServerSettings(BaseSettings):
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
+
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a
+    free port (logged)."""
+    metrics_host: str | None = None
+    """Address the metrics endpoint binds (default: the gRPC `host`)."""
+    log_format: Literal["text", "json"] = "text"
+    """Log lines as plain text, or as one JSON object per line carrying the request id, model and version of the
+    call a line is about."""
+    tracing: bool = False
+    """Create OpenTelemetry spans for each RPC (needs the [tracing] extra); also on when an OTLP endpoint is set."""
+    otlp_endpoint: str | None = None
+    """OTLP/gRPC endpoint to export spans to, e.g. http://otel-collector:4317 (default: the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT variable); setting it turns tracing on."""
 
     @field_validator("models", mode="before")
     @classmethod

@@ -61,8 +61,10 @@ class VersionWatcher:
         try:
             latest = await asyncio.to_thread(model.source.latest_version)
         except OrtServeError as exc:
+            model.polls.record(ok=False)  # observability
             log.warning("model %s: cannot check %s for a new version: %s", model.name, model.source.uri, exc)
             return False
+        model.polls.record(ok=True)  # observability
         if latest == model.current.version:
             return True
         return await self.table.update(model, latest)

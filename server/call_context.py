@@ -1,0 +1,93 @@
+"""What is known about the call being handled (request id, model, version, stage timings), kept in a contextvar.
+
+The observability interceptor (`ortserve.server.metrics.ObservabilityInterceptor`) opens a `CallRecord` at the start
+of each RPC; log lines, metrics and trace spans of that call read it. Outside a call, `current_call()` is None.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Metadata key a caller may set to choose the request id (also echoed in the server's logs).
+REQUEST_ID_KEY = "x-request-id"
+#: Longest request id or model name kept from a caller (a longer one is cut): log lines stay bounded.
+MAX_CALLER_VALUE_CHARS = 128
+
+
+@dataclass(eq=False)
+class BatchStages:
+    """Timings of one model run over a batch, taken in the executor thread (times are `time.monotonic()`)."""
+
+    started: float = field(default_factory=time.monotonic)
+    """When the batch left the queue and started running."""
+    texts: int = 0
+    tokenize_start: float = 0.0
+    tokenize_end: float = 0.0
+    inference_start: float = 0.0
+    inference_end: float = 0.0
+    inference_s: float = 0.0
+    """Time in ONNX Runtime, summed over the length-grouped runs of the batch."""
+    padded_tokens: int = 0
+    """Tokens computed on, padding included, summed over the runs of the batch."""
+
+    @property
+    def tokenize_s(self) -> float:
+        return self.tokenize_end - self.tokenize_start
+
+
+@dataclass(eq=False)
+class CallRecord:
+    """One RPC being handled. Created by the interceptor; filled in by the batcher hook once its batch ran."""
+
+    request_id: str
+    rpc: str
+    model: str
+    """The model name the caller asked for (cut to MAX_CALLER_VALUE_CHARS); "" for RPCs without one."""
+    version: str = ""
+    """The version serving `model` when the call started, replaced by the one that answered."""
+    started: float = field(default_factory=time.monotonic)
+    enqueued: float | None = None
+    """When the call's texts entered the model's queue (set by the batcher hook)."""
+    stages: BatchStages | None = None
+    """The run of the batch that carried this call's texts (set by the batcher hook)."""
+    metrics: Any = None
+    """The `ServerMetrics` of the server handling the call, when metrics are on."""
+    span: Any = None
+    """The call's OpenTelemetry server span, when tracing is on."""
+
+
+_CURRENT: ContextVar[CallRecord | None] = ContextVar("ortserve_call", default=None)
+
+
+def current_call() -> CallRecord | None:
+    """The call being handled in this task, or None (start-up, the batcher's worker, the watcher)."""
+    return _CURRENT.get()
+
+
+def current_request_id() -> str | None:
+    """Request id of the call being handled in this task (from `x-request-id` metadata, else generated), or None."""
+    record = _CURRENT.get()
+    return record.request_id if record is not None else None
+
+
+def enter_call(record: CallRecord) -> object:
+    """Make `record` the current call; pass the returned token to `exit_call`."""
+    return _CURRENT.set(record)
+
+
+def exit_call(token: object) -> None:
+    _CURRENT.reset(token)  # type: ignore[arg-type]
+
+
+def request_id_from(metadata: Sequence[tuple[str, Any]] | None) -> str:
+    """The caller's `x-request-id` (cut to a bounded length), else a new random id (32 hex digits)."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
+            return value[:MAX_CALLER_VALUE_CHARS]
+    # An id for correlating log lines, not a secret: the Mersenne Twister is ten times cheaper than uuid4's urandom.
+    return f"{random.getrandbits(128):032x}"

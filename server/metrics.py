@@ -1,0 +1,352 @@
+"""Prometheus metrics of the server, served over HTTP on their own port, and the interceptor that observes each RPC.
+
+Hot path: per call, one counter and one histogram observation (interceptor) plus one queue-wait observation
+(batcher hook); per batch, four histogram observations. Everything else (queue depth, calls in flight, versions,
+states, polls) is read from the model table when Prometheus scrapes, by `ModelTableCollector`.
+
+Label values are bounded: `model` is a served model's name, `_unknown` for any other name a caller sends and `_none`
+for RPCs without one (ListModels); `rpc` is a method of a registered service; `code` a gRPC status name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .call_context import MAX_CALLER_VALUE_CHARS, BatchStages, CallRecord, enter_call, exit_call, request_id_from
+from .errors import OrtServeError
+from .interceptors import current_request_id as chain_request_id
+from .types import ModelState
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from .model_table import ModelTable, ServedModel
+    from .tracing import ServerTracer
+
+access_log = logging.getLogger("ortserve.access")
+
+#: `model` label of calls naming a model this server does not serve (a caller's typo must not create a series).
+UNKNOWN_MODEL = "_unknown"
+#: `model` label of RPCs that name no model (ListModels).
+NO_MODEL = "_none"
+#: RPCs left unobserved: health checks (polled every few seconds by orchestrators) and reflection (streaming).
+UNOBSERVED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PADDED_TOKENS_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+class MetricsStartError(OrtServeError):
+    """The metrics port cannot be bound."""
+
+
+@dataclass
+class PollStats:
+    """Registry polls of one model by the version watcher, for the `ortserve_registry_*` metrics."""
+
+    succeeded: int = 0
+    failed: int = 0
+    last_success_unix: float | None = None
+
+    def record(self, ok: bool) -> None:
+        if ok:
+            self.succeeded += 1
+            self.last_success_unix = time.time()
+        else:
+            self.failed += 1
+
+
+class ServerMetrics:
+    """The metrics of one server, in a registry of their own (several servers may share a process, as in tests)."""
+
+    def __init__(self, table: ModelTable, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.in_flight: dict[str, int] = {}
+        """Calls being handled, by `model` label; written by the interceptor, read at scrape time."""
+        self.requests = Counter(
+            "ortserve_requests", "RPCs handled, by model, RPC and gRPC status code.", ["model", "rpc", "code"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "ortserve_request_duration_seconds", "Time from receiving an RPC to its answer (queue, tokenization, "
+            "inference and the rest).", ["model", "rpc"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "ortserve_queue_wait_seconds", "Time a call's texts waited in the model's queue before their batch ran.",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.tokenization_seconds = Histogram(
+            "ortserve_tokenization_duration_seconds", "Time tokenizing one batch.", ["model"],
+            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "ortserve_inference_duration_seconds", "Time in ONNX Runtime for one batch (all its length groups).",
+            ["model"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
+        self.batch_texts = Histogram(
+            "ortserve_batch_size_texts", "Texts per batch run by the model.", ["model"],
+            buckets=BATCH_TEXTS_BUCKETS, registry=self.registry,
+        )
+        self.batch_padded_tokens = Histogram(
+            "ortserve_batch_padded_tokens", "Tokens computed per batch, padding included.", ["model"],
+            buckets=PADDED_TOKENS_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(ModelTableCollector(table, self.in_flight))
+        # Children resolved once: `.labels()` takes a lock and builds a key on every call.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._duration_children: dict[tuple[str, str], Any] = {}
+        self._batch_children: dict[str, tuple[Any, Any, Any, Any, Any]] = {}
+        for model in table:  # every model's series exist from the start, so rate() and alerts see a zero
+            self._batch_series(model.name)
+
+    def _batch_series(self, model: str) -> tuple[Any, Any, Any, Any, Any]:
+        series = self._batch_children.get(model)
+        if series is None:
+            series = (
+                self.queue_wait_seconds.labels(model), self.tokenization_seconds.labels(model),
+                self.inference_seconds.labels(model), self.batch_texts.labels(model),
+                self.batch_padded_tokens.labels(model),
+            )
+            self._batch_children[model] = series
+        return series
+
+    def observe_call(self, model: str, rpc: str, code: str, seconds: float) -> None:
+        key = (model, rpc, code)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(model, rpc, code)
+        counter.inc()
+        histogram = self._duration_children.get((model, rpc))
+        if histogram is None:
+            histogram = self._duration_children[(model, rpc)] = self.request_seconds.labels(model, rpc)
+        histogram.observe(seconds)
+
+    def observe_queue_wait(self, model: str, seconds: float) -> None:
+        self._batch_series(model)[0].observe(seconds)
+
+    def observe_stages(self, model: str, stages: BatchStages) -> None:
+        _, tokenization, inference, texts, tokens = self._batch_series(model)
+        tokenization.observe(stages.tokenize_s)
+        inference.observe(stages.inference_s)
+        texts.observe(stages.texts)
+        tokens.observe(stages.padded_tokens)
+
+
+def observe_batch(model: str, calls: Sequence[Any], output: object) -> None:
+    """Batcher hook, called once per batch that ran: hands the batch's stage timings to each call's record and
+    observes the batch metrics. `calls` have `.record` (a `CallRecord` or None) and `.enqueued` (monotonic)."""
+    stages: BatchStages | None = getattr(output, "stages", None)
+    if stages is None:
+        return
+    metrics: ServerMetrics | None = None
+    for call in calls:
+        record: CallRecord | None = call.record
+        if record is None:
+            continue
+        record.enqueued = call.enqueued
+        record.stages = stages
+        if record.metrics is not None:
+            metrics = record.metrics
+            metrics.observe_queue_wait(model, max(0.0, stages.started - call.enqueued))
+    if metrics is not None:
+        metrics.observe_stages(model, stages)
+
+
+class ModelTableCollector(Collector):
+    """Reads queue depth, calls in flight, versions, states and registry polls from the model table at scrape time."""
+
+    def __init__(self, table: ModelTable, in_flight: dict[str, int]):
+        self._table = table
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[Metric]:
+        queued = GaugeMetricFamily("ortserve_queue_texts", "Texts waiting in the model's queue.", labels=["model"])
+        in_flight = GaugeMetricFamily("ortserve_calls_in_flight", "RPCs being handled.", labels=["model"])
+        version = GaugeMetricFamily(
+            "ortserve_model_version_info", "The version each model serves (value 1).", labels=["model", "version"]
+        )
+        state = GaugeMetricFamily(
+            "ortserve_model_state", "1 for the model's current state (loading, serving, failed), else 0.",
+            labels=["model", "state"],
+        )
+        loaded = GaugeMetricFamily(
+            "ortserve_model_loaded_timestamp_seconds", "When the serving version was loaded (Unix time).",
+            labels=["model"],
+        )
+        failed = CounterMetricFamily(
+            "ortserve_model_failed_updates", "New versions that failed to download, load or warm up and were not "
+            "swapped in.", labels=["model"],
+        )
+        polls = CounterMetricFamily(
+            "ortserve_registry_polls", "Registry checks for a new version, by result (ok, error).",
+            labels=["model", "result"],
+        )
+        last_poll = GaugeMetricFamily(
+            "ortserve_registry_last_successful_poll_timestamp_seconds",
+            "When the registry last answered a check for a new version (Unix time).", labels=["model"],
+        )
+        for model in self._table:
+            name = model.name
+            queued.add_metric([name], model.batcher.queued_texts)
+            in_flight.add_metric([name], self._in_flight.get(name, 0))
+            for each in ModelState:
+                state.add_metric([name, each.value], 1.0 if model.state is each else 0.0)
+            current = model.current
+            if current is not None:
+                version.add_metric([name, current.version], 1.0)
+                loaded.add_metric([name], current.loaded_at.timestamp())
+            failed.add_metric([name], model.failed_updates)
+            stats = _poll_stats(model)
+            polls.add_metric([name, "ok"], stats.succeeded)
+            polls.add_metric([name, "error"], stats.failed)
+            if stats.last_success_unix is not None:
+                last_poll.add_metric([name], stats.last_success_unix)
+        yield from (queued, in_flight, version, state, loaded, failed, polls, last_poll)
+
+
+def _poll_stats(model: ServedModel) -> PollStats:
+    stats = getattr(model, "polls", None)  # absent on a model table built before polling existed (tests, tools)
+    return stats if isinstance(stats, PollStats) else PollStats()
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Opens a `CallRecord` per unary RPC (request id, model, version: read by log lines, metrics and spans), counts
+    the RPC by model, method and status code, times it, and starts its trace span when tracing is on.
+
+    Health checks and reflection pass through untouched.
+    """
+
+    def __init__(self, table: ModelTable, metrics: ServerMetrics | None = None, tracer: ServerTracer | None = None):
+        self._models = {model.name: model for model in table}
+        self._metrics = metrics
+        self._tracer = tracer
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or handler.unary_unary is None or method.startswith(UNOBSERVED_PREFIXES):
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._observed(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _observed(self, behavior: Behavior, method: str) -> Behavior:
+        rpc = method.rsplit("/", 1)[-1]
+        models, metrics, tracer = self._models, self._metrics, self._tracer
+        in_flight = metrics.in_flight if metrics is not None else {}
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            name = _requested_model(request)
+            served = models.get(name)
+            label = name if served is not None else (UNKNOWN_MODEL if name else NO_MODEL)
+            metadata = context.invocation_metadata()
+            current = served.current if served is not None else None
+            # The chain's request id interceptor runs first; its id is the one the caller and the error log see.
+            record = CallRecord(
+                chain_request_id() or request_id_from(metadata), rpc, name[:MAX_CALLER_VALUE_CHARS],
+                current.version if current is not None else "",
+            )
+            record.metrics = metrics
+            token = enter_call(record)
+            in_flight[label] = in_flight.get(label, 0) + 1
+            if tracer is not None:
+                tracer.start(record, method, metadata)
+            code = "OK"
+            try:
+                response = await behavior(request, context)
+                answered = getattr(response, "model_version", "")
+                if answered:
+                    record.version = answered
+                code = _code_name(context.code(), "OK")
+                return response
+            except BaseException as exc:
+                code = _code_name(context.code(), "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN")
+                raise
+            finally:
+                in_flight[label] -= 1
+                seconds = time.monotonic() - record.started
+                if metrics is not None:
+                    metrics.observe_call(label, rpc, code, seconds)
+                if tracer is not None:
+                    tracer.finish(record, code)
+                if code != "OK":
+                    access_log.info("%s %s in %.1f ms", rpc, code, seconds * 1000)
+                elif access_log.isEnabledFor(logging.DEBUG):
+                    access_log.debug("%s %s in %.1f ms", rpc, code, seconds * 1000)
+                exit_call(token)
+
+        return observed
+
+
+def _requested_model(request: Any) -> str:
+    for field_name in ("model", "name", "model_name"):
+        value = getattr(request, field_name, None)
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _code_name(code: Any, default: str) -> str:
+    """A status code as its name; `context.code()` gives None until the handler sets one."""
+    if code is None:
+        return default
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    for status in grpc.StatusCode:  # some grpc versions hand back the integer value
+        if status.value[0] == code:
+            return status.name
+    return default
+
+
+class MetricsEndpoint:
+    """The HTTP server of `/metrics` (any path answers) in a daemon thread."""
+
+    def __init__(self, metrics: ServerMetrics, host: str, port: int):
+        try:
+            self._httpd: WSGIServer = start_http_server(port, host, registry=metrics.registry)[0]
+        except OSError as exc:
+            raise MetricsStartError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} (is the port in use?)"
+            ) from None
+        self.port: int = self._httpd.server_port
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
