@@ -52,6 +52,9 @@ class OrtServer:
             max_batch_size=settings.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
             max_queue_texts=settings.max_queue_texts,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_queue_tokens=settings.max_queue_tokens,
+            max_calls_in_flight=settings.max_calls_in_flight,
         )
         models = [
             ServedModel(
@@ -60,7 +63,6 @@ class OrtServer:
                 self._executor,
                 limits,
                 settings.session_config(),
-                max_batch_tokens=settings.max_batch_tokens,
             )
             for spec in settings.models
         ]

@@ -73,6 +73,15 @@ class ServerSettings(BaseSettings):
     """On SIGTERM/SIGINT, how long in-flight calls may take to finish before the server stops anyway."""
     log_level: str = "INFO"
     """Python logging level of the server (DEBUG, INFO, WARNING, ERROR)."""
+    max_queue_tokens: int = Field(262_144, ge=0)
+    """Most tokens waiting per model, estimated from text lengths before tokenizing; beyond it calls fail fast with
+    RESOURCE_EXHAUSTED (a call at an empty queue is always admitted). 0 for no bound."""
+    max_calls_in_flight: int = Field(512, ge=1)
+    """Most calls per model admitted and not yet answered (queued or running); beyond it RESOURCE_EXHAUSTED."""
+    drain_period_s: float = Field(5.0, ge=0)
+    """On SIGTERM, how long the server reports NOT_SERVING while still answering new calls, so that load balancers
+    and Kubernetes endpoints stop sending before it refuses calls (UNAVAILABLE); then accepted calls get
+    `grace_period_s` to finish. SIGINT (Ctrl-C) skips it; 0 refuses new calls at once."""
 
     @field_validator("models", mode="before")
     @classmethod
