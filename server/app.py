@@ -74,6 +74,7 @@ class OrtServer:
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
         self._server = grpc.aio.server()
         self._stopped = asyncio.Event()
+        self._skip_drain = asyncio.Event()
 
     async def _on_state_change(self, name: str, state: ModelState) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -109,17 +110,36 @@ class OrtServer:
     async def wait(self) -> None:
         await self._stopped.wait()
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight calls finish (up to `grace` seconds), then release the models."""
+    async def stop(self, grace: float | None = None, drain: float | None = None) -> None:
+        """Drain, then stop: report NOT_SERVING and keep answering for `drain` seconds (default `drain_period_s`) so
+        that load balancers stop sending; then refuse new calls with UNAVAILABLE, let accepted calls finish (up to
+        `grace` seconds, default `grace_period_s`), and release the models. No accepted call is cancelled unless
+        the grace period runs out."""
         grace = self.settings.grace_period_s if grace is None else grace
-        log.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
+        drain = self.settings.drain_period_s if drain is None else drain
+        log.info("shutting down: NOT_SERVING, answering for %.1fs more, then finishing in-flight calls (grace %.1fs)",
+                 drain, grace)
         await self.watcher.stop()
         await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        if drain > 0:
+            try:
+                await asyncio.wait_for(self._skip_drain.wait(), drain)
+            except asyncio.TimeoutError:
+                pass
+        self.service.refuse_new_calls()
+        deadline = asyncio.get_running_loop().time() + grace
+        if not await self.service.wait_for_calls(grace):
+            log.warning("grace period over with %d calls unanswered: cancelling them", self.service.calls_in_flight)
+        # Every accepted call has been answered: the transport only has refusals left to send (or the grace is over).
+        await self._server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
         await self.table.close()
         self._executor.shutdown(wait=True)
         self._stopped.set()
         log.info("stopped")
+
+    def skip_drain(self) -> None:
+        """End the drain period of a `stop` in progress now (a second signal: the operator wants out)."""
+        self._skip_drain.set()
 
 
 def _configure_mlflow_client(timeout_s: float) -> None:
@@ -133,20 +153,33 @@ def _configure_mlflow_client(timeout_s: float) -> None:
 
 
 async def serve(settings: ServerSettings) -> None:
-    """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
+    """Run a server until SIGTERM or SIGINT, then shut it down gracefully.
+
+    SIGTERM (what Kubernetes and process managers send) drains first for `drain_period_s`; SIGINT (Ctrl-C) and a
+    second signal skip the drain. Either way, accepted calls finish within `grace_period_s`.
+    """
     server = OrtServer(settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
+    drain = settings.drain_period_s
+
+    def on_signal(signum: signal.Signals) -> None:
+        nonlocal drain
+        if stop_requested.is_set() or signum == signal.SIGINT:
+            drain = 0.0
+            server.skip_drain()
+        stop_requested.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     start = loop.create_task(server.start())
     stop = loop.create_task(stop_requested.wait())
     await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
     if start.done() and start.exception() is not None:
         stop.cancel()
-        await server.stop(grace=0)
+        await server.stop(grace=0, drain=0)
         raise start.exception()  # type: ignore[misc]
     await stop
     if not start.done():
         start.cancel()
-    await server.stop()
+    await server.stop(drain=drain)

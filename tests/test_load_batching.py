@@ -19,7 +19,7 @@ from ortserve.server.batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from ortserve.server.errors import DeadlineExceededError, OverloadedError
 
 from .helpers import running_server
-from .test_batcher import GatedRun, WAIT_S, run, settle, started
+from .test_batcher import WAIT_S, GatedRun, run, settle, started
 
 
 @pytest.fixture
