@@ -43,10 +43,14 @@ class RetryPolicy:
     """Growth of the back-off bound per attempt."""
     retryable_status_codes: tuple[str, ...] = ("UNAVAILABLE", "CANCELLED")
     """Status names that are retried."""
-    throttle_max_tokens: int = 20
+    throttle_max_tokens: int = 100
     """Retry throttling (a token bucket per channel): every failure takes a token, every success gives back
     `throttle_token_ratio`; below half the bucket, gRPC stops retrying so a fleet-wide outage is not multiplied."""
-    throttle_token_ratio: float = 0.1
+    throttle_token_ratio: float = 1.0
+    """With 1, retries go on while no more than about half of the attempts fail: one of two replicas restarting
+    (half the first attempts refused, each retried on the other) is absorbed; a fleet-wide outage stops retries
+    after ~50 failures. gRPC's example value of 0.1 stops them once a tenth of attempts fail, which a rolling
+    restart of a small fleet exceeds."""
 
 
 @dataclass(frozen=True, slots=True)

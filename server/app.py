@@ -126,12 +126,14 @@ class OrtServer:
                 await asyncio.wait_for(self._skip_drain.wait(), drain)
             except asyncio.TimeoutError:
                 pass
+        # Refuse at the transport (HTTP/2 GOAWAY, listener closed): clients learn at once that this replica is gone
+        # and send elsewhere (UNAVAILABLE, retried), instead of each call having to be refused one by one. Calls
+        # already handed to ortserve finish within the grace; the few that reached the transport but not the service
+        # in the same instant are cancelled by gRPC, and the client retries those too (see client RetryPolicy).
         self.service.refuse_new_calls()
-        deadline = asyncio.get_running_loop().time() + grace
-        if not await self.service.wait_for_calls(grace):
-            log.warning("grace period over with %d calls unanswered: cancelling them", self.service.calls_in_flight)
-        # Every accepted call has been answered: the transport only has refusals left to send (or the grace is over).
-        await self._server.stop(max(0.0, deadline - asyncio.get_running_loop().time()))
+        await self._server.stop(grace)
+        if self.service.calls_in_flight:
+            log.warning("grace period over with %d calls unanswered: they were cancelled", self.service.calls_in_flight)
         await self.table.close()
         self._executor.shutdown(wait=True)
         self._stopped.set()

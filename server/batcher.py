@@ -90,6 +90,9 @@ class RunCost:
 
     def __init__(self, weight: float = 0.2):
         self.seconds_per_token: float | None = None
+        self.wait_factor = 1.0
+        """Observed over predicted waits of recent calls: what the run cost alone misses (the event loop's own work
+        between runs, CPU taken by the gRPC stack under load), so that deadline estimates correct themselves."""
         self._weight = weight
 
     def observe(self, tokens: int, seconds: float) -> None:
@@ -100,6 +103,11 @@ class RunCost:
             self.seconds_per_token = rate
         else:
             self.seconds_per_token += self._weight * (rate - self.seconds_per_token)
+
+    def observe_wait(self, predicted: float, observed: float) -> None:
+        if predicted > 0.001:
+            ratio = min(10.0, max(0.5, observed / predicted))
+            self.wait_factor += self._weight * (ratio - self.wait_factor)
 
     def seconds(self, tokens: int) -> float | None:
         """Estimated seconds of `tokens` padded tokens of work, or None before the first run was measured."""
@@ -125,6 +133,7 @@ class _Call(Generic[Row]):
     pin: object = None
     version: str = ""
     rows: list[Row | None] = field(default_factory=list)
+    predicted_wait: float | None = None
 
     @property
     def queued_tokens(self) -> int:
@@ -216,6 +225,7 @@ class AdaptiveBatcher(Generic[Row]):
         self._admit(len(texts), sum(costs), deadline)
         call: _Call[Row] = _Call(texts, costs, deadline, asyncio.get_running_loop().create_future())
         call.rows = [None] * len(texts)
+        call.predicted_wait = self._estimated_wait(sum(costs), call.enqueued, calibrated=False)
         self._queue.append(call)
         self._queued_texts += len(texts)
         self._queued_tokens += sum(costs)
@@ -256,7 +266,7 @@ class AdaptiveBatcher(Generic[Row]):
                 "(raise the timeout, send fewer texts, or add capacity)"
             )
 
-    def _estimated_wait(self, tokens: int, now: float) -> float | None:
+    def _estimated_wait(self, tokens: int, now: float, calibrated: bool = True) -> float | None:
         """Seconds until a new call of `tokens` estimated tokens would be answered, or None if not known yet.
 
         Runs serve the least served call first, so a new call waits for at most its own size of each queued call's
@@ -267,7 +277,7 @@ class AdaptiveBatcher(Generic[Row]):
         if work is None:
             return None
         running = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
-        return work + running
+        return (work + running) * (self.run_cost.wait_factor if calibrated else 1.0)
 
     def _dequeue(self, call: _Call[Row]) -> None:
         self._queue.remove(call)
@@ -346,6 +356,8 @@ class AdaptiveBatcher(Generic[Row]):
             call.answered += count
             call.pin, call.version = output.pin, output.version
             if call.answered == len(call.texts) and not call.future.done():
+                if call.predicted_wait is not None:
+                    self.run_cost.observe_wait(call.predicted_wait, time.monotonic() - call.enqueued)
                 call.future.set_result(BatchOutput(call.version, list(call.rows), call.pin))  # type: ignore[arg-type]
 
     def _fail(self, call: _Call[Row], exc: BaseException) -> None:
