@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +28,6 @@ class InferenceService:
         self.limits = limits or RequestLimits()
         self._refusing = False
         self._calls_in_flight = 0
-        self._idle: asyncio.Event | None = None
 
     @property
     def calls_in_flight(self) -> int:
@@ -40,17 +38,6 @@ class InferenceService:
         """From now on, Classify calls get UNAVAILABLE (a client retries them on another replica); calls already
         accepted go on."""
         self._refusing = True
-
-    async def wait_for_calls(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds until no accepted Classify call is left; True if none is."""
-        if self._calls_in_flight == 0:
-            return True
-        self._idle = self._idle or asyncio.Event()
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
 
     async def classify(
         self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
@@ -68,8 +55,6 @@ class InferenceService:
             output = await served.batcher.submit(texts, deadline)
         finally:
             self._calls_in_flight -= 1
-            if self._calls_in_flight == 0 and self._idle is not None:
-                self._idle.set()
         results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in output.rows]
         return ClassifyResult(model, output.version, results)
 

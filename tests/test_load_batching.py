@@ -5,6 +5,7 @@ are checked over gRPC against a real server and a real ONNX Runtime model."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -215,3 +216,32 @@ def test_grpc_admission_refusals_are_immediate_and_carry_their_codes(artifacts: 
             gate.release()
             assert len(held.result(WAIT_S).rows) == 1 and len(queued.result(WAIT_S).rows) == 1
         assert gate.batches == [["the market rallied"], ["stocks fell"]]
+
+
+def test_a_short_call_runs_beside_a_long_run_instead_of_waiting_for_it(executor: ThreadPoolExecutor) -> None:
+    release_long = threading.Event()
+    batches: list[list[str]] = []
+
+    def run_batch(texts: list[str], pin: object) -> BatchOutput[str]:
+        batches.append(list(texts))
+        if any(text.startswith("t1000") for text in texts):
+            assert release_long.wait(WAIT_S), "the test never released the long run"
+        return BatchOutput("v1", [f"row:{text}" for text in texts])
+
+    batcher = AdaptiveBatcher("m", run_batch, executor, BatchLimits(max_batch_tokens=8192), text_cost=tokens_of)
+
+    async def scenario() -> None:
+        bulk = asyncio.create_task(batcher.submit([f"t1000-{i}" for i in range(8)]))
+        while not batches:
+            await asyncio.sleep(0.001)
+        short = await asyncio.wait_for(batcher.submit(["t5-short"]), WAIT_S)  # answered while the long run is held
+        assert list(short.rows) == ["row:t5-short"] and not bulk.done()
+        release_long.set()
+        await bulk
+        await batcher.close()
+
+    try:
+        run(scenario())
+    finally:
+        release_long.set()
+    assert batches == [[f"t1000-{i}" for i in range(8)], ["t5-short"]]
