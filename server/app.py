@@ -130,10 +130,10 @@ class OrtServer:
         # and send elsewhere (UNAVAILABLE, retried), instead of each call having to be refused one by one. Calls
         # already handed to ortserve finish within the grace; the few that reached the transport but not the service
         # in the same instant are cancelled by gRPC, and the client retries those too (see client RetryPolicy).
-        self.service.refuse_new_calls()
         await self._server.stop(grace)
-        if self.service.calls_in_flight:
-            log.warning("grace period over with %d calls unanswered: they were cancelled", self.service.calls_in_flight)
+        unanswered = sum(model.batcher.calls_in_flight for model in self.table)
+        if unanswered:
+            log.warning("grace period over with %d calls unanswered: they were cancelled", unanswered)
         await self.table.close()
         self._executor.shutdown(wait=True)
         self._stopped.set()

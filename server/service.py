@@ -26,35 +26,17 @@ class InferenceService:
     def __init__(self, table: ModelTable, limits: RequestLimits | None = None):
         self.table = table
         self.limits = limits or RequestLimits()
-        self._refusing = False
-        self._calls_in_flight = 0
-
-    @property
-    def calls_in_flight(self) -> int:
-        """Classify calls accepted and not yet answered."""
-        return self._calls_in_flight
-
-    def refuse_new_calls(self) -> None:
-        """From now on, Classify calls get UNAVAILABLE (a client retries them on another replica); calls already
-        accepted go on."""
-        self._refusing = True
 
     async def classify(
         self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
     ) -> ClassifyResult:
         """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None."""
-        if self._refusing:
-            raise ModelNotReadyError("the server is shutting down; retry on another replica")
         self._validate(texts, top_k)
         served = self.table.get(model)
         if served.current is None:
             detail = f": {served.last_error}" if served.last_error else ""
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
-        self._calls_in_flight += 1
-        try:
-            output = await served.batcher.submit(texts, deadline)
-        finally:
-            self._calls_in_flight -= 1
+        output = await served.batcher.submit(texts, deadline)
         results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in output.rows]
         return ClassifyResult(model, output.version, results)
 
