@@ -4,7 +4,8 @@ An idle model runs a call at once; calls that arrive while a run is busy wait an
 from texts, not whole calls: each run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the
 queued calls, the least served call first (as text-embeddings-inference forms batches by a token budget). So a bulk
 call's texts spread over several runs while a short call that arrives meanwhile joins the next run, and waits for at
-most the run in progress. A call is still answered whole, once all its texts have run, and by one model version.
+most the run in progress; while that run is a long one, short calls run beside it at once (the express lane). A call
+is still answered whole, once all its texts have run, and by one model version.
 
 Admission is by cost: every text is given an estimated token count before it is tokenized (`TextCost`), the queue is
 bounded in estimated tokens, texts and calls, and a call whose deadline cannot be met given the work queued ahead of it
