@@ -127,6 +127,13 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         f"(ready after {results['torch_process']['ready_s']:.1f} s).",
         "",
     ])
+    if "under_load" in results:  # issue 10's scenarios, with their own plot (goodput and p99 against callers)
+        from .under_load import plot as plot_under_load
+        from .under_load import report as report_under_load
+
+        text += "\n## Behaviour under load\n\n" + report_under_load(results["under_load"])
+        text += "\n![goodput and p99 against callers](under-load.png)\n"
+        plot_under_load(results["under_load"], out / "under-load.png")
     (out / "bench.md").write_text(text)
     plot(results, out / "bench.png")
 

@@ -37,6 +37,7 @@ from .processes import (
 )
 from .report import write_report
 from .texts import make_texts
+from .under_load import measure as measure_under_load
 
 log = logging.getLogger("benchmarks")
 
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     models, tokenizer_note = build_models(args.work, args.rebuild)
     args.out.mkdir(parents=True, exist_ok=True)
     results = measure(models, args.work, args.quick, args.work / "bench.partial.json")
+    # Issue 10's scenarios (noisy neighbour, overload sweep, rolling restart) on the fastest model.
+    results["under_load"] = measure_under_load(models, args.work, args.quick)
     results["tokenizer"] = tokenizer_note
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_at_end"] = os.getloadavg()

@@ -33,8 +33,8 @@ class ClientBase:
     `root_certificates` (PEM bytes, PEM text or a file path) or `tls=True` switch to TLS; `tls_server_name` overrides
     the name checked in the server certificate. `client_certificate` and `client_key` (PEM bytes, text or file
     paths) are presented to a server that requires client certificates (mutual TLS). `retry`: gRPC retries of
-    UNAVAILABLE (None disables them). `load_balancing`, `health_check_service`, `keepalive_time_s` and
-    `channel_options`: see `ChannelConfig`.
+    UNAVAILABLE and CANCELLED (a restarting replica; None disables them). `load_balancing`, `health_check_service`,
+    `keepalive_time_s` and `channel_options`: see `ChannelConfig`.
     Failed calls raise `InferenceError`.
     """
 

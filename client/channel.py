@@ -24,9 +24,13 @@ INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 class RetryPolicy:
     """Transparent retries of failed calls, done by gRPC itself from the service config.
 
-    Only UNAVAILABLE is retried by default: it means the call did not reach a model (a replica restarting, a
-    connection dropped, a model still loading), so sending it again is safe and cheap. RESOURCE_EXHAUSTED is left
-    to the caller on purpose: retrying an overloaded server at once makes the overload worse.
+    UNAVAILABLE and CANCELLED are retried by default. UNAVAILABLE means the call did not reach a model (a replica
+    draining or restarting, a connection dropped, a model still loading). A CANCELLED that comes from the server
+    means a replica stopped with the call still in its transport, not yet handed to ortserve (a call the caller
+    cancels itself is never retried). Classify is a pure function of its request, so sending either again, to the
+    next replica of the round-robin, is safe; with the server's drain (NOT_SERVING, then UNAVAILABLE, then stop), a
+    rolling restart is invisible to callers. RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED are left to the caller on
+    purpose: the server sends them when it is overloaded, and retrying at once only adds to the overload.
     """
 
     max_attempts: int = 5
@@ -37,12 +41,16 @@ class RetryPolicy:
     """Largest back-off bound."""
     backoff_multiplier: float = 2.0
     """Growth of the back-off bound per attempt."""
-    retryable_status_codes: tuple[str, ...] = ("UNAVAILABLE",)
+    retryable_status_codes: tuple[str, ...] = ("UNAVAILABLE", "CANCELLED")
     """Status names that are retried."""
-    throttle_max_tokens: int = 20
+    throttle_max_tokens: int = 100
     """Retry throttling (a token bucket per channel): every failure takes a token, every success gives back
     `throttle_token_ratio`; below half the bucket, gRPC stops retrying so a fleet-wide outage is not multiplied."""
-    throttle_token_ratio: float = 0.1
+    throttle_token_ratio: float = 1.0
+    """With 1, retries go on while no more than about half of the attempts fail: one of two replicas restarting
+    (half the first attempts refused, each retried on the other) is absorbed; a fleet-wide outage stops retries
+    after ~50 failures. gRPC's example value of 0.1 stops them once a tenth of attempts fail, which a rolling
+    restart of a small fleet exceeds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,9 @@ class OrtServer:
             max_batch_size=settings.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
             max_queue_texts=settings.max_queue_texts,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_queue_tokens=settings.max_queue_tokens,
+            max_calls_in_flight=settings.max_calls_in_flight,
         )
         models = [
             ServedModel(
@@ -70,7 +73,6 @@ class OrtServer:
                 self._executor,
                 limits,
                 settings.session_config(),
-                max_batch_tokens=settings.max_batch_tokens,
             )
             for spec in settings.models
         ]
@@ -92,6 +94,7 @@ class OrtServer:
         self._server = grpc.aio.server(interceptors=build_interceptors(settings, extra=observability))
         self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self._stopped = asyncio.Event()
+        self._skip_drain = asyncio.Event()
 
     async def _on_state_change(self, name: str, state: ModelState) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -145,13 +148,30 @@ class OrtServer:
     async def wait(self) -> None:
         await self._stopped.wait()
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight calls finish (up to `grace` seconds), then release the models."""
+    async def stop(self, grace: float | None = None, drain: float | None = None) -> None:
+        """Drain, then stop: report NOT_SERVING and keep answering for `drain` seconds (default `drain_period_s`) so
+        that load balancers stop sending; then refuse new calls with UNAVAILABLE, let accepted calls finish (up to
+        `grace` seconds, default `grace_period_s`), and release the models. No accepted call is cancelled unless
+        the grace period runs out."""
         grace = self.settings.grace_period_s if grace is None else grace
-        log.info("shutting down: finishing in-flight calls (grace %.1fs)", grace)
+        drain = self.settings.drain_period_s if drain is None else drain
+        log.info("shutting down: NOT_SERVING, answering for %.1fs more, then finishing in-flight calls (grace %.1fs)",
+                 drain, grace)
         await self.watcher.stop()
         await self._health.enter_graceful_shutdown()
+        if drain > 0:
+            try:
+                await asyncio.wait_for(self._skip_drain.wait(), drain)
+            except asyncio.TimeoutError:
+                pass
+        # Refuse at the transport (HTTP/2 GOAWAY, listener closed): clients learn at once that this replica is gone
+        # and send elsewhere (UNAVAILABLE, retried), instead of each call having to be refused one by one. Calls
+        # already handed to ortserve finish within the grace; the few that reached the transport but not the service
+        # in the same instant are cancelled by gRPC, and the client retries those too (see client RetryPolicy).
         await self._server.stop(grace)
+        unanswered = sum(model.batcher.calls_in_flight for model in self.table)
+        if unanswered:
+            log.warning("grace period over with %d calls unanswered: they were cancelled", unanswered)
         await self.table.close()
         self._executor.shutdown(wait=True)
         if self.metrics_endpoint is not None:
@@ -161,22 +181,39 @@ class OrtServer:
         self._stopped.set()
         log.info("stopped")
 
+    def skip_drain(self) -> None:
+        """End the drain period of a `stop` in progress now (a second signal: the operator wants out)."""
+        self._skip_drain.set()
+
 
 async def serve(settings: ServerSettings) -> None:
-    """Run a server until SIGTERM or SIGINT, then shut it down gracefully."""
+    """Run a server until SIGTERM or SIGINT, then shut it down gracefully.
+
+    SIGTERM (what Kubernetes and process managers send) drains first for `drain_period_s`; SIGINT (Ctrl-C) and a
+    second signal skip the drain. Either way, accepted calls finish within `grace_period_s`.
+    """
     server = OrtServer(settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
+    drain = settings.drain_period_s
+
+    def on_signal(signum: signal.Signals) -> None:
+        nonlocal drain
+        if stop_requested.is_set() or signum == signal.SIGINT:
+            drain = 0.0
+            server.skip_drain()
+        stop_requested.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop_requested.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     start = loop.create_task(server.start())
     stop = loop.create_task(stop_requested.wait())
     await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
     if start.done() and start.exception() is not None:
         stop.cancel()
-        await server.stop(grace=0)
+        await server.stop(grace=0, drain=0)
         raise start.exception()  # type: ignore[misc]
     await stop
     if not start.done():
         start.cancel()
-    await server.stop()
+    await server.stop(drain=drain)

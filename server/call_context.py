@@ -1,4 +1,5 @@
-"""What is known about the call being handled (request id, model, version, stage timings), kept in a contextvar.
+"""What is known about the call being handled (request id, model, version, stage timings), kept in a contextvar,
+and the batcher hook that hands a batch's stage timings to the records of its calls.
 
 The observability interceptor (`ortserve.server.metrics.ObservabilityInterceptor`) opens a `CallRecord` at the start
 of each RPC; log lines, metrics and trace spans of that call read it. Outside a call, `current_call()` is None.
@@ -91,3 +92,23 @@ def request_id_from(metadata: Sequence[tuple[str, Any]] | None) -> str:
             return value[:MAX_CALLER_VALUE_CHARS]
     # An id for correlating log lines, not a secret: the Mersenne Twister is ten times cheaper than uuid4's urandom.
     return f"{random.getrandbits(128):032x}"
+
+
+def observe_batch(model: str, calls: Sequence[Any], output: object) -> None:
+    """Batcher hook, called once per batch that ran: hands the batch's stage timings to each call's record and
+    observes the batch metrics. `calls` have `.record` (a `CallRecord` or None) and `.enqueued` (monotonic)."""
+    stages: BatchStages | None = getattr(output, "stages", None)
+    if stages is None:
+        return
+    metrics: Any = None  # the ServerMetrics of the calls (records carry it, so this module needs no import of it)
+    for call in calls:
+        record: CallRecord | None = call.record
+        if record is None:
+            continue
+        record.enqueued = call.enqueued
+        record.stages = stages
+        if record.metrics is not None:
+            metrics = record.metrics
+            metrics.observe_queue_wait(model, max(0.0, stages.started - call.enqueued))
+    if metrics is not None:
+        metrics.observe_stages(model, stages)

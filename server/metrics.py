@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -33,7 +32,7 @@ from prometheus_client.registry import Collector
 from .call_context import MAX_CALLER_VALUE_CHARS, BatchStages, CallRecord, enter_call, exit_call, request_id_from
 from .errors import OrtServeError
 from .interceptors import current_request_id as chain_request_id
-from .types import ModelState
+from .types import ModelState, PollStats
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -57,22 +56,6 @@ PADDED_TOKENS_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 class MetricsStartError(OrtServeError):
     """The metrics port cannot be bound."""
-
-
-@dataclass
-class PollStats:
-    """Registry polls of one model by the version watcher, for the `ortserve_registry_*` metrics."""
-
-    succeeded: int = 0
-    failed: int = 0
-    last_success_unix: float | None = None
-
-    def record(self, ok: bool) -> None:
-        if ok:
-            self.succeeded += 1
-            self.last_success_unix = time.time()
-        else:
-            self.failed += 1
 
 
 class ServerMetrics:
@@ -152,26 +135,6 @@ class ServerMetrics:
         inference.observe(stages.inference_s)
         texts.observe(stages.texts)
         tokens.observe(stages.padded_tokens)
-
-
-def observe_batch(model: str, calls: Sequence[Any], output: object) -> None:
-    """Batcher hook, called once per batch that ran: hands the batch's stage timings to each call's record and
-    observes the batch metrics. `calls` have `.record` (a `CallRecord` or None) and `.enqueued` (monotonic)."""
-    stages: BatchStages | None = getattr(output, "stages", None)
-    if stages is None:
-        return
-    metrics: ServerMetrics | None = None
-    for call in calls:
-        record: CallRecord | None = call.record
-        if record is None:
-            continue
-        record.enqueued = call.enqueued
-        record.stages = stages
-        if record.metrics is not None:
-            metrics = record.metrics
-            metrics.observe_queue_wait(model, max(0.0, stages.started - call.enqueued))
-    if metrics is not None:
-        metrics.observe_stages(model, stages)
 
 
 class ModelTableCollector(Collector):

@@ -11,11 +11,10 @@ from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
-from .metrics import PollStats
 from .runtime import OnnxClassifier, SessionConfig
 from .sources import ModelSource
 from .stages import TimedBatchOutput, TimedOnnxClassifier, begin_batch
-from .types import Classification, ModelDescription, ModelState
+from .types import Classification, ModelDescription, ModelState, PollStats
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +22,13 @@ log = logging.getLogger(__name__)
 StateListener = Callable[[str, ModelState], Awaitable[None]]
 
 WARMUP_TEXT = "ortserve warm-up"
+
+#: Characters per token assumed when estimating a text's cost before tokenizing it (English averages 4-5 for
+#: WordPiece and BPE vocabularies; erring low over-estimates cost, which only makes admission more cautious).
+CHARS_PER_TOKEN_ESTIMATE = 4
+
+#: Max length assumed for estimates before a model is loaded.
+DEFAULT_MAX_LENGTH = 512
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,6 @@ class ServedModel:
         executor: Executor,
         limits: BatchLimits,
         session_config: SessionConfig,
-        max_batch_tokens: int = 0,
     ):
         self.name = name
         self.source = source
@@ -59,20 +64,30 @@ class ServedModel:
         self.polls = PollStats()  # observability: registry polls of the watcher
         self.current: LoadedVersion | None = None
         self._session_config = session_config
-        self._max_batch_tokens = max_batch_tokens
-        self.batcher: AdaptiveBatcher[Classification] = AdaptiveBatcher(name, self._run_batch, executor, limits)
+        # The batcher enforces `limits` where it forms runs; a run gets texts that already respect them.
+        self.batcher: AdaptiveBatcher[Classification] = AdaptiveBatcher(
+            name, self._run_batch, executor, limits, text_cost=self.estimate_tokens
+        )
 
-    def _run_batch(self, texts: list[str]) -> BatchOutput[Classification]:
-        loaded = self.current  # read once: the whole batch runs on one version even if a swap happens meanwhile
+    def estimate_tokens(self, text: str) -> int:
+        """Tokens `text` will take, estimated from its length before it is tokenized (for admission and run
+        forming): at most the serving version's max length, as the runtime cuts every text there."""
+        loaded = self.current
+        max_length = loaded.classifier.max_length if loaded else DEFAULT_MAX_LENGTH
+        return min(max_length, len(text) // CHARS_PER_TOKEN_ESTIMATE + 2)
+
+    def _run_batch(self, texts: list[str], pin: object = None) -> BatchOutput[Classification]:
+        """Run one batch formed by the batcher, on the version `pin` (a `LoadedVersion` from an earlier run of the
+        same call) or, for calls not pinned yet, on `current` read once: a swap meanwhile does not split a batch."""
+        loaded = pin if isinstance(pin, LoadedVersion) else self.current
         if loaded is None:
             raise ModelNotReadyError(f"model {self.name!r} is not loaded ({self.state.value})")
         classifier = loaded.classifier
         stages = begin_batch(len(texts))  # observability: the classifier times tokenization and inference into it
-        probabilities = classifier.probabilities(
-            texts, max_batch_size=self.batcher.limits.max_batch_size, max_batch_tokens=self._max_batch_tokens
-        )
+        # The batch already respects the limits; grouping by length only saves padding inside it.
+        probabilities = classifier.probabilities(texts, by_length=True)
         # Rank here, in the worker thread, with the labels of the version that actually ran.
-        return TimedBatchOutput(loaded.version, classifier.rank(probabilities), stages)
+        return TimedBatchOutput(loaded.version, classifier.rank(probabilities), pin=loaded, stages=stages)
 
     def load_version(self, version: str | None = None) -> LoadedVersion:
         """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the

@@ -114,6 +114,16 @@ class ServerSettings(BaseSettings):
     """OTLP/gRPC endpoint to export spans to, e.g. http://otel-collector:4317 (default: the standard
     OTEL_EXPORTER_OTLP_ENDPOINT variable); setting it turns tracing on."""
 
+    max_queue_tokens: int = Field(262_144, ge=0)
+    """Most tokens waiting per model, estimated from text lengths before tokenizing; beyond it calls fail fast with
+    RESOURCE_EXHAUSTED (a call at an empty queue is always admitted). 0 for no bound."""
+    max_calls_in_flight: int = Field(512, ge=1)
+    """Most calls per model admitted and not yet answered (queued or running); beyond it RESOURCE_EXHAUSTED."""
+    drain_period_s: float = Field(5.0, ge=0)
+    """On SIGTERM, how long the server reports NOT_SERVING while still answering new calls, so that load balancers
+    and Kubernetes endpoints stop sending before it refuses calls (UNAVAILABLE); then accepted calls get
+    `grace_period_s` to finish. SIGINT (Ctrl-C) skips it; 0 refuses new calls at once."""
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> list[ModelSpec]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 
 
@@ -53,3 +54,19 @@ class ModelDescription:
     loaded_at: str = ""
     note: str = ""
     failed_updates: int = 0
+
+
+@dataclass
+class PollStats:
+    """Registry polls of one model by the version watcher, for the `ortserve_registry_*` metrics."""
+
+    succeeded: int = 0
+    failed: int = 0
+    last_success_unix: float | None = None
+
+    def record(self, ok: bool) -> None:
+        if ok:
+            self.succeeded += 1
+            self.last_success_unix = time.time()
+        else:
+            self.failed += 1

@@ -53,6 +53,7 @@ def running_server(**settings: Any) -> Iterator[RunningServer]:
     """Start a server on 127.0.0.1 and an ephemeral port with `settings`; stop it afterwards."""
     settings.setdefault("host", "127.0.0.1")
     settings.setdefault("port", 0)
+    settings.setdefault("drain_period_s", 0)  # no load balancer to wait for in tests
     server = RunningServer(ServerSettings(**settings)).start()
     try:
         yield server

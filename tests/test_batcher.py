@@ -50,14 +50,14 @@ class GatedRun:
     def wait_started(self) -> None:
         assert self.started.acquire(timeout=WAIT_S), "the model never started a run"
 
-    def __call__(self, texts: list[str]) -> BatchOutput[Any]:
+    def __call__(self, texts: list[str], pin: object = None) -> BatchOutput[Any]:
         self.batches.append(list(texts))
         self.started.release()
         assert self._open.wait(WAIT_S), "the test never released the run"
         if any("boom" in text for text in texts):
             raise RuntimeError("the model failed on this batch")
         if self._wrapped is not None:
-            return self._wrapped(texts)
+            return self._wrapped(texts, pin)
         return BatchOutput("v1", [f"row:{text}" for text in texts])
 
 
@@ -140,23 +140,29 @@ def test_calls_arriving_during_a_run_are_merged_into_the_next_batch_in_order(exe
         assert list(output.rows) == [f"row:{text}" for text in texts]
 
 
-def test_batches_respect_max_batch_size_and_never_split_a_call(executor: ThreadPoolExecutor) -> None:
+def test_batches_respect_max_batch_size_and_spread_a_large_call_over_runs(executor: ThreadPoolExecutor) -> None:
     fake = GatedRun()
     batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=4))
     sizes = [3, 1, 2, 2, 5, 1]
 
-    async def scenario() -> None:
+    async def scenario() -> list[BatchOutput[Any]]:
         fake.hold()
         first = asyncio.create_task(batcher.submit(["first"]))
         await started(fake)
-        calls = [asyncio.create_task(batcher.submit([f"{n}-{j}" for j in range(n)])) for n in sizes]
+        calls = [asyncio.create_task(batcher.submit([f"{n}-{j}" for n in [n] for j in range(n)])) for n in sizes]
         await settle()
         fake.release()
-        await asyncio.gather(first, *calls)
+        outputs = await asyncio.gather(first, *calls)
         await batcher.close()
+        return outputs[1:]
 
-    run(scenario())
-    assert [len(batch) for batch in fake.batches] == [1, 4, 4, 5, 1]  # 3+1, 2+2, the 5 alone, then 1
+    outputs = run(scenario())
+    assert all(len(batch) <= 4 for batch in fake.batches)
+    # 3+1, 2+2, four of the 5, then the last 1-text call (least served) with the fifth text of the 5.
+    assert fake.batches[1:] == [["3-0", "3-1", "3-2", "1-0"], ["2-0", "2-1", "2-0", "2-1"],
+                                ["5-0", "5-1", "5-2", "5-3"], ["1-0", "5-4"]]
+    for n, output in zip(sizes, outputs, strict=True):  # every call answered whole, rows in its own order
+        assert list(output.rows) == [f"row:{n}-{j}" for j in range(n)]
 
 
 def test_a_failing_batch_fails_exactly_its_callers_and_the_next_batch_succeeds(executor: ThreadPoolExecutor) -> None:
@@ -183,7 +189,7 @@ def test_a_failing_batch_fails_exactly_its_callers_and_the_next_batch_succeeds(e
 
 
 def test_a_wrong_row_count_fails_the_batch_instead_of_misrouting_rows(executor: ThreadPoolExecutor) -> None:
-    batcher: AdaptiveBatcher[str] = AdaptiveBatcher("m", lambda texts: BatchOutput("v", ["only one"]), executor)
+    batcher: AdaptiveBatcher[str] = AdaptiveBatcher("m", lambda texts, pin: BatchOutput("v", ["only one"]), executor)
 
     async def scenario() -> None:
         with pytest.raises(RuntimeError, match="1 rows for 2 texts"):
@@ -305,7 +311,7 @@ def test_the_event_loop_keeps_running_during_a_real_onnx_runtime_batch(
     classifier = OnnxClassifier.load(artifacts["bert"])
     texts = [f"the weather report number {i} " * 12 for i in range(256)]
     batcher = AdaptiveBatcher(
-        "bert", lambda batch: BatchOutput("v", list(classifier.probabilities(batch, 32))), executor,
+        "bert", lambda batch, pin: BatchOutput("v", list(classifier.probabilities(batch, 32))), executor,
         BatchLimits(max_batch_size=256),
     )
 

@@ -24,7 +24,7 @@ def test_sigterm_finishes_in_flight_calls(artifacts: dict[str, Path]) -> None:
     # A batch delay keeps every call in flight for ~300 ms, so SIGTERM surely lands while calls are running.
     process = subprocess.Popen(
         [ORTSERVE, "serve", "--model", f"bert={artifacts['bert']}", "--host", "127.0.0.1", "--port", str(port),
-         "--max-batch-delay-ms", "300", "--grace-period-s", "10"],
+         "--max-batch-delay-ms", "300", "--grace-period-s", "10", "--drain-period-s", "0"],
         stderr=subprocess.PIPE, text=True,
     )
     outcomes: list[tuple[float, str]] = []  # (call start time, "ok" or status name)

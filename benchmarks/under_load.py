@@ -1,0 +1,493 @@
+"""Behaviour under load (issue 10): cost per text, a noisy neighbour, an overload sweep, and a rolling restart.
+
+    python -m benchmarks.under_load [--work benchmarks/work] [--out benchmarks/results] [--quick] [--model minilm]
+
+Part of `make bench` (benchmarks/run.py calls `measure`); alone it writes under-load.json, under-load.md and
+under-load.png to --out. Every server runs as its own process on 127.0.0.1; every load is bounded by a duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ortserve.server.healthcheck import wait_until_serving
+from ortserve.server.runtime import OnnxClassifier, SessionConfig
+from ortserve.v1 import inference_pb2 as pb
+from ortserve.v1 import inference_pb2_grpc as pb_grpc
+
+from .load import LOOPBACK
+from .models import BenchModel, build_models
+from .processes import free_port, ortserve_process
+from .texts import make_texts
+
+log = logging.getLogger("benchmarks.under_load")
+
+SWEEP_CALLERS = (1, 8, 32, 64, 128, 256, 500)
+SWEEP_DEADLINE_S = 0.5
+SWEEP_ROUNDS = 3
+BULK_TEXTS, BULK_CHARS = 256, 10_000
+#: The server's default max_batch_tokens: a call of this many max-length texts is one full-budget run.
+BUDGET_TOKENS = 8192
+REFUSED = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED}
+#: 32 single-text callers, fixed texts, texts/s in BENCHMARKS.md before issue 10 (`make bench`, 2026-11-27): the
+#: throughput that fair batching must not lower.
+BEFORE_32_CALLERS = {"minilm": 269.4, "bert-base": 106.0}
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def long_text(words: Sequence[str], chars: int, seed: int) -> str:
+    rng = random.Random(seed)
+    text = ""
+    while len(text) < chars:
+        text += rng.choice(words) + " "
+    return text[:chars]
+
+
+# --- cost per text -------------------------------------------------------------------------------------------------
+
+
+def cost_per_text(model: BenchModel, fixed: Sequence[str], rounds: int = 20) -> dict[str, Any]:
+    """In process: one 10,000-character text against one text of exactly max-length tokens, through the runtime
+    (cut before tokenizing), and what tokenizing the whole 10,000 characters costs (the old path)."""
+    classifier = OnnxClassifier.load(model.artifact, SessionConfig())
+    words = " ".join(fixed).split()
+    huge = long_text(words, BULK_CHARS, 1)
+    # The longest prefix of `huge` (whole words) that still fits in max_length tokens: a max-length text.
+    encoding = classifier._tokenizer.encode(huge)
+    fitting = huge[: encoding.offsets[classifier.max_length - 2][1]] if len(encoding.ids) >= classifier.max_length \
+        else huge
+
+    def timed(action: Any, repeats: int = rounds) -> float:
+        action()
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            action()
+            samples.append((time.perf_counter() - start) * 1000)
+        return statistics.median(samples)
+
+    tokenizer = classifier._tokenizer
+    return {
+        "max_length": classifier.max_length,
+        "max_length_text_chars": len(fitting),
+        "tokenize_10k_ms": timed(lambda: classifier.tokenize([huge])),
+        "tokenize_max_length_ms": timed(lambda: classifier.tokenize([fitting])),
+        "tokenize_10k_whole_ms": timed(lambda: tokenizer.encode_batch_fast([huge])),
+        "classify_10k_ms": timed(lambda: classifier.probabilities([huge])),
+        "classify_max_length_ms": timed(lambda: classifier.probabilities([fitting])),
+        "tokenize_256x10k_ms": timed(lambda: classifier.tokenize([huge] * BULK_TEXTS), repeats=3),
+        "tokenize_256x10k_whole_ms": timed(lambda: tokenizer.encode_batch_fast([huge] * BULK_TEXTS), repeats=3),
+    }
+
+
+# --- noisy neighbour -----------------------------------------------------------------------------------------------
+
+
+async def _interactive(stub: Any, model: str, texts: Sequence[str], seconds: float, max_calls: int,
+                       think_s: float = 0.0) -> list[float]:
+    """One short text per call; between calls a random think time (exponential, mean `think_s`; 0: back to back)."""
+    latencies: list[float] = []
+    end = time.monotonic() + seconds
+    index = 0
+    rng = random.Random(3)
+    while time.monotonic() < end and len(latencies) < max_calls:
+        start = time.perf_counter()
+        await stub.Classify(pb.ClassifyRequest(model=model, texts=[texts[index % len(texts)]]), timeout=60)
+        latencies.append((time.perf_counter() - start) * 1000)
+        index += 1
+        if think_s:
+            await asyncio.sleep(rng.expovariate(1 / think_s))
+    return latencies
+
+
+def noisy_neighbour(port: int, model: str, fixed: Sequence[str], bulk_text: str, seconds: float,
+                    think_s: float = 1.0) -> dict[str, Any]:
+    """An interactive caller (one short text per call, a think time of `think_s` on average between calls) alone,
+    then beside two bulk callers that send 256 texts of 10,000 characters back to back; and one full-budget run
+    (8,192 tokens) on the idle server, in the same run. Then the same caller with no think time, for comparison: a
+    caller that sends its next call the moment the last is answered arrives just as the next bulk run starts, and
+    so waits for about one whole run every time."""
+
+    async def main() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            await _interactive(stub, model, fixed, 5, 5)  # warm-up
+            idle = await _interactive(stub, model, fixed, seconds / 2, 60, think_s=0.05)
+            budget_texts = [bulk_text] * (BUDGET_TOKENS // 512)
+            full_runs = []
+            for _ in range(5):
+                start = time.perf_counter()
+                await stub.Classify(pb.ClassifyRequest(model=model, texts=budget_texts), timeout=120)
+                full_runs.append((time.perf_counter() - start) * 1000)
+            stop = asyncio.Event()
+            bulk_latencies: list[float] = []
+            bulk_errors: list[str] = []
+
+            async def bulk() -> None:
+                while not stop.is_set():
+                    start = time.perf_counter()
+                    try:
+                        await stub.Classify(pb.ClassifyRequest(model=model, texts=[bulk_text] * BULK_TEXTS),
+                                            timeout=300)
+                        bulk_latencies.append((time.perf_counter() - start) * 1000)
+                    except grpc.aio.AioRpcError as error:
+                        bulk_errors.append(error.code().name)
+                        await asyncio.sleep(0.1)
+
+            bulk_tasks = [asyncio.create_task(bulk()) for _ in range(2)]
+            await asyncio.sleep(1.0)  # both bulk callers are queued and running
+            loaded = await _interactive(stub, model, fixed, seconds, 10_000, think_s=think_s)
+            back_to_back = await _interactive(stub, model, fixed, seconds / 2, 10_000)
+            stop.set()
+            for task in bulk_tasks:  # a bulk call takes minutes: cancel it (the server drops its queued texts)
+                task.cancel()
+            await asyncio.gather(*bulk_tasks, return_exceptions=True)
+            return {
+                "idle_p50_ms": statistics.median(idle), "idle_calls": len(idle),
+                "full_budget_run_ms": statistics.median(full_runs),
+                "interactive_p50_ms": statistics.median(loaded), "interactive_p99_ms": _percentile(loaded, 99),
+                "interactive_calls": len(loaded), "seconds": seconds, "think_s": think_s,
+                "back_to_back_p50_ms": statistics.median(back_to_back), "back_to_back_calls": len(back_to_back),
+                "bulk_calls": len(bulk_latencies), "bulk_p50_ms": statistics.median(bulk_latencies)
+                if bulk_latencies else float("nan"), "bulk_errors": bulk_errors,
+            }
+
+    return asyncio.run(main())
+
+
+# --- overload sweep ------------------------------------------------------------------------------------------------
+
+
+def overload_level(port: int, model: str, texts: Sequence[str], callers: int, seconds: float,
+                   deadline_s: float = SWEEP_DEADLINE_S, warmup_s: float = 1.0) -> dict[str, Any]:
+    """`callers` closed-loop callers, one text per call, each call with a `deadline_s` timeout. A caller told
+    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED backs off (exponential, jittered, 50 ms to 2 s) as a client should."""
+
+    async def main() -> dict[str, Any]:
+        async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            measure_from = time.monotonic() + warmup_s
+            end = measure_from + seconds
+            ok: list[float] = []
+            refused: dict[str, list[float]] = {}
+            other: list[str] = []
+
+            async def caller(offset: int) -> None:
+                backoff = 0.05
+                index = offset
+                while time.monotonic() < end:
+                    index += 1
+                    started = time.monotonic()
+                    try:
+                        await stub.Classify(pb.ClassifyRequest(model=model, texts=[texts[index % len(texts)]]),
+                                            timeout=deadline_s)
+                        if started >= measure_from:
+                            ok.append((time.monotonic() - started) * 1000)
+                        backoff = 0.05
+                    except grpc.aio.AioRpcError as error:
+                        if started >= measure_from:
+                            if error.code() in REFUSED:
+                                refused.setdefault(error.code().name, []).append((time.monotonic() - started) * 1000)
+                            else:
+                                other.append(error.code().name)
+                        await asyncio.sleep(random.uniform(0, backoff))
+                        backoff = min(2.0, backoff * 2)
+
+            await asyncio.gather(*(caller(i * 7) for i in range(callers)))
+            return {
+                "callers": callers, "deadline_ms": deadline_s * 1000, "seconds": seconds,
+                "answered": len(ok), "goodput_per_s": len(ok) / seconds,
+                "p50_ms": statistics.median(ok) if ok else float("nan"), "p99_ms": _percentile(ok, 99),
+                "refused": {code: len(values) for code, values in refused.items()},
+                "refused_p50_ms": {code: statistics.median(values) for code, values in refused.items()},
+                "other_errors": len(other),
+            }
+
+    return asyncio.run(main())
+
+
+def _median_level(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round with the median goodput of one level, with every round's goodput beside it."""
+    ordered = sorted(levels, key=lambda level: level["goodput_per_s"])
+    median = dict(ordered[len(ordered) // 2])
+    median["goodput_rounds"] = [level["goodput_per_s"] for level in levels]
+    return median
+
+
+def closed_loop_throughput(port: int, model: str, texts: Sequence[str], callers: int, seconds: float) -> float:
+    """Texts/s of `callers` single-text callers with no deadline: the figure BENCHMARKS.md reports at 32 callers."""
+    from .load import grpc_load
+
+    return grpc_load(port, model, texts, callers, max_calls=int(400 * seconds), max_seconds=seconds).texts_per_s
+
+
+# --- rolling restart -----------------------------------------------------------------------------------------------
+
+
+def _start_replica(artifact: Path, model: str, port: int, log_file: Path, drain_s: float) -> subprocess.Popen[bytes]:
+    command = [str(Path(sys.executable).with_name("ortserve")), "serve", "--host", LOOPBACK, "--port", str(port),
+               "--log-level", "WARNING", "--model", f"{model}={artifact}", "--drain-period-s", str(drain_s)]
+    with log_file.open("ab") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=output)
+    wait_until_serving(f"{LOOPBACK}:{port}", process, timeout=120, poll_s=0.02)
+    return process
+
+
+def rolling_restart(artifact: Path, model: str, texts: Sequence[str], log_file: Path, callers: int = 32,
+                    drain_s: float = 2.0, steady_s: float = 3.0) -> dict[str, Any]:
+    """Two replicas behind the client's round-robin (`ipv4:A,B`), `callers` closed-loop callers; replica A gets
+    SIGTERM (drain, then stop), is started again on the same port, and calls go on. Every failed call is counted."""
+    from ortserve.client import AsyncInferenceClient, InferenceError
+
+    ports = [free_port(), free_port()]
+    replicas = [_start_replica(artifact, model, port, log_file, drain_s) for port in ports]
+    target = "ipv4:" + ",".join(f"{LOOPBACK}:{port}" for port in ports)
+    events: dict[str, float] = {}
+
+    async def main() -> dict[str, Any]:
+        codes: dict[str, int] = {}
+        answered = 0
+        stop = asyncio.Event()
+        async with AsyncInferenceClient(target, timeout=30) as client:
+
+            async def caller(offset: int) -> None:
+                nonlocal answered
+                index = offset
+                while not stop.is_set():
+                    index += 1
+                    try:
+                        await client.classify(model, [texts[index % len(texts)]])
+                        answered += 1
+                    except InferenceError as error:
+                        codes[error.code.name] = codes.get(error.code.name, 0) + 1
+
+            tasks = [asyncio.create_task(caller(i * 13)) for i in range(callers)]
+            started = time.monotonic()
+            await asyncio.sleep(steady_s)
+            events["sigterm"] = time.monotonic() - started
+            replicas[0].send_signal(signal.SIGTERM)
+            exit_code = await asyncio.to_thread(replicas[0].wait, 60)
+            events["stopped"] = time.monotonic() - started
+            replicas[0] = await asyncio.to_thread(_start_replica, artifact, model, ports[0], log_file, drain_s)
+            events["serving_again"] = time.monotonic() - started
+            await asyncio.sleep(steady_s)
+            stop.set()
+            await asyncio.gather(*tasks)
+            seconds = time.monotonic() - started
+        return {"callers": callers, "drain_s": drain_s, "answered": answered, "failed": sum(codes.values()),
+                "failed_by_code": codes, "exit_code": exit_code, "seconds": seconds, "events_s": dict(events),
+                "texts_per_s": answered / seconds}
+
+    try:
+        return asyncio.run(main())
+    finally:
+        for process in replicas:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+# --- all of it -----------------------------------------------------------------------------------------------------
+
+
+def measure(models: Sequence[BenchModel], work: Path, quick: bool = False, only: str = "minilm") -> dict[str, Any]:
+    """Every scenario on the model named `only` (the fastest: its overload sweep reaches saturation soonest)."""
+    model = next(m for m in models if m.name == only)
+    scale = 0.5 if quick else 1.0
+    fixed = make_texts(model.artifact / "tokenizer.json", 512, mixed=False)
+    words = " ".join(fixed).split()
+    bulk_text = long_text(words, BULK_CHARS, 2)
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"model": model.name, "load_average_at_start": os.getloadavg()}
+    log.info("%s: cost per text", model.name)
+    results["cost_per_text"] = cost_per_text(model, fixed)
+    with ortserve_process({model.name: model.artifact}, logs / "under-load.log", ["--drain-period-s", "0"]) as server:
+        log.info("%s: noisy neighbour", model.name)
+        results["noisy_neighbour"] = noisy_neighbour(server.port, model.name, fixed, bulk_text, 30 * scale)
+        log.info("%s: 32 single-text callers, no deadline", model.name)
+        results["throughput_32_callers"] = closed_loop_throughput(server.port, model.name, fixed, 32, 8 * scale)
+        rounds: dict[int, list[dict[str, Any]]] = {callers: [] for callers in SWEEP_CALLERS}
+        for round_ in range(SWEEP_ROUNDS):  # levels alternate round by round: background load falls on all alike
+            for callers in SWEEP_CALLERS:
+                log.info("%s: overload sweep, round %d, %d callers", model.name, round_ + 1, callers)
+                rounds[callers].append(overload_level(server.port, model.name, fixed, callers, 3 * scale))
+                log.info("  %s", rounds[callers][-1])
+        results["sweep"] = [_median_level(levels) for levels in rounds.values()]
+    log.info("%s: rolling restart of one of two replicas under 32 callers", model.name)
+    results["rolling_restart"] = rolling_restart(model.artifact, model.name, fixed, logs / "under-load.log",
+                                                 steady_s=3 * scale)
+    results["load_average_at_end"] = os.getloadavg()
+    return results
+
+
+def targets(results: dict[str, Any], baseline_32: float | None = None) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for the targets of issue 10, from one run."""
+    rows = []
+    noisy = results["noisy_neighbour"]
+    bound = noisy["idle_p50_ms"] + noisy["full_budget_run_ms"]
+    rows.append(("interactive p50 beside two bulk callers ≤ idle p50 + one full-budget run",
+                 f"{noisy['interactive_p50_ms']:,.1f} ms vs {noisy['idle_p50_ms']:,.1f} + "
+                 f"{noisy['full_budget_run_ms']:,.1f} = {bound:,.1f} ms", noisy["interactive_p50_ms"] <= bound))
+    rows.append(("… the same caller with no think time (arrives as a bulk run starts; for comparison)",
+                 f"{noisy['back_to_back_p50_ms']:,.1f} ms vs {bound:,.1f} ms",
+                 noisy["back_to_back_p50_ms"] <= bound))
+    sweep = results["sweep"]
+    best = max(level["goodput_per_s"] for level in sweep)
+    last = sweep[-1]
+    rows.append((f"goodput at {last['callers']} callers ≥ 0.8 × the best of the sweep",
+                 f"{last['goodput_per_s']:,.1f} / {best:,.1f} answers/s = {last['goodput_per_s'] / best:.2f}×",
+                 last["goodput_per_s"] >= 0.8 * best))
+    baseline_32 = baseline_32 or BEFORE_32_CALLERS.get(results["model"])
+    if baseline_32:
+        rate = results["throughput_32_callers"]
+        rows.append(("32 single-text callers: throughput not lower than BENCHMARKS.md before this change",
+                     f"{rate:,.1f} vs {baseline_32:,.1f} texts/s ({rate / baseline_32:.2f}×)", rate >= baseline_32))
+    restart = results["rolling_restart"]
+    rows.append((f"rolling restart of one of two replicas under {restart['callers']} callers: 0 failed calls",
+                 f"{restart['failed']} failed of {restart['answered'] + restart['failed']} "
+                 f"{restart['failed_by_code'] or ''}".strip(), restart["failed"] == 0))
+    return rows
+
+
+def report(results: dict[str, Any], baseline_32: float | None = None) -> str:
+    """The markdown section of these scenarios."""
+    cost, noisy = results["cost_per_text"], results["noisy_neighbour"]
+    lines = ["| target | measured (same run) | met |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets(results, baseline_32)]
+    lines += [
+        "",
+        f"Model {results['model']}, max length {cost['max_length']} tokens. Load average "
+        f"{results['load_average_at_start'][0]:.1f} at start, {results['load_average_at_end'][0]:.1f} at end.",
+        "",
+        "| cost per text (in process, median) | ms |",
+        "|---|---:|",
+        f"| tokenize one 10,000-character text (cut first) | {cost['tokenize_10k_ms']:.2f} |",
+        f"| tokenize one max-length text ({cost['max_length_text_chars']:,} characters) | "
+        f"{cost['tokenize_max_length_ms']:.2f} |",
+        f"| tokenize the whole 10,000 characters (before this change) | {cost['tokenize_10k_whole_ms']:.2f} |",
+        f"| classify one 10,000-character text | {cost['classify_10k_ms']:.2f} |",
+        f"| classify one max-length text | {cost['classify_max_length_ms']:.2f} |",
+        f"| tokenize 256 × 10,000 characters (cut first) | {cost['tokenize_256x10k_ms']:.1f} |",
+        f"| tokenize 256 × 10,000 characters whole (before) | {cost['tokenize_256x10k_whole_ms']:.1f} |",
+        "",
+        f"Noisy neighbour: interactive caller alone p50 {noisy['idle_p50_ms']:.1f} ms ({noisy['idle_calls']} calls); "
+        f"one full-budget run (16 × 512 tokens) {noisy['full_budget_run_ms']:.1f} ms; with a think time of "
+        f"{noisy['think_s']:.1f} s on average (exponential) beside two bulk callers "
+        f"(256 × 10,000 characters per call) p50 {noisy['interactive_p50_ms']:.1f} ms, p99 "
+        f"{noisy['interactive_p99_ms']:.1f} ms ({noisy['interactive_calls']} calls in {noisy['seconds']:.0f} s); "
+        f"with no think time p50 {noisy['back_to_back_p50_ms']:.1f} ms ({noisy['back_to_back_calls']} calls); bulk "
+        f"calls answered {noisy['bulk_calls']} (p50 {noisy['bulk_p50_ms']:,.0f} ms), failed "
+        f"{len(noisy['bulk_errors'])}.",
+        "",
+        f"Overload sweep: single-text callers, each call with a {SWEEP_DEADLINE_S * 1000:.0f} ms deadline; a caller "
+        "told RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED backs off (jittered, 50 ms doubling to 2 s).",
+        "",
+        f"Each level ran {SWEEP_ROUNDS} times ({results['sweep'][0]['seconds']:.0f} s each), levels alternating round "
+        "by round; the row is the round with the median goodput, and every round's goodput is listed.",
+        "",
+        "| callers | answered/s (median) | every round | p50 ms | p99 ms | refused (code: count, p50 ms) | other |",
+        "|---:|---:|---|---:|---:|---|---:|",
+    ]
+    for level in results["sweep"]:
+        refused = ", ".join(f"{code}: {count} ({level['refused_p50_ms'][code]:.1f})"
+                            for code, count in level["refused"].items()) or "none"
+        every = ", ".join(f"{rate:,.0f}" for rate in level.get("goodput_rounds", [level["goodput_per_s"]]))
+        lines.append(f"| {level['callers']} | {level['goodput_per_s']:,.1f} | {every} | {level['p50_ms']:,.1f} | "
+                     f"{level['p99_ms']:,.1f} | {refused} | {level['other_errors']} |")
+    restart = results["rolling_restart"]
+    lines += [
+        "",
+        f"Rolling restart: {restart['callers']} callers through the client's round-robin over two replicas "
+        f"(drain {restart['drain_s']:.0f} s); SIGTERM to one at {restart['events_s']['sigterm']:.1f} s, it exited "
+        f"{restart['exit_code']} at {restart['events_s']['stopped']:.1f} s, served again at "
+        f"{restart['events_s']['serving_again']:.1f} s; {restart['answered']:,} calls answered "
+        f"({restart['texts_per_s']:,.0f}/s), {restart['failed']} failed.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = results["sweep"]
+    callers = [level["callers"] for level in sweep]
+    fig, (goodput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+    goodput.plot(callers, [level["goodput_per_s"] for level in sweep], "-o", label="answered within deadline")
+    goodput.plot(callers, [sum(level["refused"].values()) / level["seconds"] for level in sweep], "--s",
+                 label="refused (RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED)")
+    goodput.set_ylabel("calls/s")
+    goodput.set_title(f"{results['model']}: goodput against callers")
+    latency.plot(callers, [level["p99_ms"] for level in sweep], "-o", label="p99 of answered calls")
+    latency.plot(callers, [level["p50_ms"] for level in sweep], "--s", label="p50 of answered calls")
+    latency.axhline(SWEEP_DEADLINE_S * 1000, color="red", linestyle=":", label="deadline")
+    latency.set_ylabel("ms")
+    latency.set_title(f"{results['model']}: latency against callers")
+    for axis in (goodput, latency):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(callers, [str(c) for c in callers])
+        axis.set_xlabel("concurrent callers")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write(results: dict[str, Any], out: Path, baseline_32: float | None = None) -> str:
+    """Write under-load.json, under-load.md and under-load.png to `out`; return the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "under-load.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = report(results, baseline_32)
+    (out / "under-load.md").write_text("# Behaviour under load\n\n" + text)
+    plot(results, out / "under-load.png")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--baseline-32", type=float, default=None,
+                        help="texts/s of 32 single-text callers before this change (default: BEFORE_32_CALLERS)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    models, _ = build_models(args.work)
+    results = measure(models, args.work, args.quick, args.model)
+    print(write(results, args.out, args.baseline_32))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
