@@ -232,7 +232,7 @@ NEWS_FRAMES = (
     "{place}, {day}: {subject} {event}.",
     "It emerged on {day} that {subject} {event}.",
     "{subject} {event}, {source} reported.",
-    "In a surprise move, {subject} {event}.",
+    "According to {source}, {subject} {event}.",
 )
 
 #: Headlines about a topic rather than an event: neutral.

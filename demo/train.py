@@ -52,10 +52,11 @@ class TrainingConfig:
     """Seed of the generator and of PyTorch (initialisation of the classifier head, shuffling, dropout)."""
 
 
-#: The demo's models by registered name: one epoch over a few hundred texts per label reaches the targets.
+#: The demo's models by registered name. Topics: one epoch over 400 texts per label reaches 99 % held-out accuracy.
+#: Sentiment is harder (one epoch over 600 per label reached 86 %), so it gets a second epoch.
 DEMO_CONFIGS: dict[str, TrainingConfig] = {
     "topic-classification": TrainingConfig(train_per_label=400, heldout_per_label=100, epochs=1),
-    "sentiment-analysis": TrainingConfig(train_per_label=600, heldout_per_label=150, epochs=1),
+    "sentiment-analysis": TrainingConfig(train_per_label=600, heldout_per_label=150, epochs=2),
 }
 
 

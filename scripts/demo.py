@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -145,6 +146,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--serve-only", action="store_true", help="serve the registry of an earlier demo run")
     args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("demo").setLevel(logging.INFO)  # training progress: the first run trains for minutes
     os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI  # for every command below, as a deployment would set it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing from a model hub, ever
@@ -154,7 +157,7 @@ def main() -> int:
             raise SystemExit("nothing to serve yet: run `make demo` first")
         return subprocess.call(serve_command(args.port))
     started = time.perf_counter()
-    for stale in (WORK / "mlflow.db", WORK / "mlartifacts", WORK / "cache"):  # a fresh registry and server cache
+    for stale in (WORK / "mlflow.db", WORK / "mlartifacts", WORK / "mlruns", WORK / "cache"):  # fresh registry, cache
         if stale.is_dir():
             shutil.rmtree(stale)
         else:
