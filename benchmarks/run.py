@@ -4,8 +4,9 @@
 
 Builds (or reuses) the two benchmark models with random weights and the demo's two fine-tuned MiniLM-L6 models
 (`demo/`, trained on first use, shared with `make demo`; `--models` picks a subset), then measures in order: (a) the
-PyTorch pipeline in process, (b) raw ONNX Runtime in process, (c, d) `ortserve serve` as a separate process over gRPC on 127.0.0.1, (e) `mlflow models
-serve` of the same models saved with `mlflow.transformers`, (f) resident memory and start-to-SERVING time. Writes
+PyTorch pipeline in process, (b) raw ONNX Runtime in process, (c, d) `ortserve serve` as a separate process over
+gRPC on 127.0.0.1, (e) `mlflow models serve` of the same models saved with `mlflow.transformers`, (f) resident
+memory and start-to-SERVING time. Writes
 bench.json, bench.md (tables and targets) and bench.png (throughput and p99 against concurrency) to --out.
 """
 
