@@ -126,6 +126,15 @@ def trained_model(name: str, cache_root: Path, config: TrainingConfig | None = N
     return result
 
 
+def gate_texts(name: str, count: int = 200, config: TrainingConfig | None = None) -> list[str]:
+    """Texts like the ones the model will see, for the export's accuracy gate (`ortserve export --validation-texts`):
+    the first `count` generated training texts. The gate compares ONNX with PyTorch, so seen texts are fine; the
+    held-out split stays for measuring accuracy and agreement independently of the gate."""
+    config = config or DEMO_CONFIGS[name]
+    dataset = DATASETS[name](config.train_per_label, config.heldout_per_label, config.seed)
+    return [e.text for e in dataset.train[:count]]
+
+
 def train_classifier(name: str, dataset: Dataset, config: TrainingConfig, output: Path) -> TrainingResult:
     """Fine-tune MiniLM-L6 on `dataset.train`, measure it on `dataset.heldout`, save it into `output`."""
     import torch

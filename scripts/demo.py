@@ -70,14 +70,22 @@ def register(results: dict) -> None:
     banner(f"2. log and register them in the MLflow registry at {TRACKING_URI}, as a training job does")
     for name, result in results.items():
         version = log_trained_model(result, TRACKING_URI, LOGGED_AS[name])
-        print(f"registered models:/{name}/{version} (logged as a {LOGGED_AS[name]}; alias production, "
-              f"stage Production)")
+        form = {"pipeline": "a transformers pipeline", "components": "a components dict"}[LOGGED_AS[name]]
+        print(f"registered models:/{name}/{version} (logged as {form}, with the training run's parameters and "
+              "metrics; alias production, stage Production)")
 
 
 def export() -> None:
-    banner("3. export each production model to ONNX, check it against PyTorch, register it back")
+    from demo.train import gate_texts
+
+    banner("3. export each production model to ONNX, check it against PyTorch on texts like its traffic, register it")
     for registered in MODELS.values():
-        run(str(BIN / "ortserve"), "export", f"models:/{registered}@production", "--alias", "production")
+        # The default gate texts are mostly random vocabulary, whose top two labels a real classifier often scores
+        # alike; a deployment checks int8 on texts like its traffic instead.
+        texts = WORK / f"gate-texts-{registered}.txt"
+        texts.write_text("\n".join(gate_texts(registered)) + "\n")
+        run(str(BIN / "ortserve"), "export", f"models:/{registered}@production", "--alias", "production",
+            "--validation-texts", str(texts))
 
 
 def serve_command(port: int) -> list[str]:
@@ -100,7 +108,8 @@ def measure(target: str, results: dict) -> None:
         figures = served_accuracy(target, served, results[registered])
         onnx_name = f"{registered}-onnx"
         version = client.get_model_version_by_alias(onnx_name, "production")
-        quantization = version.tags.get("ortserve.quantization", "?")
+        tag = version.tags.get("ortserve.quantization", "?")
+        quantization = {"none": "fp32", "dynamic-int8": "int8"}.get(tag, tag)
         print(f"{served:9} {figures.examples} held-out texts: PyTorch {figures.pytorch_accuracy:.1%}, served ONNX "
               f"({quantization}, models:/{onnx_name}/{figures.model_version}) {figures.served_accuracy:.1%}, "
               f"top-1 agreement {figures.top1_agreement:.1%}")
@@ -147,7 +156,7 @@ def main() -> int:
     parser.add_argument("--serve-only", action="store_true", help="serve the registry of an earlier demo run")
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("demo").setLevel(logging.INFO)  # training progress: the first run trains for minutes
+    logging.getLogger("demo.train").setLevel(logging.INFO)  # training progress: the first run trains for minutes
     os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI  # for every command below, as a deployment would set it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing from a model hub, ever
