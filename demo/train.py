@@ -45,7 +45,10 @@ class TrainingConfig:
     max_length: int = 64
     """Tokens per text at training time (the generated texts are shorter)."""
     freeze_embeddings: bool = True
-    """Keep the pretrained embeddings as they are: unseen words keep their meaning, and each step is cheaper."""
+    """Keep the pretrained embeddings as they are: unseen words keep their meaning, and each step is cheaper.
+
+    Measured (CPU seconds per step of 32 topic texts, shared machine): all trainable 3.6, embeddings frozen 3.1,
+    embeddings and layers 1-3 frozen 2.3. The last was not adopted: its effect on accuracy was not measured."""
     layers: int | None = None
     """Keep only the first `layers` transformer layers (None: all 6); small values are for tests."""
     seed: int = 13
@@ -107,13 +110,25 @@ def cache_key(name: str, config: TrainingConfig, dataset: Dataset) -> str:
     return digest.hexdigest()[:16]
 
 
+def is_cached(directory: Path) -> bool:
+    """Whether `directory` holds a completely trained model (it is renamed into place only when complete)."""
+    return (directory / RESULT_FILE).is_file()
+
+
+def cached_directory(name: str, cache_root: Path, config: TrainingConfig | None = None) -> Path:
+    """Where `trained_model(name, cache_root, config)` keeps its model."""
+    config = config or DEMO_CONFIGS[name]
+    dataset = DATASETS[name](config.train_per_label, config.heldout_per_label, config.seed)
+    return cache_root / cache_key(name, config, dataset) / name
+
+
 def trained_model(name: str, cache_root: Path, config: TrainingConfig | None = None) -> TrainingResult:
     """The model `name` (a key of `DATASETS`) trained with `config` (default `DEMO_CONFIGS[name]`), from the cache
     under `cache_root` if it is there, else trained now and cached."""
     config = config or DEMO_CONFIGS[name]
     dataset = DATASETS[name](config.train_per_label, config.heldout_per_label, config.seed)
     directory = cache_root / cache_key(name, config, dataset) / name
-    if (directory / RESULT_FILE).is_file():
+    if is_cached(directory):
         log.info("%s: reusing the model trained earlier in %s", name, directory)
         return TrainingResult.load(directory)
     scratch = directory.with_name(directory.name + ".partial")
