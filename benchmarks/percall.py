@@ -10,7 +10,9 @@ interleaved rounds by four systems, one text per call (21 tokens), one caller:
   `make bench` measures against the +1 ms target);
 - `ortserve_stub`: the same server called with a bare generated stub on a default channel (what the client adds);
 - `grpc_floor`: a `grpc.aio` server in its own process whose Classify returns a constant answer of the same size,
-  called with `InferenceClient`: the cost of a Python gRPC round trip with no model and no ortserve code.
+  called with `InferenceClient`: the cost of a Python gRPC round trip with no model and no ortserve code;
+- `grpc_floor_chain`: the same with ortserve's interceptor chain (`build_interceptors` of the default settings):
+  what the chain costs per call.
 
 The order of the systems rotates every round, so load from other processes on a shared machine falls on all alike;
 the figures are medians of the per-round p50s and the per-round differences. Server and client CPU per call come from
@@ -50,7 +52,7 @@ from .texts import make_texts
 
 log = logging.getLogger("benchmarks.percall")
 
-SYSTEMS = ("raw_ort", "ortserve", "ortserve_stub", "grpc_floor")
+SYSTEMS = ("raw_ort", "ortserve", "ortserve_stub", "grpc_floor", "grpc_floor_chain")
 #: The issue's target: one caller with the project's client, ortserve p50 ≤ raw ONNX Runtime p50 + this.
 TARGET_DELTA_MS = 1.0
 PROFILE_RATE_HZ = 500
@@ -59,9 +61,9 @@ PROFILE_RATE_HZ = 500
 # --- the gRPC floor: a server with no model ---------------------------------------------------------------------------
 
 
-def run_floor_server(port: int, labels: int) -> None:
+def run_floor_server(port: int, labels: int, chain: bool) -> None:
     """Serve `ortserve.v1.Inference` on 127.0.0.1:`port` with a constant Classify answer (`labels` labels per text)
-    and a SERVING health status, until SIGTERM."""
+    and a SERVING health status, until SIGTERM; with `chain`, behind ortserve's interceptor chain."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_health.v1.health import aio as health_aio
 
@@ -75,7 +77,13 @@ def run_floor_server(port: int, labels: int) -> None:
             return answer
 
     async def main() -> None:
-        server = grpc.aio.server()
+        interceptors = []
+        if chain:
+            from ortserve.server.interceptors import build_interceptors
+            from ortserve.server.settings import ServerSettings
+
+            interceptors = build_interceptors(ServerSettings())
+        server = grpc.aio.server(interceptors=interceptors)
         pb_grpc.add_InferenceServicer_to_server(Floor(), server)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -91,11 +99,12 @@ def run_floor_server(port: int, labels: int) -> None:
 
 
 @contextmanager
-def floor_process(labels: int, log_file: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def floor_process(labels: int, log_file: Path, chain: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     from ortserve.server.healthcheck import wait_until_serving
 
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.percall", "--floor-server", str(port), "--floor-labels", str(labels)]
+    command += ["--floor-chain"] if chain else []
     with log_file.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=out)
         try:
@@ -147,14 +156,15 @@ COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("tokenizer", re.compile(r"encode_batch|tokenizers")),
     ("runtime: collate, softmax, rank", re.compile(r"server/runtime\.py|server/stages\.py")),
     ("protobuf (de)serialization, message building", re.compile(r"protobuf|upb|_message|SerializeToString|FromString")),
-    ("ortserve client code", re.compile(r"ortserve/client/|/client/(sync_client|convert|base)\.py")),
+    ("ortserve client code", re.compile(r"(^|[ (/])client/(sync_client|async_client|convert|base)\.py")),
     ("interceptor chain", re.compile(r"server/interceptors\.py|server/metrics\.py|server/call_context\.py")),
     ("transport (proto ⇄ domain)", re.compile(r"server/transport(_v2)?\.py")),
     ("service (validation, cache)", re.compile(r"server/service\.py|server/result_cache\.py")),
     ("batcher, model table (thread hand-off)", re.compile(r"server/batcher\.py|server/model_table\.py")),
     ("executor thread", re.compile(r"concurrent/futures|threading\.py")),
     ("gRPC (Python layer and C core)", re.compile(r"grpc|cygrpc|_cython")),
-    ("asyncio event loop", re.compile(r"asyncio")),
+    # grpc.aio's Cython code has no Python frames: it runs as the event loop's callbacks and task steps.
+    ("event loop: grpc.aio (Cython) and asyncio callbacks", re.compile(r"asyncio")),
 )
 OTHER = "other"
 
@@ -197,13 +207,17 @@ def _short(frame: str) -> str:
 
 
 @contextmanager
-def py_spy(pid: int, output: Path, native: bool) -> Iterator[None]:
-    """Sample `pid` (its active threads) with py-spy while the block runs; raw collapsed stacks go to `output`."""
+def py_spy(pid: int, output: Path, native: bool, gil: bool) -> Iterator[None]:
+    """Sample `pid` (its active threads, or with `gil` only the thread holding the GIL) with py-spy while the block
+    runs; raw collapsed stacks go to `output`."""
     binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     command = [binary, "record", "--pid", str(pid), "--rate", str(PROFILE_RATE_HZ), "--format", "raw",
                "--output", str(output), "--nonblocking"]
     if native:
+        command.remove("--nonblocking")  # py-spy reads native stacks only from a paused process
         command.append("--native")
+    if gil:
+        command.append("--gil")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)  # py-spy attaches and starts sampling
     try:
@@ -219,7 +233,7 @@ def py_spy(pid: int, output: Path, native: bool) -> Iterator[None]:
 
 
 def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, profile_calls: int,
-            native: bool, server_args: Sequence[str]) -> dict[str, Any]:
+            native: bool, gil: bool, server_args: Sequence[str]) -> dict[str, Any]:
     from ortserve.client import InferenceClient
     from ortserve.server.artifact import ArtifactManifest
     from ortserve.server.runtime import SessionConfig
@@ -237,6 +251,8 @@ def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, pro
                               "calls_per_round": calls, "server_args": list(server_args)}
     with ortserve_process({model: artifact}, logs / "percall-ortserve.log", extra_args=server_args) as server, \
             floor_process(labels, logs / "percall-floor.log") as (floor, floor_port), \
+            floor_process(labels, logs / "percall-floor.log", chain=True) as (chained, chained_port), \
+            InferenceClient(f"{LOOPBACK}:{chained_port}", timeout=30) as chained_client, \
             InferenceClient(f"{LOOPBACK}:{server.port}", timeout=30) as client, \
             InferenceClient(f"{LOOPBACK}:{floor_port}", timeout=30) as floor_client, \
             grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel:
@@ -249,6 +265,7 @@ def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, pro
                 server.process.pid,
             ),
             "grpc_floor": (lambda batch: floor_client.classify("floor", batch), floor.pid),
+            "grpc_floor_chain": (lambda batch: chained_client.classify("floor", batch), chained.pid),
         }
         for round_ in range(rounds):
             order = SYSTEMS[round_ % len(SYSTEMS):] + SYSTEMS[: round_ % len(SYSTEMS)]
@@ -264,7 +281,9 @@ def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, pro
                 f"{name} {statistics.median(latencies[name][-1]):.2f} ms" for name in SYSTEMS))
         if profile_calls:
             result["profile"] = profile(server.process.pid, lambda batch: client.classify(model, batch), texts,
-                                        profile_calls, work, native)
+                                        profile_calls, work, native, gil, "ortserve")
+            result["profile_floor"] = profile(floor.pid, lambda batch: floor_client.classify("floor", batch), texts,
+                                              profile_calls, work, native, gil, "grpc_floor")
     p50 = {name: [statistics.median(r) for r in runs] for name, runs in latencies.items()}
     result.update({
         "p50_ms_per_round": p50,
@@ -285,20 +304,20 @@ def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, pro
 
 
 def profile(server_pid: int, call: Callable[[list[str]], object], texts: Sequence[str], calls: int, work: Path,
-            native: bool) -> dict[str, Any]:
-    """py-spy on the server and on this process (the client) during `calls` ortserve calls."""
+            native: bool, gil: bool, system: str) -> dict[str, Any]:
+    """py-spy on the server and on this process (the client) during `calls` calls of `system`."""
     out = work / "profiles"
     out.mkdir(parents=True, exist_ok=True)
-    server_raw, client_raw = out / "percall-server.txt", out / "percall-client.txt"
+    server_raw, client_raw = out / f"percall-{system}-server.txt", out / f"percall-{system}-client.txt"
     for path in (server_raw, client_raw):
         path.unlink(missing_ok=True)
-    with py_spy(server_pid, server_raw, native), py_spy(os.getpid(), client_raw, native):
+    with py_spy(server_pid, server_raw, native, gil), py_spy(os.getpid(), client_raw, native, gil):
         start = time.perf_counter()
         samples = timed_calls(call, texts, calls, offset=0)
         seconds = time.perf_counter() - start
     return {
-        "calls": calls + 3, "seconds": seconds, "p50_ms": statistics.median(samples), "native": native,
-        "rate_hz": PROFILE_RATE_HZ,
+        "system": system, "calls": calls + 3, "seconds": seconds, "p50_ms": statistics.median(samples),
+        "native": native, "gil": gil, "rate_hz": PROFILE_RATE_HZ,
         "server": summarize_profile(server_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
         "client": summarize_profile(client_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
     }
@@ -325,13 +344,18 @@ def write_report(result: dict[str, Any], out: Path, command: str) -> str:
                      f"{cpu['client']:.2f} | {server_cpu} |")
     lines += ["", f"Target (ortserve p50 ≤ raw ORT p50 + {TARGET_DELTA_MS} ms): "
                   f"Δ {result['delta_ms']['ortserve']:+.2f} ms, {'met' if result['target_met'] else 'missed'}.", ""]
-    profile_result = result.get("profile")
-    if profile_result:
+    for profile_result in (result.get("profile"), result.get("profile_floor")):
+        if not profile_result:
+            continue
         lines += [
-            f"## Profile (py-spy {'--native ' if profile_result['native'] else ''}at {profile_result['rate_hz']} Hz, "
+            f"## Profile of {profile_result['system']} (py-spy {'--native ' if profile_result['native'] else ''}"
+            f"{'--gil ' if profile_result['gil'] else ''}at {profile_result['rate_hz']} Hz, "
             f"{profile_result['calls']} calls, p50 {profile_result['p50_ms']:.2f} ms while sampled)",
             "",
-            "Active (on-CPU or running Python) time per call by component, µs; idle waits are not sampled.",
+            ("Time holding the GIL per call by component, µs (Python, and C code that keeps the GIL)."
+             if profile_result["gil"] else
+             "Active (running, not idle) time per call by component, µs, summed over threads; idle waits are not "
+             "sampled."),
             "",
         ]
         for side in ("server", "client"):
@@ -356,13 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=100, help="calls per system per round")
     parser.add_argument("--profile", action="store_true", help="py-spy the server and the client afterwards")
     parser.add_argument("--profile-calls", type=int, default=600)
-    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; slower sampling)")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; pauses the process)")
+    parser.add_argument("--gil", action="store_true", help="py-spy --gil: only the thread holding the GIL")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `ortserve serve` argument")
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-labels", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-chain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor_server:
-        run_floor_server(args.floor_server, args.floor_labels)
+        run_floor_server(args.floor_server, args.floor_labels, args.floor_chain)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.artifact is not None:
@@ -374,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         artifact = next(m.artifact for m in models if m.name == args.model)
         model = args.model
     result = measure(artifact, model, args.work, args.rounds, args.calls,
-                     args.profile_calls if args.profile else 0, args.native, args.server_arg)
+                     args.profile_calls if args.profile else 0, args.native, args.gil, args.server_arg)
     command = "python -m benchmarks.percall " + " ".join(argv if argv is not None else sys.argv[1:])
     print(write_report(result, args.out, command.strip()))
     return 0
