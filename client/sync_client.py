@@ -24,6 +24,7 @@ from .convert import (
     chunk_error,
     chunk_requests,
     classifications_from_proto,
+    classify_request,
     model_info_from_proto,
 )
 from .errors import InferenceError
@@ -90,10 +91,16 @@ class InferenceClient(ClientBase):
         texts = checked_texts(texts)
         if not texts:
             return []
+        if len(texts) <= self.chunk_size:  # the common case of web APIs and consumers: one request, no bookkeeping
+            request = classify_request(model, texts, top_k)
+            stub, seconds = self._inference_stub(), self.timeout if timeout is None else timeout
+            try:
+                response = stub.Classify(request, timeout=seconds, metadata=self._metadata)
+            except grpc.RpcError as error:
+                raise InferenceError.from_rpc_error(error) from None
+            return checked_classifications(response, len(texts))
         requests = chunk_requests(model, texts, top_k, self.chunk_size)
         stub, seconds = self._inference_stub(), self.timeout if timeout is None else timeout
-        if len(requests) == 1:  # the common case of web APIs and consumers: no futures, no bookkeeping
-            return self._results(requests[0], stub.Classify, seconds, len(texts))
         results: list[Classification] = []
         in_flight: deque[tuple[int, pb.ClassifyRequest, grpc.Future]] = deque()
         try:
@@ -119,16 +126,6 @@ class InferenceClient(ClientBase):
         request = pb.GetModelRequest(name=name)
         return model_info_from_proto(self._call(self._inference_stub().GetModel, request, timeout))
 
-    def _results(
-        self, chunk: tuple[int, pb.ClassifyRequest], method: Any, timeout: float, total: int
-    ) -> list[Classification]:
-        start, request = chunk
-        try:
-            response = method(request, timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise chunk_error(error, start, len(request.texts), total) from None
-        return checked_classifications(response, request)
-
     def _collect(
         self, start: int, request: pb.ClassifyRequest, future: grpc.Future, total: int
     ) -> list[Classification]:
@@ -136,7 +133,7 @@ class InferenceClient(ClientBase):
             response = future.result()
         except grpc.RpcError as error:
             raise chunk_error(error, start, len(request.texts), total) from None
-        return checked_classifications(response, request)
+        return checked_classifications(response, len(request.texts))
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:

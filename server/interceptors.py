@@ -16,14 +16,13 @@ so a service added later (the V2 inference service, anything else) runs inside i
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import inspect
 import logging
+import random
 import re
 import threading
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,61 +91,81 @@ def build_interceptors(
 
 
 # --- wrapping a method handler of any arity ------------------------------------------------------------------------
+#
+# grpc.aio runs every interceptor's `intercept_service` on every call and caches nothing, so each interceptor keeps the
+# handler it wrapped per method (`WrappedHandlers`) and does its per-call work inside the wrapped behavior, as plain
+# try/except around one await: no closure, context manager or handler object is made per call.
 
-CallScope = contextlib.AbstractAsyncContextManager[None]
-#: Makes the scope one call runs in, from its method, its request (None when requests stream) and context.
-ScopeFactory = Callable[[str, Any, grpc.aio.ServicerContext], CallScope]
+#: Makes the behavior of one arity around the inner behavior, from the method name and the inner behavior.
+BehaviorWrapper = Callable[[str, Callable[..., Any]], Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Wrappers:
+    """How an interceptor wraps a behavior of each of the four arities (`None`: that arity passes unchanged)."""
+
+    unary_unary: BehaviorWrapper | None = None
+    unary_stream: BehaviorWrapper | None = None
+    stream_unary: BehaviorWrapper | None = None
+    stream_stream: BehaviorWrapper | None = None
 
 
 def wrap_handler(
     handler: grpc.RpcMethodHandler,
     method: str,
-    scope: ScopeFactory,
+    wrappers: Wrappers,
     deserializer: Callable[[Any], Any] | None = None,
 ) -> grpc.RpcMethodHandler:
-    """`handler` with its behavior run inside `scope(method, request, context)`, whichever of the four arities it has.
+    """`handler` with its behavior wrapped by `wrappers`, whichever of the four arities it has.
 
     `deserializer`, if given, replaces the handler's request deserializer (gRPC calls it before any behavior).
     """
     request_deserializer = deserializer if deserializer is not None else handler.request_deserializer
     serializer = handler.response_serializer
     if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with scope(method, request, context):
-                return await _resolve(inner_uu(request, context))
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, request_deserializer, serializer)
+        behavior = _wrapped(wrappers.unary_unary, method, handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(behavior, request_deserializer, serializer)
     if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with scope(method, request, context):
-                async for response in _responses(inner_us(request, context)):
-                    yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, request_deserializer, serializer)
+        behavior = _wrapped(wrappers.unary_stream, method, handler.unary_stream)
+        return grpc.unary_stream_rpc_method_handler(behavior, request_deserializer, serializer)
     if handler.stream_unary is not None:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with scope(method, None, context):
-                return await _resolve(inner_su(_checked(requests), context))
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, request_deserializer, serializer)
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        async with scope(method, None, context):
-            async for response in _responses(inner_ss(_checked(requests), context)):
-                yield response
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream, request_deserializer, serializer)
+        behavior = _wrapped(wrappers.stream_unary, method, handler.stream_unary)
+        return grpc.stream_unary_rpc_method_handler(behavior, request_deserializer, serializer)
+    behavior = _wrapped(wrappers.stream_stream, method, handler.stream_stream)
+    return grpc.stream_stream_rpc_method_handler(behavior, request_deserializer, serializer)
 
 
-async def _resolve(result: Any) -> Any:
-    return await result if inspect.isawaitable(result) else result
+def _wrapped(wrapper: BehaviorWrapper | None, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    return wrapper(method, behavior) if wrapper is not None else behavior
+
+
+class WrappedHandlers:
+    """The wrapped handler of each method, made on its first call and reused while gRPC hands over the same handler
+    (generic handlers return one object per method, so in practice it is made once per method)."""
+
+    def __init__(self) -> None:
+        self._by_method: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def get(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler | None:
+        """The wrapped `handler` of `method`, or None if it was not wrapped yet (or gRPC now hands over another)."""
+        cached = self._by_method.get(method)
+        return cached[1] if cached is not None and cached[0] is handler else None
+
+    def put(self, method: str, handler: grpc.RpcMethodHandler, wrapped: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        self._by_method[method] = (handler, wrapped)
+        return wrapped
+
+
+def _awaiting(behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """`behavior` as a coroutine function (gRPC also accepts plain functions as unary behaviors)."""
+    if inspect.iscoroutinefunction(behavior):
+        return behavior
+
+    async def resolved(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return resolved
 
 
 async def _responses(result: Any) -> AsyncIterator[Any]:
@@ -176,6 +195,9 @@ async def _checked(requests: Any) -> AsyncIterator[Any]:
 class RequestIdInterceptor(grpc.aio.ServerInterceptor):
     """Gives every call an id (the caller's `x-request-id` if sane) and returns it in the trailing metadata."""
 
+    def __init__(self) -> None:
+        self._wrapped = WrappedHandlers()
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -184,25 +206,71 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        request_id = _request_id_of(handler_call_details.invocation_metadata)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        wrapped = self._wrapped.get(method, handler)
+        if wrapped is None:
+            wrapped = self._wrapped.put(method, handler, wrap_handler(handler, method, _REQUEST_ID_WRAPPERS))
+        return wrapped
 
-        @contextlib.asynccontextmanager
-        async def scope(method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-            token = _request_id.set(request_id)
-            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-            try:
-                yield
-            finally:
-                _request_id.reset(token)
 
-        return wrap_handler(handler, handler_call_details.method, scope)
+def _enter_request_id(context: grpc.aio.ServicerContext) -> contextvars.Token[str]:
+    """Take the call's request id from its metadata (the same the handler call details carry), make it current and
+    put it in the trailing metadata."""
+    request_id = _request_id_of(context.invocation_metadata())
+    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+    return _request_id.set(request_id)
+
+
+def _request_id_unary_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    inner = _awaiting(behavior)
+
+    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = _enter_request_id(context)
+        try:
+            return await inner(request, context)
+        finally:
+            _request_id.reset(token)
+
+    return unary_unary
+
+
+def _request_id_unary_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        token = _enter_request_id(context)
+        try:
+            async for response in _responses(behavior(request, context)):
+                yield response
+        finally:
+            _request_id.reset(token)
+
+    return unary_stream
+
+
+def _request_id_stream_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    inner = _awaiting(behavior)
+
+    async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        token = _enter_request_id(context)
+        try:
+            return await inner(requests, context)
+        finally:
+            _request_id.reset(token)
+
+    return stream_unary
+
+
+_REQUEST_ID_WRAPPERS = Wrappers(
+    _request_id_unary_unary, _request_id_unary_stream, _request_id_stream_unary, _request_id_unary_stream
+)
 
 
 def _request_id_of(metadata: Sequence[tuple[str, Any]] | None) -> str:
     for key, value in metadata or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and _SANE_REQUEST_ID.match(value):
             return value
-    return uuid.uuid4().hex
+    # An id to correlate a caller's error with the log, not a secret: the Mersenne Twister is several times cheaper
+    # than uuid4's read of the OS's random source, and gives the same 32 hex digits.
+    return f"{random.getrandbits(128):032x}"
 
 
 # --- 3. errors → status --------------------------------------------------------------------------------------------
@@ -291,6 +359,8 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, rejected_log: RateLimitedLog | None = None, failed_log: RateLimitedLog | None = None):
         self.rejected_log = rejected_log or RateLimitedLog(log)
         self.failed_log = failed_log or RateLimitedLog(log)
+        self._wrapped = WrappedHandlers()
+        self._wrappers = Wrappers(self._unary_unary, self._unary_stream, self._stream_unary, self._stream_stream)
 
     async def intercept_service(
         self,
@@ -300,35 +370,82 @@ class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return wrap_handler(
-            handler,
-            handler_call_details.method,
-            self._scope,
-            deserializer=tolerant_deserializer(handler.request_deserializer),
-        )
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        wrapped = self._wrapped.get(method, handler)
+        if wrapped is None:
+            deserializer = tolerant_deserializer(handler.request_deserializer)
+            wrapped = self._wrapped.put(method, handler, wrap_handler(handler, method, self._wrappers, deserializer))
+        return wrapped
 
-    @contextlib.asynccontextmanager
-    async def _scope(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        try:
-            if isinstance(request, UndecodableRequest):
-                raise request.error()
-            yield
-        except grpc.aio.AbortError:
-            raise  # the servicer chose its own status (the health service's NOT_FOUND, for example)
-        except OrtServeError as exc:
+    def _unary_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        inner = _awaiting(behavior)
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if type(request) is UndecodableRequest:
+                    raise request.error()
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise  # the servicer chose its own status
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return unary_unary
+
+    def _unary_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                if type(request) is UndecodableRequest:
+                    raise request.error()
+                async for response in _responses(behavior(request, context)):
+                    yield response
+            except grpc.aio.AbortError:
+                raise  # the servicer chose its own status (the health service's NOT_FOUND, for example)
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return unary_stream
+
+    def _stream_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        inner = _awaiting(behavior)
+
+        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(_checked(requests), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return stream_unary
+
+    def _stream_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for response in _responses(behavior(_checked(requests), context)):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return stream_stream
+
+    async def _abort(self, exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+        """End the call with the status of `exc` (raises `grpc.aio.AbortError`); log what the caller is not told."""
+        if isinstance(exc, OrtServeError):
             code, message = status_for(exc)
             detail = f" [{exc.detail}]" if exc.detail else ""
             level = logging.INFO if code in _CALLER_CODES else logging.WARNING
             self.rejected_log.log(
                 level, "request %s %s: %s %s%s", current_request_id(), method, code.name, first_line(exc), detail
             )
-            await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(context))
-        except Exception:
+        else:
             self.failed_log.log(
                 logging.ERROR, "request %s %s: unexpected error", current_request_id(), method, exc_info=True
             )
             code, message = status_for(Exception())
-            await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(context))
+        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(context))
 
 
 def _trailers(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
@@ -391,21 +508,49 @@ def _raw_bytes(data: bytes) -> bytes:
     return data
 
 
-def _refusing(refusal: UnauthenticatedError) -> ScopeFactory:
-    @contextlib.asynccontextmanager
-    async def scope(method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        raise refusal
-        yield  # unreachable; makes this a generator
+def _refusing(refusal: UnauthenticatedError) -> Wrappers:
+    """Behaviors that fail with `refusal` before anything else runs (made per refused call: refusals differ)."""
 
-    return scope
+    def unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            raise refusal
+
+        return refuse
+
+    def streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            raise refusal
+            yield  # unreachable; makes this an async generator, as the arity requires
+
+        return refuse
+
+    return Wrappers(unary, streaming, unary, streaming)
 
 
-def _limited_to_models(grant: TokenGrant) -> ScopeFactory:
-    @contextlib.asynccontextmanager
-    async def scope(method: str, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        model = requested_model(request) if request is not None else None
-        if model is not None:
-            grant.check_model(model)
-        yield
+def _limited_to_models(grant: TokenGrant) -> Wrappers:
+    """Behaviors that check the model a request names against `grant` (streamed requests are not checked)."""
 
-    return scope
+    def unary_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        inner = _awaiting(behavior)
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            _check_model(grant, request)
+            return await inner(request, context)
+
+        return checked
+
+    def unary_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            _check_model(grant, request)
+            async for response in _responses(behavior(request, context)):
+                yield response
+
+        return checked
+
+    return Wrappers(unary_unary=unary_unary, unary_stream=unary_stream)
+
+
+def _check_model(grant: TokenGrant, request: Any) -> None:
+    model = requested_model(request)
+    if model is not None:
+        grant.check_model(model)

@@ -46,14 +46,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
 
 def classify_response(result: ClassifyResult) -> pb.ClassifyResponse:
-    return pb.ClassifyResponse(
-        model=result.model,
-        model_version=result.model_version,
-        results=[
-            pb.Classification(labels=[pb.LabelScore(label=s.label, score=s.score) for s in ranked])
-            for ranked in result.results
-        ],
-    )
+    # Filled in place with `add`: half the CPU of building a message per label and passing lists of them (measured
+    # 2.3 vs 5.2 µs for one text of 5 labels), and this runs on the event loop for every call.
+    response = pb.ClassifyResponse(model=result.model, model_version=result.model_version)
+    add_classification = response.results.add
+    for ranked in result.results:
+        add_label = add_classification().labels.add
+        for score in ranked:
+            add_label(label=score.label, score=score.score)
+    return response
 
 
 def model_info(description: ModelDescription) -> pb.ModelInfo:

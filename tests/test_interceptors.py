@@ -246,3 +246,30 @@ def test_streaming_methods_pass_the_chain_too(server: RunningServer) -> None:
         first = next(watch)
         watch.cancel()
     assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_chain_wraps_a_methods_handler_once_and_rewraps_a_new_one() -> None:
+    """grpc.aio asks every interceptor for the handler on every call and caches nothing: the chain hands back the
+    handler it wrapped for the method while gRPC hands over the same one, and wraps anew when gRPC hands another."""
+    import functools
+    from collections import namedtuple
+
+    from ortserve.server.interceptors import build_interceptors
+
+    chain = build_interceptors(ServerSettings())
+    details = namedtuple("details", "method invocation_metadata")(f"/{SERVICE}/Fine", ())
+
+    async def resolve(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        async def run(interceptors: Iterator[grpc.aio.ServerInterceptor], call_details: object) -> object:
+            interceptor = next(interceptors, None)
+            if interceptor is None:
+                return handler
+            return await interceptor.intercept_service(functools.partial(run, interceptors), call_details)
+
+        return await run(iter(chain), details)
+
+    handler = grpc.unary_unary_rpc_method_handler(_fine)
+    first, second = asyncio.run(resolve(handler)), asyncio.run(resolve(handler))
+    replaced = asyncio.run(resolve(grpc.unary_unary_rpc_method_handler(_fine)))
+    assert first is second
+    assert replaced is not first and replaced.unary_unary is not first.unary_unary

@@ -1,0 +1,485 @@
+"""Per-call overhead of one caller: raw ONNX Runtime in process vs ortserve over gRPC with the project's client.
+
+    python -m benchmarks.percall [--work benchmarks/work] [--model minilm] [--rounds 8] [--calls 100] [--profile]
+
+One model (`minilm` by default, the cheaper shape; `--artifact DIR` serves any exported artifact instead) is run in
+interleaved rounds by four systems, one text per call (21 tokens), one caller:
+
+- `raw_ort`: the artifact in this process (`RawOrt`: tokenizer, ONNX Runtime, softmax; no server code): the floor;
+- `ortserve`: `ortserve serve` as its own process, called with `ortserve.client.InferenceClient` (what
+  `make bench` measures against the +1 ms target);
+- `ortserve_stub`: the same server called with a bare generated stub on a default channel (what the client adds);
+- `grpc_floor`: a `grpc.aio` server in its own process whose Classify returns a constant answer of the same size,
+  called with `InferenceClient`: the cost of a Python gRPC round trip with no model and no ortserve code;
+- `grpc_floor_chain`: the same with ortserve's interceptor chain (`build_interceptors` of the default settings):
+  what the chain costs per call.
+
+The order of the systems rotates every round, so load from other processes on a shared machine falls on all alike;
+the figures are medians of the per-round p50s and the per-round differences. Server and client CPU per call come from
+/proc (server) and `time.process_time` (this process). With `--profile`, py-spy samples the server and this process
+(the client) during one more ortserve round and the summary says where one call's time goes, by component.
+Writes percall.json and percall.md to --out. Every target is 127.0.0.1; every loop is bounded by a count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ortserve.v1 import inference_pb2 as pb
+from ortserve.v1 import inference_pb2_grpc as pb_grpc
+
+from .load import LOOPBACK
+from .processes import free_port, ortserve_process
+from .texts import make_texts
+
+log = logging.getLogger("benchmarks.percall")
+
+SYSTEMS = ("raw_ort", "ortserve", "ortserve_stub", "grpc_floor", "grpc_floor_chain")
+#: The issue's target: one caller with the project's client, ortserve p50 ≤ raw ONNX Runtime p50 + this.
+TARGET_DELTA_MS = 1.0
+PROFILE_RATE_HZ = 500
+
+
+# --- the gRPC floor: a server with no model ---------------------------------------------------------------------------
+
+
+def run_floor_server(port: int, labels: int, chain: bool) -> None:
+    """Serve `ortserve.v1.Inference` on 127.0.0.1:`port` with a constant Classify answer (`labels` labels per text)
+    and a SERVING health status, until SIGTERM; with `chain`, behind ortserve's interceptor chain."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1.health import aio as health_aio
+
+    answer = pb.ClassifyResponse(
+        model="floor", model_version="1",
+        results=[pb.Classification(labels=[pb.LabelScore(label=f"label{i}", score=0.5) for i in range(labels)])],
+    )
+
+    class Floor(pb_grpc.InferenceServicer):
+        async def Classify(self, request: pb.ClassifyRequest, context: Any) -> pb.ClassifyResponse:  # noqa: N802
+            return answer
+
+    async def main() -> None:
+        interceptors = []
+        if chain:
+            from ortserve.server.interceptors import build_interceptors
+            from ortserve.server.settings import ServerSettings
+
+            interceptors = build_interceptors(ServerSettings())
+        server = grpc.aio.server(interceptors=interceptors)
+        pb_grpc.add_InferenceServicer_to_server(Floor(), server)
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        server.add_insecure_port(f"{LOOPBACK}:{port}")
+        await server.start()
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await server.stop(0)
+
+    asyncio.run(main())
+
+
+@contextmanager
+def floor_process(labels: int, log_file: Path, chain: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    from ortserve.server.healthcheck import wait_until_serving
+
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.percall", "--floor-server", str(port), "--floor-labels", str(labels)]
+    command += ["--floor-chain"] if chain else []
+    with log_file.open("ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=out)
+        try:
+            wait_until_serving(f"{LOOPBACK}:{port}", process, timeout=60, poll_s=0.05)
+            yield process, port
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# --- the interceptor chain alone, in process -------------------------------------------------------------------------
+
+
+def chain_cost_us(calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
+    """CPU µs per unary call that ortserve's interceptor chain adds, driven as grpc.aio drives it (every
+    interceptor's `intercept_service` per call, then the handler's behavior), with a behavior that does nothing."""
+    import functools
+    from collections import namedtuple
+
+    from ortserve.server.interceptors import build_interceptors
+    from ortserve.server.metrics import ObservabilityInterceptor, ServerMetrics
+    from ortserve.server.settings import ServerSettings
+
+    details_type = namedtuple("details_type", "method invocation_metadata")
+    metadata = (("user-agent", "grpc-python"),)
+
+    class Context:
+        def invocation_metadata(self) -> Any:
+            return metadata
+
+        def set_trailing_metadata(self, trailing: Any) -> None:
+            self.trailing = trailing
+
+        def code(self) -> Any:
+            return None
+
+    async def behavior(request: Any, context: Any) -> Any:
+        return request
+
+    handler = grpc.unary_unary_rpc_method_handler(behavior, pb.ClassifyRequest.FromString)
+
+    async def run(interceptors: Iterator[Any], details: Any) -> Any:  # grpc.aio's _run_interceptor
+        interceptor = next(interceptors, None)
+        if interceptor is None:
+            return handler
+        return await interceptor.intercept_service(functools.partial(run, interceptors), details)
+
+    async def one_call(chain: list[Any], data: bytes) -> Any:
+        found = await run(iter(chain), details_type("/ortserve.v1.Inference/Classify", metadata))
+        return await found.unary_unary(found.request_deserializer(data), Context())
+
+    async def main() -> dict[str, float]:
+        data = pb.ClassifyRequest(model="m", texts=["a text"]).SerializeToString()
+        chains = {
+            "none": [],
+            "chain": build_interceptors(ServerSettings()),
+            "chain_with_metrics": build_interceptors(
+                ServerSettings(), extra=[ObservabilityInterceptor([], ServerMetrics([]), None)]  # type: ignore[arg-type]
+            ),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in chains}
+        for _ in range(repeats):
+            for name, chain in chains.items():
+                start = time.process_time()
+                for _ in range(calls):
+                    await one_call(chain, data)
+                samples[name].append((time.process_time() - start) / calls * 1e6)
+        none = statistics.median(samples["none"])
+        return {name: statistics.median(values) - none for name, values in samples.items() if name != "none"}
+
+    return asyncio.run(main())
+
+
+# --- measuring --------------------------------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User + system CPU time so far of a process (all its threads) or of one of its threads, from /proc."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_calls(call: Callable[[list[str]], object], texts: Sequence[str], calls: int, offset: int) -> list[float]:
+    """Milliseconds of `calls` calls of one text each (after 3 warm-up calls)."""
+    for i in range(3):
+        call([texts[(offset + i) % len(texts)]])
+    samples = []
+    for i in range(calls):
+        text = [texts[(offset + i) % len(texts)]]
+        start = time.perf_counter()
+        call(text)
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def p(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+# --- profiling with py-spy --------------------------------------------------------------------------------------------
+
+#: Components of one call, by the frames of a sampled stack: the first rule (in this order) that matches any frame of
+#: the stack, searched from the innermost frame outwards, names the component. Frames are `function (file:line)`;
+#: with --native also C symbols of the extension modules.
+COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("ONNX Runtime run", re.compile(r"onnxruntime|OrtRun|onnxruntime_pybind")),
+    ("tokenizer", re.compile(r"encode_batch|tokenizers")),
+    ("runtime: collate, softmax, rank", re.compile(r"server/runtime\.py|server/stages\.py")),
+    ("protobuf (de)serialization, message building", re.compile(r"protobuf|upb|_message|SerializeToString|FromString")),
+    ("ortserve client code", re.compile(r"(^|[ (/])client/(sync_client|async_client|convert|base)\.py")),
+    ("interceptor chain", re.compile(r"server/interceptors\.py|server/metrics\.py|server/call_context\.py")),
+    ("transport (proto ⇄ domain)", re.compile(r"server/transport(_v2)?\.py")),
+    ("service (validation, cache)", re.compile(r"server/service\.py|server/result_cache\.py")),
+    ("batcher, model table (thread hand-off)", re.compile(r"server/batcher\.py|server/model_table\.py")),
+    ("executor thread", re.compile(r"concurrent/futures|threading\.py")),
+    ("gRPC (Python layer and C core)", re.compile(r"grpc|cygrpc|_cython")),
+    # grpc.aio's Cython code has no Python frames: it runs as the event loop's callbacks and task steps.
+    ("event loop: grpc.aio (Cython) and asyncio callbacks", re.compile(r"asyncio")),
+)
+OTHER = "other"
+
+
+def component_of(stack: Sequence[str]) -> str:
+    for frame in reversed(stack):  # innermost first
+        for name, pattern in COMPONENTS:
+            if pattern.search(frame):
+                return name
+    return OTHER
+
+
+def summarize_profile(raw: str, calls: int, rate_hz: int) -> dict[str, Any]:
+    """Microseconds per call by component, from py-spy's raw (collapsed) output: `frame;frame;... count` lines."""
+    per_component: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if not stack_text or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        stack = stack_text.split(";")
+        per_component[component_of(stack)] += count
+        leaves[_short(stack[-1])] += count
+        total += count
+    us_per_sample = 1e6 / rate_hz
+    return {
+        "samples": total,
+        "us_per_call": {name: n * us_per_sample / calls for name, n in per_component.most_common()},
+        "top_frames": [(frame, n * us_per_sample / calls) for frame, n in leaves.most_common(12)],
+    }
+
+
+def _short(frame: str) -> str:
+    """`function (…/package/file.py:12)` without the directories before the package."""
+    return re.sub(r"\((?:[^()]*/)?((?:site-packages/)?[^/()]+/[^/()]+:\d+)\)", r"(\1)", frame).replace(
+        "site-packages/", ""
+    )
+
+
+@contextmanager
+def py_spy(pid: int, output: Path, native: bool, gil: bool) -> Iterator[None]:
+    """Sample `pid` (its active threads, or with `gil` only the thread holding the GIL) with py-spy while the block
+    runs; raw collapsed stacks go to `output`."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    command = [binary, "record", "--pid", str(pid), "--rate", str(PROFILE_RATE_HZ), "--format", "raw",
+               "--output", str(output), "--nonblocking"]
+    if native:
+        command.remove("--nonblocking")  # py-spy reads native stacks only from a paused process
+        command.append("--native")
+    if gil:
+        command.append("--gil")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # py-spy attaches and starts sampling
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy writes its output when interrupted
+        _, errors = process.communicate(timeout=60)
+        if process.returncode not in (0, -signal.SIGINT) and not output.exists():
+            raise RuntimeError(f"py-spy failed: {errors.decode(errors='replace')[-500:]}")
+
+
+# --- the run ----------------------------------------------------------------------------------------------------------
+
+
+def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, profile_calls: int,
+            native: bool, gil: bool, server_args: Sequence[str]) -> dict[str, Any]:
+    from ortserve.client import InferenceClient
+    from ortserve.server.artifact import ArtifactManifest
+    from ortserve.server.runtime import SessionConfig
+
+    from .baselines import RawOrt
+
+    texts = make_texts(artifact / "tokenizer.json", 512, mixed=False)
+    labels = len(ArtifactManifest.read(artifact).labels)
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    raw = RawOrt(artifact, SessionConfig())
+    latencies: dict[str, list[list[float]]] = {name: [] for name in SYSTEMS}
+    cpu_ms: dict[str, list[dict[str, float]]] = {name: [] for name in SYSTEMS}
+    result: dict[str, Any] = {"model": model, "artifact": str(artifact.name), "rounds": rounds,
+                              "calls_per_round": calls, "server_args": list(server_args)}
+    with ortserve_process({model: artifact}, logs / "percall-ortserve.log", extra_args=server_args) as server, \
+            floor_process(labels, logs / "percall-floor.log") as (floor, floor_port), \
+            floor_process(labels, logs / "percall-floor.log", chain=True) as (chained, chained_port), \
+            InferenceClient(f"{LOOPBACK}:{chained_port}", timeout=30) as chained_client, \
+            InferenceClient(f"{LOOPBACK}:{server.port}", timeout=30) as client, \
+            InferenceClient(f"{LOOPBACK}:{floor_port}", timeout=30) as floor_client, \
+            grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        systems: dict[str, tuple[Callable[[list[str]], object], int | None]] = {
+            "raw_ort": (raw, None),
+            "ortserve": (lambda batch: client.classify(model, batch), server.process.pid),
+            "ortserve_stub": (
+                lambda batch: stub.Classify(pb.ClassifyRequest(model=model, texts=batch), timeout=30),
+                server.process.pid,
+            ),
+            "grpc_floor": (lambda batch: floor_client.classify("floor", batch), floor.pid),
+            "grpc_floor_chain": (lambda batch: chained_client.classify("floor", batch), chained.pid),
+        }
+        for round_ in range(rounds):
+            order = SYSTEMS[round_ % len(SYSTEMS):] + SYSTEMS[: round_ % len(SYSTEMS)]
+            for name in order:
+                call, pid = systems[name]
+                client_before = time.process_time()
+                server_before = (cpu_seconds(pid), cpu_seconds(pid, pid)) if pid else (0.0, 0.0)
+                latencies[name].append(timed_calls(call, texts, calls, offset=round_ * calls))
+                server_after = (cpu_seconds(pid), cpu_seconds(pid, pid)) if pid else (0.0, 0.0)
+                cpu_ms[name].append({
+                    "client": (time.process_time() - client_before) * 1000 / (calls + 3),
+                    "server": (server_after[0] - server_before[0]) * 1000 / (calls + 3),
+                    # The main thread runs the event loop: gRPC aio, the interceptors, transport, service, batcher.
+                    "server_loop": (server_after[1] - server_before[1]) * 1000 / (calls + 3),
+                })
+            log.info("round %d/%d: %s", round_ + 1, rounds, ", ".join(
+                f"{name} {statistics.median(latencies[name][-1]):.2f} ms" for name in SYSTEMS))
+        if profile_calls:
+            result["profile"] = profile(server.process.pid, lambda batch: client.classify(model, batch), texts,
+                                        profile_calls, work, native, gil, "ortserve")
+            result["profile_floor"] = profile(floor.pid, lambda batch: floor_client.classify("floor", batch), texts,
+                                              profile_calls, work, native, gil, "grpc_floor")
+    p50 = {name: [statistics.median(r) for r in runs] for name, runs in latencies.items()}
+    result.update({
+        "p50_ms_per_round": p50,
+        "p50_ms": {name: statistics.median(values) for name, values in p50.items()},
+        "p90_ms": {name: statistics.median([p(r, 90) for r in runs]) for name, runs in latencies.items()},
+        "delta_ms_per_round": {
+            name: [value - base for value, base in zip(values, p50["raw_ort"], strict=True)]
+            for name, values in p50.items() if name != "raw_ort"
+        },
+        "cpu_ms_per_call": {
+            name: {side: statistics.median(r[side] for r in runs) for side in ("client", "server", "server_loop")}
+            for name, runs in cpu_ms.items()
+        },
+    })
+    result["delta_ms"] = {name: statistics.median(values) for name, values in result["delta_ms_per_round"].items()}
+    result["chain_us"] = chain_cost_us()
+    result["target_met"] = result["delta_ms"]["ortserve"] <= TARGET_DELTA_MS
+    return result
+
+
+def profile(server_pid: int, call: Callable[[list[str]], object], texts: Sequence[str], calls: int, work: Path,
+            native: bool, gil: bool, system: str) -> dict[str, Any]:
+    """py-spy on the server and on this process (the client) during `calls` calls of `system`."""
+    out = work / "profiles"
+    out.mkdir(parents=True, exist_ok=True)
+    server_raw, client_raw = out / f"percall-{system}-server.txt", out / f"percall-{system}-client.txt"
+    for path in (server_raw, client_raw):
+        path.unlink(missing_ok=True)
+    with py_spy(server_pid, server_raw, native, gil), py_spy(os.getpid(), client_raw, native, gil):
+        start = time.perf_counter()
+        samples = timed_calls(call, texts, calls, offset=0)
+        seconds = time.perf_counter() - start
+    return {
+        "system": system, "calls": calls + 3, "seconds": seconds, "p50_ms": statistics.median(samples),
+        "native": native, "gil": gil, "rate_hz": PROFILE_RATE_HZ,
+        "server": summarize_profile(server_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
+        "client": summarize_profile(client_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
+    }
+
+
+def write_report(result: dict[str, Any], out: Path, command: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "percall.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Per-call overhead: one caller, one text per call",
+        "",
+        f"`{command}`; model `{result['model']}`, {result['rounds']} interleaved rounds of "
+        f"{result['calls_per_round']} calls per system. Medians over rounds of each round's p50 (and p90); Δ is the "
+        "median of the per-round differences to raw ONNX Runtime of the same round.",
+        "",
+        "| system | p50 ms | p90 ms | Δ p50 vs raw ORT ms | client CPU ms/call | server CPU ms/call "
+        "| … of it, event-loop thread |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in SYSTEMS:
+        delta = f"{result['delta_ms'][name]:+.2f}" if name != "raw_ort" else "0"
+        cpu = result["cpu_ms_per_call"][name]
+        server_cpu = f"{cpu['server']:.2f} | {cpu['server_loop']:.2f}" if name != "raw_ort" else "— | —"
+        lines.append(f"| {name} | {result['p50_ms'][name]:.2f} | {result['p90_ms'][name]:.2f} | {delta} | "
+                     f"{cpu['client']:.2f} | {server_cpu} |")
+    lines += ["", f"Target (ortserve p50 ≤ raw ORT p50 + {TARGET_DELTA_MS} ms): "
+                  f"Δ {result['delta_ms']['ortserve']:+.2f} ms, {'met' if result['target_met'] else 'missed'}.", ""]
+    chain = result.get("chain_us")
+    if chain:
+        lines += [f"Interceptor chain in process, as grpc.aio runs it per call (CPU time, median of 7×20,000 calls): "
+                  f"{chain['chain']:.1f} µs (default settings), {chain['chain_with_metrics']:.1f} µs with the "
+                  "observability interceptor and metrics on.", ""]
+    for profile_result in (result.get("profile"), result.get("profile_floor")):
+        if not profile_result:
+            continue
+        lines += [
+            f"## Profile of {profile_result['system']} (py-spy {'--native ' if profile_result['native'] else ''}"
+            f"{'--gil ' if profile_result['gil'] else ''}at {profile_result['rate_hz']} Hz, "
+            f"{profile_result['calls']} calls, p50 {profile_result['p50_ms']:.2f} ms while sampled)",
+            "",
+            ("Time holding the GIL per call by component, µs (Python, and C code that keeps the GIL)."
+             if profile_result["gil"] else
+             "Active (running, not idle) time per call by component, µs, summed over threads; idle waits are not "
+             "sampled."),
+            "",
+        ]
+        for side in ("server", "client"):
+            summary = profile_result[side]
+            lines += [f"### {side}", "", "| component | µs per call |", "|---|---|"]
+            lines += [f"| {name} | {us:.0f} |" for name, us in summary["us_per_call"].items()]
+            lines += ["", "Innermost frames:", ""]
+            lines += [f"- {us:.0f} µs `{frame}`" for frame, us in summary["top_frames"]]
+            lines.append("")
+    text = "\n".join(lines)
+    (out / "percall.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, exports, logs")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--model", default="minilm", help="benchmark model to build and serve (minilm, bert-base)")
+    parser.add_argument("--artifact", type=Path, help="serve this exported artifact directory instead")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--calls", type=int, default=100, help="calls per system per round")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server and the client afterwards")
+    parser.add_argument("--profile-calls", type=int, default=600)
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; pauses the process)")
+    parser.add_argument("--gil", action="store_true", help="py-spy --gil: only the thread holding the GIL")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra `ortserve serve` argument")
+    parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-labels", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-chain", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.floor_server:
+        run_floor_server(args.floor_server, args.floor_labels, args.floor_chain)
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.artifact is not None:
+        artifact, model = args.artifact, args.model
+    else:
+        from .models import build_models
+
+        models, _ = build_models(args.work)
+        artifact = next(m.artifact for m in models if m.name == args.model)
+        model = args.model
+    result = measure(artifact, model, args.work, args.rounds, args.calls,
+                     args.profile_calls if args.profile else 0, args.native, args.gil, args.server_arg)
+    command = "python -m benchmarks.percall " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(write_report(result, args.out, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
