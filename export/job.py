@@ -21,8 +21,8 @@ from ortserve.contract.artifact import MODEL_FILE, ArtifactManifest
 from ortserve.contract.settings import huggingface_offline
 
 from .errors import ExportError, ParityError
-from .parity import GateThresholds
 from .optimize import DEFAULT_INT8, Int8Choice
+from .parity import GateThresholds
 from .pipeline import ExportOptions, ExportReport, check_output_dir, export_local_model, replace_dir
 from .progress import StepTimer
 from .registry import fetch_registered_export, find_registered_export, log_and_register, set_alias, version_tags

@@ -509,7 +509,7 @@ def _parity(run: ExportRun, onnx_path: Path) -> ParityReport:
     """Run the candidate through the server's own runtime, so the gate checks exactly what will be served."""
     classifier = _load_candidate(run, onnx_path)
     probabilities = classifier.probabilities(run.texts, max_batch_size=16)
-    return compare(run.reference, probabilities, run.manifest.multi_label)
+    return compare(run.reference, probabilities, classifier.manifest.multi_label)
 
 
 def _publish_failed(run: ExportRun, model: Path) -> None:

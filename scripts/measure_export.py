@@ -148,7 +148,8 @@ def main() -> int:
 def table(results: dict[str, Any]) -> str:
     """The figures as a Markdown table (BENCHMARKS.md)."""
     rows = [
-        "| variant | export s | model MB | max \\|Δp\\| | top-1 agreement | 99 % gate | 1 text p50 ms | batch 32 texts/s |",
+        "| variant | export s | model MB | max \\|Δp\\| | top-1 agreement | 99 % gate | 1 text p50 ms "
+        "| batch 32 texts/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, figures in results.items():
