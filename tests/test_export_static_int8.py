@@ -90,3 +90,18 @@ def test_unknown_int8_method_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         export_cli(["some/dir", "--int8", "fp8"])
     assert exited.value.code == 2
     assert "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def test_export_key_keeps_dynamic_keys_and_separates_the_other_methods():
+    from ortserve.export.job import export_key
+    from ortserve.export.pipeline import ExportOptions
+    from ortserve.export.sources import ResolvedSource, parse_source
+
+    source = ResolvedSource(parse_source("models:/sentiment/3"), download_uri="models:/sentiment/3", version="3")
+    keys = {int8: export_key(source, ExportOptions(int8=int8)) for int8 in ("dynamic", "static", "auto")}
+    assert len(set(keys.values())) == 3, "a static or auto export must not reuse a dynamic one"
+    # Exports registered before --int8 existed were dynamic: their key is unchanged, so they are still reused.
+    assert export_key(source, ExportOptions()) == keys["dynamic"]
+    assert export_key(source, ExportOptions(quantize=False, int8="static")) == export_key(
+        source, ExportOptions(quantize=False)
+    )
