@@ -23,7 +23,7 @@ from ortserve.contract.settings import huggingface_offline
 from .errors import ExportError, ParityError
 from .optimize import DEFAULT_INT8, Int8Choice
 from .parity import GateThresholds
-from .pipeline import ExportOptions, ExportReport, check_output_dir, export_local_model, replace_dir
+from .pipeline import ExportOptions, ExportReport, check_output_dir, export_local_model, int8_methods, replace_dir
 from .progress import StepTimer
 from .registry import fetch_registered_export, find_registered_export, log_and_register, set_alias, version_tags
 from .sources import ResolvedSource, SourceRef, materialize, parse_source, resolve_source
@@ -77,6 +77,7 @@ def export_model(
         thresholds=thresholds or GateThresholds(),
         int8=int8,
     )
+    int8_methods(int8)  # an unknown method fails here, before anything is downloaded
     ref = parse_source(source)
     if ref.kind == "local" and not register_as:
         if alias:

@@ -12,7 +12,7 @@ import pytest
 
 from ortserve.cli.export import main as export_cli
 from ortserve.contract.artifact import ArtifactManifest
-from ortserve.export import GateThresholds, export_model
+from ortserve.export import ExportError, GateThresholds, export_model
 from ortserve.export import job as export_job
 from ortserve.export.huggingface import inspect_model_dir, load_torch_model
 from ortserve.export.parity import torch_probabilities
@@ -90,6 +90,8 @@ def test_unknown_int8_method_is_a_usage_error(capsys: pytest.CaptureFixture[str]
         export_cli(["some/dir", "--int8", "fp8"])
     assert exited.value.code == 2
     assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    with pytest.raises(ExportError, match="unknown int8 method 'fp8'"):
+        export_model("some/dir", int8="fp8")  # type: ignore[arg-type]
 
 
 def test_export_key_keeps_dynamic_keys_and_separates_the_other_methods():
