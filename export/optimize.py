@@ -121,7 +121,7 @@ def quantize_dynamic_int8(source: Path, destination: Path, per_channel: bool = I
 INT8_METHODS = ("dynamic", "static")
 Int8Choice = Literal["auto", "dynamic", "static"]
 #: The `--int8` default (`ExportOptions.int8`), chosen by measurement: see BENCHMARKS.md, "Static int8".
-DEFAULT_INT8: Int8Choice = "dynamic"
+DEFAULT_INT8: Int8Choice = "auto"
 #: Op types static quantization rewrites: the weight products, which hold nearly all of an encoder's arithmetic.
 #: Quantizing the others (Add, Gather, Softmax, LayerNorm...) adds QDQ pairs without a faster kernel behind them.
 #: Gemm (the pooler and the classifier head, one row per text) is left out: in fused graphs its input's range is

@@ -102,8 +102,7 @@ def test_export_key_keeps_dynamic_keys_and_separates_the_other_methods():
     source = ResolvedSource(parse_source("models:/sentiment/3"), download_uri="models:/sentiment/3", version="3")
     keys = {int8: export_key(source, ExportOptions(int8=int8)) for int8 in ("dynamic", "static", "auto")}
     assert len(set(keys.values())) == 3, "a static or auto export must not reuse a dynamic one"
-    # Exports registered before --int8 existed were dynamic: their key is unchanged, so they are still reused.
-    assert export_key(source, ExportOptions()) == keys["dynamic"]
+    assert export_key(source, ExportOptions()) == keys["auto"], "auto is the default"
     assert export_key(source, ExportOptions(quantize=False, int8="static")) == export_key(
         source, ExportOptions(quantize=False)
     )
