@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alias", help="alias to point at the registered version (e.g. production)")
     parser.add_argument(
         "--quantize", action=argparse.BooleanOptionalAction, default=True,
-        help="try dynamic int8 quantization and keep it where it passes the accuracy gate (default: on)",
+        help="try int8 quantization (method: --int8) and keep it where it passes the accuracy gate (default: on)",
     )
     parser.add_argument(
         "--int8", choices=["auto", "dynamic", "static"], default=DEFAULT_INT8,

@@ -59,7 +59,7 @@ class ExportOptions:
     """How to export; every field is also a flag of `ortserve export`."""
 
     quantize: bool = True
-    """Try dynamic int8 quantization and keep it if it passes the int8 gate; else keep fp32."""
+    """Try int8 quantization (by the `int8` method) and keep it if it passes the int8 gate; else keep fp32."""
     optimize: bool = True
     """Fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer where the architecture allows
     (kept only if the fused fp32 graph passes the fp32 gate). Quantization then starts from the fused graph.
