@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ortserve.export.errors import ExportError
+from ortserve.export.optimize import DEFAULT_INT8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alias", help="alias to point at the registered version (e.g. production)")
     parser.add_argument(
         "--quantize", action=argparse.BooleanOptionalAction, default=True,
-        help="try dynamic int8 quantization and keep it where it passes the accuracy gate (default: on)",
+        help="try int8 quantization (method: --int8) and keep it where it passes the accuracy gate (default: on)",
+    )
+    parser.add_argument(
+        "--int8", choices=["auto", "dynamic", "static"], default=DEFAULT_INT8,
+        help="int8 method: dynamic (activations quantized per call), static (QDQ graph, activation scales calibrated "
+        "on the validation texts) or auto (make both, keep the fastest that passes the gate; the figures are "
+        f"recorded in the manifest and the registered version's tags) (default: {DEFAULT_INT8})",
     )
     parser.add_argument(
         "--optimize", action=argparse.BooleanOptionalAction, default=True,
@@ -90,6 +97,7 @@ def main(argv: Sequence[str]) -> int:
             validation_texts=_read_texts(args.validation_texts) if args.validation_texts else None,
             opset=args.opset,
             tracking_uri=args.tracking_uri,
+            int8=args.int8,
         )
     except ExportError as exc:
         print(f"ortserve export: {exc}", file=sys.stderr)

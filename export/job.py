@@ -21,8 +21,9 @@ from ortserve.contract.artifact import MODEL_FILE, ArtifactManifest
 from ortserve.contract.settings import huggingface_offline
 
 from .errors import ExportError, ParityError
+from .optimize import DEFAULT_INT8, Int8Choice
 from .parity import GateThresholds
-from .pipeline import ExportOptions, ExportReport, check_output_dir, export_local_model, replace_dir
+from .pipeline import ExportOptions, ExportReport, check_output_dir, export_local_model, int8_methods, replace_dir
 from .progress import StepTimer
 from .registry import fetch_registered_export, find_registered_export, log_and_register, set_alias, version_tags
 from .sources import ResolvedSource, SourceRef, materialize, parse_source, resolve_source
@@ -47,6 +48,7 @@ def export_model(
     opset: int | None = None,
     thresholds: GateThresholds | None = None,
     tracking_uri: str | None = None,
+    int8: Int8Choice = DEFAULT_INT8,
 ) -> ExportReport:
     """Export SOURCE to a validated ONNX artifact and register it in MLflow; return the report.
 
@@ -62,6 +64,9 @@ def export_model(
     raised, nothing is registered and the failed export with `parity-report.json` stays in `output` (or in a kept
     temporary directory that the message names). Every other failure raises `ExportError` with a one-line message
     naming the source and what to do.
+
+    `int8` picks the int8 method when `quantize` is on: "dynamic", "static" (QDQ, calibrated on the validation
+    texts) or "auto" (both, the fastest that passes the gate is kept; see `ExportOptions.int8`).
     """
     huggingface_offline()  # offline by construction, before transformers is first imported
     options = ExportOptions(
@@ -70,7 +75,9 @@ def export_model(
         opset=opset,
         validation_texts=list(validation_texts) if validation_texts is not None else None,
         thresholds=thresholds or GateThresholds(),
+        int8=int8,
     )
+    int8_methods(int8)  # an unknown method fails here, before anything is downloaded
     ref = parse_source(source)
     if ref.kind == "local" and not register_as:
         if alias:
@@ -110,6 +117,8 @@ def export_key(source: ResolvedSource, options: ExportOptions) -> str:
         "thresholds": asdict(options.thresholds),
         "validation_texts": hashlib.sha256("\n".join(texts).encode()).hexdigest() if texts is not None else None,
     }
+    if options.quantize and options.int8 != "dynamic":  # absent for dynamic: keys of earlier exports still match
+        payload["int8"] = options.int8
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -189,7 +198,7 @@ def _reused_report(
         source=source,
         output=target,
         version=manifest.version,
-        quantized=manifest.export.get("quantization") == "dynamic-int8",
+        quantized=manifest.export.get("quantization", "none") != "none",
         model_bytes=model_bytes,
         parity=manifest.parity,
         seconds={},

