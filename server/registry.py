@@ -1,8 +1,9 @@
 """MLflow Model Registry sources: resolve `models:/` URIs, keep each version once in a verified local cache.
 
 Resolution, downloads, the integrity marker and MLflow error mapping are the contract's (`ortserve.contract`);
-the MLflow client runs only in short-lived child processes (`registry_worker`), so that it never stays resident in
-the server; this module adds the server's cache policy (verification, quarantine, the last resolved versions). Cache layout under `--cache-dir`:
+the MLflow client runs only in short-lived child processes (`registry_worker`; http(s) registries are resolved over
+REST, `registry_rest`), so that it never stays resident in the server. This module adds the server's cache policy
+(verification, quarantine, the last resolved versions). Cache layout under `--cache-dir`:
     <name>/<version>/            one complete artifact directory (model.onnx, tokenizer.json, ortserve.json)
     <name>/<version>/.complete   written last; every file with its size and sha256, verified before each load
     <name>/resolved/<ref>.json   the last version each alias or stage resolved to (used when the registry is down)
@@ -33,12 +34,14 @@ from ortserve.contract.errors import (
     RegistryUnavailableError,
 )
 from ortserve.contract.redact import redact_uri
+from ortserve.contract.registry import resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
 
 from .artifact import as_server_error
 from .errors import ArtifactError
 from .model_source import FetchedArtifact, ModelSource
+from .registry_rest import RestRegistryClient, rest_registry_client
 from .registry_worker import RegistryWorker, registry_worker
 
 __all__ = ["COMPLETE_MARKER", "RegistrySource", "RegistryUri", "default_cache_dir", "open_registry_source"]
@@ -54,7 +57,9 @@ def default_cache_dir() -> Path:
 class RegistrySource(ModelSource):
     """A `models:/` URI served through the MLflow client, with a local cache keyed by registered name and version.
 
-    The registry is asked through `worker` (default: the process's shared `RegistryWorker` of `tracking_uri`).
+    Resolution goes over MLflow's REST API in this process when the registry is an http(s) tracking server (one GET);
+    otherwise, and for every download, the registry is asked through `worker` (default: the process's shared
+    `RegistryWorker` of `tracking_uri`, which runs the MLflow client in short-lived child processes).
     Creating one removes the scratch directories that killed downloads of this model left in the cache.
     """
 
@@ -69,7 +74,8 @@ class RegistrySource(ModelSource):
         self.cache_dir = Path(cache_dir)
         self.tracking_uri = tracking_uri
         self.worker = worker or registry_worker(tracking_uri)
-        configure_mlflow_client(SERVER_HTTP)  # environment only: the worker's children inherit it
+        configure_mlflow_client(SERVER_HTTP)  # environment only: the REST client and the worker's children read it
+        self.rest: RestRegistryClient | None = rest_registry_client(tracking_uri)
         for removed in remove_stale_scratch(self._model_dir()):
             log.warning("%s: removed %s, left by an interrupted download", uri, removed.name)
 
@@ -109,6 +115,8 @@ class RegistrySource(ModelSource):
         return FetchedArtifact(version, directory, note)
 
     def _resolve(self) -> str:
+        if self.rest is not None:
+            return str(resolve_version(self.rest, self.parsed).version)
         return self.worker.resolve(self.uri)
 
     def _server_error(self, exc: ContractError) -> ArtifactError:

@@ -104,7 +104,7 @@ class RegistryWorker:
             results = self._spawn(request, timeout)
         except Exception as exc:  # every waiter must get an answer, whatever happened
             results = [_error_dict(exc)] * len(jobs)
-        for job, result in zip(jobs, results):
+        for job, result in zip(jobs, results, strict=True):
             job.result = result
             job.done.set()
 
@@ -132,7 +132,9 @@ class RegistryWorker:
             if len(results) != len(request["jobs"]):
                 raise ValueError(f"{len(results)} results for {len(request['jobs'])} jobs")
         except (IndexError, ValueError, KeyError, TypeError) as exc:
-            log.warning("registry worker failed (exit %s): %s; its output: %s", completed.returncode, exc, stderr[-2000:])
+            log.warning(
+                "registry worker failed (exit %s): %s; its output: %s", completed.returncode, exc, stderr[-2000:]
+            )
             raise RegistryUnavailableError(
                 "registry worker failed", detail=f"exit {completed.returncode}: {stderr[-500:]}"
             ) from None

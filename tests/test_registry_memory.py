@@ -10,8 +10,15 @@ import time
 import uuid
 from pathlib import Path
 
-from ortserve.client import InferenceClient, InferenceError
+import pytest
 
+from ortserve.client import InferenceClient, InferenceError
+from ortserve.contract.errors import ContractError, RegistryUnavailableError
+from ortserve.contract.registry import resolve_version
+from ortserve.contract.uri import RegistryUri
+from ortserve.server.registry_rest import RestRegistryClient, rest_registry_client
+
+from .helpers import free_port
 from .mlflow_server import MlflowServer
 from .registry_helpers import register_artifact
 
@@ -77,4 +84,41 @@ def test_server_follows_an_alias_without_importing_mlflow(
             process.wait()
     assert (first, seen) == ("1", "2")  # the alias move was followed...
     assert report["mlflow_modules"] == []  # ...with no MLflow module in the serving process
-    assert report["children"] >= 2  # start-up and at least one poll round ran in children
+    assert report["children"] >= 2  # both downloads ran in children (resolution over REST needs none)
+
+
+def test_rest_resolution_answers_as_the_mlflow_client_does(
+    mlflow_server: MlflowServer, artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    registry = mlflow_server.tracking_uri
+    name = f"rest-{uuid.uuid4().hex[:8]}"
+    register_artifact(registry, name, artifacts["bert"], alias="production")
+    register_artifact(registry, name, artifacts["bert"])
+    MlflowClient(registry).transition_model_version_stage(name, "1", "Staging")
+    clients = {"mlflow": MlflowClient(registry), "rest": RestRegistryClient(registry)}
+
+    def answer(client: object, uri: str) -> str:
+        try:
+            return str(resolve_version(client, RegistryUri.parse(uri)).version)
+        except ContractError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    uris = [f"models:/{name}{ref}" for ref in ("@production", "/2", "/staging", "/latest", "@nope", "/7", "/Archived")]
+    uris.append(f"models:/{name}-absent@production")
+    answers = {kind: [answer(client, uri) for uri in uris] for kind, client in clients.items()}
+    assert answers["rest"] == answers["mlflow"]
+    assert answers["rest"][:4] == ["1", "2", "1", "2"]
+    assert "has no alias 'nope' (aliases: production)" in answers["rest"][4]
+
+    down = RestRegistryClient(f"http://alice:s3cr3tPW@127.0.0.1:{free_port()}")
+    down.max_retries = 0
+    with pytest.raises(RegistryUnavailableError) as caught:
+        resolve_version(down, RegistryUri.parse(f"models:/{name}@production"))
+    assert "s3cr3tPW" not in caught.value.detail and "registry unreachable" in str(caught.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "t0ken")  # a token the server does not check: still answers
+    assert answer(RestRegistryClient(registry), f"models:/{name}/1") == "1"
+    assert rest_registry_client("sqlite:///x.db") is None and rest_registry_client(registry) is not None
+    monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "some-plugin")  # only the MLflow client knows it: use the child
+    assert rest_registry_client(registry) is None
