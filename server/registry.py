@@ -147,7 +147,11 @@ class RegistrySource(ModelSource):
                         moved.name,
                     )
             log.info("%s: downloading version %s", self.uri, version)
-            self.worker.download(self.parsed.name, version, directory)
+            try:
+                self.worker.download(self.parsed.name, version, directory)
+            except (ContractError, OSError):
+                remove_stale_scratch(self._model_dir())  # a killed child leaves its scratch directory behind
+                raise
 
     def _model_dir(self) -> Path:
         return self.cache_dir / quote(self.parsed.name, safe="")
