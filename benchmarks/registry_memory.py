@@ -6,7 +6,8 @@ BATCHES batches of 32 long texts per model, and reports its VmRSS and VmHWM; the
 (now verified) cache and the seconds from `Popen` to health SERVING are reported. A plain Python process holding
 the same two artifacts in raw ONNX Runtime runs the same batches for the floor. Systems are interleaved per round.
 
-    .venv/bin/python -m benchmarks.registry_memory [--ortserve /work/main/.venv/bin/ortserve ...] [--rounds 2]
+    .venv/bin/python -m benchmarks.registry_memory [--ortserve "/work/main/.venv/bin/ortserve" \
+        --ortserve ".venv/bin/ortserve --no-shared-arena" --ortserve .venv/bin/ortserve] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -96,7 +98,8 @@ def serve(ortserve: str, tracking_uri: str, cache: Path, models: list[BenchModel
           texts: list[str] | None) -> dict[str, float]:
     """Start `ortserve` on the registry, optionally run the batches; return start seconds and memory figures."""
     port = free_port()
-    command = [ortserve, "serve", "--host", LOOPBACK, "--port", str(port), "--log-level", "WARNING",
+    executable, *extra = shlex.split(ortserve)
+    command = [executable, "serve", *extra, "--host", LOOPBACK, "--port", str(port), "--log-level", "WARNING",
                "--tracking-uri", tracking_uri, "--cache-dir", str(cache), "--poll-interval", "5"]
     for model in models:
         command += ["--model", f"{model.name}=models:/bench-{model.name}@production"]
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, registries, logs")
     parser.add_argument("--ortserve", action="append", default=[],
-                        help="an ortserve executable to measure (repeatable; default: this environment's)")
+                        help="an ortserve executable to measure, optionally with serve flags "
+                             "(repeatable; default: this environment's)")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every system")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

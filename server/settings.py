@@ -99,6 +99,9 @@ class ServerSettings(BaseSettings):
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
+    shared_arena: bool = True
+    """Let every model session allocate from one ONNX Runtime memory arena instead of one arena each, so memory freed
+    by one model is reused by another (about 100 MB less for two models after heavy batches; see BENCHMARKS.md)."""
 
     @field_validator("models", mode="before")
     @classmethod
@@ -113,6 +116,10 @@ class ServerSettings(BaseSettings):
         return specs
 
     def session_config(self) -> SessionConfig:
+        if self.shared_arena:
+            from .memory import SharedArenaSessionConfig
+
+            return SharedArenaSessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
         return SessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
 
     @model_validator(mode="after")

@@ -122,3 +122,19 @@ def test_rest_resolution_answers_as_the_mlflow_client_does(
     assert rest_registry_client("sqlite:///x.db") is None and rest_registry_client(registry) is not None
     monkeypatch.setenv("MLFLOW_TRACKING_AUTH", "some-plugin")  # only the MLflow client knows it: use the child
     assert rest_registry_client(registry) is None
+
+
+def test_shared_arena_sessions_answer_as_separate_ones(artifacts: dict[str, Path]) -> None:
+    from ortserve.server.memory import SharedArenaSessionConfig
+    from ortserve.server.runtime import OnnxClassifier, SessionConfig
+    from ortserve.server.settings import ServerSettings
+
+    shared = ServerSettings().session_config()
+    assert isinstance(shared, SharedArenaSessionConfig)
+    assert shared.session_options().get_session_config_entry("session.use_env_allocators") == "1"
+    assert not isinstance(ServerSettings(shared_arena=False).session_config(), SharedArenaSessionConfig)
+    texts = ["markets rallied today", "a much longer text about the weather " * 8]
+    for name in ("bert", "roberta"):
+        alone = OnnxClassifier.load(artifacts[name], SessionConfig()).probabilities(texts)
+        together = OnnxClassifier.load(artifacts[name], shared).probabilities(texts)
+        assert abs(alone - together).max() < 1e-6
