@@ -57,6 +57,11 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     result: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def what(self) -> str:
+        """The model URI the job is about, as errors name it."""
+        return self.args.get("uri") or f"models:/{self.args.get('name')}/{self.args.get('version')}"
+
 
 class RegistryWorker:
     """Runs registry jobs for one tracking URI in short-lived child processes, several jobs per child.
@@ -103,7 +108,10 @@ class RegistryWorker:
         try:
             results = self._spawn(request, timeout)
         except Exception as exc:  # every waiter must get an answer, whatever happened
-            results = [_error_dict(exc)] * len(jobs)
+            detail = f"{exc}: {exc.detail}" if isinstance(exc, ContractError) else redact_text(repr(exc))
+            results = [
+                _error_dict(RegistryUnavailableError(f"{j.what}: registry unreachable", detail=detail)) for j in jobs
+            ]
         for job, result in zip(jobs, results, strict=True):
             job.result = result
             job.done.set()
