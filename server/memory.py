@@ -1,5 +1,8 @@
 """One ONNX Runtime CPU memory arena shared by every model session of the server, instead of one arena per session.
 
+The server registers it at start (`--shared-arena`, on by default); `SessionConfig.session_options` then lets every
+session with the arena enabled use it. ONNX Runtime's environment, and so this arena, is process-wide.
+
 Each arena keeps its high-water mark for the life of its session (shrinking it was measured and not adopted, see
 BENCHMARKS.md), so with one arena per session the server holds the sum of every model's peak. Sessions created with
 `session.use_env_allocators` take their memory from one arena registered with ONNX Runtime's environment, where a
@@ -10,11 +13,8 @@ block freed by one model is reused by the next: measured 517–519 vs 624–647 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import onnxruntime as ort
-
-from .runtime import SessionConfig
 
 _registered = False
 _lock = threading.Lock()
@@ -32,13 +32,6 @@ def register_shared_cpu_arena() -> None:
         _registered = True
 
 
-@dataclass(frozen=True)
-class SharedArenaSessionConfig(SessionConfig):
-    """`SessionConfig` whose sessions allocate from the process-wide arena (when the arena is enabled at all)."""
-
-    def session_options(self) -> ort.SessionOptions:
-        options = super().session_options()
-        if self.enable_cpu_mem_arena:
-            register_shared_cpu_arena()
-            options.add_session_config_entry("session.use_env_allocators", "1")
-        return options
+def shared_cpu_arena_registered() -> bool:
+    """True once `register_shared_cpu_arena` ran: sessions created from then on take their memory from it."""
+    return _registered

@@ -116,10 +116,6 @@ class ServerSettings(BaseSettings):
         return specs
 
     def session_config(self) -> SessionConfig:
-        if self.shared_arena:
-            from .memory import SharedArenaSessionConfig
-
-            return SharedArenaSessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
         return SessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
 
     @model_validator(mode="after")

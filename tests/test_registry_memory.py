@@ -125,16 +125,16 @@ def test_rest_resolution_answers_as_the_mlflow_client_does(
 
 
 def test_shared_arena_sessions_answer_as_separate_ones(artifacts: dict[str, Path]) -> None:
-    from ortserve.server.memory import SharedArenaSessionConfig
+    from ortserve.server.memory import register_shared_cpu_arena
     from ortserve.server.runtime import OnnxClassifier, SessionConfig
-    from ortserve.server.settings import ServerSettings
 
-    shared = ServerSettings().session_config()
-    assert isinstance(shared, SharedArenaSessionConfig)
-    assert shared.session_options().get_session_config_entry("session.use_env_allocators") == "1"
-    assert not isinstance(ServerSettings(shared_arena=False).session_config(), SharedArenaSessionConfig)
     texts = ["markets rallied today", "a much longer text about the weather " * 8]
-    for name in ("bert", "roberta"):
-        alone = OnnxClassifier.load(artifacts[name], SessionConfig()).probabilities(texts)
-        together = OnnxClassifier.load(artifacts[name], shared).probabilities(texts)
-        assert abs(alone - together).max() < 1e-6
+    alone = {name: OnnxClassifier.load(artifacts[name]).probabilities(texts) for name in ("bert", "roberta")}
+    register_shared_cpu_arena()  # what the server does at start (--shared-arena, on by default)
+    assert SessionConfig().session_options().get_session_config_entry("session.use_env_allocators") == "1"
+    without_arena = SessionConfig(enable_cpu_mem_arena=False).session_options()
+    with pytest.raises(RuntimeError):  # no such entry: a session without an arena allocates on its own
+        without_arena.get_session_config_entry("session.use_env_allocators")
+    for name, expected in alone.items():
+        shared = OnnxClassifier.load(artifacts[name]).probabilities(texts)
+        assert abs(shared - expected).max() < 1e-6
