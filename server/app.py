@@ -21,7 +21,6 @@ from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 from .batcher import BatchLimits
 from .errors import ServerStartError
 from .interceptors import build_interceptors
-from .memory import register_shared_cpu_arena
 from .model_table import ModelTable, ServedModel
 from .result_cache import ResultCache
 from .service import InferenceService, RequestLimits
@@ -53,8 +52,10 @@ class OrtServer:
         self.port = 0
         # Registry requests fail in seconds, not minutes, so an outage is noticed while polling.
         configure_mlflow_client(SERVER_HTTP, settings.registry_timeout_s)
-        if settings.shared_arena:
-            register_shared_cpu_arena()  # before the first session: every model then allocates from one arena
+        if settings.shared_arena:  # before the first session: every model then allocates from one arena
+            from .memory import register_shared_cpu_arena
+
+            register_shared_cpu_arena()
         self._executor = ThreadPoolExecutor(
             max_workers=max(2, len(settings.models)), thread_name_prefix="ortserve-model"
         )
