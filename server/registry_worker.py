@@ -2,7 +2,7 @@
 
 `import mlflow` costs about 3.4 s and 200 MB that stay resident for the life of a process (issue 15). The server
 asks the registry rarely (at start, once per poll round, for a new version), so each such round runs in a child:
-`python -m ortserve.server.registry_worker` reads one JSON request on stdin (the tracking URI and a list of jobs:
+`python -m ortserve.contract.registry_jobs` reads one JSON request on stdin (the tracking URI and a list of jobs:
 resolve a `models:/` URI, or download a registered version into the cache), does them with the MLflow client and
 the contract's functions, writes one JSON answer on stdout and exits; its memory goes with it.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -27,9 +26,12 @@ from typing import Any
 from ortserve.contract import errors as contract_errors
 from ortserve.contract.errors import ContractError, RegistryUnavailableError
 from ortserve.contract.redact import redact_text
+from ortserve.contract.registry_jobs import error_dict
 
 log = logging.getLogger(__name__)
 
+#: What the child runs: a module of the contract, so that the child imports neither gRPC nor ONNX Runtime.
+CHILD_MODULE = "ortserve.contract.registry_jobs"
 #: Jobs submitted within this window share one child (every model of a poll round arrives together).
 COALESCE_S = 0.05
 #: How long a child may take to resolve (its start, `import mlflow`, and the requests with their retries).
@@ -110,7 +112,7 @@ class RegistryWorker:
         except Exception as exc:  # every waiter must get an answer, whatever happened
             detail = f"{exc}: {exc.detail}" if isinstance(exc, ContractError) else redact_text(repr(exc))
             results = [
-                _error_dict(RegistryUnavailableError(f"{j.what}: registry unreachable", detail=detail)) for j in jobs
+                error_dict(RegistryUnavailableError(f"{j.what}: registry unreachable", detail=detail)) for j in jobs
             ]
         for job, result in zip(jobs, results, strict=True):
             job.result = result
@@ -121,7 +123,7 @@ class RegistryWorker:
         started = time.monotonic()
         try:
             completed = subprocess.run(
-                [sys.executable, "-m", __name__],
+                [sys.executable, "-m", CHILD_MODULE],
                 input=json.dumps(request),
                 capture_output=True,
                 text=True,
@@ -152,15 +154,6 @@ class RegistryWorker:
         return results
 
 
-def _error_dict(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, ContractError):
-        kind = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _ERROR_CLASSES), "RegistryError")
-        return {"error": {"kind": kind, "message": str(exc), "detail": exc.detail}}
-    if isinstance(exc, OSError):
-        return {"error": {"kind": "OSError", "message": redact_text(str(exc)), "detail": ""}}
-    return {"error": {"kind": "RegistryError", "message": "registry worker error", "detail": redact_text(repr(exc))}}
-
-
 def _unpack(result: dict[str, Any]) -> dict[str, Any]:
     error = result.get("error")
     if not error:
@@ -180,61 +173,3 @@ def registry_worker(tracking_uri: str | None) -> RegistryWorker:
     models is one child)."""
     with _WORKERS_GUARD:
         return _WORKERS.setdefault(tracking_uri, RegistryWorker(tracking_uri))
-
-
-# --- the child ------------------------------------------------------------------------------------------------------
-
-
-def _run_jobs(request: dict[str, Any]) -> list[dict[str, Any]]:
-    """Do every job of `request` with one MLflow client; one result (or error) per job, in order."""
-    from ortserve.contract.cache import fetch_registered_artifact
-    from ortserve.contract.registry import mlflow_error, resolve_version
-    from ortserve.contract.uri import RegistryUri
-
-    tracking_uri = request.get("tracking_uri")
-    jobs: list[dict[str, Any]] = request["jobs"]
-    client: Any = None
-    results: list[dict[str, Any]] = []
-    for job in jobs:
-        what = job.get("uri") or f"models:/{job.get('name')}/{job.get('version')}"
-        try:
-            if client is None:
-                from mlflow import MlflowClient
-
-                try:
-                    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-                except Exception as exc:  # e.g. an unsupported scheme; its text holds the URI, credentials too
-                    raise mlflow_error(what, exc) from None
-            if job["op"] == "resolve":
-                version = resolve_version(client, RegistryUri.parse(job["uri"])).version
-                results.append({"version": str(version)})
-            elif job["op"] == "download":
-                fetch_registered_artifact(client, job["name"], job["version"], Path(job["destination"]), tracking_uri)
-                results.append({})
-            else:
-                raise ValueError(f"unknown job {job['op']!r}")
-        except (ContractError, OSError) as exc:
-            results.append(_error_dict(exc))
-        except Exception as exc:  # any surprise of one job must not lose the answers to the others
-            results.append(_error_dict(mlflow_error(what, exc)))
-    return results
-
-
-def main() -> None:
-    """Child entry point: one JSON request on stdin, one JSON answer on stdout (the last line)."""
-    from ortserve.contract.redact import RedactingFilter
-    from ortserve.contract.settings import huggingface_offline
-
-    huggingface_offline()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactingFilter())
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    request = json.loads(sys.stdin.read())
-    results = _run_jobs(request)
-    sys.stdout.write("\n" + json.dumps({"results": results}) + "\n")
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown of MLflow's modules: the answer is written, nothing else is pending
-
-
-if __name__ == "__main__":
-    main()
