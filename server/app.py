@@ -54,6 +54,10 @@ class OrtServer:
         self.port = 0
         # Registry requests fail in seconds, not minutes, so an outage is noticed while polling.
         configure_mlflow_client(SERVER_HTTP, settings.registry_timeout_s)
+        if settings.shared_arena:  # before the first session: every model then allocates from one arena
+            from .memory import register_shared_cpu_arena
+
+            register_shared_cpu_arena()
         self._executor = ThreadPoolExecutor(
             max_workers=max(2, len(settings.models)), thread_name_prefix="ortserve-model"
         )

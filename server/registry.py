@@ -1,7 +1,9 @@
 """MLflow Model Registry sources: resolve `models:/` URIs, keep each version once in a verified local cache.
 
 Resolution, downloads, the integrity marker and MLflow error mapping are the contract's (`ortserve.contract`);
-this module adds the server's cache policy. Cache layout under `--cache-dir`:
+the MLflow client runs only in short-lived child processes (`registry_worker`; http(s) registries are resolved over
+REST, `registry_rest`), so that it never stays resident in the server. This module adds the server's cache policy
+(verification, quarantine, the last resolved versions). Cache layout under `--cache-dir`:
     <name>/<version>/            one complete artifact directory (model.onnx, tokenizer.json, ortserve.json)
     <name>/<version>/.complete   written last; every file with its size and sha256, verified before each load
     <name>/resolved/<ref>.json   the last version each alias or stage resolved to (used when the registry is down)
@@ -17,12 +19,10 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from ortserve.contract.cache import (
     COMPLETE_MARKER,
-    fetch_registered_artifact,
     quarantine,
     remove_stale_scratch,
     verify_cached_artifact,
@@ -34,13 +34,15 @@ from ortserve.contract.errors import (
     RegistryUnavailableError,
 )
 from ortserve.contract.redact import redact_uri
-from ortserve.contract.registry import mlflow_error, resolve_version
+from ortserve.contract.registry import resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
 
 from .artifact import as_server_error
 from .errors import ArtifactError
 from .model_source import FetchedArtifact, ModelSource
+from .registry_rest import RestRegistryClient, rest_registry_client
+from .registry_worker import RegistryWorker, registry_worker
 
 __all__ = ["COMPLETE_MARKER", "RegistrySource", "RegistryUri", "default_cache_dir", "open_registry_source"]
 
@@ -55,10 +57,15 @@ def default_cache_dir() -> Path:
 class RegistrySource(ModelSource):
     """A `models:/` URI served through the MLflow client, with a local cache keyed by registered name and version.
 
+    Resolution goes over MLflow's REST API in this process when the registry is an http(s) tracking server (one GET);
+    otherwise, and for every download, the registry is asked through `worker` (default: the process's shared
+    `RegistryWorker` of `tracking_uri`, which runs the MLflow client in short-lived child processes).
     Creating one removes the scratch directories that killed downloads of this model left in the cache.
     """
 
-    def __init__(self, uri: str, cache_dir: Path, tracking_uri: str | None = None):
+    def __init__(
+        self, uri: str, cache_dir: Path, tracking_uri: str | None = None, worker: RegistryWorker | None = None
+    ):
         super().__init__(uri)
         try:
             self.parsed = RegistryUri.parse(uri)
@@ -66,26 +73,15 @@ class RegistrySource(ModelSource):
             raise as_server_error(exc) from None
         self.cache_dir = Path(cache_dir)
         self.tracking_uri = tracking_uri
-        self._client_lock = threading.Lock()
-        self._client: Any = None
-        configure_mlflow_client(SERVER_HTTP)
+        self.worker = worker or registry_worker(tracking_uri)
+        configure_mlflow_client(SERVER_HTTP)  # environment only: the REST client and the worker's children read it
+        self.rest: RestRegistryClient | None = rest_registry_client(tracking_uri)
         for removed in remove_stale_scratch(self._model_dir()):
             log.warning("%s: removed %s, left by an interrupted download", uri, removed.name)
 
     @property
     def follows_updates(self) -> bool:
         return self.parsed.follows_updates
-
-    def _mlflow(self) -> Any:
-        with self._client_lock:
-            if self._client is None:
-                from mlflow import MlflowClient
-
-                try:
-                    self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-                except Exception as exc:  # e.g. an unsupported scheme; its text holds the URI, credentials too
-                    raise mlflow_error(self.uri, exc) from None
-            return self._client
 
     def latest_version(self) -> str:
         """Ask the registry which version the URI points at now."""
@@ -119,7 +115,9 @@ class RegistrySource(ModelSource):
         return FetchedArtifact(version, directory, note)
 
     def _resolve(self) -> str:
-        return str(resolve_version(self._mlflow(), self.parsed).version)
+        if self.rest is not None:
+            return str(resolve_version(self.rest, self.parsed).version)
+        return self.worker.resolve(self.uri)
 
     def _server_error(self, exc: ContractError) -> ArtifactError:
         # The log gets the detail (redacted MLflow text, paths); the caller only the safe message.
@@ -149,7 +147,11 @@ class RegistrySource(ModelSource):
                         moved.name,
                     )
             log.info("%s: downloading version %s", self.uri, version)
-            fetch_registered_artifact(self._mlflow(), self.parsed.name, version, directory, self.tracking_uri)
+            try:
+                self.worker.download(self.parsed.name, version, directory)
+            except (ContractError, OSError):
+                remove_stale_scratch(self._model_dir())  # a killed child leaves its scratch directory behind
+                raise
 
     def _model_dir(self) -> Path:
         return self.cache_dir / quote(self.parsed.name, safe="")

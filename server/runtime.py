@@ -14,6 +14,7 @@ from tokenizers import Encoding, Tokenizer
 
 from .artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, check_artifact_dir
 from .errors import ArtifactError
+from .memory import shared_cpu_arena_registered
 from .types import Classification, LabelScore
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class SessionConfig:
             options.inter_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         options.enable_cpu_mem_arena = self.enable_cpu_mem_arena
+        if self.enable_cpu_mem_arena and shared_cpu_arena_registered():  # one arena for every model (memory.py)
+            options.add_session_config_entry("session.use_env_allocators", "1")
         try:
             options.graph_optimization_level = _GRAPH_OPTIMIZATION_LEVELS[self.graph_optimization_level]
         except KeyError:

@@ -99,6 +99,9 @@ class ServerSettings(BaseSettings):
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
+    shared_arena: bool = True
+    """Let every model session allocate from one ONNX Runtime memory arena instead of one arena each, so memory freed
+    by one model is reused by another (about 100 MB less for two models after heavy batches; see BENCHMARKS.md)."""
 
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a

@@ -1,0 +1,204 @@
+"""Server memory with two models served from the registry, next to raw ONNX Runtime, and start from a verified cache.
+
+For each `ortserve` executable given (e.g. main's and this branch's) and each registry (a SQLite store, a real
+`mlflow server` over HTTP), one fresh server serves both benchmark models as `models:/NAME@production`, runs
+BATCHES batches of 32 long texts per model, and reports its VmRSS and VmHWM; then it is started again on the same
+(now verified) cache and the seconds from `Popen` to health SERVING are reported. A plain Python process holding
+the same two artifacts in raw ONNX Runtime runs the same batches for the floor. Systems are interleaved per round.
+
+    .venv/bin/python -m benchmarks.registry_memory [--ortserve "/work/main/.venv/bin/ortserve" \
+        --ortserve ".venv/bin/ortserve --no-shared-arena" --ortserve .venv/bin/ortserve] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ortserve.client import InferenceClient
+from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
+from ortserve.server.healthcheck import wait_until_serving
+
+from .load import LOOPBACK
+from .models import BenchModel, build_models
+from .processes import _stop, free_port, rss_mb
+from .texts import _single_token_words
+
+log = logging.getLogger(__name__)
+
+BATCHES = 20
+BATCH = 32
+LONG_TOKENS = 120
+
+RAW_ORT_HOLDER = """
+import json, sys
+from pathlib import Path
+from benchmarks.baselines import RawOrt
+from ortserve.server.runtime import SessionConfig
+
+texts = json.load(open(sys.argv[1]))
+models = [RawOrt(Path(p), SessionConfig()) for p in sys.argv[2:]]
+for model in models:
+    model(["warm up the model once"])
+for model in models:
+    for i in range(0, len(texts), 32):
+        model(texts[i : i + 32])
+fields = {}
+for line in open("/proc/self/status"):
+    key, _, value = line.partition(":")
+    if key in ("VmRSS", "VmHWM"):
+        fields[key] = int(value.split()[0]) / 1024
+print(json.dumps({"rss_mb": fields["VmRSS"], "hwm_mb": fields["VmHWM"]}))
+"""
+
+
+def long_texts(tokenizer_file: Path, count: int, tokens: int = LONG_TOKENS, seed: int = 7) -> list[str]:
+    """`count` texts of `tokens` tokens each (special tokens included): the largest tensors a batch of 32 makes."""
+    import random
+
+    from tokenizers import Tokenizer
+
+    words = _single_token_words(Tokenizer.from_file(str(tokenizer_file)))
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(tokens - 2)) for _ in range(count)]
+
+
+def register(tracking_uri: str, name: str, artifact: Path) -> None:
+    """Log `artifact` the way export does (onnx model dir + extra files) and point alias `production` at it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory() as scratch:
+        files = Path(scratch) / "onnx-model"
+        (files / "extra_files").mkdir(parents=True)
+        shutil.copy(artifact / MODEL_FILE, files / MODEL_FILE)
+        for extra in (TOKENIZER_FILE, MANIFEST_FILE):
+            shutil.copy(artifact / extra, files / "extra_files" / extra)
+        mlflow.set_experiment("registry-memory")
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(files), artifact_path="onnx-model")
+            source = f"{run.info.artifact_uri}/onnx-model"
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = client.create_model_version(name, source, run_id=run.info.run_id).version
+    client.set_registered_model_alias(name, "production", version)
+
+
+def serve(ortserve: str, tracking_uri: str, cache: Path, models: list[BenchModel], log_file: Path,
+          texts: list[str] | None) -> dict[str, float]:
+    """Start `ortserve` on the registry, optionally run the batches; return start seconds and memory figures."""
+    port = free_port()
+    executable, *extra = shlex.split(ortserve)
+    command = [executable, "serve", *extra, "--host", LOOPBACK, "--port", str(port), "--log-level", "WARNING",
+               "--tracking-uri", tracking_uri, "--cache-dir", str(cache), "--poll-interval", "5"]
+    for model in models:
+        command += ["--model", f"{model.name}=models:/bench-{model.name}@production"]
+    with log_file.open("ab") as log_handle:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=log_handle, stderr=log_handle)
+        try:
+            wait_until_serving(f"{LOOPBACK}:{port}", process, timeout=300, poll_s=0.01)
+            figures = {"start_to_serving_s": time.perf_counter() - start}
+            figures["rss_mb_loaded"] = rss_mb(process.pid)[0]
+            if texts is not None:
+                with InferenceClient(f"{LOOPBACK}:{port}", timeout=300) as client:
+                    for model in models:
+                        for i in range(0, len(texts), BATCH):
+                            client.classify(model.name, texts[i : i + BATCH])
+                time.sleep(6)  # at least one poll round after the batches (a child on this branch)
+                figures["rss_mb"], figures["hwm_mb"] = rss_mb(process.pid)
+            return figures
+        finally:
+            _stop(process)
+
+
+def raw_ort(models: list[BenchModel], texts: list[str], scratch: Path) -> dict[str, float]:
+    texts_file = scratch / "registry-memory-texts.json"
+    texts_file.write_text(json.dumps(texts))
+    output = subprocess.run([sys.executable, "-c", RAW_ORT_HOLDER, str(texts_file), *(str(m.artifact) for m in models)],
+                            check=True, capture_output=True, text=True).stdout
+    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, registries, logs")
+    parser.add_argument("--ortserve", action="append", default=[],
+                        help="an ortserve executable to measure, optionally with serve flags "
+                             "(repeatable; default: this environment's)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every system")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.mlflow_server import MlflowServer
+
+    executables = args.ortserve or [str(Path(sys.executable).with_name("ortserve"))]
+    models, _ = build_models(args.work)
+    root = args.work / "registry-memory"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    sqlite_uri = f"sqlite:///{root / 'mlflow.db'}"
+    http = MlflowServer(root / "mlflow-http").start()
+    texts = long_texts(models[0].artifact / TOKENIZER_FILE, BATCHES * BATCH)
+    results: dict[str, list[dict[str, float]]] = {}
+    try:
+        for uri in (sqlite_uri, http.tracking_uri):
+            for model in models:
+                register(uri, f"bench-{model.name}", model.artifact)
+        for round_index in range(args.rounds):
+            results.setdefault("raw ONNX Runtime", []).append(raw_ort(models, texts, root))
+            for executable in executables:
+                for store, uri in (("sqlite", sqlite_uri), ("http", http.tracking_uri)):
+                    key = f"{executable} | {store}"
+                    cache = root / f"cache-{round_index}-{len(results)}"
+                    figures = serve(executable, uri, cache, models, root / "ortserve.log", texts)
+                    restart = serve(executable, uri, cache, models, root / "ortserve.log", None)
+                    figures["start_from_verified_cache_s"] = restart["start_to_serving_s"]
+                    figures["rss_mb_loaded_from_cache"] = restart["rss_mb_loaded"]
+                    results.setdefault(key, []).append(figures)
+                    log.info("%s: %s", key, {k: round(v, 2) for k, v in figures.items()})
+    finally:
+        http.stop()
+    print(report(results))
+    (root / "results.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def report(results: dict[str, list[dict[str, float]]]) -> str:
+    """A Markdown table: medians over rounds; the server's margin over raw ONNX Runtime."""
+
+    def median(key: str, field: str) -> float:
+        values = [r[field] for r in results[key] if field in r]
+        return statistics.median(values) if values else float("nan")
+
+    floor = median("raw ONNX Runtime", "rss_mb")
+    lines = [
+        f"| system | VmRSS after {BATCHES}×{BATCH} long texts per model (MB) | VmHWM (MB) | − raw ORT (MB) "
+        "| RSS loaded (MB) | start from verified cache (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| raw ONNX Runtime, same two artifacts | {floor:.0f} | {median('raw ONNX Runtime', 'hwm_mb'):.0f} | | | |",
+    ]
+    for key in results:
+        if key == "raw ONNX Runtime":
+            continue
+        rss = median(key, "rss_mb")
+        lines.append(
+            f"| {key} | {rss:.0f} | {median(key, 'hwm_mb'):.0f} | {rss - floor:+.0f} | "
+            f"{median(key, 'rss_mb_loaded'):.0f} | {median(key, 'start_from_verified_cache_s'):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
