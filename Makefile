@@ -67,8 +67,12 @@ bench: venv
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.percall --profile --gil
 
+# Python sources that ruff checks and formats (the generated stubs are excluded in pyproject.toml).
+LINTED := cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks
+
 lint: venv
-	$(BIN)/ruff check cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy cli client server export contract demo
 
 clean:

@@ -56,8 +56,12 @@ def merge(results: Sequence[LoadResult]) -> LoadResult:
     """One result from several rounds of the same load level: pooled latencies, summed calls and time."""
     first = results[0]
     return LoadResult(
-        first.callers, first.texts_per_call, sum(r.calls for r in results), sum(r.errors for r in results),
-        sum(r.seconds for r in results), [ms for r in results for ms in r.latencies_ms],
+        first.callers,
+        first.texts_per_call,
+        sum(r.calls for r in results),
+        sum(r.errors for r in results),
+        sum(r.seconds for r in results),
+        [ms for r in results for ms in r.latencies_ms],
     )
 
 
@@ -102,8 +106,13 @@ async def _closed_loop(
 
 
 def grpc_load(
-    port: int, model: str, texts: Sequence[str], callers: int, texts_per_call: int = 1,
-    max_calls: int = 2000, max_seconds: float = 8.0,
+    port: int,
+    model: str,
+    texts: Sequence[str],
+    callers: int,
+    texts_per_call: int = 1,
+    max_calls: int = 2000,
+    max_seconds: float = 8.0,
 ) -> LoadResult:
     """Closed-loop Classify calls to ortserve on 127.0.0.1:`port` from one asyncio client (own event loop)."""
 
@@ -151,7 +160,11 @@ def blocking_caller(
 
 
 def http_load(
-    url: str, texts: Sequence[str], callers: int, texts_per_call: int = 1, max_calls: int = 200,
+    url: str,
+    texts: Sequence[str],
+    callers: int,
+    texts_per_call: int = 1,
+    max_calls: int = 200,
     max_seconds: float = 15.0,
 ) -> LoadResult:
     """Closed-loop POSTs to an `mlflow models serve` /invocations endpoint on loopback, one thread per caller."""

@@ -62,12 +62,24 @@ def build_models(work: Path, rebuild: bool = False) -> tuple[list[BenchModel], s
             shutil.rmtree(hf_dir, ignore_errors=True)
             log.info("building %s (hidden %d, %d layers) with random weights", name, hidden, layers)
             build_tiny_classifier(
-                hf_dir, "bert", TOPIC_LABELS, hidden_size=hidden, layers=layers, attention_heads=heads,
-                max_position_embeddings=512, seed=index, tokenizer=tokenizer,
+                hf_dir,
+                "bert",
+                TOPIC_LABELS,
+                hidden_size=hidden,
+                layers=layers,
+                attention_heads=heads,
+                max_position_embeddings=512,
+                seed=index,
+                tokenizer=tokenizer,
             )
             report = export_local_model(hf_dir, artifact, ExportOptions(quantize=True))
-            log.info("exported %s: %s, %.0f MB, %s", name, "int8" if report.quantized else "fp32",
-                     report.model_bytes / 1e6, report.notes or "gate passed")
+            log.info(
+                "exported %s: %s, %.0f MB, %s",
+                name,
+                "int8" if report.quantized else "fp32",
+                report.model_bytes / 1e6,
+                report.notes or "gate passed",
+            )
         models.append(BenchModel(name, hidden, layers, heads, hf_dir, artifact))
     return models, tokenizer_note
 
@@ -97,8 +109,13 @@ def build_trained_models(work: Path, rebuild: bool = False) -> list[BenchModel]:
             options = ExportOptions(quantize=True, validation_texts=gate_texts(registered))
             report = export_local_model(result.directory, artifact, options)
             source_note.write_text(str(result.directory))
-            log.info("exported %s (held-out accuracy %.3f in PyTorch): %s, %.0f MB, %s", name,
-                     result.metrics["heldout_accuracy"], "int8" if report.quantized else "fp32",
-                     report.model_bytes / 1e6, report.notes or "gate passed")
+            log.info(
+                "exported %s (held-out accuracy %.3f in PyTorch): %s, %.0f MB, %s",
+                name,
+                result.metrics["heldout_accuracy"],
+                "int8" if report.quantized else "fp32",
+                report.model_bytes / 1e6,
+                report.notes or "gate passed",
+            )
         models.append(BenchModel(name, *SHAPES["minilm"], result.directory, artifact))
     return models

@@ -123,37 +123,45 @@ def measure(model: BenchModel, work: Path, quick: bool) -> dict[str, Any]:
             extra = [] if mode == "off" else ["--metrics-port", str(metrics_ports[mode])]
             extra += tracing if mode.startswith("on") else []
             with _environment(SAMPLED_ENV if mode == "on-sampled" else {}):  # read by the child at its start
-                process = servers.enter_context(ortserve_process(
-                    {model.name: model.artifact}, logs / f"observability-{mode}.log", extra_args=extra
-                ))
+                process = servers.enter_context(
+                    ortserve_process({model.name: model.artifact}, logs / f"observability-{mode}.log", extra_args=extra)
+                )
                 ports[mode], pids[mode] = process.port, process.process.pid
         for mode in MODES:  # warm every server up outside the measured rounds
             grpc_load(ports[mode], model.name, texts, CALLERS, max_calls=200, max_seconds=2)
         with scraping(list(metrics_ports.values())) as pages:
             for round_ in range(rounds):
-                order = MODES[round_ % len(MODES):] + MODES[: round_ % len(MODES)]
+                order = MODES[round_ % len(MODES) :] + MODES[: round_ % len(MODES)]
                 for mode in order:
                     cpu_before = cpu_seconds(pids[mode])
                     result = grpc_load(ports[mode], model.name, texts, CALLERS, max_calls=100_000, max_seconds=seconds)
                     results[mode].append(result)
                     texts_done = result.calls - result.errors
                     cpu_ms[mode].append((cpu_seconds(pids[mode]) - cpu_before) * 1000 / max(1, texts_done))
-                    log.info("round %d/%d, %s: %.1f texts/s, %.2f server CPU ms per text", round_ + 1, rounds, mode,
-                             result.texts_per_s, cpu_ms[mode][-1])
+                    log.info(
+                        "round %d/%d, %s: %.1f texts/s, %.2f server CPU ms per text",
+                        round_ + 1,
+                        rounds,
+                        mode,
+                        result.texts_per_s,
+                        cpu_ms[mode][-1],
+                    )
         counted = {
             mode: sum(
-                float(line.rsplit(" ", 1)[1]) for line in pages.get(port, "").splitlines()
+                float(line.rsplit(" ", 1)[1])
+                for line in pages.get(port, "").splitlines()
                 if line.startswith("ortserve_requests_total{") and 'code="OK"' in line
             )
             for mode, port in metrics_ports.items()
         }
     rates = {mode: [r.texts_per_s for r in runs] for mode, runs in results.items()}
-    ratios = {
-        mode: [value / off for value, off in zip(rates[mode], rates["off"], strict=True)] for mode in COMPARED
-    }
+    ratios = {mode: [value / off for value, off in zip(rates[mode], rates["off"], strict=True)] for mode in COMPARED}
     pooled = {mode: merge(runs) for mode, runs in results.items()}
     return {
-        "model": model.name, "callers": CALLERS, "rounds": rounds, "seconds_per_round": seconds,
+        "model": model.name,
+        "callers": CALLERS,
+        "rounds": rounds,
+        "seconds_per_round": seconds,
         "texts_per_s": rates,
         "median_texts_per_s": {mode: statistics.median(values) for mode, values in rates.items()},
         "ratio_per_round": ratios,
@@ -195,12 +203,12 @@ def write_report(result: dict[str, Any], out: Path) -> str:
         median_ratio = f"{result['ratio_median'][mode]:.3f}" if mode != "off" else "1"
         pooled_ratio = f"{result['ratio_pooled'][mode]:.3f}" if mode != "off" else "1"
         cpu_ratio = f"{result['cpu_ratio_median'][mode]:.3f}" if mode != "off" else "1"
-        lines.append(f"| {mode} | {result['median_texts_per_s'][mode]:.1f} | {median_ratio} | {pooled_ratio} | "
-                     f"{result['median_server_cpu_ms_per_text'][mode]:.2f} | {cpu_ratio} | "
-                     f"{result['p50_ms'][mode]:.1f} | {result['p99_ms'][mode]:.1f} | {result['errors'][mode]} |")
-    rounds = "; ".join(
-        f"{mode}: {', '.join(f'{r:.3f}' for r in result['ratio_per_round'][mode])}" for mode in COMPARED
-    )
+        lines.append(
+            f"| {mode} | {result['median_texts_per_s'][mode]:.1f} | {median_ratio} | {pooled_ratio} | "
+            f"{result['median_server_cpu_ms_per_text'][mode]:.2f} | {cpu_ratio} | "
+            f"{result['p50_ms'][mode]:.1f} | {result['p99_ms'][mode]:.1f} | {result['errors'][mode]} |"
+        )
+    rounds = "; ".join(f"{mode}: {', '.join(f'{r:.3f}' for r in result['ratio_per_round'][mode])}" for mode in COMPARED)
     verdicts = ", ".join(
         f"{mode} {'met' if result['ratio_median'][mode] >= TARGET_RATIO else 'NOT met'}" for mode in COMPARED
     )
@@ -213,7 +221,8 @@ def write_report(result: dict[str, Any], out: Path) -> str:
         f"Target: ≥ {TARGET_RATIO} of the `off` throughput ({verdicts}). Per-round ratios: {rounds}. "
         f"Spans exported (`on` and `on-sampled`): {result['spans_exported']}; OK calls counted by the metrics at "
         "the last scrape: "
-        + ", ".join(f"{mode} {value:.0f}" for mode, value in result["requests_counted_by_metrics"].items()) + ".",
+        + ", ".join(f"{mode} {value:.0f}" for mode, value in result["requests_counted_by_metrics"].items())
+        + ".",
         "",
     ]
     text = "\n".join(lines)

@@ -68,7 +68,8 @@ def run_floor_server(port: int, labels: int, chain: bool) -> None:
     from grpc_health.v1.health import aio as health_aio
 
     answer = pb.ClassifyResponse(
-        model="floor", model_version="1",
+        model="floor",
+        model_version="1",
         results=[pb.Classification(labels=[pb.LabelScore(label=f"label{i}", score=0.5) for i in range(labels)])],
     )
 
@@ -166,7 +167,8 @@ def chain_cost_us(calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
             "none": [],
             "chain": build_interceptors(ServerSettings()),
             "chain_with_metrics": build_interceptors(
-                ServerSettings(), extra=[ObservabilityInterceptor([], ServerMetrics([]), None)]  # type: ignore[arg-type]
+                ServerSettings(),
+                extra=[ObservabilityInterceptor([], ServerMetrics([]), None)],  # type: ignore[arg-type]
             ),
         }
         samples: dict[str, list[float]] = {name: [] for name in chains}
@@ -275,8 +277,19 @@ def py_spy(pid: int, output: Path, native: bool, gil: bool) -> Iterator[None]:
     """Sample `pid` (its active threads, or with `gil` only the thread holding the GIL) with py-spy while the block
     runs; raw collapsed stacks go to `output`."""
     binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    command = [binary, "record", "--pid", str(pid), "--rate", str(PROFILE_RATE_HZ), "--format", "raw",
-               "--output", str(output), "--nonblocking"]
+    command = [
+        binary,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        str(PROFILE_RATE_HZ),
+        "--format",
+        "raw",
+        "--output",
+        str(output),
+        "--nonblocking",
+    ]
     if native:
         command.remove("--nonblocking")  # py-spy reads native stacks only from a paused process
         command.append("--native")
@@ -296,8 +309,17 @@ def py_spy(pid: int, output: Path, native: bool, gil: bool) -> Iterator[None]:
 # --- the run ----------------------------------------------------------------------------------------------------------
 
 
-def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, profile_calls: int,
-            native: bool, gil: bool, server_args: Sequence[str]) -> dict[str, Any]:
+def measure(
+    artifact: Path,
+    model: str,
+    work: Path,
+    rounds: int,
+    calls: int,
+    profile_calls: int,
+    native: bool,
+    gil: bool,
+    server_args: Sequence[str],
+) -> dict[str, Any]:
     from ortserve.client import InferenceClient
     from ortserve.server.artifact import ArtifactManifest
     from ortserve.server.runtime import SessionConfig
@@ -311,15 +333,22 @@ def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, pro
     raw = RawOrt(artifact, SessionConfig())
     latencies: dict[str, list[list[float]]] = {name: [] for name in SYSTEMS}
     cpu_ms: dict[str, list[dict[str, float]]] = {name: [] for name in SYSTEMS}
-    result: dict[str, Any] = {"model": model, "artifact": str(artifact.name), "rounds": rounds,
-                              "calls_per_round": calls, "server_args": list(server_args)}
-    with ortserve_process({model: artifact}, logs / "percall-ortserve.log", extra_args=server_args) as server, \
-            floor_process(labels, logs / "percall-floor.log") as (floor, floor_port), \
-            floor_process(labels, logs / "percall-floor.log", chain=True) as (chained, chained_port), \
-            InferenceClient(f"{LOOPBACK}:{chained_port}", timeout=30) as chained_client, \
-            InferenceClient(f"{LOOPBACK}:{server.port}", timeout=30) as client, \
-            InferenceClient(f"{LOOPBACK}:{floor_port}", timeout=30) as floor_client, \
-            grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel:
+    result: dict[str, Any] = {
+        "model": model,
+        "artifact": str(artifact.name),
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "server_args": list(server_args),
+    }
+    with (
+        ortserve_process({model: artifact}, logs / "percall-ortserve.log", extra_args=server_args) as server,
+        floor_process(labels, logs / "percall-floor.log") as (floor, floor_port),
+        floor_process(labels, logs / "percall-floor.log", chain=True) as (chained, chained_port),
+        InferenceClient(f"{LOOPBACK}:{chained_port}", timeout=30) as chained_client,
+        InferenceClient(f"{LOOPBACK}:{server.port}", timeout=30) as client,
+        InferenceClient(f"{LOOPBACK}:{floor_port}", timeout=30) as floor_client,
+        grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel,
+    ):
         stub = pb_grpc.InferenceStub(channel)
         systems: dict[str, tuple[Callable[[list[str]], object], int | None]] = {
             "raw_ort": (raw, None),
@@ -332,48 +361,81 @@ def measure(artifact: Path, model: str, work: Path, rounds: int, calls: int, pro
             "grpc_floor_chain": (lambda batch: chained_client.classify("floor", batch), chained.pid),
         }
         for round_ in range(rounds):
-            order = SYSTEMS[round_ % len(SYSTEMS):] + SYSTEMS[: round_ % len(SYSTEMS)]
+            order = SYSTEMS[round_ % len(SYSTEMS) :] + SYSTEMS[: round_ % len(SYSTEMS)]
             for name in order:
                 call, pid = systems[name]
                 client_before = time.process_time()
                 server_before = (cpu_seconds(pid), cpu_seconds(pid, pid)) if pid else (0.0, 0.0)
                 latencies[name].append(timed_calls(call, texts, calls, offset=round_ * calls))
                 server_after = (cpu_seconds(pid), cpu_seconds(pid, pid)) if pid else (0.0, 0.0)
-                cpu_ms[name].append({
-                    "client": (time.process_time() - client_before) * 1000 / (calls + 3),
-                    "server": (server_after[0] - server_before[0]) * 1000 / (calls + 3),
-                    # The main thread runs the event loop: gRPC aio, the interceptors, transport, service, batcher.
-                    "server_loop": (server_after[1] - server_before[1]) * 1000 / (calls + 3),
-                })
-            log.info("round %d/%d: %s", round_ + 1, rounds, ", ".join(
-                f"{name} {statistics.median(latencies[name][-1]):.2f} ms" for name in SYSTEMS))
+                cpu_ms[name].append(
+                    {
+                        "client": (time.process_time() - client_before) * 1000 / (calls + 3),
+                        "server": (server_after[0] - server_before[0]) * 1000 / (calls + 3),
+                        # The main thread runs the event loop: gRPC aio, the interceptors, transport, service, batcher.
+                        "server_loop": (server_after[1] - server_before[1]) * 1000 / (calls + 3),
+                    }
+                )
+            log.info(
+                "round %d/%d: %s",
+                round_ + 1,
+                rounds,
+                ", ".join(f"{name} {statistics.median(latencies[name][-1]):.2f} ms" for name in SYSTEMS),
+            )
         if profile_calls:
-            result["profile"] = profile(server.process.pid, lambda batch: client.classify(model, batch), texts,
-                                        profile_calls, work, native, gil, "ortserve")
-            result["profile_floor"] = profile(floor.pid, lambda batch: floor_client.classify("floor", batch), texts,
-                                              profile_calls, work, native, gil, "grpc_floor")
+            result["profile"] = profile(
+                server.process.pid,
+                lambda batch: client.classify(model, batch),
+                texts,
+                profile_calls,
+                work,
+                native,
+                gil,
+                "ortserve",
+            )
+            result["profile_floor"] = profile(
+                floor.pid,
+                lambda batch: floor_client.classify("floor", batch),
+                texts,
+                profile_calls,
+                work,
+                native,
+                gil,
+                "grpc_floor",
+            )
     p50 = {name: [statistics.median(r) for r in runs] for name, runs in latencies.items()}
-    result.update({
-        "p50_ms_per_round": p50,
-        "p50_ms": {name: statistics.median(values) for name, values in p50.items()},
-        "p90_ms": {name: statistics.median([p(r, 90) for r in runs]) for name, runs in latencies.items()},
-        "delta_ms_per_round": {
-            name: [value - base for value, base in zip(values, p50["raw_ort"], strict=True)]
-            for name, values in p50.items() if name != "raw_ort"
-        },
-        "cpu_ms_per_call": {
-            name: {side: statistics.median(r[side] for r in runs) for side in ("client", "server", "server_loop")}
-            for name, runs in cpu_ms.items()
-        },
-    })
+    result.update(
+        {
+            "p50_ms_per_round": p50,
+            "p50_ms": {name: statistics.median(values) for name, values in p50.items()},
+            "p90_ms": {name: statistics.median([p(r, 90) for r in runs]) for name, runs in latencies.items()},
+            "delta_ms_per_round": {
+                name: [value - base for value, base in zip(values, p50["raw_ort"], strict=True)]
+                for name, values in p50.items()
+                if name != "raw_ort"
+            },
+            "cpu_ms_per_call": {
+                name: {side: statistics.median(r[side] for r in runs) for side in ("client", "server", "server_loop")}
+                for name, runs in cpu_ms.items()
+            },
+        }
+    )
     result["delta_ms"] = {name: statistics.median(values) for name, values in result["delta_ms_per_round"].items()}
     result["chain_us"] = chain_cost_us()
     result["target_met"] = result["delta_ms"]["ortserve"] <= TARGET_DELTA_MS
     return result
 
 
-def profile(server_pid: int, call: Callable[[list[str]], object], texts: Sequence[str], calls: int, work: Path,
-            native: bool, gil: bool, system: str) -> dict[str, Any]:
+def profile(
+    server_pid: int,
+    call: Callable[[list[str]], object],
+    texts: Sequence[str],
+    calls: int,
+    work: Path,
+    native: bool,
+    gil: bool,
+    system: str,
+) -> dict[str, Any]:
     """py-spy on the server and on this process (the client) during `calls` calls of `system`."""
     out = work / "profiles"
     out.mkdir(parents=True, exist_ok=True)
@@ -385,8 +447,13 @@ def profile(server_pid: int, call: Callable[[list[str]], object], texts: Sequenc
         samples = timed_calls(call, texts, calls, offset=0)
         seconds = time.perf_counter() - start
     return {
-        "system": system, "calls": calls + 3, "seconds": seconds, "p50_ms": statistics.median(samples),
-        "native": native, "gil": gil, "rate_hz": PROFILE_RATE_HZ,
+        "system": system,
+        "calls": calls + 3,
+        "seconds": seconds,
+        "p50_ms": statistics.median(samples),
+        "native": native,
+        "gil": gil,
+        "rate_hz": PROFILE_RATE_HZ,
         "server": summarize_profile(server_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
         "client": summarize_profile(client_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
     }
@@ -410,15 +477,24 @@ def write_report(result: dict[str, Any], out: Path, command: str) -> str:
         delta = f"{result['delta_ms'][name]:+.2f}" if name != "raw_ort" else "0"
         cpu = result["cpu_ms_per_call"][name]
         server_cpu = f"{cpu['server']:.2f} | {cpu['server_loop']:.2f}" if name != "raw_ort" else "— | —"
-        lines.append(f"| {name} | {result['p50_ms'][name]:.2f} | {result['p90_ms'][name]:.2f} | {delta} | "
-                     f"{cpu['client']:.2f} | {server_cpu} |")
-    lines += ["", f"Target (ortserve p50 ≤ raw ORT p50 + {TARGET_DELTA_MS} ms): "
-                  f"Δ {result['delta_ms']['ortserve']:+.2f} ms, {'met' if result['target_met'] else 'missed'}.", ""]
+        lines.append(
+            f"| {name} | {result['p50_ms'][name]:.2f} | {result['p90_ms'][name]:.2f} | {delta} | "
+            f"{cpu['client']:.2f} | {server_cpu} |"
+        )
+    lines += [
+        "",
+        f"Target (ortserve p50 ≤ raw ORT p50 + {TARGET_DELTA_MS} ms): "
+        f"Δ {result['delta_ms']['ortserve']:+.2f} ms, {'met' if result['target_met'] else 'missed'}.",
+        "",
+    ]
     chain = result.get("chain_us")
     if chain:
-        lines += [f"Interceptor chain in process, as grpc.aio runs it per call (CPU time, median of 7×20,000 calls): "
-                  f"{chain['chain']:.1f} µs (default settings), {chain['chain_with_metrics']:.1f} µs with the "
-                  "observability interceptor and metrics on.", ""]
+        lines += [
+            f"Interceptor chain in process, as grpc.aio runs it per call (CPU time, median of 7×20,000 calls): "
+            f"{chain['chain']:.1f} µs (default settings), {chain['chain_with_metrics']:.1f} µs with the "
+            "observability interceptor and metrics on.",
+            "",
+        ]
     for profile_result in (result.get("profile"), result.get("profile_floor")):
         if not profile_result:
             continue
@@ -427,10 +503,12 @@ def write_report(result: dict[str, Any], out: Path, command: str) -> str:
             f"{'--gil ' if profile_result['gil'] else ''}at {profile_result['rate_hz']} Hz, "
             f"{profile_result['calls']} calls, p50 {profile_result['p50_ms']:.2f} ms while sampled)",
             "",
-            ("Time holding the GIL per call by component, µs (Python, and C code that keeps the GIL)."
-             if profile_result["gil"] else
-             "Active (running, not idle) time per call by component, µs, summed over threads; idle waits are not "
-             "sampled."),
+            (
+                "Time holding the GIL per call by component, µs (Python, and C code that keeps the GIL)."
+                if profile_result["gil"]
+                else "Active (running, not idle) time per call by component, µs, summed over threads; "
+                "idle waits are not sampled."
+            ),
             "",
         ]
         for side in ("server", "client"):
@@ -474,8 +552,17 @@ def main(argv: list[str] | None = None) -> int:
         models, _ = build_models(args.work)
         artifact = next(m.artifact for m in models if m.name == args.model)
         model = args.model
-    result = measure(artifact, model, args.work, args.rounds, args.calls,
-                     args.profile_calls if args.profile else 0, args.native, args.gil, args.server_arg)
+    result = measure(
+        artifact,
+        model,
+        args.work,
+        args.rounds,
+        args.calls,
+        args.profile_calls if args.profile else 0,
+        args.native,
+        args.gil,
+        args.server_arg,
+    )
     command = "python -m benchmarks.percall " + " ".join(argv if argv is not None else sys.argv[1:])
     print(write_report(result, args.out, command.strip()))
     return 0

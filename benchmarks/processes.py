@@ -68,8 +68,17 @@ def ortserve_process(
 ) -> Iterator[OrtServeProcess]:
     """Start `ortserve serve` with `models` on a free loopback port; yield once health reports SERVING."""
     port = free_port()
-    command = [str(Path(sys.executable).with_name("ortserve")), "serve", "--host", LOOPBACK, "--port", str(port),
-               "--log-level", "WARNING", *extra_args]
+    command = [
+        str(Path(sys.executable).with_name("ortserve")),
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+        *extra_args,
+    ]
     for name, path in models.items():
         command += ["--model", f"{name}={path}"]
     with log_file.open("ab") as log:
@@ -104,10 +113,24 @@ def mlflow_serve_process(model_dir: Path, log_file: Path, timeout: float = 300) 
     """Run `mlflow models serve` of `model_dir` on loopback with the local environment; yield its /invocations URL."""
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # mlflow runs `uvicorn` by name: it must find this environment's
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": f"file://{model_dir.parent / 'mlruns'}"}
-    command = [str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m", str(model_dir),
-               "--env-manager", "local", "--host", LOOPBACK, "--port", str(port)]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": f"file://{model_dir.parent / 'mlruns'}",
+    }
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "models",
+        "serve",
+        "-m",
+        str(model_dir),
+        "--env-manager",
+        "local",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
     with log_file.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=log, env=env, start_new_session=True)
         try:
@@ -171,7 +194,9 @@ def torch_process_memory(hf_dirs: Sequence[Path], batch: Sequence[str], scratch:
     texts_file.write_text(json.dumps(list(batch)))
     output = subprocess.run(
         [sys.executable, "-c", TORCH_HOLDER, str(texts_file), *map(str, hf_dirs)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
     return result

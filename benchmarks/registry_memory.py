@@ -94,13 +94,29 @@ def register(tracking_uri: str, name: str, artifact: Path) -> None:
     client.set_registered_model_alias(name, "production", version)
 
 
-def serve(ortserve: str, tracking_uri: str, cache: Path, models: list[BenchModel], log_file: Path,
-          texts: list[str] | None) -> dict[str, float]:
+def serve(
+    ortserve: str, tracking_uri: str, cache: Path, models: list[BenchModel], log_file: Path, texts: list[str] | None
+) -> dict[str, float]:
     """Start `ortserve` on the registry, optionally run the batches; return start seconds and memory figures."""
     port = free_port()
     executable, *extra = shlex.split(ortserve)
-    command = [executable, "serve", *extra, "--host", LOOPBACK, "--port", str(port), "--log-level", "WARNING",
-               "--tracking-uri", tracking_uri, "--cache-dir", str(cache), "--poll-interval", "5"]
+    command = [
+        executable,
+        "serve",
+        *extra,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+        "--tracking-uri",
+        tracking_uri,
+        "--cache-dir",
+        str(cache),
+        "--poll-interval",
+        "5",
+    ]
     for model in models:
         command += ["--model", f"{model.name}=models:/bench-{model.name}@production"]
     with log_file.open("ab") as log_handle:
@@ -125,8 +141,12 @@ def serve(ortserve: str, tracking_uri: str, cache: Path, models: list[BenchModel
 def raw_ort(models: list[BenchModel], texts: list[str], scratch: Path) -> dict[str, float]:
     texts_file = scratch / "registry-memory-texts.json"
     texts_file.write_text(json.dumps(texts))
-    output = subprocess.run([sys.executable, "-c", RAW_ORT_HOLDER, str(texts_file), *(str(m.artifact) for m in models)],
-                            check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", RAW_ORT_HOLDER, str(texts_file), *(str(m.artifact) for m in models)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
     return result
 
@@ -134,9 +154,12 @@ def raw_ort(models: list[BenchModel], texts: list[str], scratch: Path) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, registries, logs")
-    parser.add_argument("--ortserve", action="append", default=[],
-                        help="an ortserve executable to measure, optionally with serve flags "
-                             "(repeatable; default: this environment's)")
+    parser.add_argument(
+        "--ortserve",
+        action="append",
+        default=[],
+        help="an ortserve executable to measure, optionally with serve flags (repeatable; default: this environment's)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every system")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

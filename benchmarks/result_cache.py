@@ -61,10 +61,15 @@ def measure_result_cache(model: BenchModel, logs: Path, rounds: int = 3, seconds
     # The ratio of each round's pair, then their median: a pair shares the machine's load of that moment.
     ratios = [on / off for on, off in zip(rates["on"], rates["off"], strict=True)]
     return {
-        "model": model.name, "callers": CALLERS, "repeat_fraction": 0.5, "cache_bytes": CACHE_BYTES,
-        "texts_per_s_off": statistics.median(rates["off"]), "texts_per_s_on": statistics.median(rates["on"]),
+        "model": model.name,
+        "callers": CALLERS,
+        "repeat_fraction": 0.5,
+        "cache_bytes": CACHE_BYTES,
+        "texts_per_s_off": statistics.median(rates["off"]),
+        "texts_per_s_on": statistics.median(rates["on"]),
         "ratio": statistics.median(ratios),
-        "rounds": {"off": rates["off"], "on": rates["on"]}, "errors": errors,
+        "rounds": {"off": rates["off"], "on": rates["on"]},
+        "errors": errors,
     }
 
 

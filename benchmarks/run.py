@@ -62,8 +62,13 @@ def machine() -> dict[str, Any]:
     import transformers
 
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "isa": isa,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "load_average_at_start": os.getloadavg(),
     }
 
@@ -116,8 +121,9 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
                 one_caller.append(blocking_caller(server.port, model.name, fixed, max_calls=calls, max_seconds=seconds))
                 for name, predict in systems.items():
                     rates[name].append(batch_rate(predict, fixed, batches))
-                many_callers.append(grpc_load(server.port, model.name, fixed, 32, max_calls=int(400 * scale),
-                                              max_seconds=seconds))
+                many_callers.append(
+                    grpc_load(server.port, model.name, fixed, 32, max_calls=int(400 * scale), max_seconds=seconds)
+                )
             for name, predict in systems.items():
                 log.info("%s: %s on mixed-length texts", model.name, name)
                 mixed_figures = summarize(latencies_ms(predict, mixed, calls), [batch_rate(predict, mixed, batches)])
@@ -136,8 +142,15 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
                         continue
                     log.info("%s: ortserve, %d callers × %d %s texts", model.name, callers, per_call, kind)
                     max_calls = int((400 if per_call == 1 else 40) * max(1, callers // 8) * scale)
-                    result = grpc_load(server.port, model.name, texts[model.name][kind], callers, per_call,
-                                       max_calls=max_calls, max_seconds=seconds)
+                    result = grpc_load(
+                        server.port,
+                        model.name,
+                        texts[model.name][kind],
+                        callers,
+                        per_call,
+                        max_calls=max_calls,
+                        max_seconds=seconds,
+                    )
                     entry["ortserve"].append(_row(kind, result))
                     save()
             entry["ortserve"].sort(key=lambda row: (row["texts"], row["texts_per_call"], row["callers"]))
@@ -153,8 +166,14 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
         entry["mlflow"] = []
         with mlflow_serve_process(mlflow_dirs[model.name], logs / f"mlflow-{model.name}.log") as url:
             for callers in (1, 32):
-                result = http_load(url, texts[model.name]["fixed"], callers, 1,
-                                   max_calls=int((60 if callers == 1 else 200) * scale), max_seconds=2 * seconds)
+                result = http_load(
+                    url,
+                    texts[model.name]["fixed"],
+                    callers,
+                    1,
+                    max_calls=int((60 if callers == 1 else 200) * scale),
+                    max_seconds=2 * seconds,
+                )
                 entry["mlflow"].append(_row("fixed", result))
                 save()
 
@@ -167,8 +186,14 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
 
 def _row(kind: str, result: Any) -> dict[str, Any]:
     return {
-        "texts": kind, "callers": result.callers, "texts_per_call": result.texts_per_call, "calls": result.calls,
-        "errors": result.errors, "texts_per_s": result.texts_per_s, "p50_ms": result.p50, "p99_ms": result.p99,
+        "texts": kind,
+        "callers": result.callers,
+        "texts_per_call": result.texts_per_call,
+        "calls": result.calls,
+        "errors": result.errors,
+        "texts_per_s": result.texts_per_s,
+        "p50_ms": result.p50,
+        "p99_ms": result.p99,
     }
 
 
@@ -178,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--quick", action="store_true", help="half the requests and durations")
     parser.add_argument("--rebuild", action="store_true", help="build and export the models again")
-    parser.add_argument("--models", help="comma-separated subset to measure, e.g. bert-base,minilm-topic (default: "
-                        "all; the report's targets need bert-base)")
+    parser.add_argument(
+        "--models",
+        help="comma-separated subset to measure, e.g. bert-base,minilm-topic (default: "
+        "all; the report's targets need bert-base)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

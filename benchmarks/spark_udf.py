@@ -71,8 +71,16 @@ def start_server(artifact: Path, log_file: Path) -> tuple[subprocess.Popen[bytes
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "ortserve"), "serve", "--model", f"{MODEL}={artifact}",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "ortserve"),
+        "serve",
+        "--model",
+        f"{MODEL}={artifact}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, stdout=log_file.open("wb"), stderr=subprocess.STDOUT)
     target = f"127.0.0.1:{port}"
     try:
@@ -133,9 +141,12 @@ def main() -> int:
     texts = make_texts(artifact / "tokenizer.json", args.texts)
     server, target = start_server(artifact, args.work / "server.log")
     spark = (
-        SparkSession.builder.master("local[2]").appName("ortserve-spark-udf-bench")
-        .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+        SparkSession.builder.master("local[2]")
+        .appName("ortserve-spark-udf-bench")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "2g")
         .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_rows))
         .getOrCreate()
@@ -153,8 +164,12 @@ def main() -> int:
         results = {}
         for name, seconds in timed_runs(frame, systems, args.repeats).items():
             results[name] = {"seconds": seconds, "texts_per_s": args.texts / statistics.median(seconds)}
-            print(f"{name}: {results[name]['texts_per_s']:.0f} texts/s (runs: "
-                  + ", ".join(f"{s:.2f}s" for s in seconds) + ")", flush=True)
+            print(
+                f"{name}: {results[name]['texts_per_s']:.0f} texts/s (runs: "
+                + ", ".join(f"{s:.2f}s" for s in seconds)
+                + ")",
+                flush=True,
+            )
         labels = {
             name: [row["label"] for row in frame.select(udf("text").alias("r")).select("r.label").collect()]
             for name, udf in systems.items()
@@ -168,14 +183,17 @@ def main() -> int:
 
     names = list(results)
     ratio = results[names[0]]["texts_per_s"] / results[names[1]]["texts_per_s"]
-    print(f"\n{args.texts} texts, 2 partitions, {args.batch_rows} rows per Arrow batch, local[2] on {os.cpu_count()} "
-          f"cores, median of {args.repeats} alternating runs after a warm-up")
+    print(
+        f"\n{args.texts} texts, 2 partitions, {args.batch_rows} rows per Arrow batch, local[2] on {os.cpu_count()} "
+        f"cores, median of {args.repeats} alternating runs after a warm-up"
+    )
     print("| UDF | texts/s |\n|---|---|")
     for name in names:
         print(f"| {name} | {results[name]['texts_per_s']:.0f} |")
     print(f"ortserve / PyTorch: {ratio:.2f}x; top labels agree on {agreement:.1%} of texts")
-    (args.work / "result.json").write_text(json.dumps({"texts": args.texts, "results": results,
-                                                       "agreement": agreement, "ratio": ratio}, indent=2))
+    (args.work / "result.json").write_text(
+        json.dumps({"texts": args.texts, "results": results, "agreement": agreement, "ratio": ratio}, indent=2)
+    )
     return 0
 
 

@@ -82,8 +82,11 @@ def sweep(model: BenchModel, rounds: int) -> list[dict[str, Any]]:
             rates[label].append(_throughput(classifier, texts, 2))
     return [
         {
-            "model": model.name, "variant": label, "p50_ms": statistics.median(latencies[label]),
-            "texts_per_s": statistics.median(rates[label]), "load_s": loaded[label][1],
+            "model": model.name,
+            "variant": label,
+            "p50_ms": statistics.median(latencies[label]),
+            "texts_per_s": statistics.median(rates[label]),
+            "load_s": loaded[label][1],
         }
         for label in VARIANTS
     ]
@@ -138,29 +141,48 @@ def run(work: Path, rounds: int = 3, seconds: float = 6.0) -> dict[str, Any]:
     for _ in range(2):  # two passes, interleaved, for the same reason as the rounds of part 1
         for mode in TWO_MODEL_MODES:
             output = subprocess.run(
-                [sys.executable, "-m", "benchmarks.tune_runtime", "--work", str(work), "--two-models", mode,
-                 "--seconds", str(seconds)],
-                check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.tune_runtime",
+                    "--work",
+                    str(work),
+                    "--two-models",
+                    mode,
+                    "--seconds",
+                    str(seconds),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
             part2.append(json.loads(output.strip().splitlines()[-1]))
     merged = []
     for mode in TWO_MODEL_MODES:
         rows = [r for r in part2 if r["mode"] == mode]
-        merged.append({
-            "mode": mode,
-            "texts_per_s_both_busy": statistics.median(r["texts_per_s_both_busy"] for r in rows),
-            "small_p50_ms_while_big_busy": statistics.median(r["small_p50_ms_while_big_busy"] for r in rows),
-        })
+        merged.append(
+            {
+                "mode": mode,
+                "texts_per_s_both_busy": statistics.median(r["texts_per_s_both_busy"] for r in rows),
+                "small_p50_ms_while_big_busy": statistics.median(r["small_p50_ms_while_big_busy"] for r in rows),
+            }
+        )
     return {"sessions": part1, "two_models": merged}
 
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["| model | variant | 1-text p50 (ms) | batch-32 texts/s | session load (s) |", "|---|---|---:|---:|---:|"]
     for row in results["sessions"]:
-        lines.append(f"| {row['model']} | {row['variant']} | {row['p50_ms']:.1f} | {row['texts_per_s']:.0f} "
-                     f"| {row['load_s']:.2f} |")
-    lines += ["", "| two models in one process, both running batches of 32 | texts/s (both) | minilm 1-text p50 "
-              "while bert-base busy (ms) |", "|---|---:|---:|"]
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {row['p50_ms']:.1f} | {row['texts_per_s']:.0f} "
+            f"| {row['load_s']:.2f} |"
+        )
+    lines += [
+        "",
+        "| two models in one process, both running batches of 32 | texts/s (both) | minilm 1-text p50 "
+        "while bert-base busy (ms) |",
+        "|---|---:|---:|",
+    ]
     for row in results["two_models"]:
         lines.append(
             f"| {row['mode']} | {row['texts_per_s_both_busy']:.0f} | {row['small_p50_ms_while_big_busy']:.1f} |"

@@ -75,8 +75,9 @@ def cost_per_text(model: BenchModel, fixed: Sequence[str], rounds: int = 20) -> 
     huge = long_text(words, BULK_CHARS, 1)
     # The longest prefix of `huge` (whole words) that still fits in max_length tokens: a max-length text.
     encoding = classifier._tokenizer.encode(huge)
-    fitting = huge[: encoding.offsets[classifier.max_length - 2][1]] if len(encoding.ids) >= classifier.max_length \
-        else huge
+    fitting = (
+        huge[: encoding.offsets[classifier.max_length - 2][1]] if len(encoding.ids) >= classifier.max_length else huge
+    )
 
     def timed(action: Any, repeats: int = rounds) -> float:
         action()
@@ -104,8 +105,9 @@ def cost_per_text(model: BenchModel, fixed: Sequence[str], rounds: int = 20) -> 
 # --- noisy neighbour -----------------------------------------------------------------------------------------------
 
 
-async def _interactive(stub: Any, model: str, texts: Sequence[str], seconds: float, max_calls: int,
-                       think_s: float = 0.0) -> list[float]:
+async def _interactive(
+    stub: Any, model: str, texts: Sequence[str], seconds: float, max_calls: int, think_s: float = 0.0
+) -> list[float]:
     """One short text per call; between calls a random think time (exponential, mean `think_s`; 0: back to back)."""
     latencies: list[float] = []
     end = time.monotonic() + seconds
@@ -121,8 +123,9 @@ async def _interactive(stub: Any, model: str, texts: Sequence[str], seconds: flo
     return latencies
 
 
-def noisy_neighbour(port: int, model: str, fixed: Sequence[str], bulk_text: str, seconds: float,
-                    think_s: float = 1.0) -> dict[str, Any]:
+def noisy_neighbour(
+    port: int, model: str, fixed: Sequence[str], bulk_text: str, seconds: float, think_s: float = 1.0
+) -> dict[str, Any]:
     """An interactive caller (one short text per call, a think time of `think_s` on average between calls) alone,
     then beside two bulk callers that send 256 texts of 10,000 characters back to back; and one full-budget run
     (8,192 tokens) on the idle server, in the same run. Then the same caller with no think time, for comparison: a
@@ -148,8 +151,9 @@ def noisy_neighbour(port: int, model: str, fixed: Sequence[str], bulk_text: str,
                 while not stop.is_set():
                     start = time.perf_counter()
                     try:
-                        await stub.Classify(pb.ClassifyRequest(model=model, texts=[bulk_text] * BULK_TEXTS),
-                                            timeout=300)
+                        await stub.Classify(
+                            pb.ClassifyRequest(model=model, texts=[bulk_text] * BULK_TEXTS), timeout=300
+                        )
                         bulk_latencies.append((time.perf_counter() - start) * 1000)
                     except grpc.aio.AioRpcError as error:
                         bulk_errors.append(error.code().name)
@@ -164,13 +168,19 @@ def noisy_neighbour(port: int, model: str, fixed: Sequence[str], bulk_text: str,
                 task.cancel()
             await asyncio.gather(*bulk_tasks, return_exceptions=True)
             return {
-                "idle_p50_ms": statistics.median(idle), "idle_calls": len(idle),
+                "idle_p50_ms": statistics.median(idle),
+                "idle_calls": len(idle),
                 "full_budget_run_ms": statistics.median(full_runs),
-                "interactive_p50_ms": statistics.median(loaded), "interactive_p99_ms": _percentile(loaded, 99),
-                "interactive_calls": len(loaded), "seconds": seconds, "think_s": think_s,
-                "back_to_back_p50_ms": statistics.median(back_to_back), "back_to_back_calls": len(back_to_back),
-                "bulk_calls": len(bulk_latencies), "bulk_p50_ms": statistics.median(bulk_latencies)
-                if bulk_latencies else float("nan"), "bulk_errors": bulk_errors,
+                "interactive_p50_ms": statistics.median(loaded),
+                "interactive_p99_ms": _percentile(loaded, 99),
+                "interactive_calls": len(loaded),
+                "seconds": seconds,
+                "think_s": think_s,
+                "back_to_back_p50_ms": statistics.median(back_to_back),
+                "back_to_back_calls": len(back_to_back),
+                "bulk_calls": len(bulk_latencies),
+                "bulk_p50_ms": statistics.median(bulk_latencies) if bulk_latencies else float("nan"),
+                "bulk_errors": bulk_errors,
             }
 
     return asyncio.run(main())
@@ -179,8 +189,15 @@ def noisy_neighbour(port: int, model: str, fixed: Sequence[str], bulk_text: str,
 # --- overload sweep ------------------------------------------------------------------------------------------------
 
 
-def overload_level(port: int, model: str, texts: Sequence[str], callers: int, seconds: float,
-                   deadline_s: float = SWEEP_DEADLINE_S, warmup_s: float = 1.0) -> dict[str, Any]:
+def overload_level(
+    port: int,
+    model: str,
+    texts: Sequence[str],
+    callers: int,
+    seconds: float,
+    deadline_s: float = SWEEP_DEADLINE_S,
+    warmup_s: float = 1.0,
+) -> dict[str, Any]:
     """`callers` closed-loop callers, one text per call, each call with a `deadline_s` timeout. A caller told
     RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED backs off (exponential, jittered, 50 ms to 2 s) as a client should."""
 
@@ -200,8 +217,9 @@ def overload_level(port: int, model: str, texts: Sequence[str], callers: int, se
                     index += 1
                     started = time.monotonic()
                     try:
-                        await stub.Classify(pb.ClassifyRequest(model=model, texts=[texts[index % len(texts)]]),
-                                            timeout=deadline_s)
+                        await stub.Classify(
+                            pb.ClassifyRequest(model=model, texts=[texts[index % len(texts)]]), timeout=deadline_s
+                        )
                         if started >= measure_from:
                             ok.append((time.monotonic() - started) * 1000)
                         backoff = 0.05
@@ -216,9 +234,13 @@ def overload_level(port: int, model: str, texts: Sequence[str], callers: int, se
 
             await asyncio.gather(*(caller(i * 7) for i in range(callers)))
             return {
-                "callers": callers, "deadline_ms": deadline_s * 1000, "seconds": seconds,
-                "answered": len(ok), "goodput_per_s": len(ok) / seconds,
-                "p50_ms": statistics.median(ok) if ok else float("nan"), "p99_ms": _percentile(ok, 99),
+                "callers": callers,
+                "deadline_ms": deadline_s * 1000,
+                "seconds": seconds,
+                "answered": len(ok),
+                "goodput_per_s": len(ok) / seconds,
+                "p50_ms": statistics.median(ok) if ok else float("nan"),
+                "p99_ms": _percentile(ok, 99),
                 "refused": {code: len(values) for code, values in refused.items()},
                 "refused_p50_ms": {code: statistics.median(values) for code, values in refused.items()},
                 "other_errors": len(other),
@@ -246,16 +268,35 @@ def closed_loop_throughput(port: int, model: str, texts: Sequence[str], callers:
 
 
 def _start_replica(artifact: Path, model: str, port: int, log_file: Path, drain_s: float) -> subprocess.Popen[bytes]:
-    command = [str(Path(sys.executable).with_name("ortserve")), "serve", "--host", LOOPBACK, "--port", str(port),
-               "--log-level", "WARNING", "--model", f"{model}={artifact}", "--drain-period-s", str(drain_s)]
+    command = [
+        str(Path(sys.executable).with_name("ortserve")),
+        "serve",
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+        "--model",
+        f"{model}={artifact}",
+        "--drain-period-s",
+        str(drain_s),
+    ]
     with log_file.open("ab") as output:
         process = subprocess.Popen(command, stdout=output, stderr=output)
     wait_until_serving(f"{LOOPBACK}:{port}", process, timeout=120, poll_s=0.02)
     return process
 
 
-def rolling_restart(artifact: Path, model: str, texts: Sequence[str], log_file: Path, callers: int = 32,
-                    drain_s: float = 2.0, steady_s: float = 3.0) -> dict[str, Any]:
+def rolling_restart(
+    artifact: Path,
+    model: str,
+    texts: Sequence[str],
+    log_file: Path,
+    callers: int = 32,
+    drain_s: float = 2.0,
+    steady_s: float = 3.0,
+) -> dict[str, Any]:
     """Two replicas behind the client's round-robin (`ipv4:A,B`), `callers` closed-loop callers; replica A gets
     SIGTERM (drain, then stop), is started again on the same port, and calls go on. Every failed call is counted."""
     from ortserve.client import AsyncInferenceClient, InferenceError
@@ -295,9 +336,17 @@ def rolling_restart(artifact: Path, model: str, texts: Sequence[str], log_file: 
             stop.set()
             await asyncio.gather(*tasks)
             seconds = time.monotonic() - started
-        return {"callers": callers, "drain_s": drain_s, "answered": answered, "failed": sum(codes.values()),
-                "failed_by_code": codes, "exit_code": exit_code, "seconds": seconds, "events_s": dict(events),
-                "texts_per_s": answered / seconds}
+        return {
+            "callers": callers,
+            "drain_s": drain_s,
+            "answered": answered,
+            "failed": sum(codes.values()),
+            "failed_by_code": codes,
+            "exit_code": exit_code,
+            "seconds": seconds,
+            "events_s": dict(events),
+            "texts_per_s": answered / seconds,
+        }
 
     try:
         return asyncio.run(main())
@@ -339,8 +388,9 @@ def measure(models: Sequence[BenchModel], work: Path, quick: bool = False, only:
                 log.info("  %s", rounds[callers][-1])
         results["sweep"] = [_median_level(levels) for levels in rounds.values()]
     log.info("%s: rolling restart of one of two replicas under 32 callers", model.name)
-    results["rolling_restart"] = rolling_restart(model.artifact, model.name, fixed, logs / "under-load.log",
-                                                 steady_s=3 * scale)
+    results["rolling_restart"] = rolling_restart(
+        model.artifact, model.name, fixed, logs / "under-load.log", steady_s=3 * scale
+    )
     results["load_average_at_end"] = os.getloadavg()
     return results
 
@@ -350,27 +400,50 @@ def targets(results: dict[str, Any], baseline_32: float | None = None) -> list[t
     rows = []
     noisy = results["noisy_neighbour"]
     bound = noisy["idle_p50_ms"] + noisy["full_budget_run_ms"]
-    rows.append(("interactive p50 beside two bulk callers ≤ idle p50 + one full-budget run",
-                 f"{noisy['interactive_p50_ms']:,.1f} ms vs {noisy['idle_p50_ms']:,.1f} + "
-                 f"{noisy['full_budget_run_ms']:,.1f} = {bound:,.1f} ms", noisy["interactive_p50_ms"] <= bound))
-    rows.append(("… the same caller with no think time (arrives as a bulk run starts; for comparison)",
-                 f"{noisy['back_to_back_p50_ms']:,.1f} ms vs {bound:,.1f} ms",
-                 noisy["back_to_back_p50_ms"] <= bound))
+    rows.append(
+        (
+            "interactive p50 beside two bulk callers ≤ idle p50 + one full-budget run",
+            f"{noisy['interactive_p50_ms']:,.1f} ms vs {noisy['idle_p50_ms']:,.1f} + "
+            f"{noisy['full_budget_run_ms']:,.1f} = {bound:,.1f} ms",
+            noisy["interactive_p50_ms"] <= bound,
+        )
+    )
+    rows.append(
+        (
+            "… the same caller with no think time (arrives as a bulk run starts; for comparison)",
+            f"{noisy['back_to_back_p50_ms']:,.1f} ms vs {bound:,.1f} ms",
+            noisy["back_to_back_p50_ms"] <= bound,
+        )
+    )
     sweep = results["sweep"]
     best = max(level["goodput_per_s"] for level in sweep)
     last = sweep[-1]
-    rows.append((f"goodput at {last['callers']} callers ≥ 0.8 × the best of the sweep",
-                 f"{last['goodput_per_s']:,.1f} / {best:,.1f} answers/s = {last['goodput_per_s'] / best:.2f}×",
-                 last["goodput_per_s"] >= 0.8 * best))
+    rows.append(
+        (
+            f"goodput at {last['callers']} callers ≥ 0.8 × the best of the sweep",
+            f"{last['goodput_per_s']:,.1f} / {best:,.1f} answers/s = {last['goodput_per_s'] / best:.2f}×",
+            last["goodput_per_s"] >= 0.8 * best,
+        )
+    )
     baseline_32 = baseline_32 or BEFORE_32_CALLERS.get(results["model"])
     if baseline_32:
         rate = results["throughput_32_callers"]
-        rows.append(("32 single-text callers: throughput not lower than BENCHMARKS.md before this change",
-                     f"{rate:,.1f} vs {baseline_32:,.1f} texts/s ({rate / baseline_32:.2f}×)", rate >= baseline_32))
+        rows.append(
+            (
+                "32 single-text callers: throughput not lower than BENCHMARKS.md before this change",
+                f"{rate:,.1f} vs {baseline_32:,.1f} texts/s ({rate / baseline_32:.2f}×)",
+                rate >= baseline_32,
+            )
+        )
     restart = results["rolling_restart"]
-    rows.append((f"rolling restart of one of two replicas under {restart['callers']} callers: 0 failed calls",
-                 f"{restart['failed']} failed of {restart['answered'] + restart['failed']} "
-                 f"{restart['failed_by_code'] or ''}".strip(), restart["failed"] == 0))
+    rows.append(
+        (
+            f"rolling restart of one of two replicas under {restart['callers']} callers: 0 failed calls",
+            f"{restart['failed']} failed of {restart['answered'] + restart['failed']} "
+            f"{restart['failed_by_code'] or ''}".strip(),
+            restart["failed"] == 0,
+        )
+    )
     return rows
 
 
@@ -414,11 +487,17 @@ def report(results: dict[str, Any], baseline_32: float | None = None) -> str:
         "|---:|---:|---|---:|---:|---|---:|",
     ]
     for level in results["sweep"]:
-        refused = ", ".join(f"{code}: {count} ({level['refused_p50_ms'][code]:.1f})"
-                            for code, count in level["refused"].items()) or "none"
+        refused = (
+            ", ".join(
+                f"{code}: {count} ({level['refused_p50_ms'][code]:.1f})" for code, count in level["refused"].items()
+            )
+            or "none"
+        )
         every = ", ".join(f"{rate:,.0f}" for rate in level.get("goodput_rounds", [level["goodput_per_s"]]))
-        lines.append(f"| {level['callers']} | {level['goodput_per_s']:,.1f} | {every} | {level['p50_ms']:,.1f} | "
-                     f"{level['p99_ms']:,.1f} | {refused} | {level['other_errors']} |")
+        lines.append(
+            f"| {level['callers']} | {level['goodput_per_s']:,.1f} | {every} | {level['p50_ms']:,.1f} | "
+            f"{level['p99_ms']:,.1f} | {refused} | {level['other_errors']} |"
+        )
     restart = results["rolling_restart"]
     lines += [
         "",
@@ -442,8 +521,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
     callers = [level["callers"] for level in sweep]
     fig, (goodput, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
     goodput.plot(callers, [level["goodput_per_s"] for level in sweep], "-o", label="answered within deadline")
-    goodput.plot(callers, [sum(level["refused"].values()) / level["seconds"] for level in sweep], "--s",
-                 label="refused (RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED)")
+    goodput.plot(
+        callers,
+        [sum(level["refused"].values()) / level["seconds"] for level in sweep],
+        "--s",
+        label="refused (RESOURCE_EXHAUSTED / DEADLINE_EXCEEDED)",
+    )
     goodput.set_ylabel("calls/s")
     goodput.set_title(f"{results['model']}: goodput against callers")
     latency.plot(callers, [level["p99_ms"] for level in sweep], "-o", label="p99 of answered calls")
@@ -478,8 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", default="minilm")
-    parser.add_argument("--baseline-32", type=float, default=None,
-                        help="texts/s of 32 single-text callers before this change (default: BEFORE_32_CALLERS)")
+    parser.add_argument(
+        "--baseline-32",
+        type=float,
+        default=None,
+        help="texts/s of 32 single-text callers before this change (default: BEFORE_32_CALLERS)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Face model directory",
     )
     parser.add_argument(
-        "--output", type=Path,
+        "--output",
+        type=Path,
         help="artifact directory to keep on disk (default: ./<source name>-onnx for local directories; a temporary "
         "directory, removed after upload, for registry and run sources)",
     )
@@ -38,17 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--alias", help="alias to point at the registered version (e.g. production)")
     parser.add_argument(
-        "--quantize", action=argparse.BooleanOptionalAction, default=True,
+        "--quantize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="try int8 quantization (method: --int8) and keep it where it passes the accuracy gate (default: on)",
     )
     parser.add_argument(
-        "--int8", choices=["auto", "dynamic", "static"], default=DEFAULT_INT8,
+        "--int8",
+        choices=["auto", "dynamic", "static"],
+        default=DEFAULT_INT8,
         help="int8 method: dynamic (activations quantized per call), static (QDQ graph, activation scales calibrated "
         "on the validation texts) or auto (make both, keep the fastest that passes the gate; the figures are "
         f"recorded in the manifest and the registered version's tags) (default: {DEFAULT_INT8})",
     )
     parser.add_argument(
-        "--optimize", action=argparse.BooleanOptionalAction, default=True,
+        "--optimize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="fuse attention, GELU and LayerNorm with ONNX Runtime's transformer optimizer where the architecture "
         "allows (default: on)",
     )

@@ -27,26 +27,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("texts", nargs="*", help="texts to classify; none reads one text per line from stdin")
     env_model = os.environ.get("ORTSERVE_MODEL")
     parser.add_argument(
-        "--model", required=env_model is None, default=env_model,
+        "--model",
+        required=env_model is None,
+        default=env_model,
         help="name the model is served under [env ORTSERVE_MODEL]",
     )
     parser.add_argument(
-        "--target", default=default_target(),
+        "--target",
+        default=default_target(),
         help=f"server address: HOST:PORT, dns:///HOST:PORT or ipv4:IP:PORT,IP:PORT for replicas "
         f"[env ORTSERVE_TARGET] (default {DEFAULT_TARGET})",
     )
     parser.add_argument("--top-k", type=int, default=0, help="labels per text, highest first; 0 for all (default)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     parser.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
         help=f"texts per request, at most the server's max_texts_per_request (default {DEFAULT_CHUNK_SIZE})",
     )
     parser.add_argument(
-        "--token", default=os.environ.get("ORTSERVE_TOKEN"),
+        "--token",
+        default=os.environ.get("ORTSERVE_TOKEN"),
         help="bearer token sent as the authorization header [env ORTSERVE_TOKEN]",
     )
     parser.add_argument(
-        "--root-certificates", default=os.environ.get("ORTSERVE_ROOT_CERTIFICATES"),
+        "--root-certificates",
+        default=os.environ.get("ORTSERVE_ROOT_CERTIFICATES"),
         help="PEM file of root certificates; given, the connection uses TLS [env ORTSERVE_ROOT_CERTIFICATES]",
     )
     return parser
@@ -83,7 +90,10 @@ def main(argv: Sequence[str]) -> int:
     texts: Iterable[str] = args.texts or stdin_texts()
     try:
         client = InferenceClient(
-            args.target, timeout=args.timeout, chunk_size=args.chunk_size, token=args.token,
+            args.target,
+            timeout=args.timeout,
+            chunk_size=args.chunk_size,
+            token=args.token,
             root_certificates=args.root_certificates,
         )
         with client:

@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
         env = f"{env_prefix}{name}".upper()
         if name == "models":
             parser.add_argument(
-                "--model", dest="models", action="append", metavar="NAME=URI",
+                "--model",
+                dest="models",
+                action="append",
+                metavar="NAME=URI",
                 help=f"{_MODEL_FLAG_HELP} [env {env}, ';'-separated]",
             )
             continue

@@ -40,7 +40,8 @@ def _start_span(method: str) -> Any:
     assert trace is not None
     service, _, rpc = method.lstrip("/").rpartition("/")
     return trace.get_tracer(TRACER_NAME).start_span(
-        method.lstrip("/"), kind=trace.SpanKind.CLIENT,
+        method.lstrip("/"),
+        kind=trace.SpanKind.CLIENT,
         attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc},
     )
 
@@ -71,9 +72,12 @@ class TracingInterceptor(grpc.UnaryUnaryClientInterceptor):
             return continuation(client_call_details, request)
         span = _start_span(client_call_details.method)
         details = _ClientCallDetails(
-            client_call_details.method, client_call_details.timeout,
-            _traced_metadata(client_call_details.metadata, span), client_call_details.credentials,
-            getattr(client_call_details, "wait_for_ready", None), getattr(client_call_details, "compression", None),
+            client_call_details.method,
+            client_call_details.timeout,
+            _traced_metadata(client_call_details.metadata, span),
+            client_call_details.credentials,
+            getattr(client_call_details, "wait_for_ready", None),
+            getattr(client_call_details, "compression", None),
         )
         try:
             outcome = continuation(details, request)
@@ -94,9 +98,11 @@ class AsyncTracingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             return await continuation(client_call_details, request)
         span = _start_span(str(client_call_details.method))
         details = grpc.aio.ClientCallDetails(
-            client_call_details.method, client_call_details.timeout,
+            client_call_details.method,
+            client_call_details.timeout,
             grpc.aio.Metadata(*_traced_metadata(client_call_details.metadata, span)),
-            client_call_details.credentials, client_call_details.wait_for_ready,
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
         )
         try:
             call = await continuation(details, request)

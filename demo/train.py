@@ -160,7 +160,10 @@ def train_classifier(name: str, dataset: Dataset, config: TrainingConfig, output
     torch.manual_seed(config.seed)
     tokenizer = transformers.AutoTokenizer.from_pretrained(base, local_files_only=True)
     model = transformers.BertForSequenceClassification.from_pretrained(
-        base, local_files_only=True, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        base,
+        local_files_only=True,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
     if config.layers is not None:
@@ -175,8 +178,9 @@ def train_classifier(name: str, dataset: Dataset, config: TrainingConfig, output
     total_steps = steps_per_epoch * config.epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = transformers.get_linear_schedule_with_warmup(optimizer, int(total_steps * config.warmup_ratio),
-                                                            total_steps)
+    schedule = transformers.get_linear_schedule_with_warmup(
+        optimizer, int(total_steps * config.warmup_ratio), total_steps
+    )
     shuffle = torch.Generator().manual_seed(config.seed)
     metrics: dict[str, float] = {}
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -186,8 +190,13 @@ def train_classifier(name: str, dataset: Dataset, config: TrainingConfig, output
         losses = []
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            encoded = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                                max_length=config.max_length, return_tensors="pt")
+            encoded = tokenizer(
+                [texts[i] for i in batch],
+                padding=True,
+                truncation=True,
+                max_length=config.max_length,
+                return_tensors="pt",
+            )
             loss = model(**encoded, labels=targets[batch]).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -206,13 +215,19 @@ def train_classifier(name: str, dataset: Dataset, config: TrainingConfig, output
     heldout_labels = [e.label for e in dataset.heldout]
     predictions = predict_labels(model, tokenizer, heldout_texts, config.max_length)
     metrics["heldout_accuracy"] = accuracy(predictions, heldout_labels)
-    log.info("%s: trained in %.0f s, held-out accuracy %.3f", name, metrics["training_seconds"],
-             metrics["heldout_accuracy"])
+    log.info(
+        "%s: trained in %.0f s, held-out accuracy %.3f", name, metrics["training_seconds"], metrics["heldout_accuracy"]
+    )
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
-    params = {**asdict(config), "base_model": BASE_PACKAGE, "train_examples": len(texts),
-              "heldout_examples": len(heldout_texts), "steps": total_steps}
+    params = {
+        **asdict(config),
+        "base_model": BASE_PACKAGE,
+        "train_examples": len(texts),
+        "heldout_examples": len(heldout_texts),
+        "steps": total_steps,
+    }
     return TrainingResult(name, output, labels, params, metrics, heldout_texts, heldout_labels, predictions)
 
 
@@ -225,8 +240,13 @@ def predict_labels(
     labels = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            encoded = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
-                                max_length=max_length, return_tensors="pt")
+            encoded = tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             for row in model(**encoded).logits.argmax(-1).tolist():
                 labels.append(model.config.id2label[row])
     return labels

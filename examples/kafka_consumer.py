@@ -61,8 +61,15 @@ def classify_batch(messages: Sequence[Message], client: InferenceClient, model: 
             records.append({"key": key, "skipped": "no text (empty, not UTF-8, or a consumer error)"})
             continue
         answer = next(answers)
-        records.append({"key": key, "label": answer.top.label, "score": answer.top.score,
-                        "model": model, "model_version": answer.model_version})
+        records.append(
+            {
+                "key": key,
+                "label": answer.top.label,
+                "score": answer.top.score,
+                "model": model,
+                "model_version": answer.model_version,
+            }
+        )
     return records
 
 
@@ -99,8 +106,14 @@ def main() -> int:
         from confluent_kafka import Consumer, Producer
     except ImportError:
         parser.error("this example needs confluent-kafka: pip install confluent-kafka")
-    consumer = Consumer({"bootstrap.servers": args.bootstrap_servers, "group.id": args.group,
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap_servers,
+            "group.id": args.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     producer = Producer({"bootstrap.servers": args.bootstrap_servers})
     consumer.subscribe([args.topic])
 

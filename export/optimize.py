@@ -28,16 +28,30 @@ log = logging.getLogger(__name__)
 #: maps to the "bert" optimizer). Other architectures are exported unfused, which is correct, only slower.
 FUSABLE_MODEL_TYPES = frozenset(
     {
-        "albert", "bert", "camembert", "deberta", "deberta-v2", "distilbert", "electra", "ernie", "mpnet",
-        "roberta", "xlm-roberta",
+        "albert",
+        "bert",
+        "camembert",
+        "deberta",
+        "deberta-v2",
+        "distilbert",
+        "electra",
+        "ernie",
+        "mpnet",
+        "roberta",
+        "xlm-roberta",
     }
 )
 #: Contrib ops whose presence shows that a fusion happened (standard ops such as LayerNormalization are left out:
 #: optimum may emit them itself).
 FUSED_OPS = frozenset(
     {
-        "Attention", "MultiHeadAttention", "EmbedLayerNormalization", "SkipLayerNormalization", "BiasGelu",
-        "FastGelu", "SkipSimplifiedLayerNormalization",
+        "Attention",
+        "MultiHeadAttention",
+        "EmbedLayerNormalization",
+        "SkipLayerNormalization",
+        "BiasGelu",
+        "FastGelu",
+        "SkipSimplifiedLayerNormalization",
     }
 )
 #: ONNX Runtime optimization level saved with the fused graph: 1 (basic) is portable across CPUs.

@@ -120,7 +120,8 @@ def find_registered_export(client: Any, name: str, export_key: str) -> Any | Non
         versions = client.search_model_versions(query)
     except Exception:  # stores that cannot filter on tags: scan the versions of the name instead
         versions = [
-            v for v in client.search_model_versions(f"name = {filter_literal(name)}")
+            v
+            for v in client.search_model_versions(f"name = {filter_literal(name)}")
             if (v.tags or {}).get(TAG_EXPORT_KEY) == export_key
         ]
     ready = [v for v in versions if str(v.status).upper().endswith("READY")]
@@ -183,9 +184,7 @@ def set_alias(client: Any, name: str, version: str, alias: str) -> None:
     try:
         client.set_registered_model_alias(name, alias, version)
     except Exception as exc:
-        raise ExportError(
-            f"cannot set alias {alias!r} of {name!r} to version {version}: {_mlflow_text(exc)}"
-        ) from None
+        raise ExportError(f"cannot set alias {alias!r} of {name!r} to version {version}: {_mlflow_text(exc)}") from None
     log.info("models:/%s@%s -> version %s", name, alias, version)
 
 
@@ -199,7 +198,6 @@ def _pip_requirements() -> list[str]:
         except PackageNotFoundError:
             requirements.append(package)
     return requirements
-
 
 
 #: What to do when a part of a models:/ URI is missing, by `VersionNotFoundError.missing`.

@@ -33,8 +33,20 @@ def ensure_tools(tools_dir: Path) -> Path:
     if marker.is_file() and marker.read_text() == f"{GRPCIO_TOOLS} {GENERATOR_PROTOBUF}":
         return tools_dir
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--upgrade", "--target", str(tools_dir), GRPCIO_TOOLS, GENERATOR_PROTOBUF],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--upgrade",
+            "--target",
+            str(tools_dir),
+            GRPCIO_TOOLS,
+            GENERATOR_PROTOBUF,
+        ],
         check=True,
     )
     marker.write_text(f"{GRPCIO_TOOLS} {GENERATOR_PROTOBUF}")
@@ -47,7 +59,9 @@ def generate(out_dir: Path, tools_dir: Path = DEFAULT_TOOLS_DIR) -> None:
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     out_dir.mkdir(parents=True, exist_ok=True)
     command = [
-        sys.executable, "-m", "grpc_tools.protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"-I{tools / 'grpc_tools' / '_proto'}",
         f"--python_out={out_dir}",

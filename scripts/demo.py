@@ -58,9 +58,11 @@ def train() -> dict:
         if not reused:
             print(f"{registered}: training (first run only; a few minutes on 2 cores)", flush=True)
         result = trained_model(registered, TRAINED)
-        print(f"{registered}: {result.params['train_examples']} training texts, {result.params['epochs']} epoch(s); "
-              f"trained in {result.metrics['training_seconds']:.0f} s{' (earlier run, cached)' if reused else ''}; "
-              f"held-out accuracy {result.metrics['heldout_accuracy']:.1%} on {len(result.heldout_texts)} texts")
+        print(
+            f"{registered}: {result.params['train_examples']} training texts, {result.params['epochs']} epoch(s); "
+            f"trained in {result.metrics['training_seconds']:.0f} s{' (earlier run, cached)' if reused else ''}; "
+            f"held-out accuracy {result.metrics['heldout_accuracy']:.1%} on {len(result.heldout_texts)} texts"
+        )
         results[registered] = result
     return results
 
@@ -72,8 +74,10 @@ def register(results: dict) -> None:
     for name, result in results.items():
         version = log_trained_model(result, TRACKING_URI, LOGGED_AS[name])
         form = {"pipeline": "a transformers pipeline", "components": "a components dict"}[LOGGED_AS[name]]
-        print(f"registered models:/{name}/{version} (logged as {form}, with the training run's parameters and "
-              "metrics; alias production, stage Production)")
+        print(
+            f"registered models:/{name}/{version} (logged as {form}, with the training run's parameters and "
+            "metrics; alias production, stage Production)"
+        )
 
 
 def export() -> None:
@@ -85,13 +89,28 @@ def export() -> None:
         # alike; a deployment checks int8 on texts like its traffic instead.
         texts = WORK / f"gate-texts-{registered}.txt"
         texts.write_text("\n".join(gate_texts(registered)) + "\n")
-        run(str(BIN / "ortserve"), "export", f"models:/{registered}@production", "--alias", "production",
-            "--validation-texts", str(texts))
+        run(
+            str(BIN / "ortserve"),
+            "export",
+            f"models:/{registered}@production",
+            "--alias",
+            "production",
+            "--validation-texts",
+            str(texts),
+        )
 
 
 def serve_command(port: int) -> list[str]:
-    command = [str(BIN / "ortserve"), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--cache-dir", str(WORK / "cache")]
+    command = [
+        str(BIN / "ortserve"),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--cache-dir",
+        str(WORK / "cache"),
+    ]
     for served, registered in MODELS.items():
         command += ["--model", f"{served}=models:/{registered}-onnx@production"]
     return command
@@ -111,9 +130,11 @@ def measure(target: str, results: dict) -> None:
         version = client.get_model_version_by_alias(onnx_name, "production")
         tag = version.tags.get("ortserve.quantization", "?")
         quantization = {"none": "fp32", "dynamic-int8": "int8"}.get(tag, tag)
-        print(f"{served:9} {figures.examples} held-out texts: PyTorch {figures.pytorch_accuracy:.1%}, served ONNX "
-              f"({quantization}, models:/{onnx_name}/{figures.model_version}) {figures.served_accuracy:.1%}, "
-              f"top-1 agreement {figures.top1_agreement:.1%}")
+        print(
+            f"{served:9} {figures.examples} held-out texts: PyTorch {figures.pytorch_accuracy:.1%}, served ONNX "
+            f"({quantization}, models:/{onnx_name}/{figures.model_version}) {figures.served_accuracy:.1%}, "
+            f"top-1 agreement {figures.top1_agreement:.1%}"
+        )
         tag_model_version(TRACKING_URI, onnx_name, version.version, figures.tags())
     print("(written as demo.* tags on each registered -onnx version)")
 
@@ -127,8 +148,10 @@ def ask(target: str) -> None:
     banner("6. ask through the Python client (ortserve.client.InferenceClient)")
     with InferenceClient(target) as client:
         for info in client.list_models():
-            print(f"model {info.name}: version {info.version} of {info.source_uri}, {info.state}, "
-                  f"labels {list(info.labels)}")
+            print(
+                f"model {info.name}: version {info.version} of {info.source_uri}, {info.state}, "
+                f"labels {list(info.labels)}"
+            )
         topics = client.classify("topic", texts, top_k=2)
         sentiments = client.classify("sentiment", texts, top_k=1)
     for (text, want_topic, want_sentiment), topic, sentiment in zip(SHOWCASE, topics, sentiments, strict=True):
@@ -146,8 +169,14 @@ def ask(target: str) -> None:
     banner("9. ask through grpcurl, with no proto files (server reflection)")
     grpcurl = str(BIN / "grpcurl")
     run(grpcurl, "-plaintext", target, "list")
-    run(grpcurl, "-plaintext", "-d", json.dumps({"model": "topic", "texts": texts[2:3], "top_k": 2}), target,
-        "ortserve.v1.Inference/Classify")
+    run(
+        grpcurl,
+        "-plaintext",
+        "-d",
+        json.dumps({"model": "topic", "texts": texts[2:3], "top_k": 2}),
+        target,
+        "ortserve.v1.Inference/Classify",
+    )
     run(grpcurl, "-plaintext", "-d", '{"service": "sentiment"}', target, "grpc.health.v1.Health/Check")
 
 
@@ -195,8 +224,10 @@ def main() -> int:
         banner("10. stop the server (SIGTERM: in-flight calls finish first)")
         server.send_signal(signal.SIGTERM)
         server.wait(30)
-    print(f"\nDone in {time.perf_counter() - started:.0f} s. `make demo-server` serves these models again for the "
-          "README's grpcurl commands.")
+    print(
+        f"\nDone in {time.perf_counter() - started:.0f} s. `make demo-server` serves these models again for the "
+        "README's grpcurl commands."
+    )
     return 0
 
 

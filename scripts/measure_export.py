@@ -38,8 +38,14 @@ def build_model(directory: Path, tokenizer_dir: Path) -> Path:
     )
     labels = ["negative", "neutral", "positive"]
     config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072,
-        num_labels=3, id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        vocab_size=30522,
+        hidden_size=768,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        num_labels=3,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
     )
     torch.manual_seed(0)
     model = transformers.BertForSequenceClassification(config).eval()

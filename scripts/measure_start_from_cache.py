@@ -27,8 +27,20 @@ MODELS = {"sentiment": "sentiment-analysis", "topic": "topic-classification"}
 def serve_until_serving(tracking_uri: str, cache: Path, port: int) -> float:
     from ortserve.server.healthcheck import wait_until_serving
 
-    command = [str(BIN / "ortserve"), "serve", "--host", "127.0.0.1", "--port", str(port), "--cache-dir", str(cache),
-               "--tracking-uri", tracking_uri, "--poll-interval", "0"]
+    command = [
+        str(BIN / "ortserve"),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--cache-dir",
+        str(cache),
+        "--tracking-uri",
+        tracking_uri,
+        "--poll-interval",
+        "0",
+    ]
     for served, registered in MODELS.items():
         command += ["--model", f"{served}=models:/{registered}-onnx@production"]
     start = time.monotonic()

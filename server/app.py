@@ -159,8 +159,11 @@ class OrtServer:
         the grace period runs out."""
         grace = self.settings.grace_period_s if grace is None else grace
         drain = self.settings.drain_period_s if drain is None else drain
-        log.info("shutting down: NOT_SERVING, answering for %.1fs more, then finishing in-flight calls (grace %.1fs)",
-                 drain, grace)
+        log.info(
+            "shutting down: NOT_SERVING, answering for %.1fs more, then finishing in-flight calls (grace %.1fs)",
+            drain,
+            grace,
+        )
         await self.watcher.stop()
         await self._health.enter_graceful_shutdown()
         if drain > 0:

@@ -399,9 +399,7 @@ class AdaptiveBatcher(Generic[Row]):
                 raise RuntimeError(f"run_batch returned {len(output.rows)} rows for {len(texts)} texts")
             observe_batch(self.name, [part.call for part in parts], output)  # observability: stages, batch metrics
         except Exception as exc:  # fail exactly the callers of this run; the next run goes ahead normally
-            log.warning(
-                "model %s: a run of %d texts from %d calls failed: %r", self.name, len(texts), len(parts), exc
-            )
+            log.warning("model %s: a run of %d texts from %d calls failed: %r", self.name, len(texts), len(parts), exc)
             for part in parts:
                 self._fail(part.call, exc)
             return
@@ -440,10 +438,13 @@ class AdaptiveBatcher(Generic[Row]):
                 self._dequeue(call)
             elif call.deadline is not None and call.deadline <= now:
                 waited_ms = (now - call.enqueued) * 1000
-                self._fail(call, DeadlineExceededError(
-                    f"the deadline passed after {waited_ms:.0f} ms waiting for model {self.name!r}; "
-                    "the texts were not run (raise the timeout or add capacity)"
-                ))
+                self._fail(
+                    call,
+                    DeadlineExceededError(
+                        f"the deadline passed after {waited_ms:.0f} ms waiting for model {self.name!r}; "
+                        "the texts were not run (raise the timeout or add capacity)"
+                    ),
+                )
         limits = self.limits
         parts: list[_Part[Row]] = []
         rows = width = 0
@@ -487,11 +488,14 @@ class AdaptiveBatcher(Generic[Row]):
         for part in parts:
             call = part.call
             if call.deadline is not None and call.deadline < now + duration:
-                self._fail(call, DeadlineExceededError(
-                    f"model {self.name!r} cannot finish this call before its deadline (its next run takes about "
-                    f"{duration * 1000:.0f} ms, {max(0.0, call.deadline - now) * 1000:.0f} ms left); "
-                    "the texts were not run (raise the timeout or add capacity)"
-                ))
+                self._fail(
+                    call,
+                    DeadlineExceededError(
+                        f"model {self.name!r} cannot finish this call before its deadline (its next run takes about "
+                        f"{duration * 1000:.0f} ms, {max(0.0, call.deadline - now) * 1000:.0f} ms left); "
+                        "the texts were not run (raise the timeout or add capacity)"
+                    ),
+                )
             else:
                 kept.append(part)
         return kept

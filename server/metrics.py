@@ -69,32 +69,52 @@ class ServerMetrics:
         self.in_flight: dict[str, int] = {}
         """Calls being handled, by `model` label; written by the interceptor, read at scrape time."""
         self.requests = Counter(
-            "ortserve_requests", "RPCs handled, by model, RPC and gRPC status code.", ["model", "rpc", "code"],
+            "ortserve_requests",
+            "RPCs handled, by model, RPC and gRPC status code.",
+            ["model", "rpc", "code"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
-            "ortserve_request_duration_seconds", "Time from receiving an RPC to its answer (queue, tokenization, "
-            "inference and the rest).", ["model", "rpc"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
+            "ortserve_request_duration_seconds",
+            "Time from receiving an RPC to its answer (queue, tokenization, inference and the rest).",
+            ["model", "rpc"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
         )
         self.queue_wait_seconds = Histogram(
-            "ortserve_queue_wait_seconds", "Time a call's texts waited in the model's queue before their batch ran.",
-            ["model"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
+            "ortserve_queue_wait_seconds",
+            "Time a call's texts waited in the model's queue before their batch ran.",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
         )
         self.tokenization_seconds = Histogram(
-            "ortserve_tokenization_duration_seconds", "Time tokenizing one batch.", ["model"],
-            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+            "ortserve_tokenization_duration_seconds",
+            "Time tokenizing one batch.",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
         )
         self.inference_seconds = Histogram(
-            "ortserve_inference_duration_seconds", "Time in ONNX Runtime for one batch (all its length groups).",
-            ["model"], buckets=LATENCY_BUCKETS_S, registry=self.registry,
+            "ortserve_inference_duration_seconds",
+            "Time in ONNX Runtime for one batch (all its length groups).",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
         )
         self.batch_texts = Histogram(
-            "ortserve_batch_size_texts", "Texts per batch run by the model.", ["model"],
-            buckets=BATCH_TEXTS_BUCKETS, registry=self.registry,
+            "ortserve_batch_size_texts",
+            "Texts per batch run by the model.",
+            ["model"],
+            buckets=BATCH_TEXTS_BUCKETS,
+            registry=self.registry,
         )
         self.batch_padded_tokens = Histogram(
-            "ortserve_batch_padded_tokens", "Tokens computed per batch, padding included.", ["model"],
-            buckets=PADDED_TOKENS_BUCKETS, registry=self.registry,
+            "ortserve_batch_padded_tokens",
+            "Tokens computed per batch, padding included.",
+            ["model"],
+            buckets=PADDED_TOKENS_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(ModelTableCollector(table, self.in_flight))
         # Children resolved once: `.labels()` takes a lock and builds a key on every call.
@@ -108,8 +128,10 @@ class ServerMetrics:
         series = self._batch_children.get(model)
         if series is None:
             series = (
-                self.queue_wait_seconds.labels(model), self.tokenization_seconds.labels(model),
-                self.inference_seconds.labels(model), self.batch_texts.labels(model),
+                self.queue_wait_seconds.labels(model),
+                self.tokenization_seconds.labels(model),
+                self.inference_seconds.labels(model),
+                self.batch_texts.labels(model),
                 self.batch_padded_tokens.labels(model),
             )
             self._batch_children[model] = series
@@ -151,24 +173,29 @@ class ModelTableCollector(Collector):
             "ortserve_model_version_info", "The version each model serves (value 1).", labels=["model", "version"]
         )
         state = GaugeMetricFamily(
-            "ortserve_model_state", "1 for the model's current state (loading, serving, failed), else 0.",
+            "ortserve_model_state",
+            "1 for the model's current state (loading, serving, failed), else 0.",
             labels=["model", "state"],
         )
         loaded = GaugeMetricFamily(
-            "ortserve_model_loaded_timestamp_seconds", "When the serving version was loaded (Unix time).",
+            "ortserve_model_loaded_timestamp_seconds",
+            "When the serving version was loaded (Unix time).",
             labels=["model"],
         )
         failed = CounterMetricFamily(
-            "ortserve_model_failed_updates", "New versions that failed to download, load or warm up and were not "
-            "swapped in.", labels=["model"],
+            "ortserve_model_failed_updates",
+            "New versions that failed to download, load or warm up and were not swapped in.",
+            labels=["model"],
         )
         polls = CounterMetricFamily(
-            "ortserve_registry_polls", "Registry checks for a new version, by result (ok, error).",
+            "ortserve_registry_polls",
+            "Registry checks for a new version, by result (ok, error).",
             labels=["model", "result"],
         )
         last_poll = GaugeMetricFamily(
             "ortserve_registry_last_successful_poll_timestamp_seconds",
-            "When the registry last answered a check for a new version (Unix time).", labels=["model"],
+            "When the registry last answered a check for a new version (Unix time).",
+            labels=["model"],
         )
         for model in self._table:
             name = model.name
@@ -243,7 +270,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             current = served.current if served is not None else None
             # The chain's request id interceptor runs first; its id is the one the caller and the error log see.
             record = CallRecord(
-                chain_request_id() or request_id_from(metadata), rpc, name[:MAX_CALLER_VALUE_CHARS],
+                chain_request_id() or request_id_from(metadata),
+                rpc,
+                name[:MAX_CALLER_VALUE_CHARS],
                 current.version if current is not None else "",
             )
             record.metrics = metrics

@@ -210,8 +210,9 @@ class OnnxClassifier:
         # encode_batch_fast skips character offsets, which classification never reads; it releases the GIL.
         budgets = [self.char_budget] * len(texts)
         encodings = self._tokenizer.encode_batch_fast([cut_text(text, self.char_budget) for text in texts])
-        short = [i for i, text in enumerate(texts)
-                 if len(text) > budgets[i] and len(encodings[i].ids) < self.max_length]
+        short = [
+            i for i, text in enumerate(texts) if len(text) > budgets[i] and len(encodings[i].ids) < self.max_length
+        ]
         while short:
             for i in short:  # read further in proportion to what is missing, and by at least a quarter
                 budgets[i] = int(budgets[i] * max(1.25, 1.1 * self.max_length / max(1, len(encodings[i].ids))))

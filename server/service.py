@@ -28,9 +28,7 @@ def is_visible(char: str) -> bool:
 def check_model_name(name: str) -> None:
     """Raise `InvalidInputError` for a model name over `MAX_MODEL_NAME_CHARS` (without echoing it)."""
     if len(name) > MAX_MODEL_NAME_CHARS:
-        raise InvalidInputError(
-            f"the model name has {len(name)} characters, over the limit of {MAX_MODEL_NAME_CHARS}"
-        )
+        raise InvalidInputError(f"the model name has {len(name)} characters, over the limit of {MAX_MODEL_NAME_CHARS}")
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,11 @@ class ServerTracer:
             context=parent,
             kind=self._trace.SpanKind.SERVER,
             attributes={
-                "rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc,
-                "ortserve.request_id": record.request_id, "ortserve.model": record.model,
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": rpc,
+                "ortserve.request_id": record.request_id,
+                "ortserve.model": record.model,
             },
         )
 
@@ -82,8 +85,10 @@ class ServerTracer:
 
 def configure_tracing(enabled: bool, otlp_endpoint: str | None = None) -> ServerTracer | None:
     """A `ServerTracer` if tracing is on (`enabled`, or an OTLP endpoint is set) and opentelemetry is installed."""
-    endpoint = otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    endpoint = (
+        otlp_endpoint
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
     if not enabled and not otlp_endpoint:
         return None
@@ -103,8 +108,10 @@ def configure_tracing(enabled: bool, otlp_endpoint: str | None = None) -> Server
         trace.set_tracer_provider(provider)
         log.info("tracing: exporting spans over OTLP/gRPC to %s", endpoint)
     elif not _is_sdk_provider(provider):
-        log.warning("tracing is on but no OTLP endpoint is set (--otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT) "
-                    "and no tracer provider is configured: spans go nowhere")
+        log.warning(
+            "tracing is on but no OTLP endpoint is set (--otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT) "
+            "and no tracer provider is configured: spans go nowhere"
+        )
     return ServerTracer(provider.get_tracer(TRACER_NAME), owned)
 
 

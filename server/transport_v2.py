@@ -47,6 +47,7 @@ SERVER_NAME = "ortserve"
 
 _LENGTH = struct.Struct("<I")
 
+
 class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     """`inference.GRPCInferenceService` (the Open Inference Protocol) over `InferenceService`."""
 

@@ -48,8 +48,9 @@ def artifacts(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def server(artifacts: dict[str, Path]) -> Iterator[RunningServer]:
     """One server on an ephemeral port serving every tiny model under its fixture name."""
-    with running_server(models=[f"{name}={path}" for name, path in artifacts.items()], max_texts_per_request=16,
-                        max_text_chars=500) as running:
+    with running_server(
+        models=[f"{name}={path}" for name, path in artifacts.items()], max_texts_per_request=16, max_text_chars=500
+    ) as running:
         yield running
 
 

@@ -32,19 +32,33 @@ class MlflowServer:
         self.root.mkdir(parents=True, exist_ok=True)
         mlflow_bin = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
         command = [
-            mlflow_bin, "server",
-            "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination", str(self.root / "artifacts"),
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--workers", "1",
+            mlflow_bin,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
         ]
         log = self.log_path.open("ab")
         # Own process group, so that stop() also ends the web server workers it spawns.
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "MLFLOW_TRACKING_URI": "",
-                                             # no background job workers (a dozen huey processes): registry only
-                                             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "MLFLOW_TRACKING_URI": "",
+                # no background job workers (a dozen huey processes): registry only
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

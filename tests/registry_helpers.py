@@ -16,11 +16,14 @@ def register_artifact(tracking_uri: str, name: str, artifact: Path, alias: str |
 
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as scratch:
-        extra = [shutil.copy(artifact / TOKENIZER_FILE, Path(scratch) / TOKENIZER_FILE),
-                 shutil.copy(artifact / MANIFEST_FILE, Path(scratch) / MANIFEST_FILE)]
+        extra = [
+            shutil.copy(artifact / TOKENIZER_FILE, Path(scratch) / TOKENIZER_FILE),
+            shutil.copy(artifact / MANIFEST_FILE, Path(scratch) / MANIFEST_FILE),
+        ]
         with mlflow.start_run():
-            info = mlflow.onnx.log_model(onnx.load(str(artifact / MODEL_FILE)), name="onnx-model",
-                                         extra_files=extra, save_as_external_data=False)
+            info = mlflow.onnx.log_model(
+                onnx.load(str(artifact / MODEL_FILE)), name="onnx-model", extra_files=extra, save_as_external_data=False
+            )
     version = str(mlflow.register_model(info.model_uri, name).version)
     if alias:
         mlflow.MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)

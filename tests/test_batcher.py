@@ -159,8 +159,12 @@ def test_batches_respect_max_batch_size_and_spread_a_large_call_over_runs(execut
     outputs = run(scenario())
     assert all(len(batch) <= 4 for batch in fake.batches)
     # 3+1, 2+2, four of the 5, then the last 1-text call (least served) with the fifth text of the 5.
-    assert fake.batches[1:] == [["3-0", "3-1", "3-2", "1-0"], ["2-0", "2-1", "2-0", "2-1"],
-                                ["5-0", "5-1", "5-2", "5-3"], ["1-0", "5-4"]]
+    assert fake.batches[1:] == [
+        ["3-0", "3-1", "3-2", "1-0"],
+        ["2-0", "2-1", "2-0", "2-1"],
+        ["5-0", "5-1", "5-2", "5-3"],
+        ["1-0", "5-4"],
+    ]
     for n, output in zip(sizes, outputs, strict=True):  # every call answered whole, rows in its own order
         assert list(output.rows) == [f"row:{n}-{j}" for j in range(n)]
 
@@ -311,7 +315,9 @@ def test_the_event_loop_keeps_running_during_a_real_onnx_runtime_batch(
     classifier = OnnxClassifier.load(artifacts["bert"])
     texts = [f"the weather report number {i} " * 12 for i in range(256)]
     batcher = AdaptiveBatcher(
-        "bert", lambda batch, pin: BatchOutput("v", list(classifier.probabilities(batch, 32))), executor,
+        "bert",
+        lambda batch, pin: BatchOutput("v", list(classifier.probabilities(batch, 32))),
+        executor,
         BatchLimits(max_batch_size=256),
     )
 

@@ -15,8 +15,13 @@ from ortserve.server.settings import ServerSettings
 
 @pytest.fixture(scope="module")
 def help_text() -> str:
-    run = subprocess.run([sys.executable, "-m", "ortserve.cli.main", "serve", "--help"], capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "COLUMNS": "10000"})
+    run = subprocess.run(
+        [sys.executable, "-m", "ortserve.cli.main", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "10000"},
+    )
     assert run.returncode == 0, run.stderr
     return run.stdout
 
@@ -44,7 +49,11 @@ def test_model_flag_is_repeatable_and_named_after_the_contract(help_text: str) -
 
 
 def test_invalid_flag_value_names_the_setting() -> None:
-    run = subprocess.run([sys.executable, "-m", "ortserve.cli.main", "serve", "--model", "a=b", "--port", "99999"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "ortserve.cli.main", "serve", "--model", "a=b", "--port", "99999"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 2
     assert "invalid port" in run.stderr and "Traceback" not in run.stderr

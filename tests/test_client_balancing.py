@@ -71,9 +71,10 @@ def test_health_checked_round_robin_skips_a_replica_that_is_not_serving(
     """With `health_check_service=""`, calls go only to replicas whose grpc.health.v1 status is SERVING."""
     not_an_artifact = tmp_path / "empty"
     not_an_artifact.mkdir()
-    with running_server(models=[f"sentiment={artifacts['bert']}"]) as healthy, running_server(
-        models=[f"sentiment={artifacts['distilbert']}", f"broken={not_an_artifact}"]
-    ) as degraded:  # answers `sentiment`, but reports the whole server NOT_SERVING because `broken` failed
+    with (
+        running_server(models=[f"sentiment={artifacts['bert']}"]) as healthy,
+        running_server(models=[f"sentiment={artifacts['distilbert']}", f"broken={not_an_artifact}"]) as degraded,
+    ):  # answers `sentiment`, but reports the whole server NOT_SERVING because `broken` failed
         target = f"127.0.0.1:{healthy.port},127.0.0.1:{degraded.port}"
         with InferenceClient(healthy.target) as direct:
             healthy_version = direct.classify("sentiment", ["x"])[0].model_version

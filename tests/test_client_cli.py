@@ -17,7 +17,11 @@ def predict(
     *args: str, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [ORTSERVE, "predict", *args], input=stdin, capture_output=True, text=True, timeout=60,
+        [ORTSERVE, "predict", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 

@@ -54,7 +54,9 @@ SCENARIO = textwrap.dedent(
 def test_children_forked_after_use_classify_with_the_parents_client(server: RunningServer) -> None:
     run = subprocess.run(
         [sys.executable, "-c", SCENARIO, server.target],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**_clean_env(), "ORTSERVE_TARGET": server.target, "ORTSERVE_SENTIMENT_MODEL": "bert"},
     )
     assert run.returncode == 0, run.stderr

@@ -42,7 +42,8 @@ class RecordingInference(pb_grpc.InferenceServicer):
                 if self.attempts <= self.failures:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
         return pb.ClassifyResponse(
-            model=request.model, model_version="1",
+            model=request.model,
+            model_version="1",
             results=[pb.Classification(labels=[pb.LabelScore(label=t, score=1.0)]) for t in request.texts],
         )
 
@@ -54,9 +55,26 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     key, cert = folder / "key.pem", folder / "cert.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
-         "-out", str(cert), "-subj", f"/CN={SERVER_NAME}", "-addext", f"subjectAltName=DNS:{SERVER_NAME}"],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            f"/CN={SERVER_NAME}",
+            "-addext",
+            f"subjectAltName=DNS:{SERVER_NAME}",
+        ],
+        check=True,
+        capture_output=True,
     )
     return key, cert
 
@@ -94,8 +112,9 @@ def test_retries_stop_at_max_attempts(
 ) -> None:
     target, servicer = tls_server
     _, cert = certificate
-    client = InferenceClient(target, root_certificates=cert.read_bytes(), tls_server_name=SERVER_NAME,
-                             retry=RetryPolicy(max_attempts=2))
+    client = InferenceClient(
+        target, root_certificates=cert.read_bytes(), tls_server_name=SERVER_NAME, retry=RetryPolicy(max_attempts=2)
+    )
     with client, pytest.raises(InferenceError) as failure:
         client.classify("m", ["flaky"])
     assert failure.value.code is grpc.StatusCode.UNAVAILABLE and servicer.attempts == 2
@@ -108,8 +127,9 @@ def test_async_client_over_tls_sends_the_token(
     _, cert = certificate
 
     async def main() -> list[str]:
-        async with AsyncInferenceClient(target, root_certificates=str(cert), tls_server_name=SERVER_NAME,
-                                        token="t0ken", chunk_size=2) as client:
+        async with AsyncInferenceClient(
+            target, root_certificates=str(cert), tls_server_name=SERVER_NAME, token="t0ken", chunk_size=2
+        ) as client:
             return [r.top.label for r in await client.classify("m", ["a", "b", "c", "flaky"])]
 
     assert asyncio.run(main()) == ["a", "b", "c", "flaky"]

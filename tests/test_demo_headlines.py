@@ -45,8 +45,12 @@ def test_heldout_texts_share_no_frame_subject_or_event_with_training(task: str) 
     dataset = make(300, 60)
     train, heldout = {e.text for e in dataset.train}, {e.text for e in dataset.heldout}
     assert not train & heldout
-    heldout_only = [item for parts in TOPICS.values()
-                    for pool in (parts.subjects, *parts.events.values()) for item in split_pool(pool, "heldout")]
+    heldout_only = [
+        item
+        for parts in TOPICS.values()
+        for pool in (parts.subjects, *parts.events.values())
+        for item in split_pool(pool, "heldout")
+    ]
     assert heldout_only  # every pool gives the held-out split parts of its own
     for item in heldout_only:
         assert not any(item in text for text in train), item

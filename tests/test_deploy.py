@@ -38,8 +38,12 @@ def kubectl() -> str:
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, Doc]:
     """The example overlay rendered by `kubectl kustomize`, by kind (every kind appears once, Service twice)."""
-    run = subprocess.run([kubectl(), "kustomize", str(DEPLOY / "kubernetes" / "overlays" / "example")],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [kubectl(), "kustomize", str(DEPLOY / "kubernetes" / "overlays" / "example")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     docs = load_all_text(run.stdout)
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
@@ -69,8 +73,14 @@ def test_schema_validation_catches_a_misspelt_field() -> None:
 
 def test_overlay_renders_and_passes_the_kubernetes_schema(rendered: dict[str, Doc]) -> None:
     assert sorted(rendered) == [
-        "ConfigMap/ortserve-config", "Deployment/ortserve", "HorizontalPodAutoscaler/ortserve", "Namespace/ml-serving",
-        "PodDisruptionBudget/ortserve", "Secret/ortserve-registry", "Service/ortserve", "Service/ortserve-headless",
+        "ConfigMap/ortserve-config",
+        "Deployment/ortserve",
+        "HorizontalPodAutoscaler/ortserve",
+        "Namespace/ml-serving",
+        "PodDisruptionBudget/ortserve",
+        "Secret/ortserve-registry",
+        "Service/ortserve",
+        "Service/ortserve-headless",
     ]
     for doc in rendered.values():
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -168,8 +178,10 @@ def test_kserve_inference_service_uses_the_runtime() -> None:
     env = {e["name"]: e["value"] for e in model["env"]}
     assert re.fullmatch(r"models:/[\w.-]+@\w+", env["ORTSERVE_MODEL_URI"])
     # The model spec is a Kubernetes container (KServe merges it into kserve-container).
-    container = {"name": "kserve-container", **{k: v for k, v in model.items()
-                                                 if k not in {"modelFormat", "runtime", "protocolVersion"}}}
+    container = {
+        "name": "kserve-container",
+        **{k: v for k, v in model.items() if k not in {"modelFormat", "runtime", "protocolVersion"}},
+    }
     kubernetes_validate.validate(as_pod([container]), KUBERNETES_VERSION, strict=True)
     runtime_env = {e["name"]: e["value"] for e in runtime["spec"]["containers"][0]["env"]}
     drain, grace = float(runtime_env["ORTSERVE_DRAIN_PERIOD_S"]), float(runtime_env["ORTSERVE_GRACE_PERIOD_S"])
@@ -195,8 +207,10 @@ def test_compose_file() -> None:
     assert server["healthcheck"]["test"] == ["CMD", *dockerfile_healthcheck()]
     assert server["depends_on"]["export"]["condition"] == "service_completed_successfully"
     assert services["export"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
-    assert services["export"]["depends_on"]["seed"] == {"condition": "service_completed_successfully",
-                                                        "required": False}
+    assert services["export"]["depends_on"]["seed"] == {
+        "condition": "service_completed_successfully",
+        "required": False,
+    }
     assert "healthcheck" in services["mlflow"] and services["seed"]["profiles"] == ["demo"]
     for name in ["export", "seed"]:
         assert services[name]["build"] == {"context": "../..", "target": "export"}
@@ -204,8 +218,9 @@ def test_compose_file() -> None:
     for target in ["export", "runtime"]:
         assert re.search(rf"^FROM \S+ AS {target}$", (ROOT / "Dockerfile").read_text(), re.M)
     # ortserve serves, by alias, exactly what the export job registers (<name>-onnx, alias production).
-    exported = re.findall(r"ortserve export models:/([\w-]+)@production --alias production",
-                          services["export"]["command"][0])
+    exported = re.findall(
+        r"ortserve export models:/([\w-]+)@production --alias production", services["export"]["command"][0]
+    )
     served = dict(pair.split("=", 1) for pair in server["environment"]["ORTSERVE_MODELS"].split(";"))
     assert sorted(served.values()) == sorted(f"models:/{name}-onnx@production" for name in exported)
     assert len(exported) == 2
@@ -231,6 +246,10 @@ def test_docker_compose_config_when_the_plugin_is_installed() -> None:
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True) if docker else None
     if probe is None or probe.returncode != 0:
         pytest.skip("the docker compose plugin is not installed")
-    run = subprocess.run([docker, "compose", "-f", str(DEPLOY / "compose" / "docker-compose.yml"), "config", "-q"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [docker, "compose", "-f", str(DEPLOY / "compose" / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr

@@ -30,8 +30,9 @@ SETPRIV = shutil.which("setpriv")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0 or SETPRIV is None,
-                       reason="switching to a non-root user needs root and setpriv (util-linux)"),
+    pytest.mark.skipif(
+        os.geteuid() != 0 or SETPRIV is None, reason="switching to a non-root user needs root and setpriv (util-linux)"
+    ),
 ]
 
 
@@ -58,16 +59,24 @@ def image_root() -> Iterator[Path]:
 def server_venv(image_root: Path) -> Path:
     """`python -m build --wheel`, then `python -m venv /opt/ortserve && pip install "${WHEEL}[server]"`."""
     dist = image_root / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = dist.glob("ortserve-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     v2_files = ["grpc_predict_v2_pb2_grpc.py", "grpc_predict_v2.proto", "NOTICE"]
     assert {f"ortserve/v2/{name}" for name in v2_files} <= names
     env_dir = image_root / "opt" / "ortserve"
     venv.EnvBuilder(with_pip=True).create(env_dir)
-    install = subprocess.run([str(env_dir / "bin" / "pip"), "install", "--quiet", f"{wheel}[server]"],
-                             capture_output=True, text=True, timeout=900)
+    install = subprocess.run(
+        [str(env_dir / "bin" / "pip"), "install", "--quiet", f"{wheel}[server]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert install.returncode == 0, install.stderr
     return env_dir
 
@@ -96,8 +105,9 @@ def test_server_image_serves_as_non_root_and_passes_its_healthcheck(
         "ORTSERVE_MODELS": f"sentiment={models / 'sentiment'}",
     }
     entrypoint = json.loads(re.findall(r"^ENTRYPOINT (\[.*\])$", RUNTIME_STAGE, re.M)[0])
-    server = subprocess.Popen(as_nobody(entrypoint), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    server = subprocess.Popen(
+        as_nobody(entrypoint), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_until_serving(f"127.0.0.1:{port}", server, timeout=120)
         status = Path(f"/proc/{server.pid}/status").read_text()
@@ -106,8 +116,9 @@ def test_server_image_serves_as_non_root_and_passes_its_healthcheck(
         check = subprocess.run(as_nobody(healthcheck), env=env, capture_output=True, text=True, timeout=60)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.strip() == f"127.0.0.1:{port} (server): SERVING"
-        probe = subprocess.run(as_nobody([*healthcheck, "--service", "liveness"]), env=env, capture_output=True,
-                               text=True, timeout=60)
+        probe = subprocess.run(
+            as_nobody([*healthcheck, "--service", "liveness"]), env=env, capture_output=True, text=True, timeout=60
+        )
         assert probe.returncode == 0, probe.stderr
     finally:
         server.send_signal(signal.SIGTERM)

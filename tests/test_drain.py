@@ -28,7 +28,8 @@ def server_process(artifact: Path, *args: str) -> Iterator[tuple[subprocess.Pope
     port = free_port()
     process = subprocess.Popen(
         [ORTSERVE, "serve", "--model", f"bert={artifact}", "--host", "127.0.0.1", "--port", str(port), *args],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     target = f"127.0.0.1:{port}"
     try:
@@ -80,8 +81,17 @@ class Outcomes:
 
 def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailable(artifacts: dict[str, Path]) -> None:
     # A long batch delay with a batch size above 50 keeps the 50 calls queued (in flight) across the signal.
-    with server_process(artifacts["bert"], "--max-batch-delay-ms", "4000", "--max-batch-size", "128",
-                        "--drain-period-s", "1.5", "--grace-period-s", "20") as (process, target):
+    with server_process(
+        artifacts["bert"],
+        "--max-batch-delay-ms",
+        "4000",
+        "--max-batch-size",
+        "128",
+        "--drain-period-s",
+        "1.5",
+        "--grace-period-s",
+        "20",
+    ) as (process, target):
         in_flight = Outcomes()
         for i in range(50):
             in_flight.call(target, [f"call number {i} in flight"])
@@ -112,8 +122,10 @@ def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailab
 
 def test_a_rolling_restart_of_one_of_two_replicas_fails_no_call(artifacts: dict[str, Path]) -> None:
     args = ("--drain-period-s", "0.5", "--grace-period-s", "10")
-    with server_process(artifacts["bert"], *args) as (first, first_target), \
-            server_process(artifacts["bert"], *args) as (second, second_target):
+    with (
+        server_process(artifacts["bert"], *args) as (first, first_target),
+        server_process(artifacts["bert"], *args) as (second, second_target),
+    ):
         both = f"ipv4:{first_target},{second_target}"
         codes: list[str] = []
         lock = threading.Lock()

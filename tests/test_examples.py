@@ -62,8 +62,9 @@ def test_fastapi_app_reports_an_unreachable_server_as_503() -> None:
 
     from ortserve.client import RetryPolicy
 
-    app = load_example("fastapi_app").create_app(target="127.0.0.1:1", model="m", timeout=2,
-                                                 retry=RetryPolicy(max_attempts=2))
+    app = load_example("fastapi_app").create_app(
+        target="127.0.0.1:1", model="m", timeout=2, retry=RetryPolicy(max_attempts=2)
+    )
     with TestClient(app) as client:
         assert client.post("/classify", json={"texts": ["a"]}).status_code == 503
         assert client.get("/healthz").status_code == 503

@@ -29,8 +29,9 @@ def local_models(model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.parametrize("name", ["bert", "distilbert", "roberta", "albert-sentencepiece", "multilabel"])
-def test_architectures_export_optimize_and_answer_like_pytorch(name: str, local_models: dict[str, Path],
-                                                              tmp_path: Path):
+def test_architectures_export_optimize_and_answer_like_pytorch(
+    name: str, local_models: dict[str, Path], tmp_path: Path
+):
     source = local_models[name]
     report = export_model(str(source), output=tmp_path / "artifact")
     assert report.registered_name is None, "a local directory is registered only with --register-as"
@@ -61,12 +62,22 @@ def test_sentencepiece_tokenizer_is_converted_to_its_fast_form(local_models: dic
     assert tokenizer["model"]["type"] == "Unigram"
 
 
-def test_no_optimize_keeps_the_plain_graph_and_validation_texts_file(local_models: dict[str, Path], tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]):
+def test_no_optimize_keeps_the_plain_graph_and_validation_texts_file(
+    local_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
     texts = tmp_path / "texts.txt"
     texts.write_text("good news for markets\n\nrain all weekend\nthe team won\n")
-    code = export_cli([str(local_models["bert"]), "--output", str(tmp_path / "out"), "--no-optimize",
-                       "--no-quantize", "--validation-texts", str(texts)])
+    code = export_cli(
+        [
+            str(local_models["bert"]),
+            "--output",
+            str(tmp_path / "out"),
+            "--no-optimize",
+            "--no-quantize",
+            "--validation-texts",
+            str(texts),
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["optimization"] == "none" and not report["quantized"]

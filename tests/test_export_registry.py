@@ -131,8 +131,18 @@ def test_reexport_reuses_the_registered_version(registry: str, sentiment_export:
 
 def test_pipeline_model_by_stage_through_the_cli(registry: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     # In-process CLI (the subprocess tests below cover the console script itself; imports cost ~10 s per process).
-    code = export_cli(["models:/topic-classification/Production", "--tracking-uri", registry, "--no-quantize",
-                       "--register-as", "topic-cli-onnx", "--alias", "production"])
+    code = export_cli(
+        [
+            "models:/topic-classification/Production",
+            "--tracking-uri",
+            registry,
+            "--no-quantize",
+            "--register-as",
+            "topic-cli-onnx",
+            "--alias",
+            "production",
+        ]
+    )
     assert code == 0
     report = summary(capsys.readouterr().out)
     assert report["registered_name"] == "topic-cli-onnx" and report["output"] is None
@@ -147,8 +157,9 @@ def test_pipeline_model_by_stage_through_the_cli(registry: str, tmp_path: Path, 
 
 
 def test_run_uri_multi_label_model(registry: str, tmp_path: Path):
-    spec = dataclasses.replace(SEED_MODELS["topic-classification"], name="tags", architecture="bert",
-                               logged_as="components", multi_label=True)
+    spec = dataclasses.replace(
+        SEED_MODELS["topic-classification"], name="tags", architecture="bert", logged_as="components", multi_label=True
+    )
     run_uri = log_classifier(spec, tmp_path / "hf", tracking_uri=registry, register=False)
     report = export_model(run_uri, register_as="tags-onnx", tracking_uri=registry)
     version = _client(registry).get_model_version("tags-onnx", report.registered_version)
@@ -180,20 +191,38 @@ def test_gate_refuses_a_broken_export_and_registers_nothing(
     monkeypatch.setattr(export_pipeline, "export_onnx", export_with_a_perturbed_weight)
     output = tmp_path / "broken"
     with pytest.raises(ParityError) as raised:
-        export_model("models:/topic-classification@production", register_as="broken-onnx", output=output,
-                     tracking_uri=registry)
+        export_model(
+            "models:/topic-classification@production", register_as="broken-onnx", output=output, tracking_uri=registry
+        )
     assert raised.value.exit_code == 3 and "nothing was registered" in str(raised.value)
     assert (output / "parity-report.json").is_file() and not (output / "ortserve.json").exists()
     assert _client(registry).search_registered_models("name = 'broken-onnx'") == []
     # The CLI maps it to exit code 3 with the same one-line message.
-    assert export_cli(["models:/topic-classification@production", "--register-as", "broken-onnx",
-                       "--tracking-uri", registry, "--output", str(output)]) == 3
+    assert (
+        export_cli(
+            [
+                "models:/topic-classification@production",
+                "--register-as",
+                "broken-onnx",
+                "--tracking-uri",
+                registry,
+                "--output",
+                str(output),
+            ]
+        )
+        == 3
+    )
 
 
 def test_embedded_sqlite_store_is_the_default(tmp_path: Path):
     seed_registry(f"sqlite:///{tmp_path / 'mlflow.db'}", models=["sentiment-analysis"], workdir=tmp_path / "seed")
-    result = run_cli("models:/sentiment-analysis@production", "--alias", "production", cwd=tmp_path,
-                     env={"MLFLOW_TRACKING_URI": None})  # type: ignore[dict-item]
+    result = run_cli(
+        "models:/sentiment-analysis@production",
+        "--alias",
+        "production",
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": None},
+    )  # type: ignore[dict-item]
     assert result.returncode == 0, result.stderr
     registered = summary(result.stdout)
     assert registered["registered_name"] == "sentiment-analysis-onnx"
@@ -227,7 +256,11 @@ def slow_tokenizer_version(registry: str, tmp_path_factory: pytest.TempPathFacto
     ],
 )
 def test_failures_name_the_source_and_the_fix(
-    registry: str, sentiment_export: Any, slow_tokenizer_version: str, source: str, expected: str,
+    registry: str,
+    sentiment_export: Any,
+    slow_tokenizer_version: str,
+    source: str,
+    expected: str,
     capsys: pytest.CaptureFixture[str],
 ):
     extra = ["--register-as", "x"] if source.startswith("runs:/") else []
@@ -240,8 +273,10 @@ def test_failures_as_a_subprocess(registry: str, tmp_path: Path):
     unreachable = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     cases = [
         (["models:/sentiment-analysis@nope", "--tracking-uri", registry], "has no alias 'nope'"),
-        (["models:/sentiment-analysis@production", "--tracking-uri", unreachable],
-         f"cannot reach the MLflow tracking server at {unreachable}"),
+        (
+            ["models:/sentiment-analysis@production", "--tracking-uri", unreachable],
+            f"cannot reach the MLflow tracking server at {unreachable}",
+        ),
         (["models:/sentiment-analysis@production"], "there is no MLflow store at sqlite:///"),
     ]
     for args, expected in cases:

@@ -65,14 +65,23 @@ def fuzz_server(artifacts: dict[str, Path], tmp_path_factory: pytest.TempPathFac
     broken = tmp_path_factory.mktemp("fuzz") / "broken"
     shutil.copytree(artifacts["bert"], broken)
     (broken / "model.onnx").write_bytes(b"\x08\x07 not a graph")
-    with running_server(models=[f"bert={artifacts['bert']}", f"broken={broken}"], max_texts_per_request=8,
-                        max_text_chars=200) as server:
+    with running_server(
+        models=[f"bert={artifacts['bert']}", f"broken={broken}"], max_texts_per_request=8, max_text_chars=200
+    ) as server:
         yield server
     report = os.environ.get("ORTSERVE_FUZZ_REPORT")
     if report:
-        Path(report).write_text(json.dumps(
-            {"requests": sum(STATUSES.values()), "statuses": dict(STATUSES.most_common()),
-             "leaking_messages": len(LEAKING), "examples_of_leaks": LEAKING[:10]}, indent=2))
+        Path(report).write_text(
+            json.dumps(
+                {
+                    "requests": sum(STATUSES.values()),
+                    "statuses": dict(STATUSES.most_common()),
+                    "leaking_messages": len(LEAKING),
+                    "examples_of_leaks": LEAKING[:10],
+                },
+                indent=2,
+            )
+        )
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +132,26 @@ model_names = st.one_of(
     st.text(max_size=40),
     st.text(min_size=120, max_size=400),
 )
-texts = st.lists(st.one_of(st.text(max_size=60), st.text(min_size=150, max_size=260),
-                           st.sampled_from(["\u200b", " ", "\ufeff\u200d", "ok"])), max_size=10)
-request_ids = st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9_-]{1,70}", fullmatch=True),
-                        st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80))
+texts = st.lists(
+    st.one_of(
+        st.text(max_size=60),
+        st.text(min_size=150, max_size=260),
+        st.sampled_from(["\u200b", " ", "\ufeff\u200d", "ok"]),
+    ),
+    max_size=10,
+)
+request_ids = st.one_of(
+    st.none(),
+    st.from_regex(r"[A-Za-z0-9_-]{1,70}", fullmatch=True),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80),
+)
 
 
 @FUZZ
 @given(model=model_names, texts=texts, top_k=st.integers(0, 2**32 - 1), request_id=request_ids)
-def test_classify_fields(channel: grpc.Channel, model: str, texts: list[str], top_k: int,
-                         request_id: str | None) -> None:
+def test_classify_fields(
+    channel: grpc.Channel, model: str, texts: list[str], top_k: int, request_id: str | None
+) -> None:
     request = pb.ClassifyRequest(model=model, texts=texts, top_k=top_k)
     check(channel, "/ortserve.v1.Inference/Classify", request.SerializeToString(), [model], request_id)
 
@@ -140,10 +159,20 @@ def test_classify_fields(channel: grpc.Channel, model: str, texts: list[str], to
 @FUZZ
 @given(name=model_names, request_id=request_ids)
 def test_get_model_and_health_fields(channel: grpc.Channel, name: str, request_id: str | None) -> None:
-    check(channel, "/ortserve.v1.Inference/GetModel", pb.GetModelRequest(name=name).SerializeToString(), [name],
-          request_id)
-    check(channel, "/grpc.health.v1.Health/Check",
-          health_pb2.HealthCheckRequest(service=name).SerializeToString(), [name], request_id)
+    check(
+        channel,
+        "/ortserve.v1.Inference/GetModel",
+        pb.GetModelRequest(name=name).SerializeToString(),
+        [name],
+        request_id,
+    )
+    check(
+        channel,
+        "/grpc.health.v1.Health/Check",
+        health_pb2.HealthCheckRequest(service=name).SerializeToString(),
+        [name],
+        request_id,
+    )
 
 
 @FUZZ
@@ -157,10 +186,15 @@ def _string_field(field: int, raw: bytes) -> bytes:
 
 
 @FUZZ
-@given(method=st.sampled_from(sorted(METHODS)), field=st.integers(1, 3), raw=st.binary(max_size=100),
-       prefix=st.sampled_from([b"", b"\x0a\x04bert"]))
-def test_string_fields_that_are_not_utf8(channel: grpc.Channel, method: str, field: int, raw: bytes,
-                                         prefix: bytes) -> None:
+@given(
+    method=st.sampled_from(sorted(METHODS)),
+    field=st.integers(1, 3),
+    raw=st.binary(max_size=100),
+    prefix=st.sampled_from([b"", b"\x0a\x04bert"]),
+)
+def test_string_fields_that_are_not_utf8(
+    channel: grpc.Channel, method: str, field: int, raw: bytes, prefix: bytes
+) -> None:
     """Well-formed protobuf framing around bytes that are often not UTF-8 (or a field of the wrong type)."""
     payload = prefix + _string_field(field, raw)
     echoed: list[str] = []

@@ -39,9 +39,7 @@ def test_every_call_gets_a_request_id_in_its_trailers(server: RunningServer) -> 
         _, mine = stub.ListModels.with_call(
             pb.ListModelsRequest(), metadata=[(REQUEST_ID_KEY, "trace-42_a")], timeout=10
         )
-        _, insane = stub.ListModels.with_call(
-            pb.ListModelsRequest(), metadata=[(REQUEST_ID_KEY, "x" * 65)], timeout=10
-        )
+        _, insane = stub.ListModels.with_call(pb.ListModelsRequest(), metadata=[(REQUEST_ID_KEY, "x" * 65)], timeout=10)
     generated = dict(ok.trailing_metadata())[REQUEST_ID_KEY]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
     assert dict(mine.trailing_metadata())[REQUEST_ID_KEY] == "trace-42_a"

@@ -38,8 +38,9 @@ def test_a_short_call_behind_a_bulk_call_runs_in_the_next_run_and_completes_firs
     executor: ThreadPoolExecutor,
 ) -> None:
     fake = GatedRun()
-    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=32, max_batch_tokens=400),
-                              text_cost=tokens_of)
+    batcher = AdaptiveBatcher(
+        "m", fake, executor, BatchLimits(max_batch_size=32, max_batch_tokens=400), text_cost=tokens_of
+    )
     bulk_texts = [f"t100-{i}" for i in range(12)]  # 1,200 tokens: three runs of four texts at a budget of 400
     finished: list[str] = []
 
@@ -63,8 +64,9 @@ def test_a_short_call_behind_a_bulk_call_runs_in_the_next_run_and_completes_firs
 
 def test_runs_keep_to_the_token_budget_and_least_served_calls_go_first(executor: ThreadPoolExecutor) -> None:
     fake = GatedRun()
-    batcher = AdaptiveBatcher("m", fake, executor, BatchLimits(max_batch_size=32, max_batch_tokens=300),
-                              text_cost=tokens_of)
+    batcher = AdaptiveBatcher(
+        "m", fake, executor, BatchLimits(max_batch_size=32, max_batch_tokens=300), text_cost=tokens_of
+    )
     a = [f"t50-a{i}" for i in range(8)]
     b = [f"t50-b{i}" for i in range(8)]
 

@@ -60,9 +60,9 @@ def test_a_text_sparse_in_tokens_is_read_further_until_the_window_is_full(artifa
 def test_cut_texts_give_the_same_probabilities(artifacts: dict[str, Path]) -> None:
     classifier = OnnxClassifier.load(artifacts["bert"])
     texts = [(PROSE * 200)[:10_000], "a short one", (PROSE * 3)]
-    expected = np.concatenate([
-        classifier.run(classifier._collate([classifier._tokenizer.encode(text)])) for text in texts
-    ])
+    expected = np.concatenate(
+        [classifier.run(classifier._collate([classifier._tokenizer.encode(text)])) for text in texts]
+    )
     np.testing.assert_allclose(classifier.probabilities(texts, by_length=True), expected, atol=1e-5)
 
 

@@ -21,8 +21,20 @@ from .observability_helpers import classify
 
 def test_json_log_lines_of_a_call_carry_request_id_model_and_version(artifacts: dict[str, Path]) -> None:
     port = free_port()
-    command = [str(Path(sys.executable).with_name("ortserve")), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--model", f"bert={artifacts['bert']}", "--log-format", "json", "--log-level", "DEBUG"]
+    command = [
+        str(Path(sys.executable).with_name("ortserve")),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        f"bert={artifacts['bert']}",
+        "--log-format",
+        "json",
+        "--log-level",
+        "DEBUG",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         target = f"127.0.0.1:{port}"

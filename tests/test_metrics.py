@@ -112,8 +112,7 @@ def test_shipped_alert_rules_and_prometheus_config_pass_promtool() -> None:
         ["check", "config", "prometheus.yml"],
         ["test", "rules", "alerts_test.yml"],  # each alert fires on the series it is meant for
     ):
-        result = subprocess.run([promtool, *command], cwd=OBSERVABILITY_DIR, capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run([promtool, *command], cwd=OBSERVABILITY_DIR, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"promtool {' '.join(command)}:\n{result.stdout}{result.stderr}"
 
 
@@ -128,8 +127,9 @@ def test_a_taken_metrics_port_is_a_clear_start_error(artifacts: dict[str, Path])
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        running = RunningServer(ServerSettings(models=[f"bert={artifacts['bert']}"], host="127.0.0.1", port=0,
-                                               metrics_port=port))
+        running = RunningServer(
+            ServerSettings(models=[f"bert={artifacts['bert']}"], host="127.0.0.1", port=0, metrics_port=port)
+        )
         try:
             with pytest.raises(OrtServeError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
                 running.start()

@@ -38,9 +38,14 @@ class Prometheus:
         self.log = work / "prometheus.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.tsdb.path={work / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
-                stdout=log, stderr=log,
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={work / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=log,
             )
 
     def get(self, path: str, **params: str) -> Any:
@@ -162,7 +167,10 @@ def test_the_shipped_alert_rules_load_and_evaluate(scraped: tuple[RunningServer,
             break
         time.sleep(0.5)
     assert {rule["name"] for rule in rules} >= {
-        "OrtserveModelFailed", "OrtserveModelUpdateFailed", "OrtserveHighLatencyP99", "OrtserveOverloaded",
+        "OrtserveModelFailed",
+        "OrtserveModelUpdateFailed",
+        "OrtserveHighLatencyP99",
+        "OrtserveOverloaded",
         "OrtserveRegistryUnreachable",
     }
     assert all(rule["health"] == "ok" for rule in rules), [(r["name"], r.get("lastError")) for r in rules]
@@ -177,7 +185,8 @@ def test_every_dashboard_query_runs(scraped: tuple[RunningServer, Prometheus]) -
     assert len(expressions) >= 10
     answered = 0
     for expression in expressions:
-        concrete = (expression.replace("$__rate_interval", "1m").replace('"$instance"', '".*"')
-                    .replace('"$model"', '".*"'))
+        concrete = (
+            expression.replace("$__rate_interval", "1m").replace('"$instance"', '".*"').replace('"$model"', '".*"')
+        )
         answered += bool(prometheus.query(concrete))  # raises on a query Prometheus rejects
     assert answered >= len(expressions) // 2  # most panels have data after the calls above

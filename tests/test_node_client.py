@@ -28,7 +28,10 @@ def node_client() -> Path:
     if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
         run = subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_DIR, capture_output=True, text=True, timeout=300,
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert run.returncode == 0, f"npm ci failed:\n{run.stderr}"
     return NODE_DIR / "classify.js"

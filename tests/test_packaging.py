@@ -22,7 +22,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
         [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(ROOT)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     (built,) = out.glob("ortserve-*.whl")
     return built
@@ -61,9 +63,20 @@ def test_client_only_install_calls_a_server(wheel: Path, server: RunningServer, 
     python = env_dir / "bin" / "python"
     # The project's pip installs into the bare venv (`--python`), which saves bootstrapping pip in every venv.
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--disable-pip-version-check",
-         str(wheel), *CLIENT_RUNTIMES[runtime]],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(wheel),
+            *CLIENT_RUNTIMES[runtime],
+        ],
+        capture_output=True,
+        text=True,
     )
     assert install.returncode == 0, install.stderr
     script = textwrap.dedent(f"""
@@ -93,8 +106,7 @@ def test_client_only_install_calls_a_server(wheel: Path, server: RunningServer, 
     assert report["label"] and report["version"] and report["async_labels"] == 3
     pins = dict(p.split("==") for p in CLIENT_RUNTIMES[runtime] if "==" in p)
     assert {k: report[k] for k in pins} == pins, "the venv did not get the runtime it was meant to prove"
-    cli = subprocess.run([str(env_dir / "bin" / "ortserve"), "serve", "--model", "x=y"], capture_output=True,
-                         text=True)
+    cli = subprocess.run([str(env_dir / "bin" / "ortserve"), "serve", "--model", "x=y"], capture_output=True, text=True)
     assert cli.returncode == 2 and "pip install 'ortserve[server]'" in cli.stderr
 
 
@@ -102,8 +114,9 @@ def test_server_extra_installs_without_torch_or_transformers(wheel: Path, tmp_pa
     env_dir = tmp_path / "server-venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{wheel}[server]"],
-                             capture_output=True, text=True)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", f"{wheel}[server]"], capture_output=True, text=True
+    )
     assert install.returncode == 0, install.stderr
     script = textwrap.dedent("""
         import importlib.util, json

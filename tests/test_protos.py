@@ -45,9 +45,21 @@ def test_v2_proto_keeps_the_open_inference_protocol_wire_contract() -> None:
     service = v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
     assert service.full_name == "inference.GRPCInferenceService"
     assert [m.name for m in service.methods] == [
-        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
     ]
     fields = {f.name: f.number for f in v2.ModelInferRequest.DESCRIPTOR.fields}
-    assert fields == {"model_name": 1, "model_version": 2, "id": 3, "parameters": 4, "inputs": 5, "outputs": 6,
-                      "raw_input_contents": 7}
+    assert fields == {
+        "model_name": 1,
+        "model_version": 2,
+        "id": 3,
+        "parameters": 4,
+        "inputs": 5,
+        "outputs": 6,
+        "raw_input_contents": 7,
+    }
     assert {f.name: f.number for f in v2.InferTensorContents.DESCRIPTOR.fields}["bytes_contents"] == 8

@@ -57,10 +57,20 @@ def test_server_follows_an_alias_without_importing_mlflow(
     name = f"memory-{uuid.uuid4().hex[:8]}"
     register_artifact(registry, name, artifacts["bert"], alias="production")
     register_artifact(registry, name, artifacts["distilbert"])
-    settings = {"models": [f"m=models:/{name}@production"], "tracking_uri": registry, "host": "127.0.0.1",
-                "port": 0, "cache_dir": str(tmp_path / "cache"), "poll_interval": 0.5}
-    process = subprocess.Popen([sys.executable, "-c", SERVER_PROCESS, json.dumps(settings)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    settings = {
+        "models": [f"m=models:/{name}@production"],
+        "tracking_uri": registry,
+        "host": "127.0.0.1",
+        "port": 0,
+        "cache_dir": str(tmp_path / "cache"),
+        "poll_interval": 0.5,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER_PROCESS, json.dumps(settings)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdin is not None and process.stdout is not None
     try:
         target = f"127.0.0.1:{json.loads(process.stdout.readline())['port']}"

@@ -107,8 +107,10 @@ def test_alias_move_swaps_versions_with_no_failed_call(
             time.sleep(0.3)
         with InferenceClient(server.target) as client:
             info = client.get_model("m")
-    print(f"alias move -> first answer from the new version: {first_new - moved_at:.2f}s "
-          f"(poll interval {POLL}s); calls: {len(caller.versions)}, failed: {len(caller.failures)}")
+    print(
+        f"alias move -> first answer from the new version: {first_new - moved_at:.2f}s "
+        f"(poll interval {POLL}s); calls: {len(caller.versions)}, failed: {len(caller.failures)}"
+    )
     assert caller.failures == []
     after_swap = {version for at, version in caller.versions if at >= first_new}
     assert after_swap == {"2"}  # once the new version answered, the old one never answered again
@@ -145,8 +147,12 @@ def test_stage_and_pinned_version(registry: str, artifacts: dict[str, Path], tmp
     register_artifact(registry, name, artifacts["bert"])
     register_artifact(registry, name, artifacts["distilbert"])
     mlflow.MlflowClient(registry).transition_model_version_stage(name, "2", "Production")
-    with running_server(models=[f"staged=models:/{name}/Production", f"pinned=models:/{name}/1"],
-                        tracking_uri=registry, cache_dir=tmp_path / "cache", poll_interval=0) as server:
+    with running_server(
+        models=[f"staged=models:/{name}/Production", f"pinned=models:/{name}/1"],
+        tracking_uri=registry,
+        cache_dir=tmp_path / "cache",
+        poll_interval=0,
+    ) as server:
         with InferenceClient(server.target) as client:
             staged = client.classify("staged", ["hello"])[0].model_version
             pinned = client.classify("pinned", ["hello"])[0].model_version
@@ -156,8 +162,12 @@ def test_stage_and_pinned_version(registry: str, artifacts: dict[str, Path], tmp
 def test_unknown_registry_model_fails_that_model_only(
     registry: str, artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
-    with running_server(models=[f"ok={artifacts['bert']}", f"missing=models:/{unique('nope')}@production"],
-                        tracking_uri=registry, cache_dir=tmp_path / "cache", poll_interval=0) as server:
+    with running_server(
+        models=[f"ok={artifacts['bert']}", f"missing=models:/{unique('nope')}@production"],
+        tracking_uri=registry,
+        cache_dir=tmp_path / "cache",
+        poll_interval=0,
+    ) as server:
         with InferenceClient(server.target) as client:
             assert client.classify("ok", ["fine"])[0].labels
             info = client.get_model("missing")
@@ -170,9 +180,7 @@ def test_unknown_registry_model_fails_that_model_only(
     assert overall == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-def test_partial_cache_directory_is_downloaded_again(
-    registry: str, artifacts: dict[str, Path], tmp_path: Path
-) -> None:
+def test_partial_cache_directory_is_downloaded_again(registry: str, artifacts: dict[str, Path], tmp_path: Path) -> None:
     name = unique("partial")
     register_artifact(registry, name, artifacts["bert"], alias="production")
     cache = tmp_path / "cache"
@@ -187,9 +195,7 @@ def test_partial_cache_directory_is_downloaded_again(
     assert (partial / "model.onnx").read_bytes() == (artifacts["bert"] / "model.onnx").read_bytes()
 
 
-def test_registry_outage_keeps_serving_and_restarts_from_cache(
-    artifacts: dict[str, Path], tmp_path: Path
-) -> None:
+def test_registry_outage_keeps_serving_and_restarts_from_cache(artifacts: dict[str, Path], tmp_path: Path) -> None:
     mlflow_server = MlflowServer(tmp_path / "mlflow").start()  # our own: this test stops it
     try:
         name = unique("outage")

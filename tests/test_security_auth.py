@@ -35,15 +35,17 @@ def write_tokens(path: Path, text: str) -> None:
 def token_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("auth") / "tokens"
     digest = hashlib.sha256(HASHED_TOKEN.encode()).hexdigest()
-    write_tokens(path, f"# who may call\nall-models-token\nsentiment-only models=bert  # a limited token\n"
-                       f"sha256:{digest}\n")
+    write_tokens(
+        path, f"# who may call\nall-models-token\nsentiment-only models=bert  # a limited token\nsha256:{digest}\n"
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def auth_server(artifacts: dict[str, Path], token_file: Path) -> Iterator[RunningServer]:
-    with running_server(models=[f"bert={artifacts['bert']}", f"roberta={artifacts['roberta']}"],
-                        auth_token_file=token_file) as server:
+    with running_server(
+        models=[f"bert={artifacts['bert']}", f"roberta={artifacts['roberta']}"], auth_token_file=token_file
+    ) as server:
         yield server
 
 
@@ -108,10 +110,15 @@ def test_health_stays_open_for_probes(auth_server: RunningServer) -> None:
 def test_reflection_needs_a_token_like_everything_else(auth_server: RunningServer) -> None:
     if not GRPCURL.exists():
         pytest.skip("grpcurl is installed by `make test` into .venv")
-    anonymous = subprocess.run([str(GRPCURL), "-plaintext", auth_server.target, "list"], capture_output=True,
-                               text=True, timeout=30)
-    with_token = subprocess.run([str(GRPCURL), "-plaintext", "-H", "authorization: Bearer all-models-token",
-                                 auth_server.target, "list"], capture_output=True, text=True, timeout=30)
+    anonymous = subprocess.run(
+        [str(GRPCURL), "-plaintext", auth_server.target, "list"], capture_output=True, text=True, timeout=30
+    )
+    with_token = subprocess.run(
+        [str(GRPCURL), "-plaintext", "-H", "authorization: Bearer all-models-token", auth_server.target, "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert anonymous.returncode != 0 and "Unauthenticated" in anonymous.stderr
     assert with_token.returncode == 0 and "ortserve.v1.Inference" in with_token.stdout
 
@@ -134,8 +141,9 @@ def test_tokens_from_an_environment_variable_and_protected_health(
     artifacts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ORTSERVE_TEST_TOKENS", "env-token-1; env-token-2 models=bert")
-    with running_server(models=[f"bert={artifacts['bert']}"], auth_token_env="ORTSERVE_TEST_TOKENS",
-                        auth_health=True) as server:
+    with running_server(
+        models=[f"bert={artifacts['bert']}"], auth_token_env="ORTSERVE_TEST_TOKENS", auth_health=True
+    ) as server:
         codes = [call(server.target, "ListModels", token) for token in ["env-token-1", "env-token-2", "nope"]]
         with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as caught:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
@@ -147,8 +155,9 @@ def test_reflection_can_be_turned_off(artifacts: dict[str, Path]) -> None:
     if not GRPCURL.exists():
         pytest.skip("grpcurl is installed by `make test` into .venv")
     with running_server(models=[f"bert={artifacts['bert']}"], reflection=False) as server:
-        listed = subprocess.run([str(GRPCURL), "-plaintext", server.target, "list"], capture_output=True, text=True,
-                                timeout=30)
+        listed = subprocess.run(
+            [str(GRPCURL), "-plaintext", server.target, "list"], capture_output=True, text=True, timeout=30
+        )
         assert call(server.target, "Classify", None) == grpc.StatusCode.OK
     assert listed.returncode != 0 and "does not support the reflection API" in listed.stderr
 

@@ -26,8 +26,15 @@ def security_grpcurl_commands() -> list[str]:
 
 def test_the_security_section_shows_tls_client_certificates_and_tokens() -> None:
     commands = " ".join(security_grpcurl_commands())
-    for needed in ["-cacert ", "-cert ", "-key ", f"-H 'authorization: Bearer {TOKEN}'", "Inference/Classify",
-                   "Health/Check", " list"]:
+    for needed in [
+        "-cacert ",
+        "-cert ",
+        "-key ",
+        f"-H 'authorization: Bearer {TOKEN}'",
+        "Inference/Classify",
+        "Health/Check",
+        " list",
+    ]:
         assert needed in commands
 
 
@@ -39,9 +46,13 @@ def workdir(
     pki = TestPki(folder / "tls", "ca")
     server_cert, client_cert = pki.issue("server"), pki.issue("client", "client.example")
     (folder / "tokens.txt").write_text(f"{TOKEN}\n")
-    with running_server(models=[f"sentiment={artifacts['bert']}"], tls_cert_file=server_cert.cert,
-                        tls_key_file=server_cert.key, tls_client_ca_file=pki.ca,
-                        auth_token_file=folder / "tokens.txt") as server:
+    with running_server(
+        models=[f"sentiment={artifacts['bert']}"],
+        tls_cert_file=server_cert.cert,
+        tls_key_file=server_cert.key,
+        tls_client_ca_file=pki.ca,
+        auth_token_file=folder / "tokens.txt",
+    ) as server:
         assert client_cert.cert == folder / "tls" / "client.pem"
         yield folder, server
 

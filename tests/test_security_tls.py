@@ -34,8 +34,9 @@ def classify(target: str, ca: Path, client: Issued | None = None) -> str:
     """The top label of one text, or the status name of the failure."""
     extra = {"client_certificate": client.cert, "client_key": client.key} if client else {}
     try:
-        with InferenceClient(target, root_certificates=ca, retry=None, timeout=5, channel_options=OWN_CONNECTION,
-                             **extra) as inference:
+        with InferenceClient(
+            target, root_certificates=ca, retry=None, timeout=5, channel_options=OWN_CONNECTION, **extra
+        ) as inference:
             return inference.classify("bert", ["what a lovely day"])[0].top.label
     except InferenceError as exc:
         return exc.code.name
@@ -60,8 +61,9 @@ CLASSIFY_ARGS = ("-d", '{"model": "bert", "texts": ["fine"]}')
 
 def test_tls_serves_the_client_and_grpcurl_and_refuses_plaintext(artifacts: dict[str, Path], pki: TestPki) -> None:
     server_cert = pki.issue("tls-server")
-    with running_server(models=[f"bert={artifacts['bert']}"], tls_cert_file=server_cert.cert,
-                        tls_key_file=server_cert.key) as server:
+    with running_server(
+        models=[f"bert={artifacts['bert']}"], tls_cert_file=server_cert.cert, tls_key_file=server_cert.key
+    ) as server:
         assert classify(server.target, pki.ca) not in {"UNAVAILABLE", "UNAUTHENTICATED"}
         assert plaintext_classify(server.target) == "UNAVAILABLE"
         ok = grpcurl("-cacert", str(pki.ca), *CLASSIFY_ARGS, server.target, "ortserve.v1.Inference/Classify")
@@ -74,8 +76,12 @@ def test_tls_serves_the_client_and_grpcurl_and_refuses_plaintext(artifacts: dict
 @pytest.fixture(scope="module")
 def mtls_server(artifacts: dict[str, Path], pki: TestPki) -> Iterator[RunningServer]:
     server_cert = pki.issue("mtls-server")
-    with running_server(models=[f"bert={artifacts['bert']}"], tls_cert_file=server_cert.cert,
-                        tls_key_file=server_cert.key, tls_client_ca_file=pki.ca) as server:
+    with running_server(
+        models=[f"bert={artifacts['bert']}"],
+        tls_cert_file=server_cert.cert,
+        tls_key_file=server_cert.key,
+        tls_client_ca_file=pki.ca,
+    ) as server:
         yield server
 
 
@@ -87,8 +93,17 @@ def test_mutual_tls_requires_a_client_certificate_of_the_ca(
     assert classify(mtls_server.target, pki.ca, client) not in {"UNAVAILABLE", "UNAUTHENTICATED"}
     assert classify(mtls_server.target, pki.ca) == "UNAVAILABLE"  # no client certificate: handshake refused
     assert classify(mtls_server.target, pki.ca, rogue) == "UNAVAILABLE"  # signed by another CA
-    ok = grpcurl("-cacert", str(pki.ca), "-cert", str(client.cert), "-key", str(client.key), *CLASSIFY_ARGS,
-                 mtls_server.target, "ortserve.v1.Inference/Classify")
+    ok = grpcurl(
+        "-cacert",
+        str(pki.ca),
+        "-cert",
+        str(client.cert),
+        "-key",
+        str(client.key),
+        *CLASSIFY_ARGS,
+        mtls_server.target,
+        "ortserve.v1.Inference/Classify",
+    )
     refused = grpcurl("-cacert", str(pki.ca), *CLASSIFY_ARGS, mtls_server.target, "ortserve.v1.Inference/Classify")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["results"]
@@ -97,8 +112,11 @@ def test_mutual_tls_requires_a_client_certificate_of_the_ca(
 
 def test_node_client_over_mutual_tls(node_client: Path, mtls_server: RunningServer, pki: TestPki) -> None:  # noqa: F811
     client = pki.issue("node-client", "node.ortserve.test")
-    env = {"ORTSERVE_ROOT_CERTIFICATES": str(pki.ca), "ORTSERVE_CLIENT_CERTIFICATE": str(client.cert),
-           "ORTSERVE_CLIENT_KEY": str(client.key)}
+    env = {
+        "ORTSERVE_ROOT_CERTIFICATES": str(pki.ca),
+        "ORTSERVE_CLIENT_CERTIFICATE": str(client.cert),
+        "ORTSERVE_CLIENT_KEY": str(client.key),
+    }
     ok = _node(node_client, mtls_server.target, env)
     without_cert = _node(node_client, mtls_server.target, {"ORTSERVE_ROOT_CERTIFICATES": str(pki.ca)})
     assert ok.returncode == 0, ok.stderr
@@ -108,8 +126,13 @@ def test_node_client_over_mutual_tls(node_client: Path, mtls_server: RunningServ
 
 
 def _node(script: Path, target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["node", str(script), target, "bert", "1", "a fine text"], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **env})
+    return subprocess.run(
+        ["node", str(script), target, "bert", "1", "a fine text"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
 
 
 def test_certificates_are_reloaded_when_the_files_change(artifacts: dict[str, Path], tmp_path: Path) -> None:

@@ -23,9 +23,24 @@ def test_sigterm_finishes_in_flight_calls(artifacts: dict[str, Path]) -> None:
     target = f"127.0.0.1:{port}"
     # A batch delay keeps every call in flight for ~300 ms, so SIGTERM surely lands while calls are running.
     process = subprocess.Popen(
-        [ORTSERVE, "serve", "--model", f"bert={artifacts['bert']}", "--host", "127.0.0.1", "--port", str(port),
-         "--max-batch-delay-ms", "300", "--grace-period-s", "10", "--drain-period-s", "0"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            ORTSERVE,
+            "serve",
+            "--model",
+            f"bert={artifacts['bert']}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--max-batch-delay-ms",
+            "300",
+            "--grace-period-s",
+            "10",
+            "--drain-period-s",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     outcomes: list[tuple[float, str]] = []  # (call start time, "ok" or status name)
     lock = threading.Lock()
@@ -79,16 +94,21 @@ def test_serve_without_models_exits_with_a_message() -> None:
 
 
 def test_serve_rejects_a_bad_model_spec() -> None:
-    result = subprocess.run([ORTSERVE, "serve", "--model", "no-equals-sign"], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [ORTSERVE, "serve", "--model", "no-equals-sign"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "must look like NAME=URI" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_models_from_environment(artifacts: dict[str, Path]) -> None:
     port = free_port()
-    env = {**os.environ, "ORTSERVE_MODELS": f"bert={artifacts['bert']};roberta={artifacts['roberta']}",
-           "ORTSERVE_PORT": str(port), "ORTSERVE_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "ORTSERVE_MODELS": f"bert={artifacts['bert']};roberta={artifacts['roberta']}",
+        "ORTSERVE_PORT": str(port),
+        "ORTSERVE_HOST": "127.0.0.1",
+    }
     process = subprocess.Popen([ORTSERVE, "serve"], env=env, stderr=subprocess.PIPE, text=True)
     try:
         wait_until_serving(f"127.0.0.1:{port}", process)

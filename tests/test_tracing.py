@@ -89,7 +89,8 @@ def test_a_traced_call_has_server_and_stage_spans_in_the_callers_trace(
             stub = pb_grpc.InferenceStub(channel)
             response = stub.Classify(
                 pb.ClassifyRequest(model="bert", texts=["a traced call", "and another text"]),
-                metadata=[("x-request-id", "trace-test-1")], timeout=30,
+                metadata=[("x-request-id", "trace-test-1")],
+                timeout=30,
             )
     assert response.model_version
     spans = _by_kind(exporter, caller.get_span_context().trace_id)
@@ -109,8 +110,11 @@ def test_the_asyncio_client_interceptor_propagates_context_too(
                 traced_server.target, interceptors=[AsyncTracingInterceptor()]
             ) as channel:
                 stub = pb_grpc.InferenceStub(channel)
-                await stub.Classify(pb.ClassifyRequest(model="bert", texts=["async"]),
-                                    metadata=(("x-request-id", "trace-test-2"),), timeout=30)
+                await stub.Classify(
+                    pb.ClassifyRequest(model="bert", texts=["async"]),
+                    metadata=(("x-request-id", "trace-test-2"),),
+                    timeout=30,
+                )
                 with pytest.raises(grpc.aio.AioRpcError) as failed:
                     await stub.Classify(pb.ClassifyRequest(model="bert", texts=[]), timeout=30)
                 assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
@@ -125,8 +129,14 @@ def test_the_asyncio_client_interceptor_propagates_context_too(
         time.sleep(0.05)
     assert sorted(dict(s.attributes or {})["rpc.grpc.status_code"] for s in servers) == ["INVALID_ARGUMENT", "OK"]
     ok = next(s for s in servers if dict(s.attributes or {})["rpc.grpc.status_code"] == "OK")
-    client = next(s for s in spans if s.kind is trace.SpanKind.CLIENT and s.context is not None
-                  and ok.parent is not None and s.context.span_id == ok.parent.span_id)
+    client = next(
+        s
+        for s in spans
+        if s.kind is trace.SpanKind.CLIENT
+        and s.context is not None
+        and ok.parent is not None
+        and s.context.span_id == ok.parent.span_id
+    )
     named = {s.name: s for s in spans if s.kind is not trace.SpanKind.CLIENT}
     named[CLASSIFY_SPAN + "#server"] = ok
     _check_server_spans(named, client, "trace-test-2")
@@ -152,8 +162,9 @@ print("version", response.model_version)
 
 
 def test_without_opentelemetry_tracing_is_a_no_op(traced_server: RunningServer) -> None:
-    result = subprocess.run([sys.executable, "-c", NO_OTEL, traced_server.target], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", NO_OTEL, traced_server.target], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("version ")
 
@@ -177,14 +188,25 @@ def test_spans_are_exported_over_otlp_to_the_configured_endpoint(artifacts: dict
     receiver_port = receiver.add_insecure_port("127.0.0.1:0")
     receiver.start()
     port = free_port()
-    command = [str(Path(sys.executable).with_name("ortserve")), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--model", f"bert={artifacts['bert']}", "--otlp-endpoint", f"http://127.0.0.1:{receiver_port}"]
+    command = [
+        str(Path(sys.executable).with_name("ortserve")),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        f"bert={artifacts['bert']}",
+        "--otlp-endpoint",
+        f"http://127.0.0.1:{receiver_port}",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until_serving(f"127.0.0.1:{port}", process, timeout=120)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            pb_grpc.InferenceStub(channel).Classify(pb.ClassifyRequest(model="bert", texts=["exported"]),
-                                                    metadata=[("x-request-id", "otlp-1")], timeout=30)
+            pb_grpc.InferenceStub(channel).Classify(
+                pb.ClassifyRequest(model="bert", texts=["exported"]), metadata=[("x-request-id", "otlp-1")], timeout=30
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=60)

@@ -164,7 +164,8 @@ def test_errors_map_to_the_statuses_of_classify(stubs) -> None:  # type: ignore[
     negative.parameters["top_k"].int64_param = -1
     # (Classify's top_k is unsigned, so only V2 can send a negative one: the service rejects it.)
     assert _error(infer, negative) == (
-        grpc.StatusCode.INVALID_ARGUMENT, "top_k must be 0 (all labels) or positive, got -1"
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "top_k must be 0 (all labels) or positive, got -1",
     )
 
     not_utf8 = v2.ModelInferRequest(model_name="bert")
