@@ -189,14 +189,20 @@ async def _checked(requests: Any) -> AsyncIterator[Any]:
         yield request
 
 
-# --- 1. request id -------------------------------------------------------------------------------------------------
+class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Base of an interceptor that wraps each method's handler once and reuses that wrapper for every later call.
 
-
-class RequestIdInterceptor(grpc.aio.ServerInterceptor):
-    """Gives every call an id (the caller's `x-request-id` if sane) and returns it in the trailing metadata."""
+    gRPC asks every interceptor for every call and caches nothing, so building the wrapper per call would cost each
+    RPC. Subclasses implement `wrap`; returning `handler` itself leaves a method untouched.
+    """
 
     def __init__(self) -> None:
         self._wrapped = WrappedHandlers()
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """The handler to use for `method` from now on (called once per method, and again if gRPC hands over a new
+        handler)."""
+        raise NotImplementedError
 
     async def intercept_service(
         self,
@@ -209,8 +215,18 @@ class RequestIdInterceptor(grpc.aio.ServerInterceptor):
         method: str = handler_call_details.method  # type: ignore[attr-defined]
         wrapped = self._wrapped.get(method, handler)
         if wrapped is None:
-            wrapped = self._wrapped.put(method, handler, wrap_handler(handler, method, _REQUEST_ID_WRAPPERS))
+            wrapped = self._wrapped.put(method, handler, self.wrap(handler, method))
         return wrapped
+
+
+# --- 1. request id -------------------------------------------------------------------------------------------------
+
+
+class RequestIdInterceptor(HandlerWrappingInterceptor):
+    """Gives every call an id (the caller's `x-request-id` if sane) and returns it in the trailing metadata."""
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        return wrap_handler(handler, method, _REQUEST_ID_WRAPPERS)
 
 
 def _enter_request_id(context: grpc.aio.ServicerContext) -> contextvars.Token[str]:
@@ -353,29 +369,18 @@ _CALLER_CODES = {
 }
 
 
-class ErrorStatusInterceptor(grpc.aio.ServerInterceptor):
+class ErrorStatusInterceptor(HandlerWrappingInterceptor):
     """Maps every exception of a call to a status with a caller-safe message; logs the detail, rate-limited."""
 
     def __init__(self, rejected_log: RateLimitedLog | None = None, failed_log: RateLimitedLog | None = None):
         self.rejected_log = rejected_log or RateLimitedLog(log)
         self.failed_log = failed_log or RateLimitedLog(log)
-        self._wrapped = WrappedHandlers()
+        super().__init__()
         self._wrappers = Wrappers(self._unary_unary, self._unary_stream, self._stream_unary, self._stream_stream)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
-        wrapped = self._wrapped.get(method, handler)
-        if wrapped is None:
-            deserializer = tolerant_deserializer(handler.request_deserializer)
-            wrapped = self._wrapped.put(method, handler, wrap_handler(handler, method, self._wrappers, deserializer))
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        deserializer = tolerant_deserializer(handler.request_deserializer)
+        return wrap_handler(handler, method, self._wrappers, deserializer)
 
     def _unary_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         inner = _awaiting(behavior)

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 
 from .call_context import MAX_CALLER_VALUE_CHARS, BatchStages, CallRecord, enter_call, exit_call, request_id_from
 from .errors import OrtServeError
+from .interceptors import HandlerWrappingInterceptor
 from .interceptors import current_request_id as chain_request_id
 from .types import ModelState, PollStats
 
@@ -224,7 +225,7 @@ def _poll_stats(model: ServedModel) -> PollStats:
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+class ObservabilityInterceptor(HandlerWrappingInterceptor):
     """Opens a `CallRecord` per unary RPC (request id, model, version: read by log lines, metrics and spans), counts
     the RPC by model, method and status code, times it, and starts its trace span when tracing is on.
 
@@ -235,27 +236,16 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         self._models = {model.name: model for model in table}
         self._metrics = metrics
         self._tracer = tracer
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        super().__init__()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
-        if handler is None or handler.unary_unary is None or method.startswith(UNOBSERVED_PREFIXES):
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is None or method.startswith(UNOBSERVED_PREFIXES):
             return handler
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = grpc.unary_unary_rpc_method_handler(
+        return grpc.unary_unary_rpc_method_handler(
             self._observed(handler.unary_unary, method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _observed(self, behavior: Behavior, method: str) -> Behavior:
         rpc = method.rsplit("/", 1)[-1]
