@@ -62,23 +62,20 @@ class OrtServeProcess:
     start_to_serving_s: float
 
 
+def serve_command(port: int, *args: str, executable: Sequence[str] = ()) -> list[str]:
+    """`ortserve serve` on 127.0.0.1:`port`, logging warnings only, with `args` (the venv's `ortserve` unless
+    `executable` names another, e.g. a checkout's)."""
+    program = list(executable) or [str(Path(sys.executable).with_name("ortserve"))]
+    return [*program, "serve", "--host", LOOPBACK, "--port", str(port), "--log-level", "WARNING", *args]
+
+
 @contextmanager
 def ortserve_process(
     models: dict[str, Path], log_file: Path, extra_args: Sequence[str] = (), timeout: float = 120
 ) -> Iterator[OrtServeProcess]:
     """Start `ortserve serve` with `models` on a free loopback port; yield once health reports SERVING."""
     port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("ortserve")),
-        "serve",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--log-level",
-        "WARNING",
-        *extra_args,
-    ]
+    command = serve_command(port, *extra_args)
     for name, path in models.items():
         command += ["--model", f"{name}={path}"]
     with log_file.open("ab") as log:

@@ -30,7 +30,7 @@ from ortserve.server.healthcheck import wait_until_serving
 
 from .load import LOOPBACK
 from .models import BenchModel, build_models
-from .processes import _stop, free_port, rss_mb
+from .processes import _stop, free_port, rss_mb, serve_command
 from .texts import _single_token_words
 
 log = logging.getLogger(__name__)
@@ -100,23 +100,17 @@ def serve(
     """Start `ortserve` on the registry, optionally run the batches; return start seconds and memory figures."""
     port = free_port()
     executable, *extra = shlex.split(ortserve)
-    command = [
-        executable,
-        "serve",
+    command = serve_command(
+        port,
         *extra,
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--log-level",
-        "WARNING",
         "--tracking-uri",
         tracking_uri,
         "--cache-dir",
         str(cache),
         "--poll-interval",
         "5",
-    ]
+        executable=[executable],
+    )
     for model in models:
         command += ["--model", f"{model.name}=models:/bench-{model.name}@production"]
     with log_file.open("ab") as log_handle:

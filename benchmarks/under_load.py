@@ -32,7 +32,7 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .load import LOOPBACK
 from .models import BenchModel, build_models
-from .processes import free_port, ortserve_process
+from .processes import free_port, ortserve_process, serve_command
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.under_load")
@@ -268,20 +268,7 @@ def closed_loop_throughput(port: int, model: str, texts: Sequence[str], callers:
 
 
 def _start_replica(artifact: Path, model: str, port: int, log_file: Path, drain_s: float) -> subprocess.Popen[bytes]:
-    command = [
-        str(Path(sys.executable).with_name("ortserve")),
-        "serve",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--log-level",
-        "WARNING",
-        "--model",
-        f"{model}={artifact}",
-        "--drain-period-s",
-        str(drain_s),
-    ]
+    command = serve_command(port, "--model", f"{model}={artifact}", "--drain-period-s", str(drain_s))
     with log_file.open("ab") as output:
         process = subprocess.Popen(command, stdout=output, stderr=output)
     wait_until_serving(f"{LOOPBACK}:{port}", process, timeout=120, poll_s=0.02)
