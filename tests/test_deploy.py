@@ -214,6 +214,15 @@ def test_compose_file() -> None:
     assert "healthcheck" in services["mlflow"] and services["seed"]["profiles"] == ["demo"]
     for name in ["export", "seed"]:
         assert services[name]["build"] == {"context": "../..", "target": "export"}
+    # The seeding fixture is not installed in the image: the seed step imports it from the mounted checkout folder.
+    seed = services["seed"]
+    (mount,) = seed["volumes"]
+    source, target, _ = mount.split(":")
+    module = re.search(r"from ([\w.]+) import seed_registry", seed["entrypoint"][-1])
+    assert module is not None
+    package, _, name = module[1].partition(".")
+    assert target == f"{seed['working_dir']}/{package}"
+    assert (DEPLOY / "compose" / source / f"{name}.py").is_file()
     assert server["build"] == {"context": "../..", "target": "runtime"}
     for target in ["export", "runtime"]:
         assert re.search(rf"^FROM \S+ AS {target}$", (ROOT / "Dockerfile").read_text(), re.M)
