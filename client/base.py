@@ -34,7 +34,8 @@ class ClientBase:
     the name checked in the server certificate. `client_certificate` and `client_key` (PEM bytes, text or file
     paths) are presented to a server that requires client certificates (mutual TLS). `retry`: gRPC retries of
     UNAVAILABLE and CANCELLED (a restarting replica; None disables them). `load_balancing`, `health_check_service`,
-    `keepalive_time_s` and `channel_options`: see `ChannelConfig`.
+    `keepalive_time_s`, `channel_options` and `trace_context` (the caller's OpenTelemetry trace context goes with
+    every call where opentelemetry is installed): see `ChannelConfig`.
     Failed calls raise `InferenceError`.
     """
 
@@ -56,6 +57,7 @@ class ClientBase:
         channel_options: Sequence[tuple[str, Any]] = (),
         client_certificate: bytes | str | Path | None = None,
         client_key: bytes | str | Path | None = None,
+        trace_context: bool = True,
     ):
         check_batching(chunk_size, max_concurrency)
         self.config = ChannelConfig(
@@ -70,6 +72,7 @@ class ClientBase:
             extra_options=tuple(channel_options),
             client_certificate=read_root_certificates(client_certificate, "client certificate"),
             client_key=read_root_certificates(client_key, "client key"),
+            trace_context=trace_context,
         )
         if (client_certificate is None) != (client_key is None):
             raise ValueError("client_certificate and client_key go together: give both or neither")

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ortserve.client import AsyncInferenceClient, InferenceClient
 from ortserve.client.tracing import AsyncTracingInterceptor, traced_channel
 from ortserve.server.healthcheck import wait_until_serving
 from ortserve.server.tracing import INFERENCE_SPAN, QUEUE_WAIT_SPAN, TOKENIZATION_SPAN
@@ -98,6 +99,30 @@ def test_a_traced_call_has_server_and_stage_spans_in_the_callers_trace(
     assert client_span.kind is trace.SpanKind.CLIENT
     _check_server_spans(spans, client_span, "trace-test-1")
     assert dict(spans[CLASSIFY_SPAN + "#server"].attributes or {})["ortserve.model_version"] == response.model_version
+
+
+def test_the_projects_clients_carry_the_callers_trace(
+    traced_server: RunningServer, exporter: InMemorySpanExporter
+) -> None:
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("client caller") as caller:
+        with InferenceClient(traced_server.target) as client:
+            client.classify("bert", ["through InferenceClient"])
+    spans = _by_kind(exporter, caller.get_span_context().trace_id)
+    assert spans[CLASSIFY_SPAN].kind is trace.SpanKind.CLIENT
+    assert spans[CLASSIFY_SPAN + "#server"].parent.span_id == spans[CLASSIFY_SPAN].context.span_id  # type: ignore
+
+    async def call() -> int:
+        with tracer.start_as_current_span("async client caller") as async_caller:
+            async with AsyncInferenceClient(traced_server.target) as client:
+                await client.classify("bert", ["through AsyncInferenceClient"])
+        return async_caller.get_span_context().trace_id
+
+    assert CLASSIFY_SPAN + "#server" in _by_kind(exporter, asyncio.run(call()))
+    with tracer.start_as_current_span("opted out") as opted_out:
+        with InferenceClient(traced_server.target, trace_context=False) as client:
+            client.classify("bert", ["no trace context"])
+    assert set(_by_kind(exporter, opted_out.get_span_context().trace_id)) == {"opted out"}  # no call joined it
 
 
 def test_the_asyncio_client_interceptor_propagates_context_too(
