@@ -237,46 +237,36 @@ def _enter_request_id(context: grpc.aio.ServicerContext) -> contextvars.Token[st
     return _request_id.set(request_id)
 
 
-def _request_id_unary_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _request_id_one_response(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """Unary-unary and stream-unary alike: the behavior takes a request (or a request stream) and returns one answer."""
     inner = _awaiting(behavior)
 
-    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def one_response(request_or_requests: Any, context: grpc.aio.ServicerContext) -> Any:
         token = _enter_request_id(context)
         try:
-            return await inner(request, context)
+            return await inner(request_or_requests, context)
         finally:
             _request_id.reset(token)
 
-    return unary_unary
+    return one_response
 
 
-def _request_id_unary_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+def _request_id_streamed_responses(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """Unary-stream and stream-stream alike: the behavior yields its answers."""
+
+    async def streamed_responses(request_or_requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         token = _enter_request_id(context)
         try:
-            async for response in _responses(behavior(request, context)):
+            async for response in _responses(behavior(request_or_requests, context)):
                 yield response
         finally:
             _request_id.reset(token)
 
-    return unary_stream
-
-
-def _request_id_stream_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    inner = _awaiting(behavior)
-
-    async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-        token = _enter_request_id(context)
-        try:
-            return await inner(requests, context)
-        finally:
-            _request_id.reset(token)
-
-    return stream_unary
+    return streamed_responses
 
 
 _REQUEST_ID_WRAPPERS = Wrappers(
-    _request_id_unary_unary, _request_id_unary_stream, _request_id_stream_unary, _request_id_unary_stream
+    _request_id_one_response, _request_id_streamed_responses, _request_id_one_response, _request_id_streamed_responses
 )
 
 
