@@ -37,6 +37,12 @@ class ModelSource(abc.ABC):
         """The version the URI points at now (cheap; used by polling). Defaults to a full fetch."""
         return self.fetch().version
 
+    def probable_version(self) -> str | None:
+        """A version the URI probably still points at, known without asking anyone (e.g. the one it last resolved to,
+        with its files in the local cache), or None. Only a hint: the first load starts loading it while the source
+        resolves the URI, and keeps it only if the resolution names the same version."""
+        return None
+
     @abc.abstractmethod
     def fetch(self, version: str | None = None) -> FetchedArtifact:
         """Return a complete local artifact directory of `version`, or of what the URI points at now if None.

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Executor
-from dataclasses import dataclass
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
+from .model_source import FetchedArtifact
 from .runtime import OnnxClassifier, SessionConfig
 from .sources import ModelSource
 from .stages import TimedBatchOutput, TimedOnnxClassifier, begin_batch
@@ -92,7 +94,24 @@ class ServedModel:
     def load_version(self, version: str | None = None) -> LoadedVersion:
         """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the
         event loop. Raises `OrtServeError` (usually `ArtifactError`) naming what failed."""
-        fetched = self.source.fetch(version)
+        probable = self.source.probable_version() if version is None else None
+        if probable is None:
+            return self._load(self.source.fetch(version))
+        # Start-up from a warm cache: asking the registry takes about as long as loading a model (a child process
+        # imports the MLflow client), so load the version the URI last resolved to meanwhile, and keep it only if
+        # the registry still names it. Nothing serves before the answer, so what is served is unchanged.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ortserve-early-{self.name}")
+        try:
+            early = pool.submit(lambda: self._load(self.source.fetch(probable)))
+            fetched = self.source.fetch()
+            if fetched.version == probable:
+                with contextlib.suppress(Exception):  # if it failed, loading it again below raises the real error
+                    return replace(early.result(), note=fetched.note)
+        finally:
+            pool.shutdown(wait=False)  # a superseded early load finishes in the background and is dropped
+        return self._load(fetched)
+
+    def _load(self, fetched: FetchedArtifact) -> LoadedVersion:
         classifier = TimedOnnxClassifier.load(fetched.directory, self._session_config)
         try:
             classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving

@@ -114,6 +114,17 @@ class RegistrySource(ModelSource):
             raise self._server_error(error) from None
         return FetchedArtifact(version, directory, note)
 
+    def probable_version(self) -> str | None:
+        """The pinned version, or the one this URI last resolved to, if its cache entry exists (it is verified when
+        fetched, like any other)."""
+        version = self.parsed.version
+        if version is None:
+            try:
+                version = str(json.loads(self._resolved_record().read_text())["version"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        return version if self._version_dir(version).is_dir() else None
+
     def _resolve(self) -> str:
         if self.rest is not None:
             return str(resolve_version(self.rest, self.parsed).version)

@@ -195,6 +195,31 @@ def test_partial_cache_directory_is_downloaded_again(registry: str, artifacts: d
     assert (partial / "model.onnx").read_bytes() == (artifacts["bert"] / "model.onnx").read_bytes()
 
 
+def test_restart_serves_the_new_version_when_the_alias_moved_while_stopped(
+    registry: str, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """A restart loads the version it last served early, from its cache, while it asks the registry; the registry's
+    answer wins: after the alias moved, the new version serves from the first call, never the remembered one."""
+    import mlflow
+
+    name = unique("restart")
+    register_artifact(registry, name, artifacts["bert"], alias="production")
+    cache = tmp_path / "cache"
+    with serve_registry(registry, f"models:/{name}@production", cache) as server:
+        with InferenceClient(server.target) as client:
+            assert client.classify("m", ["before"])[0].model_version == "1"
+    second = register_artifact(registry, name, artifacts["distilbert"])
+    mlflow.MlflowClient(registry).set_registered_model_alias(name, "production", second)
+    with serve_registry(registry, f"models:/{name}@production", cache) as server:
+        with InferenceClient(server.target) as client:
+            first_answer = client.classify("m", ["after"])[0].model_version
+            info = client.get_model("m")
+    assert first_answer == second == info.version and info.note == ""
+    with serve_registry(registry, f"models:/{name}@production", cache) as server:
+        with InferenceClient(server.target) as client:  # unchanged alias: the early-loaded version is the one kept
+            assert client.classify("m", ["again"])[0].model_version == second
+
+
 def test_registry_outage_keeps_serving_and_restarts_from_cache(artifacts: dict[str, Path], tmp_path: Path) -> None:
     mlflow_server = MlflowServer(tmp_path / "mlflow").start()  # our own: this test stops it
     try:
