@@ -38,6 +38,7 @@ from .processes import (
     torch_process_memory,
 )
 from .report import write_report
+from .result_cache import measure_result_cache
 from .texts import make_texts
 from .under_load import measure as measure_under_load
 
@@ -220,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(models, args.work, args.quick, args.work / "bench.partial.json")
     # Issue 10's scenarios (noisy neighbour, overload sweep, rolling restart) on the fastest model.
     results["under_load"] = measure_under_load(models, args.work, args.quick)
+    # Issue 15's result cache, off vs on in paired rounds, on a workload where half the texts repeat.
+    cached = next((m for m in models if m.name == "minilm"), models[0])
+    rounds, seconds = (2, 4.0) if args.quick else (3, 8.0)
+    results["result_cache"] = measure_result_cache(cached, args.work / "logs", rounds, seconds)
     results["tokenizer"] = tokenizer_note
     for model in models:
         if (model.hf_dir / "training.json").is_file():  # a trained model: how well it classifies, next to its speed
