@@ -67,8 +67,9 @@ bench: venv
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.percall --profile --gil
 
-# Python sources that ruff checks and formats (the generated stubs are excluded in pyproject.toml).
-LINTED := cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks
+# Python sources, and the README's Python examples, that ruff checks and formats (generated stubs are excluded in
+# pyproject.toml).
+LINTED := cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks README.md
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
