@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ortserve.contract.errors import first_line
+
 from .errors import ExportError
 
 if TYPE_CHECKING:
@@ -197,7 +199,8 @@ def quantize_static_int8(
     except Exception as exc:  # onnxruntime's quantizer raises bare exceptions for graphs it cannot handle
         prepared.unlink(missing_ok=True)
         raise ExportError(
-            f"static int8 quantization failed: {_first_line(exc)}; export again with --int8 dynamic or --no-quantize"
+            f"static int8 quantization failed: {first_line(exc)[:200]}; "
+            "export again with --int8 dynamic or --no-quantize"
         ) from None
     prepared.unlink(missing_ok=True)
     return destination
@@ -227,10 +230,6 @@ class _FeedReader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _heads_and_width(config: Any) -> tuple[int, int]:

@@ -7,16 +7,13 @@ of each RPC; log lines, metrics and trace spans of that call read it. Outside a 
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Metadata key a caller may set to choose the request id (also echoed in the server's logs).
-REQUEST_ID_KEY = "x-request-id"
-#: Longest request id or model name kept from a caller (a longer one is cut): log lines stay bounded.
+#: Longest model name kept from a caller (a longer one is cut): log lines stay bounded.
 MAX_CALLER_VALUE_CHARS = 128
 
 
@@ -70,12 +67,6 @@ def current_call() -> CallRecord | None:
     return _CURRENT.get()
 
 
-def current_request_id() -> str | None:
-    """Request id of the call being handled in this task (from `x-request-id` metadata, else generated), or None."""
-    record = _CURRENT.get()
-    return record.request_id if record is not None else None
-
-
 def enter_call(record: CallRecord) -> object:
     """Make `record` the current call; pass the returned token to `exit_call`."""
     return _CURRENT.set(record)
@@ -83,15 +74,6 @@ def enter_call(record: CallRecord) -> object:
 
 def exit_call(token: object) -> None:
     _CURRENT.reset(token)  # type: ignore[arg-type]
-
-
-def request_id_from(metadata: Sequence[tuple[str, Any]] | None) -> str:
-    """The caller's `x-request-id` (cut to a bounded length), else a new random id (32 hex digits)."""
-    for key, value in metadata or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
-            return value[:MAX_CALLER_VALUE_CHARS]
-    # An id for correlating log lines, not a secret: the Mersenne Twister is ten times cheaper than uuid4's urandom.
-    return f"{random.getrandbits(128):032x}"
 
 
 def observe_batch(model: str, calls: Sequence[Any], output: object) -> None:

@@ -64,12 +64,6 @@ class ServerStartError(OrtServeError):
     """The server cannot start (for example, its port is taken, or its TLS files cannot be read)."""
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type name): enough for a one-line error or log entry."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 # Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller
 # sees. Domain messages are meant to carry none already; this is the net under them (a library's error text).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")

@@ -29,6 +29,8 @@ from typing import Any
 
 import grpc
 
+from ortserve.contract.errors import first_line
+
 from .auth import TokenAuthenticator, TokenGrant
 from .errors import (
     ArtifactError,
@@ -41,7 +43,6 @@ from .errors import (
     PermissionDeniedError,
     UnauthenticatedError,
     caller_message,
-    first_line,
 )
 from .settings import ServerSettings
 

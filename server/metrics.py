@@ -29,10 +29,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .call_context import MAX_CALLER_VALUE_CHARS, BatchStages, CallRecord, enter_call, exit_call, request_id_from
+from .call_context import MAX_CALLER_VALUE_CHARS, BatchStages, CallRecord, enter_call, exit_call
 from .errors import OrtServeError
-from .interceptors import HandlerWrappingInterceptor
-from .interceptors import current_request_id as chain_request_id
+from .interceptors import HandlerWrappingInterceptor, current_request_id
 from .types import ModelState, PollStats
 
 if TYPE_CHECKING:
@@ -258,9 +257,9 @@ class ObservabilityInterceptor(HandlerWrappingInterceptor):
             label = name if served is not None else (UNKNOWN_MODEL if name else NO_MODEL)
             metadata = context.invocation_metadata()
             current = served.current if served is not None else None
-            # The chain's request id interceptor runs first; its id is the one the caller and the error log see.
+            # The chain's request id interceptor runs first: one id for the caller, the error log and these records.
             record = CallRecord(
-                chain_request_id() or request_id_from(metadata),
+                current_request_id(),
                 rpc,
                 name[:MAX_CALLER_VALUE_CHARS],
                 current.version if current is not None else "",
