@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ortserve.server.app import OrtServer
@@ -66,3 +68,12 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+#: The venv's `ortserve` console script (tests that need a server in its own process start it through the CLI).
+ORTSERVE = str(Path(sys.executable).parent / "ortserve")
+
+
+def serve_command(port: int, *args: str) -> list[str]:
+    """`ortserve serve` on 127.0.0.1:`port` with `args` (models and flags)."""
+    return [ORTSERVE, "serve", "--host", "127.0.0.1", "--port", str(port), *args]

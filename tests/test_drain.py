@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -17,9 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.server.healthcheck import wait_until_serving
 
-from .helpers import free_port
+from .helpers import free_port, serve_command
 
-ORTSERVE = str(Path(sys.executable).parent / "ortserve")
 WAIT_S = 60  # generous bound for "this happens", never a performance claim
 
 
@@ -27,7 +25,7 @@ WAIT_S = 60  # generous bound for "this happens", never a performance claim
 def server_process(artifact: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     port = free_port()
     process = subprocess.Popen(
-        [ORTSERVE, "serve", "--model", f"bert={artifact}", "--host", "127.0.0.1", "--port", str(port), *args],
+        serve_command(port, "--model", f"bert={artifact}", *args),
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -15,26 +14,21 @@ from ortserve.server.healthcheck import wait_until_serving
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .helpers import free_port
+from .helpers import free_port, serve_command
 from .observability_helpers import classify
 
 
 def test_json_log_lines_of_a_call_carry_request_id_model_and_version(artifacts: dict[str, Path]) -> None:
     port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("ortserve")),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+    command = serve_command(
+        port,
         "--model",
         f"bert={artifacts['bert']}",
         "--log-format",
         "json",
         "--log-level",
         "DEBUG",
-    ]
+    )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         target = f"127.0.0.1:{port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -13,9 +12,7 @@ from pathlib import Path
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.server.healthcheck import wait_until_serving
 
-from .helpers import free_port
-
-ORTSERVE = str(Path(sys.executable).parent / "ortserve")
+from .helpers import ORTSERVE, free_port, serve_command
 
 
 def test_sigterm_finishes_in_flight_calls(artifacts: dict[str, Path]) -> None:
@@ -23,22 +20,17 @@ def test_sigterm_finishes_in_flight_calls(artifacts: dict[str, Path]) -> None:
     target = f"127.0.0.1:{port}"
     # A batch delay keeps every call in flight for ~300 ms, so SIGTERM surely lands while calls are running.
     process = subprocess.Popen(
-        [
-            ORTSERVE,
-            "serve",
+        serve_command(
+            port,
             "--model",
             f"bert={artifacts['bert']}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
             "--max-batch-delay-ms",
             "300",
             "--grace-period-s",
             "10",
             "--drain-period-s",
             "0",
-        ],
+        ),
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -26,7 +26,7 @@ from ortserve.server.tracing import INFERENCE_SPAN, QUEUE_WAIT_SPAN, TOKENIZATIO
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .helpers import RunningServer, free_port, running_server
+from .helpers import RunningServer, free_port, running_server, serve_command
 
 CLASSIFY_SPAN = "ortserve.v1.Inference/Classify"
 
@@ -213,18 +213,13 @@ def test_spans_are_exported_over_otlp_to_the_configured_endpoint(artifacts: dict
     receiver_port = receiver.add_insecure_port("127.0.0.1:0")
     receiver.start()
     port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("ortserve")),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+    command = serve_command(
+        port,
         "--model",
         f"bert={artifacts['bert']}",
         "--otlp-endpoint",
         f"http://127.0.0.1:{receiver_port}",
-    ]
+    )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_until_serving(f"127.0.0.1:{port}", process, timeout=120)
