@@ -58,8 +58,10 @@ class OrtServer:
             from .memory import register_shared_cpu_arena
 
             register_shared_cpu_arena()
+        # A thread per run slot of every model, plus one per model for its express lane (see batcher.py).
         self._executor = ThreadPoolExecutor(
-            max_workers=max(2, len(settings.models)), thread_name_prefix="ortserve-model"
+            max_workers=max(2, len(settings.models) * (settings.runs_per_model() + 1)),
+            thread_name_prefix="ortserve-model",
         )
         self._health = health_aio.HealthServicer()
         limits = BatchLimits(
@@ -69,6 +71,7 @@ class OrtServer:
             max_batch_tokens=settings.max_batch_tokens,
             max_queue_tokens=settings.max_queue_tokens,
             max_calls_in_flight=settings.max_calls_in_flight,
+            concurrent_runs=settings.runs_per_model(),
         )
         models = [
             ServedModel(

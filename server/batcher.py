@@ -1,10 +1,12 @@
 """Adaptive batching with a token budget: the queued Classify calls of one model are merged into model runs.
 
-An idle model runs a call at once; calls that arrive while a run is busy wait and form the next run. Runs are formed
-from texts, not whole calls: each run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the
+An idle model runs a call at once; calls that arrive while the model's runs are busy wait and form the next run. A
+model runs up to `concurrent_runs` runs at once (each on its own executor thread, with the cores split between them),
+so that cores stay busy while one run's answers are returned and the next run is formed. Runs are formed from texts,
+not whole calls: each run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the
 queued calls, the least served call first (as text-embeddings-inference forms batches by a token budget). So a bulk
 call's texts spread over several runs while a short call that arrives meanwhile joins the next run, and waits for at
-most the run in progress; while that run is a long one, short calls run beside it at once (the express lane). A call
+most the runs in progress; while those are long ones, short calls run beside them at once (the express lane). A call
 is still answered whole, once all its texts have run, and by one model version.
 
 Admission is by cost: every text is given an estimated token count before it is tokenized (`TextCost`), the queue is
@@ -36,8 +38,8 @@ Row = TypeVar("Row")
 #: queueing, which wastes model time under overload. The margin keeps the queue about as deep as full runs need.
 DEADLINE_MARGIN = 0.6
 
-#: While a long run is in progress (at least `EXPRESS_AFTER_TOKENS` padded tokens), whole calls that fit in
-#: `EXPRESS_RUN_TOKENS` may run beside it, on a second thread: a short call then waits for neither the long run nor
+#: While every run slot is taken and one of the runs is a long one (at least `EXPRESS_AFTER_TOKENS` padded tokens), whole
+#: calls that fit in `EXPRESS_RUN_TOKENS` may run beside them, on one more thread: a short call then waits for neither the long run nor
 #: the calls ahead of it. Runs of short calls (under uniform load, every run) never have a run beside them, so this
 #: costs nothing in throughput where batching matters; beside a long run, a small one takes a few percent of the CPU.
 EXPRESS_RUN_TOKENS = 256
@@ -70,6 +72,13 @@ class BatchLimits:
     max_calls_in_flight: int = 512
     """Most calls admitted and not yet answered (queued or running); beyond it calls fail fast with
     RESOURCE_EXHAUSTED, so a flood of callers costs a refusal each instead of memory and event-loop time."""
+    concurrent_runs: int = 1
+    """Most runs of the model at once, each on its own executor thread (the executor needs that many threads, plus
+    one for the express lane). A new run starts as soon as a slot is free and texts are queued."""
+
+    def __post_init__(self) -> None:
+        if self.concurrent_runs < 1:
+            raise ValueError(f"concurrent_runs must be at least 1, got {self.concurrent_runs}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,7 @@ class _Call(Generic[Row]):
     taken: int = 0
     """Texts [0, taken) have been put into runs; [taken, len) are queued."""
     answered: int = 0
+    """Texts whose rows are in; texts [answered, taken) are in runs still in progress (possibly several at once)."""
     attained: int = 0
     """Estimated tokens of this call put into runs so far: the least served call goes first."""
     pin: object = None
@@ -154,6 +164,12 @@ class _Call(Generic[Row]):
     def queued_tokens(self) -> int:
         return sum(self.costs[self.taken :])
 
+    @property
+    def waits_for_its_version(self) -> bool:
+        """Texts of this call are in a run in progress and no run has answered yet, so which version the call is
+        answered by is not known: its next texts must wait for that run, or a swap in between would split it."""
+        return self.pin is None and self.taken > self.answered
+
 
 @dataclass
 class _Part(Generic[Row]):
@@ -163,8 +179,8 @@ class _Part(Generic[Row]):
 
 
 class AdaptiveBatcher(Generic[Row]):
-    """Forms runs from the texts of concurrent `submit` calls and runs them with `run_batch` on `executor`, one run
-    at a time.
+    """Forms runs from the texts of concurrent `submit` calls and runs them with `run_batch` on `executor`, up to
+    `limits.concurrent_runs` runs at a time.
 
     `run_batch(texts, pin)` is called from an executor thread (tokenization and ONNX Runtime release the GIL), never
     from the event loop; it returns one row per text. If it raises, exactly the calls with texts in that run fail with
@@ -191,8 +207,8 @@ class AdaptiveBatcher(Generic[Row]):
         self._queued_texts = 0
         self._queued_tokens = 0
         self._calls_in_flight = 0
-        self._running_until: float | None = None
-        self._running_tokens = 0
+        self._runs: dict[asyncio.Task[None], _RunInProgress] = {}
+        """Main runs in progress, with their estimated end and size."""
         self._express: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -228,6 +244,23 @@ class AdaptiveBatcher(Generic[Row]):
             self._worker = None
         if self._express is not None:
             await self._express
+
+    @property
+    def _slots_full(self) -> bool:
+        return len(self._runs) >= self.limits.concurrent_runs
+
+    def _may_start_run(self) -> bool:
+        """Whether a free slot should take a run now: always when no run is in progress; beside other runs only once
+        a share of a full batch is queued (`max_batch_size` / `concurrent_runs` texts) or the runs in progress are
+        long ones. Starting a run for every text that arrives would split closed-loop callers into runs of one
+        text each, beside one large run, which costs more per text than it gains."""
+        if not self._queue or self._slots_full:
+            return False
+        if not self._runs:
+            return True
+        share = max(1, self.limits.max_batch_size // self.limits.concurrent_runs)
+        long_runs = min(run.tokens for run in self._runs.values()) >= EXPRESS_AFTER_TOKENS
+        return long_runs or self._queued_texts >= share
 
     async def submit(self, texts: Sequence[str], deadline: float | None = None) -> BatchOutput[Row]:
         """Queue `texts` and wait for their rows, all from one model version.
@@ -296,7 +329,10 @@ class AdaptiveBatcher(Generic[Row]):
         work = self.run_cost.seconds(tokens + ahead)
         if work is None:
             return None
-        running = max(0.0, self._running_until - now) if self._running_until is not None else 0.0
+        work /= self.limits.concurrent_runs  # the runs share the work (each run's cost is measured while sharing)
+        # With every slot taken, the first run to end frees one; a run of unknown length counts as ending now.
+        ends = [run.until for run in self._runs.values() if run.until is not None]
+        running = max(0.0, min(ends) - now) if self._slots_full and ends else 0.0
         return (work + running) * (self.run_cost.wait_factor if calibrated else 1.0)
 
     def _dequeue(self, call: _Call[Row]) -> None:
@@ -306,28 +342,46 @@ class AdaptiveBatcher(Generic[Row]):
 
     async def _work(self) -> None:
         assert self._wakeup is not None
-        parts: list[_Part[Row]] = []
         try:
             while True:
-                if not self._queue:
-                    if self._closing:
-                        return
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
-                await self._wait_for_more()
-                parts = self._take_batch()
-                if parts:
-                    await self._run(parts, main=True)
-                parts = []
+                if self._may_start_run():
+                    await self._wait_for_more()
+                    parts = self._take_batch()
+                    if parts:
+                        self._start_run(parts)
+                        continue
+                    if any(not call.waits_for_its_version for call in self._queue):
+                        continue  # the run's calls were all past their deadline and failed: form another
+                if self._closing and not self._queue and not self._runs:
+                    return
+                # Woken by a new call, a run that ended (a free slot, or a pinned call), or close().
+                self._wakeup.clear()
+                await self._wakeup.wait()
         finally:
             # Only reached early if the worker is cancelled (event loop shutdown): nobody may wait forever.
-            stranded = [part.call for part in parts] + list(self._queue)
+            for task in list(self._runs):
+                task.cancel()  # a cancelled run fails its own calls
+            stranded = list(self._queue)
             self._queue.clear()
             self._queued_texts = self._queued_tokens = 0
             for call in stranded:
                 if not call.future.done():
                     call.future.set_exception(ModelNotReadyError(f"model {self.name!r} stopped serving"))
+
+    def _start_run(self, parts: list[_Part[Row]]) -> None:
+        """Start a main run of `parts` in a slot; when it ends, the slot is freed and the worker woken."""
+        tokens = _padded_tokens(parts)
+        estimate = self.run_cost.seconds(tokens)
+        started = time.monotonic()
+        task = asyncio.get_running_loop().create_task(self._run(parts, main=True))
+        self._runs[task] = _RunInProgress(tokens, started + estimate if estimate is not None else None)
+        task.add_done_callback(self._run_done)
+        self._start_express()
+
+    def _run_done(self, task: asyncio.Task[None]) -> None:
+        self._runs.pop(task, None)
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def _wait_for_more(self) -> None:
         """With a batch delay, let the batch fill for up to `max_batch_delay_ms` (less if it fills sooner)."""
@@ -347,8 +401,11 @@ class AdaptiveBatcher(Generic[Row]):
                 return
 
     def _start_express(self) -> None:
-        """Start an express run of whole short calls if a long run is in progress and no express run is."""
-        if self._express is not None or self._running_tokens < EXPRESS_AFTER_TOKENS or self._closing:
+        """Start an express run of whole short calls if every slot is taken, one of them by a long run, and no
+        express run is in progress (with a free slot, a short call simply forms the next main run)."""
+        if self._express is not None or self._closing or not self._slots_full:
+            return
+        if max(run.tokens for run in self._runs.values()) < EXPRESS_AFTER_TOKENS:
             return
         parts = self._take_express()
         if parts:
@@ -365,7 +422,7 @@ class AdaptiveBatcher(Generic[Row]):
         parts: list[_Part[Row]] = []
         rows = width = 0
         for call in sorted(self._queue, key=lambda c: (c.attained, c.seq)):
-            if call.taken or call.pin is not None or call.future.done():
+            if call.taken or call.future.done():
                 continue
             if call.deadline is not None and call.deadline <= now:
                 continue  # the main loop fails it with its message
@@ -382,17 +439,12 @@ class AdaptiveBatcher(Generic[Row]):
         return parts
 
     async def _run(self, parts: list[_Part[Row]], main: bool) -> None:
-        """Run `parts`; a main run (one at a time) also updates the run cost and may let an express run start."""
+        """Run `parts`; a main run also updates the run cost."""
         texts = [part.call.texts[i] for part in parts for i in range(part.start, part.end)]
-        tokens = len(texts) * max(part.call.costs[i] for part in parts for i in range(part.start, part.end))
+        tokens = _padded_tokens(parts)
         pin = parts[0].call.pin
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        if main:
-            estimate = self.run_cost.seconds(tokens)
-            self._running_until = started + estimate if estimate is not None else None
-            self._running_tokens = tokens
-            self._start_express()
         try:
             output = await loop.run_in_executor(self._executor, self._run_batch, texts, pin)
             if len(output.rows) != len(texts):
@@ -403,9 +455,10 @@ class AdaptiveBatcher(Generic[Row]):
             for part in parts:
                 self._fail(part.call, exc)
             return
-        finally:
-            if main:
-                self._running_until, self._running_tokens = None, 0
+        except asyncio.CancelledError:  # the event loop is shutting down: nobody may wait forever
+            for part in parts:
+                self._fail(part.call, ModelNotReadyError(f"model {self.name!r} stopped serving"))
+            raise
         if main:
             self.run_cost.observe(tokens, time.monotonic() - started)
         offset = 0
@@ -450,7 +503,7 @@ class AdaptiveBatcher(Generic[Row]):
         rows = width = 0
         pin: object = None
         for call in sorted(self._queue, key=lambda c: (c.attained, c.seq)):
-            if parts and call.pin is not pin:
+            if (parts and call.pin is not pin) or call.waits_for_its_version:
                 continue
             end = call.taken
             while end < len(call.texts) and (not limits.max_batch_size or rows < limits.max_batch_size):
@@ -499,3 +552,17 @@ class AdaptiveBatcher(Generic[Row]):
             else:
                 kept.append(part)
         return kept
+
+
+@dataclass(frozen=True)
+class _RunInProgress:
+    tokens: int
+    """Padded tokens of the run (estimated)."""
+    until: float | None
+    """When it should end (`time.monotonic()`), from the measured run cost; None before the first run."""
+
+
+def _padded_tokens(parts: Sequence[_Part[Row]]) -> int:
+    """Estimated padded tokens of a run of `parts`: texts × the longest text's estimate."""
+    texts = sum(part.end - part.start for part in parts)
+    return texts * max(part.call.costs[i] for part in parts for i in range(part.start, part.end))
