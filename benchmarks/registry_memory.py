@@ -8,6 +8,9 @@ the same two artifacts in raw ONNX Runtime runs the same batches for the floor. 
 
     .venv/bin/python -m benchmarks.registry_memory [--ortserve "/work/main/.venv/bin/ortserve" \
         --ortserve ".venv/bin/ortserve --no-shared-arena" --ortserve .venv/bin/ortserve] [--rounds 2]
+
+`make bench` (benchmarks.run) calls `measure` with this environment's ortserve and puts the figures in bench.json as
+`registry_memory`; bench.md shows issue 15's target ("server RSS ≤ raw ONNX Runtime's + 100 MB") per registry kind.
 """
 
 from __future__ import annotations

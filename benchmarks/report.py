@@ -286,7 +286,7 @@ def registry_memory_targets(memory: dict[str, Any] | None) -> list[Target]:
         if math.isnan(server.get("rss_mb", math.nan)):
             continue
         store = server["store"]
-        which = f" ({server['ortserve']})" if len(executables) > 1 else ""
+        which = f", {server['ortserve']}" if len(executables) > 1 else ""
         suffix = f"@{executables.index(server['ortserve'])}" if len(executables) > 1 else ""
         rss = server["rss_mb"]
         rows.append(
@@ -294,7 +294,7 @@ def registry_memory_targets(memory: dict[str, Any] | None) -> list[Target]:
                 id=f"registry_rss_over_raw.{store}{suffix}",
                 issue="15",
                 text=f"server RSS, {' and '.join(memory['models'])} from the registry "
-                f"({REGISTRY_STORES.get(store, store)}){which}, after the heaviest batches ({memory['batches']} × "
+                f"({REGISTRY_STORES.get(store, store)}{which}), after the heaviest batches ({memory['batches']} × "
                 f"{memory['batch_texts']} texts of {memory['text_tokens']} tokens per model) ≤ raw ORT's RSS, same "
                 "models, + 100 MB",
                 measured=f"{_fmt(rss, 0)} vs {_fmt(floor, 0)} + 100 MB (Δ {rss - floor:+,.0f} MB)",
