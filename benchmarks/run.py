@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         results["registry_memory"] = measure_registry_memory(in_registry, args.work, rounds=1 if args.quick else 2)
     except Exception as exc:  # keep the rest of the run: the report says this step failed (log: registry-memory/)
         log.exception("registry memory: failed")
-        results["registry_memory"] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+        first_line = (str(exc).splitlines() or [""])[0]
+        results["registry_memory"] = {"error": f"{type(exc).__name__}: {first_line}"}
     results["tokenizer"] = tokenizer_note
     for model in models:
         if (model.hf_dir / "training.json").is_file():  # a trained model: how well it classifies, next to its speed
