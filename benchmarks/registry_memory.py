@@ -8,6 +8,9 @@ the same two artifacts in raw ONNX Runtime runs the same batches for the floor. 
 
     .venv/bin/python -m benchmarks.registry_memory [--ortserve "/work/main/.venv/bin/ortserve" \
         --ortserve ".venv/bin/ortserve --no-shared-arena" --ortserve .venv/bin/ortserve] [--rounds 2]
+
+`make bench` (benchmarks.run) calls `measure` with this environment's ortserve and puts the figures in bench.json as
+`registry_memory`; bench.md shows issue 15's target ("server RSS ≤ raw ONNX Runtime's + 100 MB") per registry kind.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ortserve.client import InferenceClient
 from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
@@ -31,6 +35,7 @@ from ortserve.server.healthcheck import wait_until_serving
 from .load import LOOPBACK
 from .models import BenchModel, build_models
 from .processes import _stop, free_port, rss_mb, serve_command
+from .report import REGISTRY_STORES
 from .texts import _single_token_words
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 BATCHES = 20
 BATCH = 32
 LONG_TOKENS = 120
+RAW_ORT = "raw ONNX Runtime"  # the floor's key in the per-round figures
 
 RAW_ORT_HOLDER = """
 import json, sys
@@ -145,6 +151,69 @@ def raw_ort(models: list[BenchModel], texts: list[str], scratch: Path) -> dict[s
     return result
 
 
+def measure(
+    models: list[BenchModel], work: Path, executables: list[str] | None = None, rounds: int = 1
+) -> dict[str, Any]:
+    """Every system in `rounds` interleaved rounds; medians per system as a JSON-able dict (`report` renders it).
+
+    `executables`: ortserve commands, optionally with serve flags (default: the `ortserve` beside this Python).
+    Registries, caches and the servers' log go to `work`/registry-memory, emptied first.
+    """
+    repository = str(Path(__file__).resolve().parent.parent)
+    if repository not in sys.path:  # tests.mlflow_server starts the real `mlflow server`
+        sys.path.insert(0, repository)
+    from tests.mlflow_server import MlflowServer
+
+    executables = executables or [str(Path(sys.executable).with_name("ortserve"))]
+    started = time.perf_counter()
+    root = work / "registry-memory"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    sqlite_uri = f"sqlite:///{root / 'mlflow.db'}"
+    http = MlflowServer(root / "mlflow-http").start()
+    texts = long_texts(models[0].artifact / TOKENIZER_FILE, BATCHES * BATCH)
+    per_round: dict[str, list[dict[str, float]]] = {RAW_ORT: []}
+    try:
+        for uri in (sqlite_uri, http.tracking_uri):
+            for model in models:
+                register(uri, f"bench-{model.name}", model.artifact)
+        for round_index in range(rounds):
+            log.info("registry memory: round %d of %d", round_index + 1, rounds)
+            per_round[RAW_ORT].append(raw_ort(models, texts, root))
+            for index, executable in enumerate(executables):
+                for store, uri in (("sqlite", sqlite_uri), ("http", http.tracking_uri)):
+                    key = f"{executable} | {store}"
+                    cache = root / f"cache-{round_index}-{index}-{store}"  # fresh for each server of each round
+                    figures = serve(executable, uri, cache, models, root / "ortserve.log", texts)
+                    restart = serve(executable, uri, cache, models, root / "ortserve.log", None)
+                    figures["start_from_verified_cache_s"] = restart["start_to_serving_s"]
+                    figures["rss_mb_loaded_from_cache"] = restart["rss_mb_loaded"]
+                    per_round.setdefault(key, []).append(figures)
+                    log.info("%s: %s", key, {k: round(v, 2) for k, v in figures.items()})
+    finally:
+        http.stop()
+
+    def medians(key: str) -> dict[str, float]:
+        fields = dict.fromkeys(field for figures in per_round[key] for field in figures)
+        return {field: statistics.median(r[field] for r in per_round[key] if field in r) for field in fields}
+
+    return {
+        "models": [m.name for m in models],
+        "batches": BATCHES,
+        "batch_texts": BATCH,
+        "text_tokens": LONG_TOKENS,
+        "rounds": rounds,
+        "raw_ort": medians(RAW_ORT),
+        "servers": [
+            {"ortserve": executable, "store": store, **medians(f"{executable} | {store}")}
+            for executable in executables
+            for store in ("sqlite", "http")
+        ],
+        "per_round": per_round,
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, registries, logs")
@@ -157,64 +226,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every system")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests.mlflow_server import MlflowServer
-
-    executables = args.ortserve or [str(Path(sys.executable).with_name("ortserve"))]
     models, _ = build_models(args.work)
-    root = args.work / "registry-memory"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    sqlite_uri = f"sqlite:///{root / 'mlflow.db'}"
-    http = MlflowServer(root / "mlflow-http").start()
-    texts = long_texts(models[0].artifact / TOKENIZER_FILE, BATCHES * BATCH)
-    results: dict[str, list[dict[str, float]]] = {}
-    try:
-        for uri in (sqlite_uri, http.tracking_uri):
-            for model in models:
-                register(uri, f"bench-{model.name}", model.artifact)
-        for round_index in range(args.rounds):
-            results.setdefault("raw ONNX Runtime", []).append(raw_ort(models, texts, root))
-            for executable in executables:
-                for store, uri in (("sqlite", sqlite_uri), ("http", http.tracking_uri)):
-                    key = f"{executable} | {store}"
-                    cache = root / f"cache-{round_index}-{len(results)}"
-                    figures = serve(executable, uri, cache, models, root / "ortserve.log", texts)
-                    restart = serve(executable, uri, cache, models, root / "ortserve.log", None)
-                    figures["start_from_verified_cache_s"] = restart["start_to_serving_s"]
-                    figures["rss_mb_loaded_from_cache"] = restart["rss_mb_loaded"]
-                    results.setdefault(key, []).append(figures)
-                    log.info("%s: %s", key, {k: round(v, 2) for k, v in figures.items()})
-    finally:
-        http.stop()
+    results = measure(models, args.work, args.ortserve, args.rounds)
     print(report(results))
-    (root / "results.json").write_text(json.dumps(results, indent=1))
+    (args.work / "registry-memory" / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 
 
-def report(results: dict[str, list[dict[str, float]]]) -> str:
-    """A Markdown table: medians over rounds; the server's margin over raw ONNX Runtime."""
-
-    def median(key: str, field: str) -> float:
-        values = [r[field] for r in results[key] if field in r]
-        return statistics.median(values) if values else float("nan")
-
-    floor = median("raw ONNX Runtime", "rss_mb")
+def report(results: dict[str, Any]) -> str:
+    """A Markdown table of `measure`'s medians: each server's margin over raw ONNX Runtime."""
+    floor = results["raw_ort"]
     lines = [
-        f"| system | VmRSS after {BATCHES}×{BATCH} long texts per model (MB) | VmHWM (MB) | − raw ORT (MB) "
-        "| RSS loaded (MB) | start from verified cache (s) |",
+        f"{', '.join(results['models'])} served as `models:/bench-NAME@production`; VmRSS and VmHWM after "
+        f"{results['batches']} batches of {results['batch_texts']} texts of {results['text_tokens']} tokens per "
+        f"model; medians of {results['rounds']} interleaved round(s). Raw ONNX Runtime: a plain Python process "
+        "holding the same artifacts, the same batches.",
+        "",
+        f"| system | VmRSS after {results['batches']}×{results['batch_texts']} long texts per model (MB) | VmHWM (MB) "
+        "| − raw ORT (MB) | RSS loaded (MB) | start from verified cache (s) |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| raw ONNX Runtime, same two artifacts | {floor:.0f} | {median('raw ONNX Runtime', 'hwm_mb'):.0f} | | | |",
+        f"| raw ONNX Runtime, same artifacts | {floor['rss_mb']:.0f} | {floor['hwm_mb']:.0f} | | | |",
     ]
-    for key in results:
-        if key == "raw ONNX Runtime":
-            continue
-        rss = median(key, "rss_mb")
+    for server in results["servers"]:
+        nan = float("nan")
+        rss = server.get("rss_mb", nan)
+        store = REGISTRY_STORES.get(server["store"], server["store"])
         lines.append(
-            f"| {key} | {rss:.0f} | {median(key, 'hwm_mb'):.0f} | {rss - floor:+.0f} | "
-            f"{median(key, 'rss_mb_loaded'):.0f} | {median(key, 'start_from_verified_cache_s'):.2f} |"
+            f"| {server['ortserve']}, {store} | {rss:.0f} | {server.get('hwm_mb', nan):.0f} "
+            f"| {rss - floor['rss_mb']:+.0f} | {server.get('rss_mb_loaded', nan):.0f} "
+            f"| {server.get('start_from_verified_cache_s', nan):.2f} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
