@@ -102,6 +102,7 @@ class OrtServer:
         self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self._stopped = asyncio.Event()
         self._skip_drain = asyncio.Event()
+        self._draining = False
 
     async def _on_state_change(self, name: str, state: ModelState) -> None:
         serving = health_pb2.HealthCheckResponse.SERVING
@@ -115,7 +116,9 @@ class OrtServer:
     async def start(self) -> int:
         """Bind, start answering (health NOT_SERVING), then load every model; return the bound port."""
         pb_grpc.add_InferenceServicer_to_server(InferenceServicer(self.service), self._server)
-        pb_v2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceV2Servicer(self.service), self._server)
+        pb_v2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceV2Servicer(self.service, accepting=lambda: not self._draining), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if self.settings.reflection:
             health_service = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -167,6 +170,7 @@ class OrtServer:
             drain,
             grace,
         )
+        self._draining = True  # V2 ServerReady/ModelReady turn false with gRPC health
         await self.watcher.stop()
         await self._health.enter_graceful_shutdown()
         if drain > 0:

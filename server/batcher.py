@@ -38,10 +38,11 @@ Row = TypeVar("Row")
 #: queueing, which wastes model time under overload. The margin keeps the queue about as deep as full runs need.
 DEADLINE_MARGIN = 0.6
 
-#: While every run slot is taken and one of the runs is a long one (at least `EXPRESS_AFTER_TOKENS` padded tokens), whole
-#: calls that fit in `EXPRESS_RUN_TOKENS` may run beside them, on one more thread: a short call then waits for neither the long run nor
-#: the calls ahead of it. Runs of short calls (under uniform load, every run) never have a run beside them, so this
-#: costs nothing in throughput where batching matters; beside a long run, a small one takes a few percent of the CPU.
+#: While every run slot is taken and one of the runs is long (at least `EXPRESS_AFTER_TOKENS` padded tokens), whole
+#: calls that fit in `EXPRESS_RUN_TOKENS` may run beside them, on one more thread: a short call then waits for neither
+#: the long run nor the calls ahead of it. Runs of short calls (under uniform load, every run) never have a run beside
+#: them, so this costs nothing in throughput where batching matters; beside a long run, a small one takes a few percent
+#: of the CPU.
 EXPRESS_RUN_TOKENS = 256
 EXPRESS_AFTER_TOKENS = 2048
 
@@ -282,7 +283,13 @@ class AdaptiveBatcher(Generic[Row]):
         self._queued_texts += len(texts)
         self._queued_tokens += sum(costs)
         self._calls_in_flight += 1
-        self._wakeup.set()
+        if self.limits.max_batch_delay_ms <= 0 and self._may_start_run():
+            # A free slot and nothing to wait for: start the run from here, one event-loop hop sooner than the worker.
+            parts = self._take_batch()
+            if parts:
+                self._start_run(parts)
+        if self._queue:
+            self._wakeup.set()  # the worker forms the runs of whatever is still queued
         self._start_express()
         try:
             return await call.future

@@ -19,7 +19,7 @@ import importlib.metadata
 import logging
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import numpy as np
@@ -51,8 +51,12 @@ _LENGTH = struct.Struct("<I")
 class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     """`inference.GRPCInferenceService` (the Open Inference Protocol) over `InferenceService`."""
 
-    def __init__(self, service: InferenceService):
+    def __init__(self, service: InferenceService, accepting: Callable[[], bool] = lambda: True):
+        """`accepting()` says whether the server takes new work; while it is false (the SIGTERM drain) ServerReady
+        and ModelReady answer false, as gRPC health answers NOT_SERVING, so that KServe and load balancers that
+        probe V2 readiness stop sending too. Calls are still answered."""
         self._service = service
+        self._accepting = accepting
         try:
             self._server_version = importlib.metadata.version("ortserve")
         except importlib.metadata.PackageNotFoundError:  # running from a source tree that is not installed
@@ -66,14 +70,14 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self._service.all_serving())
+        return pb.ServerReadyResponse(ready=self._accepting() and self._service.all_serving())
 
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
         description = self._service.get_model(request.name)
         ready = description.state is ModelState.SERVING and request.version in ("", description.version)
-        return pb.ModelReadyResponse(ready=ready)
+        return pb.ModelReadyResponse(ready=ready and self._accepting())
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext

@@ -15,6 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.server.healthcheck import wait_until_serving
+from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
+from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 
 from .helpers import free_port, serve_command
 
@@ -43,6 +45,15 @@ def _health(target: str) -> str:
     with grpc.insecure_channel(target) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def _v2_ready(target: str) -> tuple[bool, bool]:
+    """Open Inference Protocol readiness: (ServerReady, ModelReady of the served model)."""
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_v2_grpc.GRPCInferenceServiceStub(channel)
+        server = stub.ServerReady(pb_v2.ServerReadyRequest(), timeout=5).ready
+        model = stub.ModelReady(pb_v2.ModelReadyRequest(name="bert"), timeout=5).ready
+    return server, model
 
 
 class Outcomes:
@@ -90,6 +101,7 @@ def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailab
         "--grace-period-s",
         "20",
     ) as (process, target):
+        assert _v2_ready(target) == (True, True)
         in_flight = Outcomes()
         for i in range(50):
             in_flight.call(target, [f"call number {i} in flight"])
@@ -98,6 +110,7 @@ def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailab
         end = time.monotonic() + WAIT_S
         while _health(target) != "NOT_SERVING":
             assert time.monotonic() < end, "health never turned NOT_SERVING"
+        ready_during_drain = _v2_ready(target)  # KServe probes V2 readiness: it must agree with gRPC health
         during_drain = Outcomes()
         during_drain.call(target, ["a new call while draining"])  # answered: load balancers still send
         later = Outcomes()
@@ -113,6 +126,7 @@ def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailab
     assert exit_code == 0, stderr
     assert in_flight.codes == ["ok"] * 50  # 0 CANCELLED: every accepted call was answered
     assert during_drain.codes == ["ok"]
+    assert ready_during_drain == (False, False)
     assert set(later.codes) <= {"ok", "UNAVAILABLE"}, later.codes
     assert "UNAVAILABLE" in later.codes  # refused while the 50 calls were still being answered
     assert "stopped" in stderr
