@@ -92,7 +92,8 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
             "quantization": model.quantization(),
             "model_mb": (model.artifact / "model.onnx").stat().st_size / 1e6,
         }
-    calls, batches = int(20 * scale), int(2 * scale) or 1  # per round; see ROUNDS
+    # Per round (see ROUNDS); every loop is also bounded by `seconds`, so a slow system takes fewer samples.
+    calls, batches = int(60 * scale), int(6 * scale) or 1
 
     def save() -> None:
         partial.write_text(json.dumps(results, indent=2) + "\n")
@@ -126,7 +127,7 @@ def measure(models: list[BenchModel], work: Path, quick: bool, partial: Path) ->
                 for name, predict in systems.items():
                     rates[name].append(batch_rate(predict, fixed, batches))
                 many_callers.append(
-                    grpc_load(server.port, model.name, fixed, 32, max_calls=int(400 * scale), max_seconds=seconds)
+                    grpc_load(server.port, model.name, fixed, 32, max_calls=int(2000 * scale), max_seconds=seconds)
                 )
             for name, predict in systems.items():
                 log.info("%s: %s on mixed-length texts", model.name, name)
