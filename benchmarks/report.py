@@ -252,12 +252,11 @@ def targets(results: dict[str, Any]) -> list[Target]:
             )
         )
     rows += registry_memory_targets(results.get("registry_memory"))
-    cache = results.get("result_cache")
-    if cache is not None:
+    for cache in results.get("result_cache", []):
         rounds = len(cache["rounds"]["on"])
         rows.append(
             Target(
-                id="result_cache",
+                id=f"result_cache.{cache['model']}",
                 issue="15",
                 text=f"{cache['model']}: result cache on, {cache['repeat_fraction']:.0%} of the texts repeating, "
                 f"{cache['callers']} callers: ≥ 1.8 × the throughput without it",

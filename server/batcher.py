@@ -38,11 +38,11 @@ Row = TypeVar("Row")
 #: queueing, which wastes model time under overload. The margin keeps the queue about as deep as full runs need.
 DEADLINE_MARGIN = 0.6
 
-#: While every run slot is taken and one of the runs is long (at least `EXPRESS_AFTER_TOKENS` padded tokens), whole
-#: calls that fit in `EXPRESS_RUN_TOKENS` may run beside them, on one more thread: a short call then waits for neither
-#: the long run nor the calls ahead of it. Runs of short calls (under uniform load, every run) never have a run beside
-#: them, so this costs nothing in throughput where batching matters; beside a long run, a small one takes a few percent
-#: of the CPU.
+#: While a long run is in progress (at least `EXPRESS_AFTER_TOKENS` padded tokens; no other main run starts beside
+#: it), whole calls that fit in `EXPRESS_RUN_TOKENS` may run beside it, on one more thread: a short call then waits
+#: for neither the long run nor the calls ahead of it. Runs of short calls (under uniform load, every run) never have
+#: an express run beside them, so this costs nothing in throughput where batching matters; beside a long run, a small
+#: one takes a few percent of the CPU.
 EXPRESS_RUN_TOKENS = 256
 EXPRESS_AFTER_TOKENS = 2048
 
@@ -75,8 +75,9 @@ class BatchLimits:
     RESOURCE_EXHAUSTED, so a flood of callers costs a refusal each instead of memory and event-loop time."""
     concurrent_runs: int = 1
     """Most runs of the model at once, each on its own executor thread (the executor needs that many threads, plus
-    one for the express lane). An idle model starts a run for any text; beside runs in progress a free slot waits
-    for `max_batch_size // concurrent_runs` queued texts (see `_may_start_run`)."""
+    one for the express lane). An idle model starts a run for any text; beside short runs in progress a free slot
+    waits for `max_batch_size // concurrent_runs` queued texts; beside a long run it stays free (see
+    `_may_start_run`)."""
 
     def __post_init__(self) -> None:
         if self.concurrent_runs < 1:
@@ -251,18 +252,25 @@ class AdaptiveBatcher(Generic[Row]):
     def _slots_full(self) -> bool:
         return len(self._runs) >= self.limits.concurrent_runs
 
+    @property
+    def _long_run_in_progress(self) -> bool:
+        return any(run.tokens >= EXPRESS_AFTER_TOKENS for run in self._runs.values())
+
     def _may_start_run(self) -> bool:
-        """Whether a free slot should take a run now: always when no run is in progress; beside other runs only once
-        a share of a full batch is queued (`max_batch_size` / `concurrent_runs` texts) or the runs in progress are
-        long ones. Starting a run for every text that arrives would split closed-loop callers into runs of one
-        text each, beside one large run, which costs more per text than it gains."""
+        """Whether a free slot should take a run now: always when no run is in progress; beside short runs once a
+        share of a full batch is queued (`max_batch_size` / `concurrent_runs` texts); never beside a long run.
+
+        Starting a run for every text that arrives would split closed-loop callers into runs of one text each,
+        beside one large run, which costs more per text than it gains. A long run already keeps every core busy
+        (its products are large enough for the intra-op threads): a second one beside it gains nothing, and would
+        make a short call that arrives meanwhile share the cores with two long runs (it goes by the express lane)."""
         if not self._queue or self._slots_full:
             return False
         if not self._runs:
             return True
-        share = max(1, self.limits.max_batch_size // self.limits.concurrent_runs)
-        long_runs = min(run.tokens for run in self._runs.values()) >= EXPRESS_AFTER_TOKENS
-        return long_runs or self._queued_texts >= share
+        if self._long_run_in_progress:
+            return False
+        return self._queued_texts >= max(1, self.limits.max_batch_size // self.limits.concurrent_runs)
 
     async def submit(self, texts: Sequence[str], deadline: float | None = None) -> BatchOutput[Row]:
         """Queue `texts` and wait for their rows, all from one model version.
@@ -409,11 +417,8 @@ class AdaptiveBatcher(Generic[Row]):
                 return
 
     def _start_express(self) -> None:
-        """Start an express run of whole short calls if every slot is taken, one of them by a long run, and no
-        express run is in progress (with a free slot, a short call simply forms the next main run)."""
-        if self._express is not None or self._closing or not self._slots_full:
-            return
-        if max(run.tokens for run in self._runs.values()) < EXPRESS_AFTER_TOKENS:
+        """Start an express run of whole short calls if a long run is in progress and no express run is."""
+        if self._express is not None or self._closing or not self._long_run_in_progress:
             return
         parts = self._take_express()
         if parts:

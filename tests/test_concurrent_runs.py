@@ -126,3 +126,43 @@ def test_concurrent_runs_default_to_two_where_there_are_two_cores() -> None:
     assert ServerSettings(concurrent_runs=3).runs_per_model() == 3
     with pytest.raises(ValueError, match="concurrent_runs"):
         BatchLimits(concurrent_runs=0)
+
+
+def test_beside_a_long_run_no_second_long_run_starts_and_a_short_call_takes_the_express_lane(
+    executor: ThreadPoolExecutor,
+) -> None:
+    # A long run keeps every core busy: two bulk calls must not hold both slots, or a short call that arrives then
+    # would share the cores with two long runs.
+    release_long = threading.Event()
+    batches: list[list[str]] = []
+
+    def run_batch(texts: list[str], pin: object) -> BatchOutput[str]:
+        batches.append(list(texts))
+        if any(text.startswith("t1000") for text in texts):
+            assert release_long.wait(WAIT_S), "the test never released the long run"
+        return BatchOutput("v1", [f"row:{text}" for text in texts])
+
+    def tokens_of(text: str) -> int:  # a text "tN-..." costs N tokens
+        return int(text.split("-")[0][1:])
+
+    limits = BatchLimits(max_batch_tokens=8192, concurrent_runs=2)
+    batcher = AdaptiveBatcher("m", run_batch, executor, limits, text_cost=tokens_of)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(batcher.submit([f"t1000-a{i}" for i in range(8)]))
+        while not batches:
+            await asyncio.sleep(0.001)
+        second = asyncio.create_task(batcher.submit([f"t1000-b{i}" for i in range(8)]))
+        await settle()
+        assert len(batches) == 1  # the second bulk call waits for the long run, although a slot is free
+        short = await asyncio.wait_for(batcher.submit(["t5-short"]), WAIT_S)  # answered while the long run is held
+        assert list(short.rows) == ["row:t5-short"] and not first.done()
+        release_long.set()
+        await asyncio.gather(first, second)
+        await batcher.close()
+
+    try:
+        run(scenario())
+    finally:
+        release_long.set()
+    assert batches[:2] == [[f"t1000-a{i}" for i in range(8)], ["t5-short"]]
