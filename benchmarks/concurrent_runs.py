@@ -1,13 +1,14 @@
-"""Concurrent runs per model: one run at a time against two side by side, with and without splitting the threads.
+"""Concurrent runs per model: one run at a time against two side by side, with and without splitting the threads,
+and with ONNX Runtime's threads spinning between ops.
 
     python -m benchmarks.concurrent_runs [--work benchmarks/work] [--models minilm,bert-base] [--rounds 4]
 
-For each model, three `ortserve serve` processes on the same artifact (`--concurrent-runs 1`; `--concurrent-runs 2`,
+For each model, four `ortserve serve` processes on the same artifact (`--concurrent-runs 1`; `--concurrent-runs 2`,
 the default on 2+ cores, where the runs share the session's intra-op pool; `--concurrent-runs 2 --intra-op-threads
-1`, the thread budget split into one thread per run) and raw ONNX Runtime in this process (default `SessionConfig`)
-are measured in alternating rounds: one blocking caller (the project's client), and 32 single-text callers against
-raw ONNX Runtime's batch-of-32 throughput. Ratios are of the same round, then their median. Writes
-concurrent-runs.{json,md} to --out.
+1`, the thread budget split into one thread per run; `--allow-spinning`, the latency-first setting) and raw ONNX
+Runtime in this process (default `SessionConfig`: no spinning) are measured in alternating rounds: one blocking
+caller (the project's client), and 32 single-text callers against raw ONNX Runtime's batch-of-32 throughput. Ratios
+are of the same round, then their median. Writes concurrent-runs.{json,md} to --out.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ VARIANTS = {
     "one run at a time": ["--concurrent-runs", "1"],
     "2 runs, shared pool (default)": ["--concurrent-runs", "2"],
     "2 runs, 1 thread each": ["--concurrent-runs", "2", "--intra-op-threads", "1"],
+    "2 runs, spinning": ["--concurrent-runs", "2", "--allow-spinning"],
 }
 
 
