@@ -131,7 +131,7 @@ class ServerSettings(BaseSettings):
     concurrent_runs: int = Field(0, ge=0)
     """Most ONNX Runtime runs of one model at once, each on its own thread; 0 (the default) picks 2 when the process
     may use 2 or more cores, else 1. A second run keeps the cores busy while the server returns one run's answers and
-    forms the next (32 callers: +10-17 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
+    forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
 
     @field_validator("models", mode="before")
