@@ -15,6 +15,7 @@ from ortserve.server.batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from ortserve.server.settings import ServerSettings, available_cores
 
 from .test_batcher import WAIT_S, GatedRun, run, settle, started
+from .test_load_batching import holding_long_runs, tokens_of
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_two_runs_of_one_model_run_at_the_same_time(executor: ThreadPoolExecutor
         first = asyncio.create_task(batcher.submit(["a", "b"]))
         await started(fake)
         second = asyncio.create_task(batcher.submit(["c", "d"]))  # a full share of a batch: runs beside the first
-        outputs = await asyncio.gather(first, second)
+        outputs = list(await asyncio.gather(first, second))
         await batcher.close()
         return outputs
 
@@ -135,16 +136,7 @@ def test_beside_a_long_run_no_second_long_run_starts_and_a_short_call_takes_the_
     # would share the cores with two long runs.
     release_long = threading.Event()
     batches: list[list[str]] = []
-
-    def run_batch(texts: list[str], pin: object) -> BatchOutput[str]:
-        batches.append(list(texts))
-        if any(text.startswith("t1000") for text in texts):
-            assert release_long.wait(WAIT_S), "the test never released the long run"
-        return BatchOutput("v1", [f"row:{text}" for text in texts])
-
-    def tokens_of(text: str) -> int:  # a text "tN-..." costs N tokens
-        return int(text.split("-")[0][1:])
-
+    run_batch = holding_long_runs(release_long, batches)
     limits = BatchLimits(max_batch_tokens=8192, concurrent_runs=2)
     batcher = AdaptiveBatcher("m", run_batch, executor, limits, text_cost=tokens_of)
 

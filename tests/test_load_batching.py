@@ -16,7 +16,7 @@ import grpc
 import pytest
 
 from ortserve.client import InferenceClient, InferenceError
-from ortserve.server.batcher import AdaptiveBatcher, BatchLimits, BatchOutput
+from ortserve.server.batcher import AdaptiveBatcher, BatchLimits, BatchOutput, RunBatch
 from ortserve.server.errors import DeadlineExceededError, OverloadedError
 
 from .helpers import running_server
@@ -220,9 +220,8 @@ def test_grpc_admission_refusals_are_immediate_and_carry_their_codes(artifacts: 
         assert gate.batches == [["the market rallied"], ["stocks fell"]]
 
 
-def test_a_short_call_runs_beside_a_long_run_instead_of_waiting_for_it(executor: ThreadPoolExecutor) -> None:
-    release_long = threading.Event()
-    batches: list[list[str]] = []
+def holding_long_runs(release_long: threading.Event, batches: list[list[str]]) -> RunBatch[str]:
+    """A fake `run_batch` that records every run and holds runs with a "t1000-..." text until `release_long`."""
 
     def run_batch(texts: list[str], pin: object) -> BatchOutput[str]:
         batches.append(list(texts))
@@ -230,6 +229,13 @@ def test_a_short_call_runs_beside_a_long_run_instead_of_waiting_for_it(executor:
             assert release_long.wait(WAIT_S), "the test never released the long run"
         return BatchOutput("v1", [f"row:{text}" for text in texts])
 
+    return run_batch
+
+
+def test_a_short_call_runs_beside_a_long_run_instead_of_waiting_for_it(executor: ThreadPoolExecutor) -> None:
+    release_long = threading.Event()
+    batches: list[list[str]] = []
+    run_batch = holding_long_runs(release_long, batches)
     batcher = AdaptiveBatcher("m", run_batch, executor, BatchLimits(max_batch_tokens=8192), text_cost=tokens_of)
 
     async def scenario() -> None:
