@@ -187,10 +187,15 @@ print(json.dumps({"rss_mb": loaded["VmRSS"], "rss_mb_after_batch": after["VmRSS"
 def torch_process_memory(hf_dirs: Sequence[Path], batch: Sequence[str], scratch: Path) -> dict[str, float]:
     """Resident memory of a fresh PyTorch process holding `hf_dirs` as pipelines: after one short call each, and
     after one `batch` (32 mixed-length texts) each, the heaviest batch the server runs in the benchmark."""
-    texts_file = scratch / "torch-batch.json"
-    texts_file.write_text(json.dumps(list(batch)))
+    return memory_holder(TORCH_HOLDER, batch, scratch / "torch-batch.json", hf_dirs)
+
+
+def memory_holder(script: str, texts: Sequence[str], texts_file: Path, models: Sequence[Path]) -> dict[str, float]:
+    """Run `script` in a fresh Python process with a JSON file of `texts` and the `models` as arguments; return the
+    figures it prints as JSON on its last line (a fresh process, so that its resident memory is the models' alone)."""
+    texts_file.write_text(json.dumps(list(texts)))
     output = subprocess.run(
-        [sys.executable, "-c", TORCH_HOLDER, str(texts_file), *map(str, hf_dirs)],
+        [sys.executable, "-c", script, str(texts_file), *map(str, models)],
         check=True,
         capture_output=True,
         text=True,

@@ -34,7 +34,7 @@ from ortserve.server.healthcheck import wait_until_serving
 
 from .load import LOOPBACK
 from .models import BenchModel, build_models
-from .processes import _stop, free_port, rss_mb, serve_command
+from .processes import _stop, free_port, memory_holder, rss_mb, serve_command
 from .report import REGISTRY_STORES
 from .texts import _single_token_words
 
@@ -139,16 +139,7 @@ def serve(
 
 
 def raw_ort(models: list[BenchModel], texts: list[str], scratch: Path) -> dict[str, float]:
-    texts_file = scratch / "registry-memory-texts.json"
-    texts_file.write_text(json.dumps(texts))
-    output = subprocess.run(
-        [sys.executable, "-c", RAW_ORT_HOLDER, str(texts_file), *(str(m.artifact) for m in models)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, float] = json.loads(output.strip().splitlines()[-1])
-    return result
+    return memory_holder(RAW_ORT_HOLDER, texts, scratch / "registry-memory-texts.json", [m.artifact for m in models])
 
 
 def measure(

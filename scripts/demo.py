@@ -100,7 +100,8 @@ def export() -> None:
         )
 
 
-def serve_command(port: int) -> list[str]:
+def serve_command(port: int, cache: Path = WORK / "cache", *flags: str) -> list[str]:
+    """`ortserve serve` of the demo's two models (their `-onnx@production` versions) on 127.0.0.1:`port`."""
     command = [
         str(BIN / "ortserve"),
         "serve",
@@ -109,7 +110,8 @@ def serve_command(port: int) -> list[str]:
         "--port",
         str(port),
         "--cache-dir",
-        str(WORK / "cache"),
+        str(cache),
+        *flags,
     ]
     for served, registered in MODELS.items():
         command += ["--model", f"{served}=models:/{registered}-onnx@production"]

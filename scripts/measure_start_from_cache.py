@@ -20,29 +20,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `fixtures` is not installed: import it from this checkout
 
-BIN = Path(sys.executable).parent
-MODELS = {"sentiment": "sentiment-analysis", "topic": "topic-classification"}
+from scripts.demo import MODELS, serve_command  # noqa: E402  (the demo's models, served the demo's way)
 
 
 def serve_until_serving(tracking_uri: str, cache: Path, port: int) -> float:
     from ortserve.server.healthcheck import wait_until_serving
 
-    command = [
-        str(BIN / "ortserve"),
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--cache-dir",
-        str(cache),
-        "--tracking-uri",
-        tracking_uri,
-        "--poll-interval",
-        "0",
-    ]
-    for served, registered in MODELS.items():
-        command += ["--model", f"{served}=models:/{registered}-onnx@production"]
+    command = serve_command(port, cache, "--tracking-uri", tracking_uri, "--poll-interval", "0")
     start = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
