@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv minilm demo demo-server test test-tools protos lint bench clean tritonclient-venv
+.PHONY: venv minilm demo demo-server test test-fast test-tools protos lint bench clean tritonclient-venv
 
 venv: $(STAMP)
 
@@ -43,6 +43,20 @@ demo-server: venv
 
 test: venv test-tools minilm
 	$(BIN)/python -m pytest
+
+# The fast lane (under a minute on 2 cores): every test but the slow, torch and registry ones (pytest markers, see
+# pyproject.toml), in a venv of its own with the `test` extra and no torch. The server tests serve tiny artifacts
+# built with onnx.helper (fixtures/tiny_onnx.py). `make test` still runs everything.
+FAST_VENV ?= .venv-fast
+FAST_MARKERS ?= not slow and not torch and not registry
+test-fast: $(FAST_VENV)/.installed-test
+	$(FAST_VENV)/bin/python -m pytest -m "$(FAST_MARKERS)"
+
+$(FAST_VENV)/.installed-test: pyproject.toml
+	test -x $(FAST_VENV)/bin/python || $(PYTHON) -m venv $(FAST_VENV)
+	$(FAST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FAST_VENV)/bin/python -m pip install --quiet -e '.[test]'
+	touch $@
 
 # The metrics tests scrape a real server with a real Prometheus: Debian's `prometheus` package (it brings promtool).
 # Installed with apt-get where that is possible (root); otherwise those tests skip and say how to install it.

@@ -18,7 +18,7 @@ from ortserve.server.runtime import OnnxClassifier
 
 from .export_helpers import TEXTS, assert_answers_like, build_slow_only_tokenizer_model, last_error_line
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
 @pytest.fixture(scope="session")

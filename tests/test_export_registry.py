@@ -46,7 +46,7 @@ from .export_helpers import (
 from .helpers import free_port
 from .mlflow_server import MlflowServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
 @pytest.fixture(autouse=True)
