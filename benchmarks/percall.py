@@ -80,7 +80,7 @@ def run_floor_server(port: int, labels: int, chain: bool) -> None:
     async def main() -> None:
         interceptors = []
         if chain:
-            from ortserve.server.interceptors import build_interceptors
+            from ortserve.server.interceptors.chain import build_interceptors
             from ortserve.server.settings import ServerSettings
 
             interceptors = build_interceptors(ServerSettings())
@@ -129,8 +129,9 @@ def chain_cost_us(calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
     import functools
     from collections import namedtuple
 
-    from ortserve.server.interceptors import build_interceptors
-    from ortserve.server.metrics import ObservabilityInterceptor, ServerMetrics
+    from ortserve.server.interceptors.chain import build_interceptors
+    from ortserve.server.interceptors.observing import ObservabilityInterceptor
+    from ortserve.server.observability.metrics import ServerMetrics
     from ortserve.server.settings import ServerSettings
 
     details_type = namedtuple("details_type", "method invocation_metadata")

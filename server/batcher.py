@@ -25,8 +25,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .call_context import CallRecord, current_call, observe_batch
 from .errors import DeadlineExceededError, ModelNotReadyError, OverloadedError
+from .observability.call_context import CallRecord, current_call, observe_batch
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,9 @@ from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
-from .model_source import FetchedArtifact
+from .observability.stages import TimedBatchOutput, TimedOnnxClassifier, begin_batch
 from .runtime import OnnxClassifier, SessionConfig
-from .sources import ModelSource
-from .stages import TimedBatchOutput, TimedOnnxClassifier, begin_batch
+from .sources.model_source import FetchedArtifact, ModelSource
 from .types import Classification, ModelDescription, ModelState, PollStats
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Encoding
 
-from .batcher import BatchOutput, Row
+from ..batcher import BatchOutput, Row
+from ..runtime import OnnxClassifier, TokenizedBatch
 from .call_context import BatchStages
-from .runtime import OnnxClassifier, TokenizedBatch
 
 _local = threading.local()
 

@@ -1,7 +1,7 @@
 """What is known about the call being handled (request id, model, version, stage timings), kept in a contextvar,
 and the batcher hook that hands a batch's stage timings to the records of its calls.
 
-The observability interceptor (`ortserve.server.metrics.ObservabilityInterceptor`) opens a `CallRecord` at the start
+The observability interceptor (`ortserve.server.interceptors.observing`) opens a `CallRecord` at the start
 of each RPC; log lines, metrics and trace spans of that call read it. Outside a call, `current_call()` is None.
 """
 
