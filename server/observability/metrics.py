@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..errors import OrtServeError
+from ..stage_timings import BatchStages
 from ..types import ModelState, PollStats
-from .call_context import BatchStages
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
