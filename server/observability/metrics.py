@@ -26,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..errors import OrtServeError
+from ..errors import ServerStartError
 from ..stage_timings import BatchStages
 from ..types import ModelState, PollStats
 
@@ -49,7 +49,7 @@ BATCH_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PADDED_TOKENS_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
-class MetricsStartError(OrtServeError):
+class MetricsStartError(ServerStartError):
     """The metrics port cannot be bound."""
 
 
