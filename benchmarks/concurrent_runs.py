@@ -27,6 +27,7 @@ from ortserve.server.runtime import SessionConfig
 from .baselines import RawOrt, batch_rate, latencies_ms
 from .load import blocking_caller, grpc_load
 from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
 from .processes import ortserve_process
 from .texts import make_texts
 
@@ -99,8 +100,8 @@ def report(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--models", default="minilm,bert-base")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0, help="bound of each measurement")

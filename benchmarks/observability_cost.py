@@ -1,6 +1,6 @@
 """Cost of observability: throughput of 32 callers with metrics and tracing on vs off, in the same run.
 
-    python -m benchmarks.observability_cost [--work benchmarks/work] [--out benchmarks/results] [--quick]
+    python -m benchmarks.observability_cost [--work benchmarks/work] [--out benchmarks/work/results] [--quick]
 
 Four `ortserve serve` processes serve the same model side by side: `off` (plain), `metrics` (`--metrics-port`,
 scraped once a second as Prometheus would), `on` (metrics and `--tracing`, every call traced, its spans exported
@@ -30,6 +30,7 @@ import grpc
 
 from .load import LOOPBACK, LoadResult, grpc_load, merge
 from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
 from .processes import free_port, ortserve_process
 from .texts import make_texts
 
@@ -240,8 +241,8 @@ def run(models: list[BenchModel], work: Path, out: Path, quick: bool = False) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

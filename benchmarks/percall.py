@@ -47,6 +47,7 @@ from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .load import LOOPBACK
+from .paths import RESULTS, WORK
 from .processes import free_port, ortserve_process
 from .texts import make_texts
 
@@ -322,7 +323,7 @@ def measure(
     server_args: Sequence[str],
 ) -> dict[str, Any]:
     from ortserve.client import InferenceClient
-    from ortserve.server.artifact import ArtifactManifest
+    from ortserve.contract.artifact import ArtifactManifest
     from ortserve.server.runtime import SessionConfig
 
     from .baselines import RawOrt
@@ -526,8 +527,8 @@ def write_report(result: dict[str, Any], out: Path, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, exports, logs")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK, help="models, exports, logs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model", default="minilm", help="benchmark model to build and serve (minilm, bert-base)")
     parser.add_argument("--artifact", type=Path, help="serve this exported artifact directory instead")
     parser.add_argument("--rounds", type=int, default=8)

@@ -415,6 +415,32 @@ def targets_section(results: dict[str, Any], previous: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def registry_memory_section(results: dict[str, Any]) -> str:
+    """A Markdown table of `registry_memory.measure`'s medians: each server's margin over raw ONNX Runtime."""
+    floor = results["raw_ort"]
+    lines = [
+        f"{', '.join(results['models'])} served as `models:/bench-NAME@production`; VmRSS and VmHWM after "
+        f"{results['batches']} batches of {results['batch_texts']} texts of {results['text_tokens']} tokens per "
+        f"model; medians of {results['rounds']} interleaved round(s). Raw ONNX Runtime: a plain Python process "
+        "holding the same artifacts, the same batches.",
+        "",
+        f"| system | VmRSS after {results['batches']}×{results['batch_texts']} long texts per model (MB) | VmHWM (MB) "
+        "| − raw ORT (MB) | RSS loaded (MB) | start from verified cache (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| raw ONNX Runtime, same artifacts | {floor['rss_mb']:.0f} | {floor['hwm_mb']:.0f} | | | |",
+    ]
+    for server in results["servers"]:
+        nan = float("nan")
+        rss = server.get("rss_mb", nan)
+        store = REGISTRY_STORES.get(server["store"], server["store"])
+        lines.append(
+            f"| {server['ortserve']}, {store} | {rss:.0f} | {server.get('hwm_mb', nan):.0f} "
+            f"| {rss - floor['rss_mb']:+.0f} | {server.get('rss_mb_loaded', nan):.0f} "
+            f"| {server.get('start_from_verified_cache_s', nan):.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render(results: dict[str, Any], previous: dict[str, float] | None = None) -> str:
     """bench.md's text (without writing the plots)."""
     previous = load_previous_round() if previous is None else previous
@@ -459,10 +485,8 @@ def render(results: dict[str, Any], previous: dict[str, float] | None = None) ->
             f"(ready after {results['torch_process']['ready_s']:.1f} s).\n"
         )
     if "registry_memory" in results:  # issue 15: server memory with the models from the registry
-        from .registry_memory import report as report_registry_memory
-
         memory = results["registry_memory"]
-        section = f"Not measured: {memory['error']}\n" if "error" in memory else report_registry_memory(memory)
+        section = f"Not measured: {memory['error']}\n" if "error" in memory else registry_memory_section(memory)
         text += "\n## Server memory with models from the registry\n\n" + section
     return text
 

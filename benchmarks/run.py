@@ -1,6 +1,6 @@
 """`make bench`: every system of issue 5 measured side by side in one run, on this machine.
 
-    python -m benchmarks.run [--work benchmarks/work] [--out benchmarks/results] [--quick]
+    python -m benchmarks.run [--work benchmarks/work] [--out benchmarks/work/results] [--quick]
 
 Builds (or reuses) the two benchmark models with random weights and the demo's two fine-tuned MiniLM-L6 models
 (`demo/`, trained on first use, shared with `make demo`; `--models` picks a subset), then measures in order: (a) the
@@ -32,6 +32,7 @@ from .baselines import RawOrt, TorchPipeline, batch_rate, latencies_ms, summariz
 from .load import blocking_caller, grpc_load, http_load, merge
 from .models import BenchModel, build_models, build_trained_models
 from .observability_cost import run as measure_observability_cost
+from .paths import RESULTS, WORK
 from .processes import (
     mlflow_serve_process,
     ortserve_process,
@@ -204,8 +205,8 @@ def _row(kind: str, result: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, exports, logs")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK, help="models, exports, logs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="half the requests and durations")
     parser.add_argument("--rebuild", action="store_true", help="build and export the models again")
     parser.add_argument(

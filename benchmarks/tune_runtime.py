@@ -25,6 +25,7 @@ import numpy as np
 from ortserve.server.runtime import OnnxClassifier, SessionConfig, use_global_thread_pool
 
 from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.tune")
@@ -192,8 +193,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--two-models", choices=TWO_MODEL_MODES, help=argparse.SUPPRESS)

@@ -1,6 +1,6 @@
 """Behaviour under load (issue 10): cost per text, a noisy neighbour, an overload sweep, and a rolling restart.
 
-    python -m benchmarks.under_load [--work benchmarks/work] [--out benchmarks/results] [--quick] [--model minilm]
+    python -m benchmarks.under_load [--work benchmarks/work] [--out benchmarks/work/results] [--quick] [--model minilm]
 
 Part of `make bench` (benchmarks/run.py calls `measure`); alone it writes under-load.json, under-load.md and
 under-load.png to --out. Every server runs as its own process on 127.0.0.1; every load is bounded by a duration.
@@ -32,6 +32,7 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .load import LOOPBACK
 from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
 from .processes import free_port, ortserve_process, serve_command
 from .texts import make_texts
 
@@ -544,8 +545,8 @@ def write(results: dict[str, Any], out: Path, baseline_32: float | None = None) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", default="minilm")
     parser.add_argument(

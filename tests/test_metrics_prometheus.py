@@ -19,6 +19,8 @@ import pytest
 from .helpers import RunningServer, free_port, running_server
 from .observability_helpers import OBSERVABILITY_DIR, classify, prometheus_binary
 
+pytestmark = pytest.mark.slow  # a real Prometheus scraping a server for several seconds
+
 CALLERS, CALLS_PER_CALLER = 4, 15
 TEXTS = ["markets rallied after the report", "rain stopped play", "a third text, longer than the other two by far"]
 
