@@ -495,8 +495,8 @@ def write_report(results: dict[str, Any], out: Path, previous: dict[str, float] 
     """bench.md and bench.png (and under-load.png when the run has issue 10's scenarios) in `out`."""
     text = render(results, previous)
     if "under_load" in results:  # issue 10's scenarios, with their own plot (goodput and p99 against callers)
-        from .under_load import plot as plot_under_load
-        from .under_load import report as report_under_load
+        from .under_load_report import plot as plot_under_load
+        from .under_load_report import report as report_under_load
 
         text += "\n## Behaviour under load\n\n" + report_under_load(results["under_load"])
         text += "\n![goodput and p99 against callers](under-load.png)\n"
