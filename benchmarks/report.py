@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .plots import finish_caller_plot
+
 BASE = "bert-base"  # the targets that name one model name the BERT-base-sized one
 PREVIOUS_ROUND = Path(__file__).with_name("previous_round.json")
 #: A figure is "worse" than the previous round's only if it moved the wrong way by more than this fraction of it:
@@ -561,12 +563,4 @@ def plot(results: dict[str, Any], path: Path) -> None:
         latency.set_title(f"{name}: p99 latency")
         latency.set_ylabel("ms")
         latency.set_yscale("log")
-        for axis in (throughput, latency):
-            axis.set_xscale("log", base=2)
-            axis.set_xticks([1, 8, 32, 64], ["1", "8", "32", "64"])
-            axis.set_xlabel("concurrent callers")
-            axis.grid(True, alpha=0.3)
-            axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_caller_plot(fig, [axis for column in axes for axis in column], [1, 8, 32, 64], path)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .plots import finish_caller_plot
+
 #: 32 single-text callers, fixed texts, texts/s in BENCHMARKS.md before issue 10 (`make bench`, 2026-11-27): the
 #: throughput that fair batching must not lower.
 BEFORE_32_CALLERS = {"minilm": 269.4, "bert-base": 106.0}
@@ -157,15 +159,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     latency.set_ylabel("ms")
     latency.set_title(f"{results['model']}: latency against callers")
-    for axis in (goodput, latency):
-        axis.set_xscale("log", base=2)
-        axis.set_xticks(callers, [str(c) for c in callers])
-        axis.set_xlabel("concurrent callers")
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_caller_plot(fig, (goodput, latency), callers, path)
 
 
 def write(results: dict[str, Any], out: Path, baseline_32: float | None = None) -> str:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import RunningServer, running_server
+from .helpers import GRPCURL, RunningServer, running_server
 from .security_helpers import TestPki
 
 ROOT = Path(__file__).resolve().parent.parent
-GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 TOKEN = "s3cr3t-demo-token"
 
 
