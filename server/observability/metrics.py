@@ -1,4 +1,5 @@
-"""Prometheus metrics of the server, served over HTTP on their own port, and the interceptor that observes each RPC.
+"""Prometheus metrics of the server, served over HTTP on their own port (the interceptor that feeds them per RPC is
+`ortserve.server.interceptors.observing`).
 
 Hot path: per call, one counter and one histogram observation (interceptor) plus one queue-wait observation
 (batcher hook); per batch, four histogram observations. Everything else (queue depth, calls in flight, versions,
