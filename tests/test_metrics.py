@@ -128,7 +128,9 @@ def test_a_taken_metrics_port_is_a_clear_start_error(artifacts: dict[str, Path])
         taken.listen()
         port = taken.getsockname()[1]
         running = RunningServer(
-            ServerSettings(models=[f"bert={artifacts['bert']}"], host="127.0.0.1", port=0, metrics_port=port)
+            ServerSettings(
+                models=[f"bert={artifacts['bert']}"], host="127.0.0.1", port=0, metrics_port=port, drain_period_s=0
+            )
         )
         try:
             with pytest.raises(OrtServeError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
