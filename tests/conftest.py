@@ -23,14 +23,20 @@ TORCH_MODULES = ("torch", "transformers", "optimum")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that use the shared `mlflow_server` as `registry`; skip `torch` tests where torch is absent."""
+    """Mark the tests that use the shared `mlflow_server` as `registry`; skip `torch` and `registry` tests in a venv
+    that lacks what they need (the fast lane's), with a reason, instead of failing them."""
     missing = [name for name in TORCH_MODULES if importlib.util.find_spec(name) is None]
-    skip = pytest.mark.skip(reason=f"needs {', '.join(missing)} (`make venv` installs them; `make test` runs it)")
+    skip_torch = pytest.mark.skip(reason=f"needs {', '.join(missing)} (`make venv` installs them; `make test` runs it)")
+    # `mlflow server` is the full mlflow of the export extra; the server extra's mlflow-skinny has no flask.
+    skip_registry = pytest.mark.skip(reason="needs `mlflow server` (the full mlflow of the export extra; `make test`)")
+    no_mlflow_server = importlib.util.find_spec("flask") is None
     for item in items:
         if "mlflow_server" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.registry)
         if missing and item.get_closest_marker("torch"):
-            item.add_marker(skip)
+            item.add_marker(skip_torch)
+        if no_mlflow_server and item.get_closest_marker("registry"):
+            item.add_marker(skip_registry)
 
 
 @pytest.fixture(scope="session")
