@@ -16,14 +16,14 @@ The order of the systems rotates every round, so load from other processes on a 
 the figures are medians of the per-round p50s and the per-round differences. Server and client CPU per call come from
 /proc (server) and `time.process_time` (this process). With `--profile`, py-spy samples the server and this process
 (the client) during one more ortserve round and the summary says where one call's time goes, by component.
-Writes percall.json and percall.md to --out. Every target is 127.0.0.1; every loop is bounded by a count.
+Writes percall.json and percall.md (benchmarks.percall_report) to --out. Every target is 127.0.0.1; every loop is
+bounded by a count.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import re
@@ -46,14 +46,13 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .load import LOOPBACK
 from .paths import RESULTS, WORK
+from .percall_report import write_report
 from .processes import free_port, ortserve_process
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.percall")
 
 SYSTEMS = ("raw_ort", "ortserve", "ortserve_stub", "grpc_floor")
-#: The issue's target: one caller with the project's client, ortserve p50 ≤ raw ONNX Runtime p50 + this.
-TARGET_DELTA_MS = 1.0
 PROFILE_RATE_HZ = 500
 
 
@@ -347,7 +346,6 @@ def measure(
         }
     )
     result["delta_ms"] = {name: statistics.median(values) for name, values in result["delta_ms_per_round"].items()}
-    result["target_met"] = result["delta_ms"]["ortserve"] <= TARGET_DELTA_MS
     return result
 
 
@@ -382,62 +380,6 @@ def profile(
         "server": summarize_profile(server_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
         "client": summarize_profile(client_raw.read_text(), calls + 3, PROFILE_RATE_HZ),
     }
-
-
-def write_report(result: dict[str, Any], out: Path, command: str) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "percall.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        "# Per-call overhead: one caller, one text per call",
-        "",
-        f"`{command}`; model `{result['model']}`, {result['rounds']} interleaved rounds of "
-        f"{result['calls_per_round']} calls per system. Medians over rounds of each round's p50 (and p90); Δ is the "
-        "median of the per-round differences to raw ONNX Runtime of the same round.",
-        "",
-        "| system | p50 ms | p90 ms | Δ p50 vs raw ORT ms | client CPU ms/call | server CPU ms/call "
-        "| … of it, event-loop thread |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name in SYSTEMS:
-        delta = f"{result['delta_ms'][name]:+.2f}" if name != "raw_ort" else "0"
-        cpu = result["cpu_ms_per_call"][name]
-        server_cpu = f"{cpu['server']:.2f} | {cpu['server_loop']:.2f}" if name != "raw_ort" else "— | —"
-        lines.append(
-            f"| {name} | {result['p50_ms'][name]:.2f} | {result['p90_ms'][name]:.2f} | {delta} | "
-            f"{cpu['client']:.2f} | {server_cpu} |"
-        )
-    lines += [
-        "",
-        f"Target (ortserve p50 ≤ raw ORT p50 + {TARGET_DELTA_MS} ms): "
-        f"Δ {result['delta_ms']['ortserve']:+.2f} ms, {'met' if result['target_met'] else 'missed'}.",
-        "",
-    ]
-    for profile_result in (result.get("profile"), result.get("profile_floor")):
-        if not profile_result:
-            continue
-        lines += [
-            f"## Profile of {profile_result['system']} (py-spy {'--native ' if profile_result['native'] else ''}"
-            f"{'--gil ' if profile_result['gil'] else ''}at {profile_result['rate_hz']} Hz, "
-            f"{profile_result['calls']} calls, p50 {profile_result['p50_ms']:.2f} ms while sampled)",
-            "",
-            (
-                "Time holding the GIL per call by component, µs (Python, and C code that keeps the GIL)."
-                if profile_result["gil"]
-                else "Active (running, not idle) time per call by component, µs, summed over threads; "
-                "idle waits are not sampled."
-            ),
-            "",
-        ]
-        for side in ("server", "client"):
-            summary = profile_result[side]
-            lines += [f"### {side}", "", "| component | µs per call |", "|---|---|"]
-            lines += [f"| {name} | {us:.0f} |" for name, us in summary["us_per_call"].items()]
-            lines += ["", "Innermost frames:", ""]
-            lines += [f"- {us:.0f} µs `{frame}`" for frame, us in summary["top_frames"]]
-            lines.append("")
-    text = "\n".join(lines)
-    (out / "percall.md").write_text(text)
-    return text
 
 
 def main(argv: list[str] | None = None) -> int:
