@@ -86,7 +86,7 @@ class OrtServer:
         self.table = ModelTable(models, listener=self._on_state_change)
         self.service = InferenceService(
             self.table,
-            RequestLimits(settings.max_texts_per_request, settings.max_text_chars),
+            RequestLimits(settings.max_texts_per_request, settings.max_text_chars, settings.max_request_chars),
             ResultCache(settings.result_cache_bytes),
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
@@ -98,7 +98,12 @@ class OrtServer:
         observing = self.metrics is not None or self.tracer is not None or settings.log_format == "json"
         observability = [ObservabilityInterceptor(self.table, self.metrics, self.tracer)] if observing else []
         # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
-        self._server = grpc.aio.server(interceptors=build_interceptors(settings, extra=observability))
+        self._server = grpc.aio.server(
+            interceptors=build_interceptors(settings, extra=observability),
+            # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
+            # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
+            options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
+        )
         self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self._stopped = asyncio.Event()
         self._skip_drain = asyncio.Event()
@@ -137,8 +142,12 @@ class OrtServer:
                 self.port = self._server.add_insecure_port(address)
             else:
                 self.port = self._server.add_secure_port(address, self._tls[0])
-        except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
-            raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
+        except RuntimeError:  # grpc reports a failed bind as a bare RuntimeError, whatever the cause
+            raise ServerStartError(
+                f"cannot listen on port {self.settings.port} of {self.settings.host}: it is in use by another process "
+                "(or the address is not this machine's); stop that process, or pass --port with a free port "
+                "(--port 0 picks one)"
+            ) from None
         await self._server.start()
         await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())

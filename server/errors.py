@@ -64,6 +64,11 @@ class ServerStartError(OrtServeError):
     """The server cannot start (for example, its port is taken, or its TLS files cannot be read)."""
 
 
+class ModelConfigError(ServerStartError):
+    """A `--model` that cannot load as written, however long the server waits (a malformed URI, an unknown scheme, a
+    missing directory, a `models:/` URI with no registry configured): the start stops (`ortserve serve` exits 2)."""
+
+
 # Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller
 # sees. Domain messages are meant to carry none already; this is the net under them (a library's error text).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")

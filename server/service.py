@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .errors import InvalidInputError, ModelNotReadyError
 from .model_table import ModelTable, ServedModel
 from .result_cache import ResultCache
+from .runtime import cut_text
 from .types import Classification, ClassifyResult, ModelDescription, ModelState
 
 #: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
@@ -38,7 +39,9 @@ class RequestLimits:
     max_texts_per_request: int = 256
     """Most texts in one call."""
     max_text_chars: int = 10_000
-    """Longest text, in characters."""
+    """Characters of one text that are read: a longer text is cut there (and its result marked truncated)."""
+    max_request_chars: int = 4_000_000
+    """Most characters of all texts of one call together; more refuses the call."""
 
 
 class InferenceService:
@@ -52,16 +55,36 @@ class InferenceService:
     async def classify(
         self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
     ) -> ClassifyResult:
-        """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None."""
+        """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None.
+
+        A text is never a reason to refuse the call: one longer than `max_text_chars` is cut there (its result says
+        so), and one with nothing to classify gets an empty result with its error, while the others are classified.
+        """
         check_model_name(model)
         self._validate(texts, top_k)
         served = self.table.get(model)
         if served.current is None:
             detail = f": {served.last_error}" if served.last_error else ""
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
-        version, rows = await self._ranked_rows(served, texts, deadline)
-        results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in rows]
-        return ClassifyResult(model, version, results, ranked=list(rows))
+        errors = [empty_text_error(text) for text in texts]
+        limit = self.limits.max_text_chars
+        runnable = [cut_text(text, limit) for text, error in zip(texts, errors, strict=True) if not error]
+        if runnable:
+            version, rows = await self._ranked_rows(served, runnable, deadline)
+        else:  # nothing to run: answer with the version that would have
+            version, rows = served.current.version, []
+        ranked_rows = iter(rows)
+        ranked = [[] if error else list(next(ranked_rows)) for error in errors]
+        results = [row[:top_k] if top_k else row for row in ranked]
+        truncated = [len(text) > limit and not error for text, error in zip(texts, errors, strict=True)]
+        return ClassifyResult(
+            model,
+            version,
+            results,
+            ranked=ranked,
+            truncated=truncated if any(truncated) else [],
+            errors=errors if any(errors) else [],
+        )
 
     async def _ranked_rows(
         self, served: ServedModel, texts: Sequence[str], deadline: float | None
@@ -106,15 +129,23 @@ class InferenceService:
                 f"{len(texts)} texts in one request exceeds max_texts_per_request={limits.max_texts_per_request}; "
                 "split the texts over several requests"
             )
-        for index, text in enumerate(texts):
-            if not any(is_visible(char) for char in text):
-                raise InvalidInputError(
-                    f"texts[{index}] is empty: it has no visible character (only whitespace, control or format "
-                    "characters such as zero-width spaces)"
-                )
-            if len(text) > limits.max_text_chars:
-                raise InvalidInputError(
-                    f"texts[{index}] has {len(text)} characters, over max_text_chars={limits.max_text_chars}"
-                )
+        size = sum(map(len, texts))
+        if size > limits.max_request_chars:
+            raise InvalidInputError(
+                f"the texts of this request have {size} characters together, over max_request_chars="
+                f"{limits.max_request_chars}; split them over several requests"
+            )
         if top_k < 0:
             raise InvalidInputError(f"top_k must be 0 (all labels) or positive, got {top_k}")
+
+
+#: The error of a text with nothing to classify, in its own result (no index: the result is the text's).
+EMPTY_TEXT_ERROR = (
+    "the text is empty: it has no visible character (only whitespace, control or format characters such as "
+    "zero-width spaces)"
+)
+
+
+def empty_text_error(text: str) -> str:
+    """Why `text` cannot be classified, "" if it can."""
+    return "" if any(is_visible(char) for char in text) else EMPTY_TEXT_ERROR

@@ -8,6 +8,11 @@ this module only turns a BYTES tensor of texts into a list of strings and the ra
 - output `labels`        BYTES `[L]`: that label order (the label of each `probabilities` column)
 - output `top_labels`    BYTES `[N, k]` and `top_scores` FP32 `[N, k]`: the k best labels per text, highest first;
   k is the request parameter `top_k` (int64; absent or 0 = every label, as in Classify)
+- output `truncated`     BOOL  `[N]`: true where a text was longer than the server's max_text_chars and only its
+  beginning was classified
+- output `errors`        BYTES `[N]`: why a text was not classified (e.g. no visible character), empty where it was;
+  such a text's row of `probabilities` and `top_scores` is zeros and its `top_labels` are empty, and the other texts
+  are classified as usual
 
 A request that sends `raw_input_contents` (as tritonclient does) gets `raw_output_contents` back; a request with typed
 `contents` gets typed contents.
@@ -29,7 +34,7 @@ from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from .service import InferenceService
-from .types import Classification, ModelDescription, ModelState
+from .types import ClassifyResult, ModelDescription, ModelState
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +43,16 @@ OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_LABELS = "labels"
 OUTPUT_TOP_LABELS = "top_labels"
 OUTPUT_TOP_SCORES = "top_scores"
-OUTPUTS = (OUTPUT_PROBABILITIES, OUTPUT_LABELS, OUTPUT_TOP_LABELS, OUTPUT_TOP_SCORES)
+OUTPUT_TRUNCATED = "truncated"
+OUTPUT_ERRORS = "errors"
+OUTPUTS = (
+    OUTPUT_PROBABILITIES,
+    OUTPUT_LABELS,
+    OUTPUT_TOP_LABELS,
+    OUTPUT_TOP_SCORES,
+    OUTPUT_TRUNCATED,
+    OUTPUT_ERRORS,
+)
 #: Request parameter: how many labels `top_labels`/`top_scores` keep per text.
 TOP_K_PARAMETER = "top_k"
 #: Triton's platform name for an ONNX Runtime model.
@@ -102,7 +116,7 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         result = await self._service.classify(request.model_name, texts, top_k, deadline)
         if result.model_version != description.version:  # a new version was swapped in during the call
             description = self._service.get_model(request.model_name)
-        tensors = output_tensors(description.labels, result.ranked, result.results)
+        tensors = output_tensors(description.labels, result)
         response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request.id)
         raw = len(request.raw_input_contents) > 0
         for name in wanted:
@@ -112,6 +126,8 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 response.raw_output_contents.append(encode_raw(datatype, values))
             elif datatype == "BYTES":
                 output.contents.bytes_contents.extend(values)
+            elif datatype == "BOOL":
+                output.contents.bool_contents.extend(values)
             else:
                 output.contents.fp32_contents.extend(values)
         return response
@@ -140,6 +156,8 @@ def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
             tensor(name=OUTPUT_LABELS, datatype="BYTES", shape=[labels]),
             tensor(name=OUTPUT_TOP_LABELS, datatype="BYTES", shape=[-1, -1]),
             tensor(name=OUTPUT_TOP_SCORES, datatype="FP32", shape=[-1, -1]),
+            tensor(name=OUTPUT_TRUNCATED, datatype="BOOL", shape=[-1]),
+            tensor(name=OUTPUT_ERRORS, datatype="BYTES", shape=[-1]),
         ],
     )
 
@@ -193,25 +211,33 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
 
 
 #: name → (datatype, shape, flattened elements)
-Tensors = dict[str, tuple[str, list[int], list[float] | list[bytes]]]
+Tensors = dict[str, tuple[str, list[int], list[float] | list[bytes] | list[bool]]]
 
 
-def output_tensors(labels: Sequence[str], ranked: Sequence[Classification], top: Sequence[Classification]) -> Tensors:
-    """The four outputs from the ranked answer: `ranked` (every label, highest first) reordered to `labels`."""
+def output_tensors(labels: Sequence[str], result: ClassifyResult) -> Tensors:
+    """The outputs from the ranked answer: `result.ranked` (every label, highest first) reordered to `labels`, the
+    top k of `result.results`, and the per-text marks. A text that was not classified has zeros and empty labels."""
+    ranked, top, texts = result.ranked, result.results, len(result.ranked)
     column = {label: index for index, label in enumerate(labels)}
-    probabilities = np.zeros((len(ranked), len(labels)), dtype=np.float32)
+    probabilities = np.zeros((texts, len(labels)), dtype=np.float32)
     for row, classification in enumerate(ranked):
+        if not classification and result.error_at(row):
+            continue
         if len(classification) != len(labels) or any(score.label not in column for score in classification):
             # The version that answered has other labels than the one described (swapped in during the call).
             raise ModelNotReadyError("the model's labels changed during the call; retry")
         for score in classification:
             probabilities[row, column[score.label]] = score.score
-    k = len(top[0]) if top else 0
+    k = max((len(row) for row in top), default=0)
+    top_labels = [row[i].label.encode() if i < len(row) else b"" for row in top for i in range(k)]
+    top_scores = [row[i].score if i < len(row) else 0.0 for row in top for i in range(k)]
     return {
-        OUTPUT_PROBABILITIES: ("FP32", [len(ranked), len(labels)], probabilities.ravel().tolist()),
+        OUTPUT_PROBABILITIES: ("FP32", [texts, len(labels)], probabilities.ravel().tolist()),
         OUTPUT_LABELS: ("BYTES", [len(labels)], [label.encode() for label in labels]),
-        OUTPUT_TOP_LABELS: ("BYTES", [len(top), k], [s.label.encode() for row in top for s in row]),
-        OUTPUT_TOP_SCORES: ("FP32", [len(top), k], [s.score for row in top for s in row]),
+        OUTPUT_TOP_LABELS: ("BYTES", [len(top), k], top_labels),
+        OUTPUT_TOP_SCORES: ("FP32", [len(top), k], top_scores),
+        OUTPUT_TRUNCATED: ("BOOL", [texts], [result.truncated_at(row) for row in range(texts)]),
+        OUTPUT_ERRORS: ("BYTES", [texts], [result.error_at(row).encode() for row in range(texts)]),
     }
 
 
@@ -230,8 +256,11 @@ def decode_raw_bytes(raw: bytes) -> list[bytes]:
     return elements
 
 
-def encode_raw(datatype: str, values: list[float] | list[bytes]) -> bytes:
-    """Raw contents of a tensor: FP32 as little-endian floats, BYTES as length-prefixed elements."""
+def encode_raw(datatype: str, values: list[float] | list[bytes] | list[bool]) -> bytes:
+    """Raw contents of a tensor: FP32 as little-endian floats, BOOL as one byte each, BYTES as length-prefixed
+    elements."""
     if datatype == "FP32":
         return np.asarray(values, dtype="<f4").tobytes()
+    if datatype == "BOOL":
+        return np.asarray(values, dtype=np.bool_).tobytes()
     return b"".join(_LENGTH.pack(len(element)) + element for element in values if isinstance(element, bytes))

@@ -29,6 +29,16 @@ class ClassifyResult:
     ranked: list[Classification] = field(default_factory=list)
     """Every label of every text, highest first, whatever `top_k` kept in `results` (the Open Inference Protocol
     transport reports all probabilities next to the top k)."""
+    truncated: list[bool] = field(default_factory=list)
+    """Per text: True when it was longer than `max_text_chars` and only its beginning was classified (empty: none)."""
+    errors: list[str] = field(default_factory=list)
+    """Per text: why it has no labels (its Classification is empty), "" for a text that has them (empty: none)."""
+
+    def truncated_at(self, index: int) -> bool:
+        return bool(self.truncated) and self.truncated[index]
+
+    def error_at(self, index: int) -> str:
+        return self.errors[index] if self.errors else ""
 
 
 class ModelState(enum.Enum):
