@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 
 from ortserve.server.app import serve
 from ortserve.server.errors import ModelConfigError, OrtServeError
-from ortserve.server.logs import configure_logging
+from ortserve.server.logs import NativeStderrRouter, configure_logging
 from ortserve.server.settings import ServerSettings
 
 #: Flags whose shape differs from their field: `--model NAME=URI`, repeated, fills the `models` list.
@@ -138,13 +139,26 @@ def main(argv: Sequence[str]) -> int:
     if not settings.models:
         print("ortserve serve: no models to serve; pass --model NAME=URI or set ORTSERVE_MODELS", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    # In JSON mode every stderr line must be JSON, gRPC core's own lines included: route file descriptor 2.
+    router = NativeStderrRouter() if settings.log_format == "json" else None
+    configure_logging(settings.log_level, settings.log_format, router.start() if router else None)
     try:
         asyncio.run(serve(settings))
     except ModelConfigError as exc:  # a usage error, like an invalid flag: nothing to retry
-        print(f"ortserve serve: {exc}", file=sys.stderr)
+        _report_failure(str(exc), json_log=router is not None)
         return 2
     except OrtServeError as exc:
-        print(f"ortserve serve: {exc}", file=sys.stderr)
+        _report_failure(str(exc), json_log=router is not None)
         return 1
+    finally:
+        if router is not None:
+            router.stop()
     return 0
+
+
+def _report_failure(message: str, json_log: bool) -> None:
+    """The one line that says why the server did not start or run: a log record in JSON mode, else plain text."""
+    if json_log:
+        logging.getLogger("ortserve.serve").error("ortserve serve: %s", message)
+    else:
+        print(f"ortserve serve: {message}", file=sys.stderr)

@@ -52,7 +52,7 @@ class ServerSettings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0)
     """ONNX Runtime intra-op threads per model session; 0 lets ONNX Runtime use one per core."""
     allow_spinning: bool = False
-    """Let ONNX Runtime worker threads spin between ops; off by default, as spinning threads starve the event loop
+    """Let ONNX Runtime worker threads spin between ops. Leave it off: spinning threads starve the event loop
     and the other models of the cores (see BENCHMARKS.md)."""
     max_texts_per_request: int = Field(256, ge=1)
     """Most texts one Classify call may carry; more is INVALID_ARGUMENT (the client splits larger inputs)."""
@@ -85,7 +85,7 @@ class ServerSettings(BaseSettings):
     """Python logging level of the server (DEBUG, INFO, WARNING, ERROR)."""
     result_cache_bytes: int = Field(0, ge=0)
     """Memory bound of the result cache, in bytes: a text that the serving version of a model has classified
-    already is answered from memory (repeated headlines). 0 (the default) turns the cache off."""
+    already is answered from memory (repeated headlines). 0 turns the cache off."""
 
     tls_cert_file: Path | None = None
     """PEM certificate chain of the server; with --tls-key-file the port speaks TLS only. Re-read when the file
@@ -103,7 +103,7 @@ class ServerSettings(BaseSettings):
     """Name of an environment variable holding bearer tokens in the same form as --auth-token-file, entries separated
     by newlines or ';' (read once at start)."""
     auth_health: bool = False
-    """Require a token for grpc.health.v1 too. Off by default so that load balancers and Kubernetes probes, which
+    """Require a token for grpc.health.v1 too. Off so that load balancers and Kubernetes probes, which
     send no token, can check health."""
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
@@ -137,7 +137,7 @@ class ServerSettings(BaseSettings):
     --grace-period-s to finish. SIGINT (Ctrl-C) skips it; 0 refuses new calls at once."""
 
     concurrent_runs: int = Field(0, ge=0)
-    """Most ONNX Runtime runs of one model at once, each on its own thread; 0 (the default) picks 2 when the process
+    """Most ONNX Runtime runs of one model at once, each on its own thread; 0 picks 2 when the process
     may use 2 or more cores, else 1. A second run keeps the cores busy while the server returns one run's answers and
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
