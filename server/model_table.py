@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
+from .model_statistics import ModelStatistics
 from .observability.call_context import CallRecord, observe_batch
 from .runtime import OnnxClassifier, SessionConfig
 from .sources.model_source import FetchedArtifact, ModelSource
@@ -61,6 +63,7 @@ class ServedModel:
         self.last_error = ""
         self.failed_updates = 0
         self.polls = PollStats()  # observability: registry polls of the watcher
+        self.statistics = ModelStatistics()  # counts and times of calls and runs (V2 ModelStatistics)
         self.current: LoadedVersion | None = None
         self._session_config = session_config
         # The batcher enforces `limits` where it forms runs; a run gets texts that already respect them.
@@ -86,7 +89,10 @@ class ServedModel:
         # The batch already respects the limits; grouping by length only saves padding inside it.
         probabilities = classifier.probabilities(texts, by_length=True, stages=stages)
         # Rank here, in the worker thread, with the labels of the version that actually ran.
-        return BatchOutput(loaded.version, classifier.rank(probabilities), pin=loaded, stages=stages)
+        ranking = time.monotonic()
+        rows = classifier.rank(probabilities)
+        self.statistics.record_run(stages.tokenize_s, stages.inference_s, time.monotonic() - ranking)
+        return BatchOutput(loaded.version, rows, pin=loaded, stages=stages)
 
     def load_version(self, version: str | None = None) -> LoadedVersion:
         """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import InvalidInputError, ModelNotReadyError
+from .model_statistics import StatisticsSnapshot
 from .model_table import ModelTable, ServedModel
 from .observability.call_context import current_call
 from .result_cache import ResultCache
 from .runtime import cut_text
-from .types import Classification, ClassifyResult, ModelDescription, ModelState
+from .types import Classification, ClassifyResult, ModelDescription, ModelState, ServingConfig
 
 #: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
 #: cannot exist here, so it is INVALID_ARGUMENT, and it is never echoed back.
@@ -70,10 +72,16 @@ class InferenceService:
         errors = [empty_text_error(text) for text in texts]
         limit = self.limits.max_text_chars
         runnable = [cut_text(text, limit) for text, error in zip(texts, errors, strict=True) if not error]
-        if runnable:
-            version, rows = await self._ranked_rows(served, runnable, deadline)
-        else:  # nothing to run: answer with the version that would have
-            version, rows = served.current.version, []
+        started = time.monotonic()
+        try:
+            if runnable:
+                version, rows = await self._ranked_rows(served, runnable, deadline)
+            else:  # nothing to run: answer with the version that would have
+                version, rows = served.current.version, []
+        except BaseException:
+            served.statistics.record_call(len(runnable), time.monotonic() - started, ok=False)
+            raise
+        served.statistics.record_call(len(runnable), time.monotonic() - started, ok=True)
         ranked_rows = iter(rows)
         ranked = [[] if error else list(next(ranked_rows)) for error in errors]
         results = [row[:top_k] if top_k else row for row in ranked]
@@ -117,6 +125,22 @@ class InferenceService:
     def get_model(self, name: str) -> ModelDescription:
         check_model_name(name)
         return self.table.get(name).describe()
+
+    def model_statistics(self, name: str = "") -> list[tuple[ModelDescription, StatisticsSnapshot]]:
+        """Each model's description and statistics since start: the model `name`, or every model if it is ""."""
+        if name:
+            check_model_name(name)
+        models = [self.table.get(name)] if name else list(self.table)
+        return [(model.describe(), model.statistics.snapshot()) for model in models]
+
+    def model_config(self, name: str) -> ServingConfig:
+        """How the model `name` is served: its description and the limits that apply to its calls and runs."""
+        check_model_name(name)
+        served = self.table.get(name)
+        limits = served.batcher.limits
+        return ServingConfig(
+            served.describe(), self.limits.max_texts_per_request, limits.max_batch_size, limits.max_batch_delay_ms
+        )
 
     def all_serving(self) -> bool:
         return all(model.state is ModelState.SERVING for model in self.table)

@@ -16,11 +16,16 @@ this module only turns a BYTES tensor of texts into a list of strings and the ra
 
 A request that sends `raw_input_contents` (as tritonclient does) gets `raw_output_contents` back; a request with typed
 `contents` gets typed contents.
+
+Besides, three of Triton's extensions that tritonclient calls: RepositoryIndex (every model, its version and state),
+ModelStatistics (counts and cumulative times of each model's calls and runs since start) and ModelConfig (how a model
+is served, read-only: its tensors, limits, batching and labels).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import struct
 import time
@@ -32,9 +37,10 @@ import numpy as np
 from ortserve.v2 import grpc_predict_v2_pb2 as pb
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
+from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError, caller_message
+from .model_statistics import Duration, StatisticsSnapshot
 from .service import InferenceService
-from .types import ClassifyResult, ModelDescription, ModelState
+from .types import ClassifyResult, ModelDescription, ModelState, ServingConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,9 @@ TOP_K_PARAMETER = "top_k"
 #: Triton's platform name for an ONNX Runtime model.
 PLATFORM = "onnxruntime_onnx"
 SERVER_NAME = "ortserve"
+#: Triton's protocol extensions served here (ServerMetadata lists them): ModelConfig (read-only) and ModelStatistics.
+#: RepositoryIndex is served too, but not the rest of "model_repository" (load and unload), so it is not claimed.
+EXTENSIONS = ("model_configuration", "statistics")
 
 _LENGTH = struct.Struct("<I")
 
@@ -96,7 +105,7 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._server_version, extensions=[])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._server_version, extensions=list(EXTENSIONS))
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
@@ -132,6 +141,28 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 output.contents.fp32_contents.extend(values)
         return response
 
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        models = self._service.list_models()
+        if request.ready:
+            models = [d for d in models if d.state is ModelState.SERVING]
+        return pb.RepositoryIndexResponse(models=[repository_entry(d) for d in models])
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            self._described(request.name, request.version)  # NOT_FOUND for another version
+        stats = self._service.model_statistics(request.name)
+        return pb.ModelStatisticsResponse(model_stats=[model_statistics(d, s) for d, s in stats])
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        self._described(request.name, request.version)
+        return pb.ModelConfigResponse(config=model_config(self._service.model_config(request.name)))
+
     def _described(self, name: str, version: str) -> ModelDescription:
         """The model's description; a version other than the one served is NOT_FOUND (one version is served)."""
         description = self._service.get_model(name)
@@ -159,6 +190,83 @@ def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
             tensor(name=OUTPUT_TRUNCATED, datatype="BOOL", shape=[-1]),
             tensor(name=OUTPUT_ERRORS, datatype="BYTES", shape=[-1]),
         ],
+    )
+
+
+#: Triton's model states of the repository index, from ours.
+_REPOSITORY_STATES = {ModelState.SERVING: "READY", ModelState.LOADING: "LOADING", ModelState.FAILED: "UNAVAILABLE"}
+
+
+def repository_entry(description: ModelDescription) -> pb.RepositoryIndexResponse.ModelIndex:
+    return pb.RepositoryIndexResponse.ModelIndex(
+        name=description.name,
+        version=description.version,
+        state=_REPOSITORY_STATES[description.state],
+        reason=caller_message(description.last_error),
+    )
+
+
+def model_statistics(description: ModelDescription, stats: StatisticsSnapshot) -> pb.ModelStatistics:
+    def duration(value: Duration) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=value.count, ns=value.ns)
+
+    return pb.ModelStatistics(
+        name=description.name,
+        version=description.version,
+        last_inference=stats.last_call_ms,
+        inference_count=stats.texts,
+        execution_count=stats.runs,
+        inference_stats=pb.InferStatistics(
+            success=duration(stats.success),
+            fail=duration(stats.fail),
+            queue=pb.StatisticDuration(),
+            compute_input=duration(stats.tokenize),
+            compute_infer=duration(stats.infer),
+            compute_output=duration(stats.rank),
+        ),
+    )
+
+
+#: The model configuration's element type of each datatype of the protocol.
+_CONFIG_TYPES = {"BYTES": pb.TYPE_STRING, "FP32": pb.TYPE_FP32, "BOOL": pb.TYPE_BOOL}
+
+
+def model_config(config: ServingConfig) -> pb.ModelConfig:
+    """The model's configuration in Triton's terms. Shapes leave out the batch dimension (one row per text)."""
+    description = config.description
+    labels = len(description.labels) or -1
+    metadata = model_metadata(description)
+    batch_free = {
+        OUTPUT_PROBABILITIES: [labels],
+        OUTPUT_LABELS: [labels],
+        OUTPUT_TOP_LABELS: [-1],
+        OUTPUT_TOP_SCORES: [-1],
+        OUTPUT_TRUNCATED: [1],
+        OUTPUT_ERRORS: [1],
+    }
+    parameters = {
+        "labels": json.dumps(description.labels),
+        "max_length": str(description.max_length),
+        "multi_label": json.dumps(description.multi_label),
+        "version": description.version,
+        "source_uri": description.source_uri,
+        "state": description.state.value,
+    }
+    return pb.ModelConfig(
+        name=description.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=config.max_texts_per_request,
+        input=[pb.ModelInput(name=INPUT_TEXT, data_type=pb.TYPE_STRING, dims=[1])],
+        output=[
+            pb.ModelOutput(name=o.name, data_type=_CONFIG_TYPES[o.datatype], dims=batch_free[o.name])
+            for o in metadata.outputs
+        ],
+        dynamic_batching=pb.ModelDynamicBatching(
+            preferred_batch_size=[config.max_batch_size],
+            max_queue_delay_microseconds=int(config.max_batch_delay_ms * 1000),
+        ),
+        parameters={key: pb.ModelParameter(string_value=value) for key, value in parameters.items()},
     )
 
 

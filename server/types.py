@@ -66,6 +66,19 @@ class ModelDescription:
     failed_updates: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """How one model is served: its description and the limits of its calls and runs (V2 ModelConfig)."""
+
+    description: ModelDescription
+    max_texts_per_request: int
+    """Most texts of one call."""
+    max_batch_size: int
+    """Most texts of one ONNX Runtime run, merged from concurrent calls."""
+    max_batch_delay_ms: float
+    """How long a run may wait for more calls."""
+
+
 @dataclass
 class PollStats:
     """Registry polls of one model by the version watcher, for the `ortserve_registry_*` metrics."""
