@@ -2,7 +2,7 @@
 
 Runs on the client-only install (grpcio and protobuf). Output lines come in input order, each
 `{"text", "model", "model_version", "labels": [{"label", "score"}, ...]}` with labels best first, plus
-`"truncated": true` when the text was longer than the server reads (only its beginning was classified). A text that
+`"truncated": true` when only the text's beginning was classified (it is longer than the model reads). A text that
 cannot be classified gets `{"text", "model", "error"}` instead and the run goes on; the exit code is then 1. Reading
 stdin, blank lines are skipped and answers are written as each block of texts returns, so
 `tail -f log | ortserve predict ...` and `head -n 5` behave.

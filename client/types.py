@@ -20,7 +20,8 @@ class Classification:
     labels: tuple[LabelScore, ...]
     model_version: str
     truncated: bool = False
-    """True when the text was longer than the server's `max_text_chars` and only its beginning was classified."""
+    """True when only the beginning of the text was classified: it is longer than the model reads (`max_length`
+    tokens of `ModelInfo`) or than the server's `max_text_chars`."""
     error: str = ""
     """Why the text was not classified (e.g. it has no visible character); `labels` is then empty. The other texts
     of the call are classified as usual, so check this (or `ok`) before reading `top`."""

@@ -19,7 +19,7 @@ from .runtime import OnnxClassifier, SessionConfig
 from .sources.model_source import FetchedArtifact, ModelSource
 from .stage_timings import BatchStages
 from .text_cost import estimate_tokens
-from .types import Classification, ModelDescription, ModelState, PollStats
+from .types import Classification, ModelDescription, ModelState, PollStats, TruncatedClassification
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,14 @@ class ServedModel:
         classifier = loaded.classifier
         stages = BatchStages(texts=len(texts))  # the classifier times tokenization and inference into it
         # The batch already respects the limits; grouping by length only saves padding inside it.
-        probabilities = classifier.probabilities(texts, by_length=True, stages=stages)
+        truncated: list[bool] = []
+        probabilities = classifier.probabilities(texts, by_length=True, stages=stages, truncated=truncated)
         # Rank here, in the worker thread, with the labels of the version that actually ran.
         ranking = time.monotonic()
-        rows = classifier.rank(probabilities)
+        rows = [
+            TruncatedClassification(row) if cut else row
+            for row, cut in zip(classifier.rank(probabilities), truncated, strict=True)
+        ]
         self.statistics.record_run(stages.tokenize_s, stages.inference_s, time.monotonic() - ranking)
         return BatchOutput(loaded.version, rows, pin=loaded, stages=stages)
 

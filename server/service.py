@@ -13,7 +13,14 @@ from .model_table import ModelTable, ServedModel
 from .observability.call_context import current_call
 from .result_cache import ResultCache
 from .runtime import cut_text
-from .types import Classification, ClassifyResult, ModelDescription, ModelState, ServingConfig
+from .types import (
+    Classification,
+    ClassifyResult,
+    ModelDescription,
+    ModelState,
+    ServingConfig,
+    TruncatedClassification,
+)
 
 #: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
 #: cannot exist here, so it is INVALID_ARGUMENT, and it is never echoed back.
@@ -60,8 +67,9 @@ class InferenceService:
     ) -> ClassifyResult:
         """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None.
 
-        A text is never a reason to refuse the call: one longer than `max_text_chars` is cut there (its result says
-        so), and one with nothing to classify gets an empty result with its error, while the others are classified.
+        A text is never a reason to refuse the call: one longer than `max_text_chars` is cut there, and its result
+        says it was truncated, as the result of any text longer than the model reads does; one with nothing to
+        classify gets an empty result with its error, while the others are classified.
         """
         check_model_name(model)
         self._validate(texts, top_k)
@@ -83,9 +91,13 @@ class InferenceService:
             raise
         served.statistics.record_call(len(runnable), time.monotonic() - started, ok=True)
         ranked_rows = iter(rows)
-        ranked = [[] if error else list(next(ranked_rows)) for error in errors]
+        ranked: list[Classification] = []
+        truncated: list[bool] = []
+        for text, error in zip(texts, errors, strict=True):
+            row = [] if error else next(ranked_rows)
+            ranked.append(list(row))
+            truncated.append(not error and (len(text) > limit or isinstance(row, TruncatedClassification)))
         results = [row[:top_k] if top_k else row for row in ranked]
-        truncated = [len(text) > limit and not error for text, error in zip(texts, errors, strict=True)]
         return ClassifyResult(
             model,
             version,

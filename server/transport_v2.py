@@ -8,8 +8,8 @@ this module only turns a BYTES tensor of texts into a list of strings and the ra
 - output `labels`        BYTES `[L]`: that label order (the label of each `probabilities` column)
 - output `top_labels`    BYTES `[N, k]` and `top_scores` FP32 `[N, k]`: the k best labels per text, highest first;
   k is the request parameter `top_k` (int64; absent or 0 = every label, as in Classify)
-- output `truncated`     BOOL  `[N]`: true where a text was longer than the server's max_text_chars and only its
-  beginning was classified
+- output `truncated`     BOOL  `[N]`: true where only a text's beginning was classified (longer than the model's
+  max_length tokens or the server's max_text_chars)
 - output `errors`        BYTES `[N]`: why a text was not classified (e.g. no visible character), empty where it was;
   such a text's row of `probabilities` and `top_scores` is zeros and its `top_labels` are empty, and the other texts
   are classified as usual

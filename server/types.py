@@ -19,6 +19,14 @@ class LabelScore:
 Classification = list[LabelScore]
 
 
+class TruncatedClassification(list[LabelScore]):
+    """The labels of a text the model read only the beginning of (it is longer than `max_length` tokens). A
+    `Classification` like any other, marked by its type so that batcher, result cache and service carry the mark
+    along without a field of their own."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class ClassifyResult:
     """The answer to one Classify call: which version answered, and one Classification per text."""
@@ -30,7 +38,8 @@ class ClassifyResult:
     """Every label of every text, highest first, whatever `top_k` kept in `results` (the Open Inference Protocol
     transport reports all probabilities next to the top k)."""
     truncated: list[bool] = field(default_factory=list)
-    """Per text: True when it was longer than `max_text_chars` and only its beginning was classified (empty: none)."""
+    """Per text: True when only its beginning was classified, as it is longer than the model reads (`max_length`
+    tokens) or than `max_text_chars` (empty: none)."""
     errors: list[str] = field(default_factory=list)
     """Per text: why it has no labels (its Classification is empty), "" for a text that has them (empty: none)."""
 

@@ -105,3 +105,13 @@ def test_predict_reports_each_line_and_goes_on(strict_server: RunningServer) -> 
     assert "no visible character" in out[1]["error"] and "max_request_chars" in out[3]["error"]
     assert out[2]["truncated"] is True and "truncated" not in out[0]
     assert "2 text(s) not classified" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_text_longer_than_the_model_reads_is_marked_truncated(strict_server: RunningServer) -> None:
+    over_tokens = "a " * 200  # 400 characters, under max_text_chars, but 200 tokens: over the model's 128
+    with InferenceClient(strict_server.target) as client:
+        info = client.get_model("bert")
+        short, long, exact = client.classify("bert", ["a " * 20, over_tokens, "a " * (info.max_length - 2)])
+    assert info.max_length == 128 and len(over_tokens) < MAX_TEXT_CHARS
+    assert (short.truncated, long.truncated, exact.truncated) == (False, True, False)
+    assert long.labels and not long.error
