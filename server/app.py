@@ -165,7 +165,10 @@ class OrtServer:
         the grace period runs out."""
         grace = self.settings.grace_period_s if grace is None else grace
         drain = self.settings.drain_period_s if drain is None else drain
-        log.info(
+        # A server that never bound its port (a failed start) has nothing to announce: the start's error says it all.
+        lifecycle = logging.INFO if self.port else logging.DEBUG
+        log.log(
+            lifecycle,
             "shutting down: NOT_SERVING, answering for %.1fs more, then finishing in-flight calls (grace %.1fs)",
             drain,
             grace,
@@ -193,7 +196,7 @@ class OrtServer:
         if self.tracer is not None:
             self.tracer.shutdown()
         self._stopped.set()
-        log.info("stopped")
+        log.log(lifecycle, "stopped")
 
     def skip_drain(self) -> None:
         """End the drain period of a `stop` in progress now (a second signal: the operator wants out)."""
