@@ -22,6 +22,7 @@ from .errors import ServerStartError
 from .interceptors.chain import build_interceptors
 from .interceptors.observing import ObservabilityInterceptor
 from .model_table import ModelTable, ServedModel
+from .observability.logs import NativeStderrCapture
 from .observability.metrics import MetricsEndpoint, ServerMetrics
 from .observability.tracing import configure_tracing
 from .result_cache import ResultCache
@@ -129,11 +130,16 @@ class OrtServer:
             log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
-            if self._tls is None:
-                self.port = self._server.add_insecure_port(address)
-            else:
-                self.port = self._server.add_secure_port(address, self._tls[0])
+            # gRPC core writes its own line about a failed bind to stderr: held back, as the error below says it in
+            # one line; kept in the debug log.
+            with NativeStderrCapture() as grpc_core:
+                if self._tls is None:
+                    self.port = self._server.add_insecure_port(address)
+                else:
+                    self.port = self._server.add_secure_port(address, self._tls[0])
+            grpc_core.release()
         except RuntimeError:  # grpc reports a failed bind as a bare RuntimeError, whatever the cause
+            log.debug("binding %s failed: %s", address, grpc_core.text.strip())
             raise ServerStartError(
                 f"cannot listen on port {self.settings.port} of {self.settings.host}: it is in use by another process "
                 "(or the address is not this machine's); stop that process, or pass --port with a free port "

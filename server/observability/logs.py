@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import threading
 from datetime import datetime, timezone
 from typing import Any, Literal, TextIO
@@ -121,3 +122,32 @@ class NativeStderrRouter:
                     )
                 else:
                     logging.getLogger("stderr").warning("%s", text)
+
+
+class NativeStderrCapture:
+    """Holds back what is written to file descriptor 2 inside a `with` block (gRPC core's own lines about a failed
+    bind, say), so that the caller decides: `release()` writes it out as it came, or the caller keeps `text` for
+    its log. Used around one short call, so other threads' lines are at most delayed, never lost."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __enter__(self) -> NativeStderrCapture:
+        sys.stderr.flush()
+        self._saved_fd = os.dup(2)
+        self._file = tempfile.TemporaryFile()
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved_fd, 2)
+        os.close(self._saved_fd)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+
+    def release(self) -> None:
+        """Write what was held back to file descriptor 2 (after the block)."""
+        if self.text:
+            os.write(2, self.text.encode("utf-8", "replace"))
