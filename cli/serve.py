@@ -153,6 +153,12 @@ def main(argv: Sequence[str]) -> int:
     except OrtServeError as exc:
         _report_failure(str(exc), json_log=router is not None)
         return 1
+    except Exception:
+        if router is None:
+            raise
+        # A JSON log stays JSON to the end: the traceback goes into the record's `exception` field.
+        logging.getLogger("ortserve.serve").exception("ortserve serve: stopped by an unexpected error")
+        return 1
     finally:
         if router is not None:
             router.stop()
