@@ -65,6 +65,11 @@ class ServerStartError(OrtServeError):
     call is answered: `ortserve serve` turns it into a message and an exit code, never a status."""
 
 
+class ModelConfigError(ServerStartError):
+    """A `--model` that cannot load as written, however long the server waits (a malformed URI, an unknown scheme, a
+    missing directory, a `models:/` URI with no registry configured): the start stops (`ortserve serve` exits 2)."""
+
+
 # Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller
 # sees. Domain messages are meant to carry none already; this is the net under them (a library's error text).
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")

@@ -8,14 +8,24 @@ this module only turns a BYTES tensor of texts into a list of strings and the ra
 - output `labels`        BYTES `[L]`: that label order (the label of each `probabilities` column)
 - output `top_labels`    BYTES `[N, k]` and `top_scores` FP32 `[N, k]`: the k best labels per text, highest first;
   k is the request parameter `top_k` (int64; absent or 0 = every label, as in Classify)
+- output `truncated`     BOOL  `[N]`: true where only a text's beginning was classified (longer than the model's
+  max_length tokens or the server's max_text_chars)
+- output `errors`        BYTES `[N]`: why a text was not classified (e.g. no visible character), empty where it was;
+  such a text's row of `probabilities` and `top_scores` is zeros and its `top_labels` are empty, and the other texts
+  are classified as usual
 
 A request that sends `raw_input_contents` (as tritonclient does) gets `raw_output_contents` back; a request with typed
 `contents` gets typed contents.
+
+Besides, three of Triton's extensions that tritonclient calls: RepositoryIndex (every model, its version and state),
+ModelStatistics (counts and cumulative times of each model's calls and runs since start) and ModelConfig (how a model
+is served, read-only: its tensors, limits, batching and labels).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import struct
 import time
@@ -27,9 +37,10 @@ import numpy as np
 from ortserve.v2 import grpc_predict_v2_pb2 as pb
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
+from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError, caller_message
+from .model_statistics import Duration, StatisticsSnapshot
 from .service import InferenceService
-from .types import Classification, ModelDescription, ModelState
+from .types import ClassifyResult, ModelDescription, ModelState, ServingConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +49,24 @@ OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_LABELS = "labels"
 OUTPUT_TOP_LABELS = "top_labels"
 OUTPUT_TOP_SCORES = "top_scores"
-OUTPUTS = (OUTPUT_PROBABILITIES, OUTPUT_LABELS, OUTPUT_TOP_LABELS, OUTPUT_TOP_SCORES)
+OUTPUT_TRUNCATED = "truncated"
+OUTPUT_ERRORS = "errors"
+OUTPUTS = (
+    OUTPUT_PROBABILITIES,
+    OUTPUT_LABELS,
+    OUTPUT_TOP_LABELS,
+    OUTPUT_TOP_SCORES,
+    OUTPUT_TRUNCATED,
+    OUTPUT_ERRORS,
+)
 #: Request parameter: how many labels `top_labels`/`top_scores` keep per text.
 TOP_K_PARAMETER = "top_k"
 #: Triton's platform name for an ONNX Runtime model.
 PLATFORM = "onnxruntime_onnx"
 SERVER_NAME = "ortserve"
+#: Triton's protocol extensions served here (ServerMetadata lists them): ModelConfig (read-only) and ModelStatistics.
+#: RepositoryIndex is served too, but not the rest of "model_repository" (load and unload), so it is not claimed.
+EXTENSIONS = ("model_configuration", "statistics")
 
 _LENGTH = struct.Struct("<I")
 
@@ -82,7 +105,7 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._server_version, extensions=[])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._server_version, extensions=list(EXTENSIONS))
 
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
@@ -102,7 +125,7 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         result = await self._service.classify(request.model_name, texts, top_k, deadline)
         if result.model_version != description.version:  # a new version was swapped in during the call
             description = self._service.get_model(request.model_name)
-        tensors = output_tensors(description.labels, result.ranked, result.results)
+        tensors = output_tensors(description.labels, result)
         response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request.id)
         raw = len(request.raw_input_contents) > 0
         for name in wanted:
@@ -112,9 +135,33 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 response.raw_output_contents.append(encode_raw(datatype, values))
             elif datatype == "BYTES":
                 output.contents.bytes_contents.extend(values)
+            elif datatype == "BOOL":
+                output.contents.bool_contents.extend(values)
             else:
                 output.contents.fp32_contents.extend(values)
         return response
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        models = self._service.list_models()
+        if request.ready:
+            models = [d for d in models if d.state is ModelState.SERVING]
+        return pb.RepositoryIndexResponse(models=[repository_entry(d) for d in models])
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            self._described(request.name, request.version)  # NOT_FOUND for another version
+        stats = self._service.model_statistics(request.name)
+        return pb.ModelStatisticsResponse(model_stats=[model_statistics(d, s) for d, s in stats])
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        self._described(request.name, request.version)
+        return pb.ModelConfigResponse(config=model_config(self._service.model_config(request.name)))
 
     def _described(self, name: str, version: str) -> ModelDescription:
         """The model's description; a version other than the one served is NOT_FOUND (one version is served)."""
@@ -140,7 +187,86 @@ def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
             tensor(name=OUTPUT_LABELS, datatype="BYTES", shape=[labels]),
             tensor(name=OUTPUT_TOP_LABELS, datatype="BYTES", shape=[-1, -1]),
             tensor(name=OUTPUT_TOP_SCORES, datatype="FP32", shape=[-1, -1]),
+            tensor(name=OUTPUT_TRUNCATED, datatype="BOOL", shape=[-1]),
+            tensor(name=OUTPUT_ERRORS, datatype="BYTES", shape=[-1]),
         ],
+    )
+
+
+#: Triton's model states of the repository index, from ours.
+_REPOSITORY_STATES = {ModelState.SERVING: "READY", ModelState.LOADING: "LOADING", ModelState.FAILED: "UNAVAILABLE"}
+
+
+def repository_entry(description: ModelDescription) -> pb.RepositoryIndexResponse.ModelIndex:
+    return pb.RepositoryIndexResponse.ModelIndex(
+        name=description.name,
+        version=description.version,
+        state=_REPOSITORY_STATES[description.state],
+        reason=caller_message(description.last_error),
+    )
+
+
+def model_statistics(description: ModelDescription, stats: StatisticsSnapshot) -> pb.ModelStatistics:
+    def duration(value: Duration) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=value.count, ns=value.ns)
+
+    return pb.ModelStatistics(
+        name=description.name,
+        version=description.version,
+        last_inference=stats.last_call_ms,
+        inference_count=stats.texts,
+        execution_count=stats.runs,
+        inference_stats=pb.InferStatistics(
+            success=duration(stats.success),
+            fail=duration(stats.fail),
+            queue=pb.StatisticDuration(),
+            compute_input=duration(stats.tokenize),
+            compute_infer=duration(stats.infer),
+            compute_output=duration(stats.rank),
+        ),
+    )
+
+
+#: The model configuration's element type of each datatype of the protocol.
+_CONFIG_TYPES = {"BYTES": pb.TYPE_STRING, "FP32": pb.TYPE_FP32, "BOOL": pb.TYPE_BOOL}
+
+
+def model_config(config: ServingConfig) -> pb.ModelConfig:
+    """The model's configuration in Triton's terms. Shapes leave out the batch dimension (one row per text)."""
+    description = config.description
+    labels = len(description.labels) or -1
+    metadata = model_metadata(description)
+    batch_free = {
+        OUTPUT_PROBABILITIES: [labels],
+        OUTPUT_LABELS: [labels],
+        OUTPUT_TOP_LABELS: [-1],
+        OUTPUT_TOP_SCORES: [-1],
+        OUTPUT_TRUNCATED: [1],
+        OUTPUT_ERRORS: [1],
+    }
+    parameters = {
+        "labels": json.dumps(description.labels),
+        "max_length": str(description.max_length),
+        "multi_label": json.dumps(description.multi_label),
+        "version": description.version,
+        "source_uri": description.source_uri,
+        "state": description.state.value,
+    }
+    return pb.ModelConfig(
+        name=description.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=config.max_texts_per_request,
+        input=[pb.ModelInput(name=INPUT_TEXT, data_type=pb.TYPE_STRING, dims=[1])],
+        output=[
+            pb.ModelOutput(name=o.name, data_type=_CONFIG_TYPES[o.datatype], dims=batch_free[o.name])
+            for o in metadata.outputs
+        ],
+        dynamic_batching=pb.ModelDynamicBatching(
+            preferred_batch_size=[config.max_batch_size],
+            max_queue_delay_microseconds=int(config.max_batch_delay_ms * 1000),
+        ),
+        parameters={key: pb.ModelParameter(string_value=value) for key, value in parameters.items()},
     )
 
 
@@ -193,25 +319,33 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
 
 
 #: name → (datatype, shape, flattened elements)
-Tensors = dict[str, tuple[str, list[int], list[float] | list[bytes]]]
+Tensors = dict[str, tuple[str, list[int], list[float] | list[bytes] | list[bool]]]
 
 
-def output_tensors(labels: Sequence[str], ranked: Sequence[Classification], top: Sequence[Classification]) -> Tensors:
-    """The four outputs from the ranked answer: `ranked` (every label, highest first) reordered to `labels`."""
+def output_tensors(labels: Sequence[str], result: ClassifyResult) -> Tensors:
+    """The outputs from the ranked answer: `result.ranked` (every label, highest first) reordered to `labels`, the
+    top k of `result.results`, and the per-text marks. A text that was not classified has zeros and empty labels."""
+    ranked, top, texts = result.ranked, result.results, len(result.ranked)
     column = {label: index for index, label in enumerate(labels)}
-    probabilities = np.zeros((len(ranked), len(labels)), dtype=np.float32)
+    probabilities = np.zeros((texts, len(labels)), dtype=np.float32)
     for row, classification in enumerate(ranked):
+        if not classification and result.error_at(row):
+            continue
         if len(classification) != len(labels) or any(score.label not in column for score in classification):
             # The version that answered has other labels than the one described (swapped in during the call).
             raise ModelNotReadyError("the model's labels changed during the call; retry")
         for score in classification:
             probabilities[row, column[score.label]] = score.score
-    k = len(top[0]) if top else 0
+    k = max((len(row) for row in top), default=0)
+    top_labels = [row[i].label.encode() if i < len(row) else b"" for row in top for i in range(k)]
+    top_scores = [row[i].score if i < len(row) else 0.0 for row in top for i in range(k)]
     return {
-        OUTPUT_PROBABILITIES: ("FP32", [len(ranked), len(labels)], probabilities.ravel().tolist()),
+        OUTPUT_PROBABILITIES: ("FP32", [texts, len(labels)], probabilities.ravel().tolist()),
         OUTPUT_LABELS: ("BYTES", [len(labels)], [label.encode() for label in labels]),
-        OUTPUT_TOP_LABELS: ("BYTES", [len(top), k], [s.label.encode() for row in top for s in row]),
-        OUTPUT_TOP_SCORES: ("FP32", [len(top), k], [s.score for row in top for s in row]),
+        OUTPUT_TOP_LABELS: ("BYTES", [len(top), k], top_labels),
+        OUTPUT_TOP_SCORES: ("FP32", [len(top), k], top_scores),
+        OUTPUT_TRUNCATED: ("BOOL", [texts], [result.truncated_at(row) for row in range(texts)]),
+        OUTPUT_ERRORS: ("BYTES", [texts], [result.error_at(row).encode() for row in range(texts)]),
     }
 
 
@@ -230,8 +364,11 @@ def decode_raw_bytes(raw: bytes) -> list[bytes]:
     return elements
 
 
-def encode_raw(datatype: str, values: list[float] | list[bytes]) -> bytes:
-    """Raw contents of a tensor: FP32 as little-endian floats, BYTES as length-prefixed elements."""
+def encode_raw(datatype: str, values: list[float] | list[bytes] | list[bool]) -> bytes:
+    """Raw contents of a tensor: FP32 as little-endian floats, BOOL as one byte each, BYTES as length-prefixed
+    elements."""
     if datatype == "FP32":
         return np.asarray(values, dtype="<f4").tobytes()
+    if datatype == "BOOL":
+        return np.asarray(values, dtype=np.bool_).tobytes()
     return b"".join(_LENGTH.pack(len(element)) + element for element in values if isinstance(element, bytes))
