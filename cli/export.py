@@ -7,10 +7,11 @@ import json
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ortserve.export.errors import ExportError
+from ortserve.export.errors import AliasNotMovedError, ExportError
 from ortserve.export.optimize import DEFAULT_INT8
 
 
@@ -19,7 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ortserve export",
         description="Export a Hugging Face text classifier to ONNX, optimize and quantize it, check it against the "
         "source model, write an ortserve artifact directory (model.onnx, tokenizer.json, ortserve.json) and register "
-        "it in the MLflow Model Registry. Exit codes: 0 done, 2 cannot export, 3 accuracy gate failed.",
+        "it in the MLflow Model Registry. Exit codes: 0 done, 2 cannot export, 3 accuracy gate failed (nothing "
+        "registered), 4 int8 missed the gate so the export is fp32: registered, but --alias not moved (see "
+        "--allow-fp32).",
     )
     parser.add_argument(
         "source",
@@ -29,15 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output",
         type=Path,
-        help="artifact directory to keep on disk (default: ./<source name>-onnx for local directories; a temporary "
-        "directory, removed after upload, for registry and run sources)",
+        help="write the artifact directory here; given without --register-as, only the directory is written and "
+        "nothing is registered (default: ./<source name>-onnx for local directories; a temporary directory, removed "
+        "after upload, for registry and run sources)",
     )
     parser.add_argument(
         "--register-as",
-        help="registered model name for the ONNX model (default <source name>-onnx for models:/ sources; needed "
-        "for runs:/ sources; local directories are registered only with it)",
+        help="registered model name for the ONNX model (default <source name>-onnx for models:/ sources without "
+        "--output; needed for runs:/ sources; local directories are registered only with it)",
     )
-    parser.add_argument("--alias", help="alias to point at the registered version (e.g. production)")
+    parser.add_argument(
+        "--alias",
+        help="alias to point at the registered version (e.g. production); moved only if the export is what was asked "
+        "for: when int8 misses the gate, the fp32 version is registered but the alias is not moved (exit code 4) "
+        "unless --allow-fp32",
+    )
+    parser.add_argument(
+        "--allow-fp32",
+        action="store_true",
+        help="move --alias to the export even when int8 missed the accuracy gate and it is fp32 (slower)",
+    )
     parser.add_argument(
         "--quantize",
         action=argparse.BooleanOptionalAction,
@@ -65,8 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else MLflow's default sqlite:///<cwd>/mlflow.db)",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", default="INFO", help="level of ortserve's own log lines (default INFO)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show what transformers, optimum, torch, ONNX Runtime and MLflow print (warnings, progress bars); "
+        "silenced by default",
+    )
     return parser
+
+
+#: Loggers of the libraries the export drives; below ERROR they only narrate (deprecations, tracer warnings, "please
+#: install accelerate", quantizer advice, MLflow's "Created version" and migrations).
+THIRD_PARTY_LOGGERS = ("transformers", "optimum", "torch", "onnxruntime", "onnx", "mlflow", "alembic", "urllib3")
+
+
+def silence_third_party() -> None:
+    """Keep stderr to ortserve's own lines: third-party warnings, library log lines under ERROR, ONNX Runtime's C++
+    warnings and MLflow's progress bars are dropped (`--verbose` keeps them). Called before those libraries load,
+    so that the settings they read once at import apply."""
+    warnings.filterwarnings("ignore")  # TracerWarning, FutureWarning, DeprecationWarning... of the libraries
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger().setLevel(logging.ERROR)  # libraries that log on the root logger (onnxruntime's quantizer)
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)  # ERROR: C++ warnings go straight to stderr otherwise
+    except ImportError:
+        pass
 
 
 def _read_texts(path: Path) -> list[str]:
@@ -87,6 +130,8 @@ def main(argv: Sequence[str]) -> int:
     # Before transformers is imported (it reads them once): the export never reaches the Hugging Face Hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    if not args.verbose:
+        silence_third_party()
     try:
         from ortserve.export.job import export_model
 
@@ -105,7 +150,12 @@ def main(argv: Sequence[str]) -> int:
             opset=args.opset,
             tracking_uri=args.tracking_uri,
             int8=args.int8,
+            allow_fp32=args.allow_fp32,
         )
+    except AliasNotMovedError as exc:  # registered, but not promoted: the summary still says what was registered
+        print(json.dumps(exc.report.to_dict(), indent=2))
+        print(f"ortserve export: {exc}", file=sys.stderr)
+        return exc.exit_code
     except ExportError as exc:
         print(f"ortserve export: {exc}", file=sys.stderr)
         return exc.exit_code
