@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .pipeline import ExportReport
+from typing import Any
 
 
 class ExportError(Exception):
@@ -23,10 +20,11 @@ class ParityError(ExportError):
 class AliasNotMovedError(ExportError):
     """int8 was asked for but missed the accuracy gate, so the export is fp32: it was registered, but the alias was
     left where it was (an alias is moved only to what was asked for; `allow_fp32=True`, `--allow-fp32`, accepts
-    fp32). `report` says what was registered."""
+    fp32). `report` (an `ExportReport`; typed loosely so that this module imports nothing of the export) says what
+    was registered."""
 
     exit_code = 4
 
-    def __init__(self, message: str, report: ExportReport):
+    def __init__(self, message: str, report: Any):
         super().__init__(message)
         self.report = report
