@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from ortserve.export.errors import AliasNotMovedError, ExportError
 from ortserve.export.optimize import DEFAULT_INT8
@@ -90,26 +93,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Loggers of the libraries the export drives; below ERROR they only narrate (deprecations, tracer warnings, "please
-#: install accelerate", quantizer advice, MLflow's "Created version" and migrations).
-THIRD_PARTY_LOGGERS = ("transformers", "optimum", "torch", "onnxruntime", "onnx", "mlflow", "alembic", "urllib3")
+#: install accelerate", quantizer advice, MLflow's migrations). "" is the root logger, which onnxruntime's quantizer
+#: uses.
+THIRD_PARTY_LOGGERS = ("", "transformers", "optimum", "torch", "onnxruntime", "onnx", "mlflow", "alembic", "urllib3")
 
 
-def silence_third_party() -> None:
-    """Keep stderr to ortserve's own lines: third-party warnings, library log lines under ERROR, ONNX Runtime's C++
-    warnings and MLflow's progress bars are dropped (`--verbose` keeps them). Called before those libraries load,
-    so that the settings they read once at import apply."""
-    warnings.filterwarnings("ignore")  # TracerWarning, FutureWarning, DeprecationWarning... of the libraries
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+@contextlib.contextmanager
+def third_party_quieted() -> Iterator[TextIO]:
+    """Keep stderr to ortserve's own lines for the block; yields the stream they go to (the real stderr).
+
+    What the libraries print goes to a discarded temporary file instead: file descriptor 2 is pointed there, since
+    MLflow prints ("Created version '2' of model ...") and ONNX Runtime's C++ code writes to it directly, and their
+    warnings and log lines under ERROR are dropped. `--verbose` skips all of this. Levels and filters are restored
+    afterwards (the CLI also runs in-process, in tests and Airflow tasks)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read once, when transformers is first imported
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger().setLevel(logging.ERROR)  # libraries that log on the root logger (onnxruntime's quantizer)
-    for name in THIRD_PARTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        import onnxruntime
-
-        onnxruntime.set_default_logger_severity(3)  # ERROR: C++ warnings go straight to stderr otherwise
-    except ImportError:
-        pass
+    levels = {name: logging.getLogger(name).level for name in THIRD_PARTY_LOGGERS}
+    sys.stderr.flush()
+    real = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    with tempfile.TemporaryFile() as discarded, warnings.catch_warnings():
+        os.dup2(discarded.fileno(), 2)
+        try:
+            warnings.simplefilter("ignore")  # TracerWarning, FutureWarning, DeprecationWarning... of the libraries
+            for name in THIRD_PARTY_LOGGERS:
+                logging.getLogger(name).setLevel(logging.ERROR)
+            yield real
+        finally:
+            sys.stderr.flush()
+            os.dup2(real.fileno(), 2)
+            real.close()
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def _read_texts(path: Path) -> list[str]:
@@ -124,14 +138,29 @@ def _read_texts(path: Path) -> list[str]:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
-    # Root at WARNING: onnxruntime's quantizer logs every tensor at INFO on the root logger.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("ortserve").setLevel(args.log_level.upper())
     # Before transformers is imported (it reads them once): the export never reaches the Hugging Face Hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if not args.verbose:
-        silence_third_party()
+    with contextlib.ExitStack() as stack:
+        stream = sys.stderr if args.verbose else stack.enter_context(third_party_quieted())
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        ortserve = logging.getLogger("ortserve")
+        ortserve.setLevel(args.log_level.upper())
+        ortserve.addHandler(handler)
+        ortserve.propagate = False  # its lines go to `stream` only, also where the root logger is quieted
+        try:
+            code, message = _export(args)
+        finally:
+            ortserve.removeHandler(handler)
+            ortserve.propagate = True
+    if message:
+        print(f"ortserve export: {message}", file=sys.stderr)
+    return code
+
+
+def _export(args: argparse.Namespace) -> tuple[int, str | None]:
+    """Run the export the arguments describe; print its summary; return the exit code and the error line, if any."""
     try:
         from ortserve.export.job import export_model
 
@@ -154,22 +183,17 @@ def main(argv: Sequence[str]) -> int:
         )
     except AliasNotMovedError as exc:  # registered, but not promoted: the summary still says what was registered
         print(json.dumps(exc.report.to_dict(), indent=2))
-        print(f"ortserve export: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code, str(exc)
     except ExportError as exc:
-        print(f"ortserve export: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code, str(exc)
     except KeyboardInterrupt:
-        print(f"ortserve export: {args.source}: interrupted", file=sys.stderr)
-        return 130
+        return 130, f"{args.source}: interrupted"
     except Exception as exc:  # a bug or an error no step anticipated: still one line, with the trace at DEBUG
         logging.getLogger("ortserve.export").debug("unexpected failure", exc_info=True)
         first = (str(exc).strip().splitlines() or [""])[0]
-        print(
-            f"ortserve export: {args.source}: unexpected {type(exc).__name__}: {first}; run again with "
-            "--log-level DEBUG for the trace and report it",
-            file=sys.stderr,
+        return 1, (
+            f"{args.source}: unexpected {type(exc).__name__}: {first}; run again with --verbose --log-level DEBUG for "
+            "the trace and report it"
         )
-        return 1
     print(json.dumps(report.to_dict(), indent=2))
-    return 0
+    return 0, None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,10 @@ def test_embedded_sqlite_store_is_the_default(tmp_path: Path):
         env={"MLFLOW_TRACKING_URI": None},
     )  # type: ignore[dict-item]
     assert result.returncode == 0, result.stderr
+    # Only ortserve's own lines: MLflow's store migrations, "Created version", progress bars and the export libraries'
+    # warnings are silenced without --verbose.
+    ortserve_line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) ")
+    assert all(ortserve_line.match(line) for line in result.stderr.splitlines()), result.stderr
     registered = summary(result.stdout)
     assert registered["registered_name"] == "sentiment-analysis-onnx"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
