@@ -141,7 +141,6 @@ def _point_alias(client: Any, report: ExportReport, alias: str, allow_fp32: bool
         )
     set_alias(client, report.registered_name, report.registered_version, alias)
     report.alias_moved = True
-    log.info("models:/%s@%s is now %s", report.registered_name, alias, report.model_uri)
 
 
 def _gate_texts(report: ExportReport) -> str:
