@@ -115,7 +115,7 @@ def test_readme_predict_line_runs(server: RunningServer) -> None:
 def test_readme_open_inference_protocol_remarks_match_the_demo() -> None:
     text = section(README, "Open Inference Protocol")
     assert "random" not in text, "the demo trains real models: its answers are not those of random weights"
-    (output,) = [b for b in fenced(text, "") if b.startswith("ready:")]
+    (output,) = re.findall(r"\n```\n(ready:.*?)```", text, re.S)
     ready, answer, labels = output.strip().splitlines()
     # The demo registers its ONNX models from trained ones: a real sentiment model ranks these two texts apart.
     top = re.fullmatch(r"\d+ \(2, 3\) \[\[b'(\w+)'\], \[b'(\w+)'\]\]", answer)
