@@ -60,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("ORTSERVE_ROOT_CERTIFICATES"),
         help="PEM file of root certificates; given, the connection uses TLS [env ORTSERVE_ROOT_CERTIFICATES]",
     )
+    parser.add_argument(
+        "--client-certificate",
+        default=os.environ.get("ORTSERVE_CLIENT_CERTIFICATE"),
+        help="PEM client certificate, for a server that requires one (mutual TLS); with --client-key "
+        "[env ORTSERVE_CLIENT_CERTIFICATE]",
+    )
+    parser.add_argument(
+        "--client-key",
+        default=os.environ.get("ORTSERVE_CLIENT_KEY"),
+        help="PEM private key of --client-certificate [env ORTSERVE_CLIENT_KEY]",
+    )
     return parser
 
 
@@ -126,6 +137,8 @@ def main(argv: Sequence[str]) -> int:
             chunk_size=args.chunk_size,
             token=args.token,
             root_certificates=args.root_certificates,
+            client_certificate=args.client_certificate,
+            client_key=args.client_key,
         )
         with client:
             # One block keeps every request of the client's bounded concurrency busy, then prints in order.
