@@ -1,6 +1,10 @@
-"""The child side of `ortserve.server.sources.registry_worker`: registry jobs done with the MLflow client, in a process that
-exits when they are done (`python -m ortserve.contract.registry_jobs`, one JSON request on stdin, one JSON answer as
-the last line of stdout). Here, in the contract, so that the child imports neither gRPC nor ONNX Runtime."""
+"""The child side of `ortserve.server.sources.registry_worker`: registry jobs done with the MLflow client, in a process
+that exits when they are done (`python -m ortserve.contract.registry_jobs`, one JSON request on stdin, one JSON line
+`{"job": INDEX, "result": {...}}` on stdout as soon as each job is done). Here, in the contract, so that the child
+imports neither gRPC nor ONNX Runtime.
+
+Jobs: `resolve` (uri) → version; `download` (name, version, destination) → a verified, marked artifact directory;
+`fetch` (uri, model_dir) → both: the version, downloaded into model_dir/VERSION unless a marked entry is there."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +40,16 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     return {"error": {"kind": "RegistryError", "message": "registry worker error", "detail": redact_text(repr(exc))}}
 
 
-def _run_jobs(request: dict[str, Any]) -> list[dict[str, Any]]:
-    """Do every job of `request` with one MLflow client; one result (or error) per job, in order."""
-    from .cache import fetch_registered_artifact
+def _run_jobs(request: dict[str, Any], report: Callable[[int, dict[str, Any]], None]) -> None:
+    """Do every job of `request` with one MLflow client, in order; `report` each one's result (or error) when done."""
+    from .cache import COMPLETE_MARKER, fetch_registered_artifact
     from .registry import mlflow_error, resolve_version
     from .uri import RegistryUri
 
     tracking_uri = request.get("tracking_uri")
     jobs: list[dict[str, Any]] = request["jobs"]
     client: Any = None
-    results: list[dict[str, Any]] = []
-    for job in jobs:
+    for index, job in enumerate(jobs):
         what = job.get("uri") or f"models:/{job.get('name')}/{job.get('version')}"
         try:
             if client is None:
@@ -57,17 +61,24 @@ def _run_jobs(request: dict[str, Any]) -> list[dict[str, Any]]:
                     raise mlflow_error(what, exc) from None
             if job["op"] == "resolve":
                 version = resolve_version(client, RegistryUri.parse(job["uri"])).version
-                results.append({"version": str(version)})
+                report(index, {"version": str(version)})
             elif job["op"] == "download":
                 fetch_registered_artifact(client, job["name"], job["version"], Path(job["destination"]), tracking_uri)
-                results.append({})
+                report(index, {})
+            elif job["op"] == "fetch":
+                parsed = RegistryUri.parse(job["uri"])
+                version = str(resolve_version(client, parsed).version)
+                destination = Path(job["model_dir"]) / version
+                downloaded = not (destination / COMPLETE_MARKER).is_file()
+                if downloaded:
+                    fetch_registered_artifact(client, parsed.name, version, destination, tracking_uri)
+                report(index, {"version": version, "downloaded": downloaded})
             else:
                 raise ValueError(f"unknown job {job['op']!r}")
         except (ContractError, OSError) as exc:
-            results.append(error_dict(exc))
+            report(index, error_dict(exc))
         except Exception as exc:  # any surprise of one job must not lose the answers to the others
-            results.append(error_dict(mlflow_error(what, exc)))
-    return results
+            report(index, error_dict(mlflow_error(what, exc)))
 
 
 def main() -> None:
@@ -80,9 +91,12 @@ def main() -> None:
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     request = json.loads(sys.stdin.read())
-    results = _run_jobs(request)
-    sys.stdout.write("\n" + json.dumps({"results": results}) + "\n")
-    sys.stdout.flush()
+
+    def report(index: int, result: dict[str, Any]) -> None:
+        sys.stdout.write("\n" + json.dumps({"job": index, "result": result}) + "\n")
+        sys.stdout.flush()  # the parent hands it to its caller now, not when every job is done
+
+    _run_jobs(request, report)
     os._exit(0)  # skip interpreter teardown of MLflow's modules: the answer is written, nothing else is pending
 
 
