@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from ortserve.contract.artifact import ARTIFACT_FILES, EXTRA_FILES_DIR
+from ortserve.contract.artifact import ARTIFACT_FILES, EXTRA_FILES_DIR, ArtifactManifest
+from ortserve.contract.cache import fetch_registered_artifact
+from ortserve.contract.registry import mlflow_error
 
 from .registry_rest import RestRegistryClient
 
@@ -150,6 +152,25 @@ def artifact_routes(client: RestRegistryClient, name: str, version: str) -> Arti
         if prefix is not None:
             return RunRoutes(client, registered.run_id, prefix)
     raise RestArtifactsUnsupported("artifacts outside the version's run and logged model")
+
+
+def fetch_version_over_rest(client: RestRegistryClient, name: str, version: str, destination: Path) -> ArtifactManifest:
+    """The REST twin of the MLflow client's download: `fetch_registered_artifact` (scratch directory, the digests
+    export recorded, the marker, the rename into place) with the files from `download_version_files`.
+
+    Raises the contract's errors, mapped from MLflow's error codes as for the MLflow client; `RestArtifactsUnsupported`
+    when the server does not serve the version's files (nothing was written then)."""
+    what = f"models:/{name}/{version}"
+
+    def download(target: Path) -> Path:
+        try:
+            return download_version_files(client, name, version, target)
+        except RestArtifactsUnsupported:
+            raise
+        except Exception as exc:  # RestRegistryError (MLflow's code, or none when unreachable), a bad listing, disk
+            raise mlflow_error(what, exc) from None
+
+    return fetch_registered_artifact(client, name, version, destination, None, download=download)
 
 
 def download_version_files(client: RestRegistryClient, name: str, version: str, destination: Path) -> Path:

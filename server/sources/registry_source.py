@@ -25,7 +25,6 @@ from urllib.parse import quote
 
 from ortserve.contract.cache import (
     COMPLETE_MARKER,
-    fetch_registered_artifact,
     quarantine,
     remove_stale_scratch,
     verify_cached_artifact,
@@ -37,7 +36,7 @@ from ortserve.contract.errors import (
     RegistryUnavailableError,
 )
 from ortserve.contract.redact import redact_uri
-from ortserve.contract.registry import mlflow_error, resolve_version
+from ortserve.contract.registry import resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
 
@@ -45,7 +44,7 @@ from ..artifact import as_server_error
 from ..errors import ArtifactError
 from .model_source import FetchedArtifact, ModelSource
 from .registry_rest import RestRegistryClient, rest_registry_client
-from .registry_rest_artifacts import RestArtifactsUnsupported, download_version_files
+from .registry_rest_artifacts import RestArtifactsUnsupported, fetch_version_over_rest
 from .registry_worker import RegistryWorker, registry_worker
 
 __all__ = ["COMPLETE_MARKER", "RegistrySource", "RegistryUri", "default_cache_dir", "open_registry_source"]
@@ -188,20 +187,9 @@ class RegistrySource(ModelSource):
         """Download `version` into `directory` (verified, marked): over REST when the tracking server serves its
         files, else through the worker's MLflow client."""
         if self.rest is not None:
-            rest = self.rest
-            what = f"models:/{self.parsed.name}/{version}"
-
-            def over_rest(target: Path) -> Path:
-                try:
-                    return download_version_files(rest, self.parsed.name, version, target)
-                except RestArtifactsUnsupported:
-                    raise
-                except Exception as exc:  # the same mapping as the MLflow client's errors (contract.registry)
-                    raise mlflow_error(what, exc) from None
-
             try:
                 with _DOWNLOAD_SLOTS:
-                    fetch_registered_artifact(rest, self.parsed.name, version, directory, None, download=over_rest)
+                    fetch_version_over_rest(self.rest, self.parsed.name, version, directory)
                 return
             except RestArtifactsUnsupported as exc:
                 log.info("%s: %s; the MLflow client downloads version %s", self.uri, exc, version)
