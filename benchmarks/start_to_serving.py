@@ -77,6 +77,10 @@ def measure(artifact: Path, work: Path, rounds: int = 3, ortserve: str | None = 
     per_round: dict[str, list[dict[str, float]]] = {}
     started = time.perf_counter()
     try:
+        import mlflow
+
+        # The SQLite store's artifacts under `root`, not in ./mlruns (register() uses this experiment).
+        mlflow.MlflowClient(sqlite_uri).create_experiment("registry-memory", (root / "sqlite-artifacts").as_uri())
         for uri in (sqlite_uri, http.tracking_uri):
             register(uri, REGISTERED, artifact)
         registries = {"sqlite": sqlite_uri, "http": http.tracking_uri}

@@ -84,6 +84,8 @@ class RegistrySource(ModelSource):
         self.worker = worker or registry_worker(tracking_uri)
         configure_mlflow_client(SERVER_HTTP)  # environment only: the REST client and the worker's children read it
         self.rest: RestRegistryClient | None = rest_registry_client(tracking_uri)
+        if self.rest is None:  # the first fetch needs a child: let it import the MLflow client while the server starts
+            self.worker.prepare()
         for removed in remove_stale_scratch(self._model_dir()):
             log.warning("%s: removed %s, left by an interrupted download", uri, removed.name)
 

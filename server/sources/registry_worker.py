@@ -83,6 +83,18 @@ class RegistryWorker:
         self._lock = threading.Lock()
         self._pending: list[_Job] = []
         self._leader_waiting = False
+        self._prepared: _Child | None = None
+
+    def prepare(self) -> None:
+        """Start the child of the next round of jobs now (idempotent): it imports the MLflow client while the server
+        starts, and the start-up's jobs, when they come, find it ready. Only for the start: between poll rounds no
+        child waits (its memory is what the worker exists to give back)."""
+        with self._lock:
+            if self._prepared is None:
+                try:
+                    self._prepared = self._start_child()
+                except OSError as exc:  # the round itself will try again, and report it
+                    log.debug("registry worker: cannot prepare a child: %s", exc)
 
     def resolve(self, uri: str) -> str:
         """The version `uri` (a `models:/` URI) points at now. Raises the contract's errors."""
@@ -128,26 +140,45 @@ class RegistryWorker:
                     )
                     job.done.set()
 
-    def _spawn(self, request: dict[str, Any], jobs: list[_Job], timeout: float) -> None:
-        """Run one child for `jobs`, handing each job its result as soon as the child reports it."""
+    def _start_child(self) -> _Child:
+        stderr_file = tempfile.TemporaryFile()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", CHILD_MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                text=True,
+            )
+            assert process.stdin is not None
+            process.stdin.write(json.dumps({"tracking_uri": self.tracking_uri}) + "\n")
+            process.stdin.flush()
+        except OSError:
+            stderr_file.close()
+            raise
         self.children_started += 1
+        return _Child(process, stderr_file)
+
+    def _spawn(self, request: dict[str, Any], jobs: list[_Job], timeout: float) -> None:
+        """Run one child for `jobs` (the prepared one if it is there), handing each job its result as soon as the
+        child reports it."""
         started = time.monotonic()
-        with tempfile.TemporaryFile() as stderr_file:
-            try:
-                child = subprocess.Popen(
-                    [sys.executable, "-m", CHILD_MODULE],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr_file,
-                    text=True,
-                )
-            except OSError as exc:
-                raise RegistryUnavailableError("registry worker cannot start", detail=str(exc)) from None
+        with self._lock:
+            prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared.process.poll() is not None:
+            prepared.stderr_file.close()
+            prepared = None
+        try:
+            spawned = prepared or self._start_child()
+        except OSError as exc:
+            raise RegistryUnavailableError("registry worker cannot start", detail=str(exc)) from None
+        child, stderr_file = spawned.process, spawned.stderr_file
+        with stderr_file:
             killer = threading.Timer(timeout, child.kill)  # a hung child: its jobs fail below, as unreachable
             killer.start()
             try:
                 assert child.stdin is not None and child.stdout is not None
-                child.stdin.write(json.dumps(request))
+                child.stdin.write(json.dumps({"jobs": request["jobs"]}) + "\n")
                 child.stdin.close()
                 for line in child.stdout:
                     _deliver(line, jobs)
@@ -176,6 +207,14 @@ class RegistryWorker:
         if stderr:
             log.debug("registry worker said: %s", stderr[-2000:])
         log.debug("registry worker: %d job(s) in %.2fs", len(jobs), time.monotonic() - started)
+
+
+@dataclass
+class _Child:
+    """A started child and the file its stderr goes to (read for the log when it is done)."""
+
+    process: subprocess.Popen[str]
+    stderr_file: Any
 
 
 def _deliver(line: str, jobs: list[_Job]) -> None:
