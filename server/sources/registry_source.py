@@ -149,7 +149,11 @@ class RegistrySource(ModelSource):
         import is paid once per start, not once for each step."""
         if self.rest is not None:
             return self._resolve(), False
-        return self.worker.fetch(self.uri, self._model_dir())
+        try:
+            return self.worker.fetch(self.uri, self._model_dir())
+        except (ContractError, OSError):
+            remove_stale_scratch(self._model_dir())  # a killed child leaves its scratch directory behind
+            raise
 
     def _server_error(self, exc: ContractError) -> ArtifactError:
         # The log gets the detail (redacted MLflow text, paths); the caller only the safe message.
