@@ -221,7 +221,7 @@ def p(samples: Sequence[float], q: float) -> float:
 COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ONNX Runtime run", re.compile(r"onnxruntime|OrtRun|onnxruntime_pybind")),
     ("tokenizer", re.compile(r"encode_batch|tokenizers")),
-    ("runtime: collate, softmax, rank", re.compile(r"server/runtime\.py|server/stages\.py")),
+    ("runtime: collate, softmax, rank", re.compile(r"server/runtime\.py")),
     ("protobuf (de)serialization, message building", re.compile(r"protobuf|upb|_message|SerializeToString|FromString")),
     ("ortserve client code", re.compile(r"(^|[ (/])client/(sync_client|async_client|convert|base)\.py")),
     ("interceptor chain", re.compile(r"server/interceptors\.py|server/metrics\.py|server/call_context\.py")),

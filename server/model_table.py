@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
+from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput, RunReport
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
-from .observability.stages import TimedBatchOutput, TimedOnnxClassifier, begin_batch
+from .observability.call_context import CallRecord, observe_batch
 from .runtime import OnnxClassifier, SessionConfig
 from .sources.model_source import FetchedArtifact, ModelSource
+from .stage_timings import BatchStages, MeasuredRun
+from .text_cost import estimate_tokens
 from .types import Classification, ModelDescription, ModelState, PollStats
 
 log = logging.getLogger(__name__)
@@ -24,12 +27,14 @@ StateListener = Callable[[str, ModelState], Awaitable[None]]
 
 WARMUP_TEXT = "ortserve warm-up"
 
-#: Characters per token assumed when estimating a text's cost before tokenizing it (English averages 4-5 for
-#: WordPiece and BPE vocabularies; erring low over-estimates cost, which only makes admission more cautious).
-CHARS_PER_TOKEN_ESTIMATE = 4
-
 #: Max length assumed for estimates before a model is loaded.
 DEFAULT_MAX_LENGTH = 512
+
+#: Widths (tokens per text) at which a version's warm-up times runs for the cost model, with its max length: enough
+#: to separate the fixed cost, the cost per token and attention's growth with the width (see `admission.RunCost`).
+CALIBRATION_WIDTHS = (8, 64, 256)
+#: Rows of the extra runs at narrow widths, which separate the fixed cost of a run from its cost per token.
+CALIBRATION_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class LoadedVersion:
     classifier: OnnxClassifier
     loaded_at: datetime
     note: str = ""
+    calibration: tuple[MeasuredRun, ...] = ()
+    """Runs timed by the warm-up, which the batcher's cost model is fitted to when this version is swapped in."""
 
 
 class ServedModel:
@@ -67,7 +74,7 @@ class ServedModel:
         self._session_config = session_config
         # The batcher enforces `limits` where it forms runs; a run gets texts that already respect them.
         self.batcher: AdaptiveBatcher[Classification] = AdaptiveBatcher(
-            name, self._run_batch, executor, limits, text_cost=self.estimate_tokens
+            name, self._run_batch, executor, limits, text_cost=self.estimate_tokens, on_run=_observe_run
         )
 
     def estimate_tokens(self, text: str) -> int:
@@ -75,7 +82,7 @@ class ServedModel:
         forming): at most the serving version's max length, as the runtime cuts every text there."""
         loaded = self.current
         max_length = loaded.classifier.max_length if loaded else DEFAULT_MAX_LENGTH
-        return min(max_length, len(text) // CHARS_PER_TOKEN_ESTIMATE + 2)
+        return estimate_tokens(text, max_length)
 
     def _run_batch(self, texts: list[str], pin: object = None) -> BatchOutput[Classification]:
         """Run one batch formed by the batcher, on the version `pin` (a `LoadedVersion` from an earlier run of the
@@ -84,11 +91,11 @@ class ServedModel:
         if loaded is None:
             raise ModelNotReadyError(f"model {self.name!r} is not loaded ({self.state.value})")
         classifier = loaded.classifier
-        stages = begin_batch(len(texts))  # observability: the classifier times tokenization and inference into it
+        stages = BatchStages(texts=len(texts))  # the classifier times tokenization and inference into it
         # The batch already respects the limits; grouping by length only saves padding inside it.
-        probabilities = classifier.probabilities(texts, by_length=True)
+        probabilities = classifier.probabilities(texts, by_length=True, stages=stages)
         # Rank here, in the worker thread, with the labels of the version that actually ran.
-        return TimedBatchOutput(loaded.version, classifier.rank(probabilities), pin=loaded, stages=stages)
+        return BatchOutput(loaded.version, classifier.rank(probabilities), pin=loaded, stages=stages)
 
     def load_version(self, version: str | None = None) -> LoadedVersion:
         """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the
@@ -111,12 +118,18 @@ class ServedModel:
         return self._load(fetched)
 
     def _load(self, fetched: FetchedArtifact) -> LoadedVersion:
-        classifier = TimedOnnxClassifier.load(fetched.directory, self._session_config)
+        classifier = OnnxClassifier.load(fetched.directory, self._session_config)
         try:
             classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving
+            calibration = calibration_runs(classifier)
         except Exception as exc:  # a graph that loads but cannot run must never be swapped in
             raise ModelWarmupError(f"version {fetched.version} failed its warm-up inference: {exc}") from exc
-        return LoadedVersion(fetched.version, classifier, datetime.now(timezone.utc), fetched.note)
+        return LoadedVersion(fetched.version, classifier, datetime.now(timezone.utc), fetched.note, calibration)
+
+    def serve(self, loaded: LoadedVersion) -> None:
+        """Swap `loaded` in: runs formed from now on take it, and the cost model is fitted to its warm-up runs."""
+        self.batcher.run_cost.calibrate(loaded.calibration)
+        self.current = loaded
 
     def describe(self) -> ModelDescription:
         loaded = self.current
@@ -167,13 +180,12 @@ class ModelTable:
         """First load of a model (or a retry after it FAILED); True once it serves."""
         if model.state is not ModelState.LOADING:
             await self.set_state(model, ModelState.LOADING, model.last_error)
-        model.batcher.start()
         try:
             loaded = await asyncio.to_thread(model.load_version)
         except Exception as exc:
             await self.set_state(model, ModelState.FAILED, _describe_failure(model, exc))
             return False
-        model.current = loaded
+        model.serve(loaded)
         suffix = f" ({loaded.note})" if loaded.note else ""
         log.info("model %s: serving version %s from %s%s", model.name, loaded.version, model.source.uri, suffix)
         await self.set_state(model, ModelState.SERVING)
@@ -191,7 +203,7 @@ class ModelTable:
             reason = _describe_failure(model, exc, f"version {version}")
             model.last_error = f"version {version} not swapped in: {reason}{serving}"
             return False
-        model.current = loaded  # the swap: new batches take the new version from here on
+        model.serve(loaded)  # the swap: new batches take the new version from here on
         model.last_error = ""
         log.info("model %s: swapped version %s -> %s", model.name, old.version if old else "none", loaded.version)
         if model.state is not ModelState.SERVING:
@@ -200,6 +212,31 @@ class ModelTable:
 
     async def close(self) -> None:
         await asyncio.gather(*(model.batcher.close() for model in self._models.values()))
+
+
+def calibration_runs(classifier: OnnxClassifier) -> tuple[MeasuredRun, ...]:
+    """Time runs of `classifier` at `CALIBRATION_WIDTHS` and its max length (one text each, and `CALIBRATION_ROWS`
+    texts at the narrow widths), plus one whole run of the warm-up text as the server runs it (tokenize, run, rank):
+    its overhead over the bare session is part of every run."""
+    widths = sorted({w for w in CALIBRATION_WIDTHS if w < classifier.max_length} | {classifier.max_length})
+    shapes = [(1, width) for width in widths] + [(CALIBRATION_ROWS, width) for width in widths if width <= 64]
+    measured = classifier.time_runs(shapes)
+    whole = float("inf")
+    for _ in range(2):  # the fastest of two, like the timed runs
+        start = time.perf_counter()
+        classifier.rank(classifier.probabilities([WARMUP_TEXT], by_length=True))
+        whole = min(whole, time.perf_counter() - start)
+    return (*measured, MeasuredRun(1, classifier.count_tokens(WARMUP_TEXT), whole))
+
+
+def _observe_run(
+    model: str,
+    calls: Sequence[tuple[CallRecord | None, float]],
+    output: BatchOutput[Classification],
+    run: RunReport,
+) -> None:
+    """The batcher's run hook: hands the run's stage timings to its calls' records and the metrics."""
+    observe_batch(model, calls, output.stages, run.width, run.estimated_s, run.seconds)
 
 
 def _describe_failure(model: ServedModel, exc: BaseException, what: str = "") -> str:
