@@ -10,7 +10,7 @@ and the server's VmRSS right then are reported as medians over the rounds, next 
 - empty cache: HTTP registry ≤ local + 0.5 s, SQLite registry ≤ local + 1.5 s;
 - warm cache: either registry ≤ local + 0.5 s.
 
-    .venv/bin/python -m benchmarks.start_to_serving [--rounds 3] [--artifact DIR] [--ortserve PATH]
+    .venv/bin/python -m benchmarks.start_to_serving [--rounds 3] [--artifact DIR] [--ortserve PATH ...]
 
 `make bench` (benchmarks.run) calls `measure` and puts the figures in bench.json as `start_to_serving`.
 """
@@ -18,6 +18,7 @@ and the server's VmRSS right then are reported as medians over the rounds, next 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import shlex
@@ -61,14 +62,17 @@ def start_once(ortserve: str, model_uri: str, extra: list[str], log_file: Path) 
             _stop(process)
 
 
-def measure(artifact: Path, work: Path, rounds: int = 3, ortserve: str | None = None) -> dict[str, Any]:
-    """Every (system, cache) start in `rounds` alternating rounds; medians and per-round figures, JSON-able."""
+def measure(artifact: Path, work: Path, rounds: int = 3, executables: list[str] | None = None) -> dict[str, Any]:
+    """Every (ortserve, system, cache) start in `rounds` alternating rounds; medians and per-round figures, JSON-able.
+
+    `executables`: ortserve commands, e.g. main's and this branch's (default: the `ortserve` beside this Python);
+    within a round each runs the same start in turn, so they share the machine's load."""
     repository = str(Path(__file__).resolve().parent.parent)
     if repository not in sys.path:  # tests.mlflow_server starts the real `mlflow server`
         sys.path.insert(0, repository)
     from tests.mlflow_server import MlflowServer
 
-    ortserve = ortserve or str(Path(sys.executable).with_name("ortserve"))
+    executables = executables or [str(Path(sys.executable).with_name("ortserve"))]
     root = work / "start-to-serving"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -85,17 +89,25 @@ def measure(artifact: Path, work: Path, rounds: int = 3, ortserve: str | None = 
             register(uri, REGISTERED, artifact)
         registries = {"sqlite": sqlite_uri, "http": http.tracking_uri}
         for index in range(rounds):
-            caches = {system: root / f"cache-{index}-{system}" for system in registries}
             for cache_state in CACHES:
                 for system in SYSTEMS:
-                    if system == "local":
-                        figures = start_once(ortserve, str(artifact), [], root / "ortserve.log")
-                    else:
-                        extra = ["--tracking-uri", registries[system], "--cache-dir", str(caches[system])]
-                        uri = f"models:/{REGISTERED}@production"
-                        figures = start_once(ortserve, uri, extra, root / "ortserve.log")
-                    per_round.setdefault(f"{system} | {cache_state}", []).append(figures)
-                    log.info("round %d, %s, %s cache: %s", index + 1, system, cache_state, _rounded(figures))
+                    for number, ortserve in enumerate(executables):
+                        cache = root / f"cache-{index}-{number}-{system}"  # filled by the empty start, reused warm
+                        if system == "local":
+                            figures = start_once(ortserve, str(artifact), [], root / "ortserve.log")
+                        else:
+                            extra = ["--tracking-uri", registries[system], "--cache-dir", str(cache)]
+                            uri = f"models:/{REGISTERED}@production"
+                            figures = start_once(ortserve, uri, extra, root / "ortserve.log")
+                        per_round.setdefault(f"{ortserve} | {system} | {cache_state}", []).append(figures)
+                        log.info(
+                            "round %d, %s, %s, %s cache: %s",
+                            index + 1,
+                            ortserve,
+                            system,
+                            cache_state,
+                            _rounded(figures),
+                        )
     finally:
         http.stop()
     medians = {
@@ -105,7 +117,7 @@ def measure(artifact: Path, work: Path, rounds: int = 3, ortserve: str | None = 
         "artifact": artifact.name,
         "model_mb": (artifact / "model.onnx").stat().st_size / 1e6,
         "rounds": rounds,
-        "ortserve": ortserve,
+        "executables": executables,
         "medians": medians,
         "per_round": per_round,
         "seconds": time.perf_counter() - started,
@@ -119,21 +131,21 @@ def report(results: dict[str, Any]) -> str:
         f"Start-to-SERVING of `{results['artifact']}` ({results['model_mb']:.0f} MB model.onnx), medians of "
         f"{results['rounds']} alternating rounds (`python -m benchmarks.start_to_serving`).",
         "",
-        "| source | cache | start to SERVING (s) | − local (s) | target | met | VmRSS after start (MB) |",
-        "|---|---|---:|---:|---|---|---:|",
+        "| ortserve | source | cache | start to SERVING (s) | − local (s) | target | met | VmRSS after start (MB) |",
+        "|---|---|---|---:|---:|---|---|---:|",
     ]
-    for cache_state in CACHES:
-        local = medians[f"local | {cache_state}"]["start_to_serving_s"]
-        for system in SYSTEMS:
-            figures = medians[f"{system} | {cache_state}"]
-            seconds = figures["start_to_serving_s"]
-            allowed = TARGETS.get((system, cache_state))
-            target = f"≤ local + {allowed:.1f} s" if allowed is not None else "(reference)"
-            met = "" if allowed is None else ("yes" if seconds - local <= allowed else "**no**")
-            margin = "" if system == "local" else f"{seconds - local:+.2f}"
-            lines.append(
-                f"| {system} | {cache_state} | {seconds:.2f} | {margin} | {target} | {met} | {figures['rss_mb']:.0f} |"
-            )
+    for ortserve, cache_state, system in itertools.product(results["executables"], CACHES, SYSTEMS):
+        local = medians[f"{ortserve} | local | {cache_state}"]["start_to_serving_s"]
+        figures = medians[f"{ortserve} | {system} | {cache_state}"]
+        seconds = figures["start_to_serving_s"]
+        allowed = TARGETS.get((system, cache_state))
+        target = f"≤ local + {allowed:.1f} s" if allowed is not None else "(reference)"
+        met = "" if allowed is None else ("yes" if seconds - local <= allowed else "**no**")
+        margin = "" if system == "local" else f"{seconds - local:+.2f}"
+        lines.append(
+            f"| {ortserve} | {system} | {cache_state} | {seconds:.2f} | {margin} | {target} | {met} "
+            f"| {figures['rss_mb']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -146,7 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, registries, caches, logs")
     parser.add_argument("--artifact", type=Path, help="an ortserve artifact directory (default: the bert-base model)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the six starts")
-    parser.add_argument("--ortserve", help="the ortserve executable to start, optionally with serve flags")
+    parser.add_argument(
+        "--ortserve",
+        action="append",
+        default=[],
+        help="an ortserve executable to start, optionally with serve flags (repeatable; default: this environment's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     artifact = args.artifact
@@ -155,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
         models, _ = build_models(args.work)
         artifact = next(m.artifact for m in models if m.name == "bert-base")
-    results = measure(artifact, args.work, args.rounds, args.ortserve)
+    results = measure(artifact, args.work, args.rounds, args.ortserve or None)
     print(report(results))
     (args.work / "start-to-serving" / "results.json").write_text(json.dumps(results, indent=1))
     return 0
