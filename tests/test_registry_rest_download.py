@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
-import tempfile
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -32,30 +30,10 @@ from ortserve.server.sources.registry_worker import RegistryWorker
 
 from .helpers import free_port
 from .mlflow_server import MlflowServer
-from .registry_helpers import register_artifact
+from .registry_helpers import register_artifact, register_run_artifacts
 
 ADMIN, ADMIN_PASSWORD = "admin", "adm1n-Passw0rd-for-tests"
 OUTSIDER, OUTSIDER_PASSWORD = "outsider", "0utsider-Passw0rd-for-tests"
-
-
-def register_from_run(tracking_uri: str, name: str, artifact: Path) -> str:
-    """Register `artifact` from a run's artifacts (source under the run's root, as MLflow 2 and the benchmarks do)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    with tempfile.TemporaryDirectory() as scratch:
-        files = Path(scratch) / "onnx-model"
-        (files / "extra_files").mkdir(parents=True)
-        shutil.copy(artifact / MODEL_FILE, files / MODEL_FILE)
-        for extra in (TOKENIZER_FILE, MANIFEST_FILE):
-            shutil.copy(artifact / extra, files / "extra_files" / extra)
-        with mlflow.start_run() as run:
-            mlflow.log_artifacts(str(files), artifact_path="onnx-model")
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    source = f"{run.info.artifact_uri}/onnx-model"
-    return str(client.create_model_version(name, source, run_id=run.info.run_id).version)
 
 
 def both_ways(tracking_uri: str, name: str, version: str, root: Path) -> dict[str, object]:
@@ -153,7 +131,7 @@ def test_proxied_artifacts_download_as_with_the_mlflow_client(
     registry = mlflow_server.tracking_uri
     name = unique("rest-proxy")
     logged = register_artifact(registry, name, artifacts["bert"])  # an MLflow 3 logged model
-    from_run = register_from_run(registry, name, artifacts["bert"])  # a run's artifacts
+    from_run = register_run_artifacts(registry, name, artifacts["bert"])  # a run's artifacts
     client = RestRegistryClient(registry)
     assert isinstance(artifact_routes(client, name, logged), ProxyRoutes)
     assert isinstance(artifact_routes(client, name, from_run), ProxyRoutes)
@@ -182,7 +160,7 @@ def test_artifacts_the_server_reads_itself_download_as_with_the_mlflow_client(
     registry = no_proxy_server.tracking_uri
     name = unique("rest-local")
     logged = register_artifact(registry, name, artifacts["distilbert"])
-    from_run = register_from_run(registry, name, artifacts["distilbert"])
+    from_run = register_run_artifacts(registry, name, artifacts["distilbert"])
     client = RestRegistryClient(registry)
     assert isinstance(artifact_routes(client, name, logged), LoggedModelRoutes)
     assert isinstance(artifact_routes(client, name, from_run), RunRoutes)
