@@ -212,3 +212,23 @@ def test_a_registry_that_is_down_fails_alike(tmp_path: Path, monkeypatch: pytest
     down = f"http://127.0.0.1:{free_port()}"
     outcomes = both_ways(down, "m", "1", tmp_path)
     assert outcomes["rest"] == outcomes["mlflow"] == ("RegistryUnavailableError", "models:/m/1: registry unreachable")
+
+
+def test_files_the_server_does_not_serve_are_left_to_the_mlflow_client(
+    mlflow_server: MlflowServer, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from ortserve.server.sources.registry_rest_artifacts import RestArtifactsUnsupported
+
+    registry = mlflow_server.tracking_uri
+    name = unique("rest-s3")
+    client = mlflow.MlflowClient(registry)
+    client.create_registered_model(name)
+    version = str(client.create_model_version(name, "s3://some-bucket/models/onnx-model").version)  # never fetched
+    with pytest.raises(RestArtifactsUnsupported):
+        artifact_routes(RestRegistryClient(registry), name, version)
+    destination = tmp_path / name / version
+    with pytest.raises(RestArtifactsUnsupported):  # the caller (RegistrySource) hands it to the worker's child
+        fetch_version_over_rest(RestRegistryClient(registry), name, version, destination)
+    assert not destination.exists() and list(destination.parent.iterdir()) == []
