@@ -24,13 +24,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ortserve.client import InferenceClient
-from ortserve.contract.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
+from ortserve.contract.artifact import TOKENIZER_FILE
 from ortserve.server.healthcheck import wait_until_serving
 
 from .load import LOOPBACK
@@ -81,24 +80,9 @@ def long_texts(tokenizer_file: Path, count: int, tokens: int = LONG_TOKENS, seed
 
 def register(tracking_uri: str, name: str, artifact: Path) -> None:
     """Log `artifact` the way export does (onnx model dir + extra files) and point alias `production` at it."""
-    import mlflow
+    from tests.registry_helpers import register_run_artifacts  # the repository is on sys.path (see `measure`)
 
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    with tempfile.TemporaryDirectory() as scratch:
-        files = Path(scratch) / "onnx-model"
-        (files / "extra_files").mkdir(parents=True)
-        shutil.copy(artifact / MODEL_FILE, files / MODEL_FILE)
-        for extra in (TOKENIZER_FILE, MANIFEST_FILE):
-            shutil.copy(artifact / extra, files / "extra_files" / extra)
-        mlflow.set_experiment("registry-memory")
-        with mlflow.start_run() as run:
-            mlflow.log_artifacts(str(files), artifact_path="onnx-model")
-            source = f"{run.info.artifact_uri}/onnx-model"
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    version = client.create_model_version(name, source, run_id=run.info.run_id).version
-    client.set_registered_model_alias(name, "production", version)
+    register_run_artifacts(tracking_uri, name, artifact, alias="production", experiment="registry-memory")
 
 
 def serve(

@@ -43,6 +43,7 @@ from .processes import (
 from .registry_memory import measure as measure_registry_memory
 from .report import write_report
 from .result_cache import measure_result_cache
+from .start_to_serving import measure as measure_start_to_serving
 from .texts import make_texts
 from .under_load import measure as measure_under_load
 
@@ -243,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("registry memory: failed")
         first_line = (str(exc).splitlines() or [""])[0]
         results["registry_memory"] = {"error": f"{type(exc).__name__}: {first_line}"}
+    # Issue 26's start-to-SERVING: the BERT-base-sized model from a directory, a SQLite store and a real `mlflow
+    # server`, from an empty and a warm cache, alternating.
+    try:
+        start_model = next((m for m in models if m.name == "bert-base"), models[0])
+        results["start_to_serving"] = measure_start_to_serving(start_model.artifact, args.work, rounds=3)
+    except Exception as exc:  # keep the rest of the run: the report says this step failed (log: start-to-serving/)
+        log.exception("start to serving: failed")
+        results["start_to_serving"] = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
     results["tokenizer"] = tokenizer_note
     for model in models:
         if (model.hf_dir / "training.json").is_file():  # a trained model: how well it classifies, next to its speed
