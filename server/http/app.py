@@ -14,9 +14,9 @@ from typing import Any
 
 from ortserve.contract.errors import first_line
 
-from ..auth import TokenAuthenticator
 from ..errors import ErrorStatus, InvalidInputError, OrtServeError, PayloadTooLargeError, error_status
-from ..interceptors import RateLimitedLog
+from ..interceptors.error_status import RateLimitedLog
+from ..security.bearer_tokens import TokenAuthenticator
 from .messages import HttpRequest, HttpResponse, Route, dump_json
 from .observing import HttpObserver
 

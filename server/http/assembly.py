@@ -7,7 +7,7 @@ import importlib.metadata
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..auth import TokenAuthenticator
+from ..security.bearer_tokens import TokenAuthenticator
 from ..service import InferenceService
 from ..settings import ServerSettings
 from .app import HttpApp
@@ -19,8 +19,8 @@ from .routes_native import native_routes
 from .routes_v2 import v2_routes
 
 if TYPE_CHECKING:
-    from ..metrics import ServerMetrics
-    from ..tracing import ServerTracer
+    from ..observability.metrics import ServerMetrics
+    from ..observability.tracing import ServerTracer
 
 
 def http_listener(

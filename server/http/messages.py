@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..auth import TokenGrant
 from ..errors import ErrorStatus, InvalidInputError
+from ..security.bearer_tokens import TokenGrant
 from ..service import check_model_name
 
 JSON_TYPE = "application/json"

@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..call_context import MAX_CALLER_VALUE_CHARS, CallRecord, enter_call, exit_call
 from ..errors import ErrorStatus
-from ..metrics import NO_MODEL, UNKNOWN_MODEL
+from ..observability.call_context import MAX_CALLER_VALUE_CHARS, CallRecord, enter_call, exit_call
+from ..observability.metrics import NO_MODEL, UNKNOWN_MODEL
 
 if TYPE_CHECKING:
-    from ..metrics import ServerMetrics
     from ..model_table import ModelTable
-    from ..tracing import ServerTracer
+    from ..observability.metrics import ServerMetrics
+    from ..observability.tracing import ServerTracer
     from .messages import Route
 
 access_log = logging.getLogger("ortserve.access")
