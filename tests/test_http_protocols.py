@@ -219,7 +219,9 @@ def test_mlflow_csv_single_text_and_model_routes(http: httpx.Client, grpc_stub: 
         (b"text\n\xff\xfe\n", "text/csv"),
     ],
 )
-def test_mlflow_bad_bodies_are_400_with_mlflow_error_json(http: httpx.Client, content: bytes, content_type: str) -> None:
+def test_mlflow_bad_bodies_are_400_with_mlflow_error_json(
+    http: httpx.Client, content: bytes, content_type: str
+) -> None:
     response = http.post("/invocations", content=content, headers={"Content-Type": content_type})
     assert response.status_code == 400, response.text
     body = response.json()

@@ -96,14 +96,13 @@ class HttpApp:
         method: str = scope["method"]
         route, params, path_exists = self.match(method, scope["path"])
         if route is None:
-            status = _NO_METHOD if path_exists else _NO_ROUTE
+            refusal = _NO_METHOD if path_exists else _NO_ROUTE
             message = "this path does not take that method" if path_exists else "no such route (see /openapi.json)"
-            self._observer.unrouted(status)
-            await _send(send, _generic_error(status, message, request_id), request_id)
+            self._observer.unrouted(refusal)
+            await _send(send, _generic_error(refusal, message, request_id), request_id)
             return
         call = self._observer.begin(route, params.get("name", ""), headers, request_id)
-        response: HttpResponse | None = None
-        status = None
+        status: ErrorStatus | None = None
         try:
             request = HttpRequest(method, scope["path"], params, headers)
             if self._authenticator is not None and not (route.open and not self._protect_health):
@@ -127,7 +126,8 @@ class HttpApp:
         try:
             await _send(send, response, request_id)
         finally:
-            self._observer.end(call, status.grpc_code if status else "OK", response.status)
+            code = status.grpc_code if status else "OK"
+            self._observer.end(call, code, response.status, response.model_version)
 
     def _failed(self, exc: Exception, route: Route, request_id: str) -> tuple[ErrorStatus, str]:
         """The status and caller-safe message of `exc`; what the caller is not told goes to the log, rate-limited."""

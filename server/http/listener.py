@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Iterator
@@ -103,7 +104,7 @@ class HttpListener:
         then cancel what is left."""
         if self._task is None:
             return
-        self._config.timeout_graceful_shutdown = max(grace, 0.001)
+        self._config.timeout_graceful_shutdown = math.ceil(grace)  # whole seconds in uvicorn's type
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, SystemExit):
             await self._task

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ErrorStatus, InvalidInputError
+from ..observability.call_context import MAX_CALLER_VALUE_CHARS, current_call
 from ..security.bearer_tokens import TokenGrant
 from ..service import check_model_name
 
@@ -30,11 +31,15 @@ class HttpRequest:
     grant: TokenGrant | None = None
     """What the caller's token may do; None without authentication."""
 
-    def check_model(self, name: str) -> None:
-        """`PermissionDeniedError` (403) unless the caller's token may use model `name`: for routes that name the
-        model in the body (the app checks a `{name}` in the path itself)."""
+    def use_model(self, name: str) -> None:
+        """For routes that name the model in the body or answer for a default one (the app does this for a `{name}`
+        in the path): `PermissionDeniedError` (403) unless the caller's token may use model `name`, and the call's
+        record (logs, metrics, spans) names it."""
         if self.grant is not None:
             self.grant.check_model(name)
+        record = current_call()
+        if record is not None:
+            record.model = name[:MAX_CALLER_VALUE_CHARS]
 
     def json(self) -> Any:
         """The body as JSON; `InvalidInputError` (400) for anything that is not."""
@@ -85,10 +90,12 @@ class HttpResponse:
     body: bytes = b""
     content_type: str = JSON_TYPE
     headers: list[tuple[str, str]] = field(default_factory=list)
+    model_version: str = ""
+    """The version that answered, for the call's record (logs, metrics, spans); not sent."""
 
     @classmethod
-    def json(cls, value: Any, status: int = 200) -> HttpResponse:
-        return cls(status, dump_json(value))
+    def json(cls, value: Any, status: int = 200, model_version: str = "") -> HttpResponse:
+        return cls(status, dump_json(value), model_version=model_version)
 
 
 def dump_json(value: Any) -> bytes:

@@ -53,7 +53,7 @@ class HttpObserver:
         current = served.current if served is not None else None
         record = CallRecord(
             request_id,
-            route.template,
+            f"{route.method} {route.template}",
             model[:MAX_CALLER_VALUE_CHARS],
             current.version if current is not None else "",
         )
@@ -64,19 +64,16 @@ class HttpObserver:
             self._tracer.start_http(record, route.method, route.template, headers)
         return ObservedRequest(record, label, enter_call(record))
 
-    def name_model(self, observed: ObservedRequest, model: str, version: str = "") -> None:
-        """Name the model of a request that carries it in its body (or answers for a default one)."""
+    def end(self, observed: ObservedRequest, code: str, http_status: int, model_version: str = "") -> None:
         record = observed.record
-        record.model = model[:MAX_CALLER_VALUE_CHARS]
-        if version:
-            record.version = version
-
-    def end(self, observed: ObservedRequest, code: str, http_status: int) -> None:
-        record = observed.record
+        if model_version:
+            record.version = model_version
         seconds = time.monotonic() - record.started
         if self._metrics is not None:
             self._metrics.in_flight[observed.label] -= 1
-            self._metrics.observe_call(observed.label, record.rpc, code, seconds, protocol=HTTP_PROTOCOL)
+            # A model named in the body (`HttpRequest.use_model`) is known only now.
+            label = record.model if record.model in self._models else (UNKNOWN_MODEL if record.model else NO_MODEL)
+            self._metrics.observe_call(label, record.rpc, code, seconds, protocol=HTTP_PROTOCOL)
         if self._tracer is not None:
             self._tracer.finish_http(record, code, http_status)
         if http_status >= 400:

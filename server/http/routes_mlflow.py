@@ -118,12 +118,12 @@ def mlflow_routes(
             name = model_parameter(request)
         else:
             name = root_model()
-            request.check_model(name)
+            request.use_model(name)
         service.get_model(name)  # 404 before any complaint about the body
         texts = texts_of(request)
         result = await service.classify(name, texts, 1, request.deadline)
         predictions = [{"label": ranked[0].label, "score": ranked[0].score} for ranked in result.results]
-        return HttpResponse.json({"predictions": predictions})
+        return HttpResponse.json({"predictions": predictions}, model_version=result.model_version)
 
     def docs(summary: str, **more: Any) -> RouteDocs:
         return RouteDocs(summary, TAG, error_schema=ERROR_SCHEMA, **more)

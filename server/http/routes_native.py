@@ -71,9 +71,11 @@ def render_error(status: ErrorStatus, message: str, request_id: str) -> HttpResp
 def native_routes(service: InferenceService, example_model: str = "topic") -> list[Route]:
     async def classify(request: HttpRequest) -> HttpResponse:
         message = parse(request, pb.ClassifyRequest())
-        request.check_model(message.model)
+        request.use_model(message.model)
         result = await service.classify(message.model, list(message.texts), message.top_k, request.deadline)
-        return json_response(classify_response(result))
+        response = json_response(classify_response(result))
+        response.model_version = result.model_version
+        return response
 
     async def list_models(request: HttpRequest) -> HttpResponse:
         if request.body.strip():
@@ -82,7 +84,7 @@ def native_routes(service: InferenceService, example_model: str = "topic") -> li
 
     async def get_model(request: HttpRequest) -> HttpResponse:
         message = parse(request, pb.GetModelRequest())
-        request.check_model(message.name)
+        request.use_model(message.name)
         return json_response(model_info(service.get_model(message.name)))
 
     def docs(summary: str, schema: dict[str, Any] | None, example: Any, response: dict[str, Any]) -> RouteDocs:

@@ -274,7 +274,9 @@ def infer_response(answer: InferAnswer, request_id: Any, wanted: list[str], bina
     body["outputs"] = outputs
     header = dump_json(body)
     if not blobs:
-        return HttpResponse(200, header)
-    response = HttpResponse(200, header + b"".join(blobs), "application/octet-stream")
+        return HttpResponse(200, header, model_version=result.model_version)
+    response = HttpResponse(
+        200, header + b"".join(blobs), "application/octet-stream", model_version=result.model_version
+    )
     response.headers.append((HEADER_LENGTH, str(len(header))))
     return response
