@@ -5,6 +5,7 @@ same call answers over gRPC."""
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,3 +273,29 @@ def test_native_errors_carry_the_grpc_status_name(
     response = http.post(f"/ortserve.v1.Inference/{path}", json=body)
     assert response.status_code == status, response.text
     assert response.json()["code"] == code and response.json()["message"]
+
+
+def test_a_model_that_failed_to_load_is_503_without_internals(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(artifacts["bert"], broken)
+    (broken / "model.onnx").write_bytes(b"\x08\x07 not a graph")
+    with running_server(models=[f"broken={broken}"], http_port=0) as server:
+        assert server.server is not None
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.server.http_port}") as client:
+            answers = [
+                client.post(
+                    "/v2/models/broken/infer",
+                    json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}]},
+                ),
+                client.post("/invocations", json={"inputs": ["a"]}),
+                client.post("/ortserve.v1.Inference/Classify", json={"model": "broken", "texts": ["a"]}),
+                client.get("/v2/models/broken/ready"),
+                client.get("/v2/health/ready"),
+                client.get("/ping"),
+            ]
+            assert [answer.status_code for answer in answers] == [503] * 6
+            assert answers[1].json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+            assert answers[2].json()["code"] == "UNAVAILABLE"
+            described = client.post("/ortserve.v1.Inference/GetModel", json={"name": "broken"}).json()
+            for text in [answer.text for answer in answers] + [described["lastError"]]:
+                assert str(tmp_path) not in text and "/tmp" not in text and "Traceback" not in text
