@@ -72,7 +72,8 @@ class ModelWarmupError(OrtServeError):
 
 
 class ServerStartError(OrtServeError):
-    """The server cannot start (for example, its port is taken, or its TLS files cannot be read)."""
+    """The server cannot start (for example, its port is taken, or its TLS files cannot be read). Raised before any
+    call is answered: `ortserve serve` turns it into a message and an exit code, never a status."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ ERROR_STATUS: dict[type[OrtServeError], ErrorStatus] = {
     ModelNotFoundError: ErrorStatus("NOT_FOUND", 404),
     ModelNotReadyError: ErrorStatus("UNAVAILABLE", 503),
     ArtifactError: ErrorStatus("UNAVAILABLE", 503),
+    ModelWarmupError: ErrorStatus("UNAVAILABLE", 503),
     OverloadedError: ErrorStatus("RESOURCE_EXHAUSTED", 429),
     DeadlineExceededError: ErrorStatus("DEADLINE_EXCEEDED", 504),
     UnauthenticatedError: ErrorStatus("UNAUTHENTICATED", 401),
