@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv minilm demo demo-server test test-tools protos lint bench clean tritonclient-venv
+.PHONY: venv minilm demo demo-server test test-tools browser-tools protos lint bench clean tritonclient-venv
 
 venv: $(STAMP)
 
@@ -41,7 +41,7 @@ demo: venv minilm
 demo-server: venv
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT) --serve-only
 
-test: venv test-tools minilm
+test: venv test-tools browser-tools minilm
 	$(BIN)/python -m pytest
 
 # The metrics tests scrape a real server with a real Prometheus: Debian's `prometheus` package (it brings promtool).
@@ -53,6 +53,16 @@ test-tools:
 	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }) \
 	      || echo "make: could not install prometheus with apt-get; the Prometheus tests will be skipped"; \
 	  else echo "make: prometheus is not installed and apt-get is not usable here; the Prometheus tests will be skipped"; fi; }
+
+# The /docs test drives Debian's headless Chromium through its chromedriver (tests/test_http_docs.py). Installed with
+# apt-get where that is possible (root); otherwise that test skips and says how to install them.
+browser-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }) \
+	      || echo "make: could not install chromium with apt-get; the /docs browser test will be skipped"; \
+	  else echo "make: chromium is not installed and apt-get is not usable here; the /docs browser test will be skipped"; fi; }
 
 protos: venv
 	$(BIN)/python protos/generate.py

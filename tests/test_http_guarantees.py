@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ortserve.server.batcher import BatchLimits
 from ortserve.server.observability.logs import configure_logging
+from ortserve.server.stage_timings import MeasuredRun
 
 from .helpers import RunningServer, running_server
 from .observability_helpers import scrape
@@ -146,33 +147,40 @@ def test_a_bad_deadline_header_is_400(plain: RunningServer, value: str) -> None:
 
 
 def test_admission_refusals_are_429_with_retry_after_and_hopeless_deadlines_504(artifacts: dict[str, Path]) -> None:
+    """The same admission as gRPC's (tests/test_load_batching.py), seen over HTTP."""
     with running_server(models=[f"bert={artifacts['bert']}"], http_port=0) as server:
         assert server.server is not None
         batcher = server.server.table.get("bert").batcher
         gate = GatedRun(wrapped=batcher._run_batch)
         batcher._run_batch = gate  # type: ignore[assignment]
-        batcher.limits = BatchLimits(max_calls_in_flight=2)
-        batcher.run_cost.observe(tokens=100, seconds=100.0)  # one second per token: a short deadline is hopeless
+        batcher.limits = BatchLimits(max_calls_in_flight=3)
+        # As if the warm-up had measured one second per token: a short deadline is hopeless.
+        batcher.run_cost.calibrate([MeasuredRun(1, 1, 1.0), MeasuredRun(1, 100, 100.0), MeasuredRun(4, 10, 40.0)])
         gate.hold()
-        held = asyncio.run_coroutine_threadsafe(batcher.submit(["the market rallied"]), server.loop)
+        submitted = [asyncio.run_coroutine_threadsafe(batcher.submit(["the market rallied"]), server.loop)]
         gate.wait_started()
+        submitted.append(asyncio.run_coroutine_threadsafe(batcher.submit(["stocks fell"]), server.loop))
+        end = time.monotonic() + WAIT_S
+        while batcher.queued_texts < 1:
+            assert time.monotonic() < end
+            time.sleep(0.005)
         with httpx.Client(base_url=base_url(server), timeout=WAIT_S) as client:
-            hopeless = client.post("/v2/models/bert/infer", json=INFER_BODY, headers={"x-timeout-ms": "2000"})
+            deadline = {"x-timeout-ms": "2000"}
+            hopeless = client.post("/v2/models/bert/infer", json=INFER_BODY, headers=deadline)
             assert hopeless.status_code == 504, hopeless.text
-            assert (
-                client.post("/invocations", json={"inputs": ["a"]}, headers={"x-timeout-ms": "2000"}).json()[
-                    "error_code"
-                ]
-                == "DEADLINE_EXCEEDED"
-            )
-            queued = asyncio.run_coroutine_threadsafe(batcher.submit(["stocks fell"]), server.loop)
+            hopeless = client.post("/invocations", json={"inputs": ["short"]}, headers=deadline)
+            assert hopeless.status_code == 504 and hopeless.json()["error_code"] == "DEADLINE_EXCEEDED"
+            submitted.append(asyncio.run_coroutine_threadsafe(batcher.submit(["rates rose"]), server.loop))
+            while batcher.calls_in_flight < 3:
+                assert time.monotonic() < end
+                time.sleep(0.005)
             for path, body in [("/v2/models/bert/infer", INFER_BODY), ("/invocations", {"inputs": ["a"]})]:
                 refused = client.post(path, json=body)
                 assert refused.status_code == 429, refused.text
                 assert refused.headers["retry-after"] == "1"
             gate.release()
-            held.result(WAIT_S)
-            queued.result(WAIT_S)
+            for call in submitted:
+                call.result(WAIT_S)
             assert client.post("/v2/models/bert/infer", json=INFER_BODY).status_code == 200
 
 

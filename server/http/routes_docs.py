@@ -121,8 +121,8 @@ def operation(route: Route) -> dict[str, Any]:
 
 def docs_routes(routes: list[Route], example_model: str) -> list[Route]:
     """`/openapi.json`, `/docs` and its assets; open like health checks (they hold no model's data)."""
-    document = dump_json(openapi_document(routes))
     assets = _load_assets()
+    document = b""
 
     async def openapi(request: HttpRequest) -> HttpResponse:
         return HttpResponse(200, document)
@@ -138,12 +138,13 @@ def docs_routes(routes: list[Route], example_model: str) -> list[Route]:
             raise ModelNotFoundError("no such file under /docs/")
         return HttpResponse(200, found[1], found[0], [("cache-control", "public, max-age=3600")])
 
-    docs = RouteDocs("", TAG)
-    return [
+    documented = [
         Route("GET", "/openapi.json", openapi, render_error, RouteDocs("This document", TAG), open=True),
         Route("GET", "/docs", page, render_error, RouteDocs("This API in Swagger UI", TAG), open=True),
-        Route("GET", "/docs/{asset}", asset, render_error, docs, open=True),
     ]
+    document = dump_json(openapi_document([*routes, *documented]))
+    files = Route("GET", "/docs/{asset}", asset, render_error, RouteDocs("Files of the /docs page", TAG), open=True)
+    return [*documented, files]
 
 
 def _load_assets() -> dict[str, tuple[str, bytes]]:
