@@ -50,7 +50,9 @@ def plain(artifacts: dict[str, Path]) -> Iterator[RunningServer]:
 # --- TLS -----------------------------------------------------------------------------------------------------------
 
 
-def test_https_and_mutual_tls_use_the_grpc_tls_files(artifacts: dict[str, Path], tmp_path: Path) -> None:
+def test_https_and_mutual_tls_use_the_grpc_tls_files_and_follow_renewals(
+    artifacts: dict[str, Path], tmp_path: Path
+) -> None:
     pki = TestPki(tmp_path)
     server_cert, client_cert = pki.issue("server"), pki.issue("client")
     settings = {"models": [f"bert={artifacts['bert']}"], "http_port": 0}
@@ -59,6 +61,16 @@ def test_https_and_mutual_tls_use_the_grpc_tls_files(artifacts: dict[str, Path],
             assert client.post("/v2/models/bert/infer", json=INFER_BODY).status_code == 200
         with pytest.raises(httpx.HTTPError):  # plaintext to a TLS port
             httpx.get(f"{base_url(server)}/v2/health/live", timeout=5)
+        # A renewed certificate (here from another CA) is used by the next connection, with no restart.
+        renewed_pki = TestPki(tmp_path / "renewed", "ca2")
+        renewed = renewed_pki.issue("server")
+        server_cert.key.write_bytes(renewed.key.read_bytes())
+        server_cert.cert.write_bytes(renewed.cert.read_bytes())
+        with httpx.Client(base_url=base_url(server, "https"), verify=str(renewed_pki.ca)) as client:
+            assert client.get("/v2/health/live").status_code == 200
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{base_url(server, 'https')}/v2/health/live", verify=str(pki.ca), timeout=5)
+        server_cert = pki.issue("server")  # the original for the mutual TLS server below
     mutual = {"tls_cert_file": server_cert.cert, "tls_key_file": server_cert.key, "tls_client_ca_file": pki.ca}
     with running_server(**settings, **mutual) as server:
         context = ssl.create_default_context(cafile=str(pki.ca))

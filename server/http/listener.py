@@ -8,7 +8,6 @@ import contextlib
 import logging
 import math
 import socket
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from ..errors import ServerStartError
+from .tls import ReloadingSslContext
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,12 @@ class HttpListener:
             ws="none",
             # Longer than the load balancers' idle timeouts (60 s on most), so they close idle connections, not us.
             timeout_keep_alive=int(keep_alive_s),
-            ssl_certfile=str(tls_cert_file) if tls_cert_file else None,
-            ssl_keyfile=str(tls_key_file) if tls_key_file else None,
-            ssl_ca_certs=str(tls_client_ca_file) if tls_client_ca_file else None,
-            ssl_cert_reqs=ssl.CERT_REQUIRED if tls_client_ca_file else ssl.CERT_NONE,
+        )
+        # TLS from the gRPC port's files, re-read when they change (uvicorn's own TLS loads them once).
+        self._tls = (
+            ReloadingSslContext(tls_cert_file, tls_key_file, tls_client_ca_file)
+            if tls_cert_file is not None and tls_key_file is not None
+            else None
         )
         self._server = _EmbeddedServer(self._config)
         self._socket: socket.socket | None = None
@@ -74,7 +76,7 @@ class HttpListener:
 
     @property
     def tls(self) -> bool:
-        return self._config.is_ssl
+        return self._tls is not None
 
     async def start(self) -> int:
         """Bind and start serving; return the bound port."""
@@ -92,6 +94,9 @@ class HttpListener:
                 f"cannot listen for HTTP on {self.host}:{self.requested_port}: {exc.strerror} (is the port in use?)"
             ) from None
         sock.set_inheritable(True)
+        self._config.load()
+        if self._tls is not None:
+            self._config.ssl = self._tls.context
         self._socket = sock
         self.port = sock.getsockname()[1]
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
