@@ -18,9 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,6 +29,7 @@ from .helpers import RunningServer, running_server
 from .observability_helpers import scrape
 from .security_helpers import TestPki
 from .test_batcher import WAIT_S, GatedRun
+from .test_tracing import exporter  # noqa: F401  (the process's tracer provider with an in-memory exporter)
 
 INFER_BODY = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["the market rallied"]}]}
 
@@ -233,14 +231,10 @@ def test_sigterm_drain_turns_ready_routes_503_and_lets_calls_in_flight_finish(ar
 # --- observability -------------------------------------------------------------------------------------------------
 
 
-def test_metrics_by_protocol_and_route_json_logs_and_spans_from_traceparent(artifacts: dict[str, Path]) -> None:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        trace.set_tracer_provider(TracerProvider())
-        provider = trace.get_tracer_provider()
-    assert isinstance(provider, TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+def test_metrics_by_protocol_and_route_json_logs_and_spans_from_traceparent(
+    artifacts: dict[str, Path],
+    exporter: InMemorySpanExporter,  # noqa: F811  (the fixture imported from test_tracing)
+) -> None:
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
