@@ -19,13 +19,14 @@ import logging
 import os
 import re
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .load import LOOPBACK, LoadResult, _closed_loop, blocking_caller, grpc_load
+from .load import LOOPBACK, LoadResult, _closed_loop, blocking_caller, grpc_load, merge
 from .models import build_models
 from .processes import free_port, mlflow_serve_process, ortserve_process, save_mlflow_transformers_model
 from .texts import make_texts
@@ -33,6 +34,8 @@ from .texts import make_texts
 log = logging.getLogger("benchmarks.http_side_by_side")
 
 CALLERS = 32
+#: Rounds per ortserve path, interleaved; the figures pool the rounds' calls (CPU per call: their median).
+ROUNDS = 3
 #: Issue 19's targets.
 TARGET_THROUGHPUT_RATIO = 0.85
 TARGET_P50_EXTRA_MS = 0.5
@@ -157,19 +160,35 @@ def run(model_name: str, work: Path, out: Path, seconds: float, calls: int) -> d
     extra = ["--http-port", str(http_port)]
     with ortserve_process({"bench": model.artifact}, logs / "http-side-by-side.log", extra) as server:
         pid = server.process.pid
-        paths = {
+        loads: dict[str, tuple[Callable[[], LoadResult], Callable[[], LoadResult]]] = {
+            "ortserve gRPC Classify": (
+                lambda: blocking_caller(server.port, "bench", texts, calls, seconds),
+                lambda: grpc_load(server.port, "bench", texts, CALLERS, 1, calls * 10, seconds),
+            ),
+        }
+        for name, (path, body) in {
             "ortserve HTTP /invocations": ("/models/bench/invocations", invocations_body),
             "ortserve HTTP /v2 infer": ("/v2/models/bench/infer", v2_body),
-        }
-        one, cpu1 = measured(pid, lambda: blocking_caller(server.port, "bench", texts, calls, seconds))
-        many, cpu32 = measured(pid, lambda: grpc_load(server.port, "bench", texts, CALLERS, 1, calls * 10, seconds))
-        rows["ortserve gRPC Classify"] = row(one, many, cpu1, cpu32)
-        for name, (path, body) in paths.items():
-            one, cpu1 = measured(pid, lambda p=path, b=body: one_http_caller(http_port, p, b, texts, calls))
-            many, cpu32 = measured(
-                pid, lambda p=path, b=body: keepalive_load(http_port, p, b, texts, CALLERS, calls * 10, seconds)
+        }.items():
+            loads[name] = (
+                lambda p=path, b=body: one_http_caller(http_port, p, b, texts, calls),
+                lambda p=path, b=body: keepalive_load(http_port, p, b, texts, CALLERS, calls * 10, seconds),
             )
-            rows[name] = row(one, many, cpu1, cpu32)
+        # Rounds interleave the paths, so that a change in the machine's load (other work on shared cores) falls on
+        # every path alike instead of on whichever ran at that moment.
+        rounds: dict[str, list[tuple[LoadResult, float, LoadResult, float]]] = {name: [] for name in loads}
+        for _ in range(ROUNDS):
+            for name, (one_load, many_load) in loads.items():
+                one, cpu1 = measured(pid, one_load)
+                many, cpu32 = measured(pid, many_load)
+                rounds[name].append((one, cpu1, many, cpu32))
+        for name, measured_rounds in rounds.items():
+            rows[name] = row(
+                merge([r[0] for r in measured_rounds]),
+                merge([r[2] for r in measured_rounds]),
+                statistics.median(r[1] for r in measured_rounds),
+                statistics.median(r[3] for r in measured_rounds),
+            )
     with mlflow_serve_process(mlflow_dir, logs / "http-side-by-side-mlflow.log") as url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         mlflow_pid = _listening_pid(port)
@@ -177,7 +196,8 @@ def run(model_name: str, work: Path, out: Path, seconds: float, calls: int) -> d
             mlflow_pid, lambda: one_http_caller(port, "/invocations", invocations_body, texts, calls // 4)
         )
         many, cpu32 = measured(
-            mlflow_pid, lambda: keepalive_load(port, "/invocations", invocations_body, texts, CALLERS, calls, seconds)
+            mlflow_pid,
+            lambda: keepalive_load(port, "/invocations", invocations_body, texts, CALLERS, calls, ROUNDS * seconds),
         )
         rows["mlflow models serve /invocations"] = row(one, many, cpu1, cpu32)
     report = {"model": model.name, "quantization": model.quantization(), "callers": CALLERS, "rows": rows}
@@ -272,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="minilm", help="a benchmark model: minilm or bert-base")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--seconds", type=float, default=8.0, help="longest duration of one load")
+    parser.add_argument("--seconds", type=float, default=4.0, help="longest duration of one load (per round)")
     parser.add_argument("--calls", type=int, default=300, help="calls of one caller (32 callers: ten times as many)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

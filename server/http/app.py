@@ -4,6 +4,7 @@ HTTP needs (body-size limit, the deadline header), and hands the checked request
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -14,7 +15,7 @@ from typing import Any
 
 from ortserve.contract.errors import first_line
 
-from ..errors import ErrorStatus, InvalidInputError, OrtServeError, PayloadTooLargeError, error_status
+from ..errors import ERROR_STATUS, ErrorStatus, InvalidInputError, OrtServeError, PayloadTooLargeError, error_status
 from ..interceptors.error_status import RateLimitedLog
 from ..security.bearer_tokens import TokenAuthenticator
 from .messages import HttpRequest, HttpResponse, Route, dump_json
@@ -48,6 +49,8 @@ def _generic_error(status: ErrorStatus, message: str, request_id: str) -> HttpRe
 
 
 _NO_ROUTE = ErrorStatus("NOT_FOUND", 404)
+#: The gRPC code name of an HTTP status a route answers itself (the first row of the shared table with it).
+_CODE_OF_STATUS = {status.http_status: status.grpc_code for status in reversed(ERROR_STATUS.values())}
 _NO_METHOD = ErrorStatus("UNIMPLEMENTED", 405)
 
 
@@ -115,8 +118,10 @@ class HttpApp:
             if route.reads_body:
                 request.body = await _read_body(receive, headers, self._max_body_bytes)
             response = await route.handler(request)
-        except ClientGone:
-            self._observer.end(call, "CANCELLED", 499)
+        except (ClientGone, asyncio.CancelledError) as gone:
+            self._observer.end(call, "CANCELLED", 499)  # nobody to answer (or the server stopped waiting)
+            if isinstance(gone, asyncio.CancelledError):
+                raise
             return
         except Exception as exc:
             status, message = self._failed(exc, route, request_id)
@@ -126,7 +131,10 @@ class HttpApp:
         try:
             await _send(send, response, request_id)
         finally:
-            code = status.grpc_code if status else "OK"
+            if status is not None:
+                code = status.grpc_code
+            else:  # a route's own answer, e.g. a ready route's 503 while draining
+                code = "OK" if response.status < 400 else _CODE_OF_STATUS.get(response.status, "UNKNOWN")
             self._observer.end(call, code, response.status, response.model_version)
 
     def _failed(self, exc: Exception, route: Route, request_id: str) -> tuple[ErrorStatus, str]:
