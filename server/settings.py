@@ -177,6 +177,18 @@ class ServerSettings(BaseSettings):
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
 
+    http_port: int | None = Field(None, ge=0, le=65535)
+    """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's
+    scoring protocol (/invocations, /ping), ortserve.v1 as JSON, /openapi.json and /docs. Unset (the default) serves
+    no HTTP; 0 picks a free port (logged). The container image sets 8080. TLS, tokens and limits are the gRPC
+    port's."""
+    http_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest HTTP request body, in bytes; a larger one is refused with 413 before it is read (gRPC's own default
+    message limit is the same 4 MiB)."""
+    http_default_model: str | None = None
+    """The model that answers MLflow's root routes (/invocations, /ping, /version); unset: the only served model,
+    when exactly one is served (every model answers under /models/NAME/ as well)."""
+
     @model_validator(mode="after")
     def _per_model_environment(self) -> ServerSettings:
         """Fill each model's settings from `ORTSERVE_MODEL_<NAME>_<SETTING>` where its spec does not set them."""
@@ -219,6 +231,14 @@ class ServerSettings(BaseSettings):
     def runs_for(self, spec: ModelSpec) -> int:
         """`concurrent_runs` of one model (its own, else the server-wide one), with 0 resolved for this machine."""
         return _resolve_runs(self.model_setting(spec, "concurrent_runs"))
+
+    @model_validator(mode="after")
+    def _check_http_default_model(self) -> ServerSettings:
+        names = [spec.name for spec in self.models]
+        if self.http_default_model is not None and names and self.http_default_model not in names:
+            known = ", ".join(names)
+            raise ValueError(f"http_default_model {self.http_default_model!r} is not one of the models ({known})")
+        return self
 
     @model_validator(mode="after")
     def _check_tls_files(self) -> ServerSettings:

@@ -127,7 +127,11 @@ def test_deployment_probes_drain_security_and_cache(rendered: dict[str, Doc]) ->
     pod = rendered["Deployment/ortserve"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     port = int(config["ORTSERVE_PORT"])
-    assert container["ports"][0] == {"name": "grpc", "containerPort": port, "protocol": "TCP"}
+    http = int(config["ORTSERVE_HTTP_PORT"])
+    assert container["ports"][:2] == [
+        {"name": "grpc", "containerPort": port, "protocol": "TCP"},
+        {"name": "http", "containerPort": http, "protocol": "TCP"},
+    ]
     assert container["readinessProbe"]["grpc"] == {"port": port, "service": ""}
     assert container["livenessProbe"]["grpc"] == {"port": port, "service": "liveness"}
     assert container["startupProbe"]["grpc"] == {"port": port, "service": "liveness"}
@@ -159,7 +163,7 @@ def test_services_budget_and_autoscaler_select_the_pods(rendered: dict[str, Doc]
         assert selector.items() <= pod_labels.items()
     headless = rendered["Service/ortserve-headless"]["spec"]
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is False
-    assert rendered["Service/ortserve"]["spec"]["ports"][0]["targetPort"] == "grpc"
+    assert [p["targetPort"] for p in rendered["Service/ortserve"]["spec"]["ports"]] == ["grpc", "http"]
     target = rendered["HorizontalPodAutoscaler/ortserve"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "ortserve")
 
@@ -384,14 +388,18 @@ def test_kserve_serving_runtime() -> None:
         "containers",
         "volumes",
     }
-    assert spec["protocolVersions"] == ["grpc-v2"] and spec["multiModel"] is False
+    assert spec["protocolVersions"] == ["grpc-v2", "v2"] and spec["multiModel"] is False
     assert all(set(f) <= {"name", "version", "autoSelect", "priority"} for f in spec["supportedModelFormats"])
     (container,) = spec["containers"]
     assert container["name"] == "kserve-container"  # the name KServe merges the InferenceService's model into
     kubernetes_validate.validate(as_pod(spec["containers"], spec["volumes"]), KUBERNETES_VERSION, strict=True)
     args = container["args"]
     port = int(args[args.index("--port") + 1])
-    assert container["ports"][0] == {"name": "h2c", "containerPort": port, "protocol": "TCP"}
+    http = int(args[args.index("--http-port") + 1])
+    assert container["ports"][:2] == [
+        {"name": "h2c", "containerPort": port, "protocol": "TCP"},
+        {"name": "http1", "containerPort": http, "protocol": "TCP"},
+    ]
     assert container["readinessProbe"]["grpc"] == {"port": port, "service": ""}
     assert args[args.index("--model") + 1] == "{{.Name}}=$(ORTSERVE_MODEL_URI)"
     # A registry-qualified image (a bare name would be looked up on docker.io/library) with a tag or digest.
@@ -444,7 +452,7 @@ def dockerfile_healthcheck() -> list[str]:
 def test_compose_file() -> None:
     compose = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"mlflow", "seed", "export", "ortserve"}
+    assert set(services) == {"mlflow", "seed", "export", "ortserve", "caller"}
     assert set(compose["volumes"]) == {"mlflow-data", "model-cache"}
     server = services["ortserve"]
     assert server["healthcheck"]["test"] == ["CMD", *dockerfile_healthcheck()]
@@ -482,7 +490,16 @@ def test_compose_file() -> None:
     grace = float(server["environment"]["ORTSERVE_GRACE_PERIOD_S"])
     assert float(server["stop_grace_period"].rstrip("s")) >= drain + grace + MIN_MARGIN_S
     assert server["volumes"] == [f"model-cache:{_dockerfile_env('ORTSERVE_CACHE_DIR')}"]
-    assert server["ports"] == [f"{_dockerfile_env('ORTSERVE_PORT')}:{_dockerfile_env('ORTSERVE_PORT')}"]
+    grpc, http = _dockerfile_env("ORTSERVE_PORT"), _dockerfile_env("ORTSERVE_HTTP_PORT")
+    assert server["ports"] == [f"{grpc}:{grpc}", f"{http}:{http}"]
+    assert server["environment"]["ORTSERVE_HTTP_PORT"] == http
+    # The callers of the two replaced `mlflow models serve` containers change only their URLs: one model each.
+    caller = services["caller"]
+    assert caller["profiles"] == ["demo"] and caller["depends_on"]["ortserve"]["condition"] == "service_healthy"
+    served_names = {pair.split("=", 1)[0] for pair in server["environment"]["ORTSERVE_MODELS"].split(";")}
+    urls = [caller["environment"][key] for key in ("CLASSIFICATION_SERVING_URL", "SENTIMENT_SERVING_URL")]
+    assert {re.fullmatch(rf"http://ortserve:{http}/models/(\w+)", url)[1] for url in urls} == served_names  # type: ignore[index]
+    assert "/invocations" in caller["command"][0]
 
 
 def _dockerfile_env(name: str) -> str:
