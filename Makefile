@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv minilm demo demo-server test test-tools protos lint bench clean tritonclient-venv
+.PHONY: venv minilm demo demo-server test test-tools protos lint bench clean tritonclient-venv image image-tools image-test
 
 venv: $(STAMP)
 
@@ -80,3 +80,31 @@ lint: venv
 
 clean:
 	rm -rf build dist demo-work *.egg-info
+
+# --- container image (README "Container image") -----------------------------------------------------------------------
+IMAGE ?= ortserve:0.1.0
+IMAGE_SLIM ?= ortserve:0.1.0-slim
+IMAGE_EXPORT ?= ortserve-export:0.1.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+
+# podman builds, runc runs (podman run needs setrlimit, which sandboxes like ours refuse), debootstrap makes the
+# stand-in base. Installed with apt-get where missing (CI runs as root).
+image-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
+	    podman runc debootstrap; }
+
+# The server image (the [server] extra) and its -slim variant (no MLflow client), and the export image where its
+# torch index answers. The base python:3.11-slim is a Debian-made stand-in where no registry is reachable (cached in
+# image-work/; a real base already in podman, e.g. after `podman pull python:3.11-slim`, is used as it is).
+image: image-tools
+	scripts/image/standin_base.sh python:3.11-slim
+	$(PYTHON) scripts/image/build.py --tag $(IMAGE) --slim-tag $(IMAGE_SLIM) --export-tag $(IMAGE_EXPORT) \
+	  --torch-index-url $(TORCH_INDEX_URL)
+
+# Runs the built images under runc (read-only root, uid 10001, host network, mounted model and cache) and prints
+# their size, layers, build times, start-to-SERVING and the HEALTHCHECK's cost (tests/test_image.py).
+image-test: image venv
+	ORTSERVE_IMAGE_TEST=1 ORTSERVE_IMAGE=$(IMAGE) ORTSERVE_IMAGE_SLIM=$(IMAGE_SLIM) \
+	  $(BIN)/python -m pytest tests/test_image.py -s -p no:cacheprovider
