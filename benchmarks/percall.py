@@ -80,7 +80,7 @@ def run_floor_server(port: int, labels: int, chain: bool) -> None:
     async def main() -> None:
         interceptors = []
         if chain:
-            from ortserve.server.interceptors import build_interceptors
+            from ortserve.server.interceptors.chain import build_interceptors
             from ortserve.server.settings import ServerSettings
 
             interceptors = build_interceptors(ServerSettings())
@@ -129,8 +129,9 @@ def chain_cost_us(calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
     import functools
     from collections import namedtuple
 
-    from ortserve.server.interceptors import build_interceptors
-    from ortserve.server.metrics import ObservabilityInterceptor, ServerMetrics
+    from ortserve.server.interceptors.chain import build_interceptors
+    from ortserve.server.interceptors.observing import ObservabilityInterceptor
+    from ortserve.server.observability.metrics import ServerMetrics
     from ortserve.server.settings import ServerSettings
 
     details_type = namedtuple("details_type", "method invocation_metadata")
@@ -220,7 +221,7 @@ def p(samples: Sequence[float], q: float) -> float:
 COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ONNX Runtime run", re.compile(r"onnxruntime|OrtRun|onnxruntime_pybind")),
     ("tokenizer", re.compile(r"encode_batch|tokenizers")),
-    ("runtime: collate, softmax, rank", re.compile(r"server/runtime\.py|server/stages\.py")),
+    ("runtime: collate, softmax, rank", re.compile(r"server/runtime\.py")),
     ("protobuf (de)serialization, message building", re.compile(r"protobuf|upb|_message|SerializeToString|FromString")),
     ("ortserve client code", re.compile(r"(^|[ (/])client/(sync_client|async_client|convert|base)\.py")),
     ("interceptor chain", re.compile(r"server/interceptors\.py|server/metrics\.py|server/call_context\.py")),

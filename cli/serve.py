@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from ortserve.server.app import serve
 from ortserve.server.errors import OrtServeError
-from ortserve.server.logs import configure_logging
+from ortserve.server.observability.logs import configure_logging
 from ortserve.server.settings import ServerSettings
 
 #: Flags whose shape differs from their field: `--model NAME=URI`, repeated, fills the `models` list.

@@ -1,4 +1,4 @@
-"""The child side of `ortserve.server.registry_worker`: registry jobs done with the MLflow client, in a process that
+"""The child side of `ortserve.server.sources.registry_worker`: registry jobs done with the MLflow client, in a process that
 exits when they are done (`python -m ortserve.contract.registry_jobs`, one JSON request on stdin, one JSON answer as
 the last line of stdout). Here, in the contract, so that the child imports neither gRPC nor ONNX Runtime."""
 

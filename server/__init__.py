@@ -1,8 +1,6 @@
-"""ortserve server: serves exported ONNX text classifiers over gRPC (install with `pip install 'ortserve[server]'`)."""
+"""ortserve server: serves exported ONNX text classifiers over gRPC (install with `pip install 'ortserve[server]'`).
 
-from .app import OrtServer, serve
-from .artifact import ArtifactManifest
-from .runtime import OnnxClassifier, SessionConfig
-from .settings import ModelSpec, ServerSettings
-
-__all__ = ["ArtifactManifest", "ModelSpec", "OnnxClassifier", "OrtServer", "ServerSettings", "SessionConfig", "serve"]
+Empty on purpose: importing one module (`ortserve.server.runtime` for the export's parity check,
+`ortserve.server.healthcheck` for the container's probe) must not load the gRPC server, Prometheus and reflection.
+Import what you need from its module, e.g. `from ortserve.server.app import OrtServer`.
+"""

@@ -20,15 +20,16 @@ from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 
 from .batcher import BatchLimits
 from .errors import ServerStartError
-from .interceptors import build_interceptors
-from .metrics import MetricsEndpoint, ObservabilityInterceptor, ServerMetrics
+from .interceptors.chain import build_interceptors
+from .interceptors.observing import ObservabilityInterceptor
 from .model_table import ModelTable, ServedModel
+from .observability.metrics import MetricsEndpoint, ServerMetrics
+from .observability.tracing import configure_tracing
 from .result_cache import ResultCache
+from .security.tls_credentials import server_credentials
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
-from .sources import open_source
-from .tls import server_credentials
-from .tracing import configure_tracing
+from .sources.open_source import open_source
 from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState

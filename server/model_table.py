@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
-from .model_source import FetchedArtifact
+from .observability.call_context import CallRecord, observe_batch
 from .runtime import OnnxClassifier, SessionConfig
-from .sources import ModelSource
-from .stages import TimedBatchOutput, TimedOnnxClassifier, begin_batch
+from .sources.model_source import FetchedArtifact, ModelSource
+from .stage_timings import BatchStages
+from .text_cost import estimate_tokens
 from .types import Classification, ModelDescription, ModelState, PollStats
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,6 @@ log = logging.getLogger(__name__)
 StateListener = Callable[[str, ModelState], Awaitable[None]]
 
 WARMUP_TEXT = "ortserve warm-up"
-
-#: Characters per token assumed when estimating a text's cost before tokenizing it (English averages 4-5 for
-#: WordPiece and BPE vocabularies; erring low over-estimates cost, which only makes admission more cautious).
-CHARS_PER_TOKEN_ESTIMATE = 4
 
 #: Max length assumed for estimates before a model is loaded.
 DEFAULT_MAX_LENGTH = 512
@@ -68,7 +65,7 @@ class ServedModel:
         self._session_config = session_config
         # The batcher enforces `limits` where it forms runs; a run gets texts that already respect them.
         self.batcher: AdaptiveBatcher[Classification] = AdaptiveBatcher(
-            name, self._run_batch, executor, limits, text_cost=self.estimate_tokens
+            name, self._run_batch, executor, limits, text_cost=self.estimate_tokens, on_run=_observe_run
         )
 
     def estimate_tokens(self, text: str) -> int:
@@ -76,7 +73,7 @@ class ServedModel:
         forming): at most the serving version's max length, as the runtime cuts every text there."""
         loaded = self.current
         max_length = loaded.classifier.max_length if loaded else DEFAULT_MAX_LENGTH
-        return min(max_length, len(text) // CHARS_PER_TOKEN_ESTIMATE + 2)
+        return estimate_tokens(text, max_length)
 
     def _run_batch(self, texts: list[str], pin: object = None) -> BatchOutput[Classification]:
         """Run one batch formed by the batcher, on the version `pin` (a `LoadedVersion` from an earlier run of the
@@ -85,11 +82,11 @@ class ServedModel:
         if loaded is None:
             raise ModelNotReadyError(f"model {self.name!r} is not loaded ({self.state.value})")
         classifier = loaded.classifier
-        stages = begin_batch(len(texts))  # observability: the classifier times tokenization and inference into it
+        stages = BatchStages(texts=len(texts))  # the classifier times tokenization and inference into it
         # The batch already respects the limits; grouping by length only saves padding inside it.
-        probabilities = classifier.probabilities(texts, by_length=True)
+        probabilities = classifier.probabilities(texts, by_length=True, stages=stages)
         # Rank here, in the worker thread, with the labels of the version that actually ran.
-        return TimedBatchOutput(loaded.version, classifier.rank(probabilities), pin=loaded, stages=stages)
+        return BatchOutput(loaded.version, classifier.rank(probabilities), pin=loaded, stages=stages)
 
     def load_version(self, version: str | None = None) -> LoadedVersion:
         """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the
@@ -112,7 +109,7 @@ class ServedModel:
         return self._load(fetched)
 
     def _load(self, fetched: FetchedArtifact) -> LoadedVersion:
-        classifier = TimedOnnxClassifier.load(fetched.directory, self._session_config)
+        classifier = OnnxClassifier.load(fetched.directory, self._session_config)
         try:
             classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving
         except Exception as exc:  # a graph that loads but cannot run must never be swapped in
@@ -168,7 +165,6 @@ class ModelTable:
         """First load of a model (or a retry after it FAILED); True once it serves."""
         if model.state is not ModelState.LOADING:
             await self.set_state(model, ModelState.LOADING, model.last_error)
-        model.batcher.start()
         try:
             loaded = await asyncio.to_thread(model.load_version)
         except Exception as exc:
@@ -201,6 +197,13 @@ class ModelTable:
 
     async def close(self) -> None:
         await asyncio.gather(*(model.batcher.close() for model in self._models.values()))
+
+
+def _observe_run(
+    model: str, calls: Sequence[tuple[CallRecord | None, float]], output: BatchOutput[Classification]
+) -> None:
+    """The batcher's run hook: hands the run's stage timings to its calls' records and the metrics."""
+    observe_batch(model, calls, output.stages)
 
 
 def _describe_failure(model: ServedModel, exc: BaseException, what: str = "") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from tokenizers import Encoding, Tokenizer
 from .artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, check_artifact_dir
 from .errors import ArtifactError
 from .memory import shared_cpu_arena_registered
+from .stage_timings import BatchStages
+from .text_cost import CHARS_PER_TOKEN_BOUND
 from .types import Classification, LabelScore
 
 log = logging.getLogger(__name__)
@@ -177,25 +180,49 @@ class OnnxClassifier:
         return _sigmoid(logits) if self.manifest.multi_label else _softmax(logits)
 
     def probabilities(
-        self, texts: Sequence[str], max_batch_size: int = 0, max_batch_tokens: int = 0, by_length: bool = False
+        self,
+        texts: Sequence[str],
+        max_batch_size: int = 0,
+        max_batch_tokens: int = 0,
+        by_length: bool = False,
+        stages: BatchStages | None = None,
     ) -> np.ndarray:
         """Probabilities of shape (texts, labels) for `texts`, rows in input order.
 
         With no limits and not `by_length`, all texts run in one ONNX Runtime call padded to the longest. Otherwise
         texts are grouped by token count (`group_by_length`) so that a short text is not padded to the length of a
         long one, in groups of at most `max_batch_size` texts and `max_batch_tokens` padded tokens (0: no limit;
-        the server's batcher applies its limits when it forms a batch and passes none here).
+        the server's batcher applies its limits when it forms a batch and passes none here). `stages`, if given,
+        receives the tokenization and inference times (the server's metrics and traces read them).
         """
+        if stages is not None:
+            stages.tokenize_start = time.monotonic()
         encodings = self._encode(texts)
+        if stages is not None:
+            stages.tokenize_end = time.monotonic()
         if not max_batch_size and not max_batch_tokens and not by_length:
-            return self.run(self._collate(encodings))
+            return self._timed_run(self._collate(encodings), stages)
         groups = group_by_length([len(e.ids) for e in encodings], max_batch_size, max_batch_tokens)
         if len(groups) == 1:
-            return self.run(self._collate(encodings))
+            return self._timed_run(self._collate(encodings), stages)
         result = np.empty((len(encodings), len(self.labels)), dtype=np.float32)
         for group in groups:
-            result[group] = self.run(self._collate([encodings[i] for i in group]))
+            result[group] = self._timed_run(self._collate([encodings[i] for i in group]), stages)
         return result
+
+    def _timed_run(self, batch: TokenizedBatch, stages: BatchStages | None) -> np.ndarray:
+        if stages is None:
+            return self.run(batch)
+        start = time.monotonic()
+        try:
+            return self.run(batch)
+        finally:
+            end = time.monotonic()
+            if not stages.inference_start:
+                stages.inference_start = start
+            stages.inference_end = end
+            stages.inference_s += end - start
+            stages.padded_tokens += batch.padded_tokens
 
     def _encode(self, texts: Sequence[str]) -> list[Encoding]:
         """Tokenize and truncate at `max_length`, reading no more of a text than the model can use.
@@ -245,14 +272,6 @@ def _load_tokenizer(path: Path, manifest: ArtifactManifest) -> Tokenizer:
     tokenizer.enable_truncation(max_length=manifest.max_length)
     return tokenizer
 
-
-#: Characters per token assumed when a text is cut before tokenizing (see `OnnxClassifier._encode`). English prose
-#: takes 4-6 characters per WordPiece or BPE token (5.4 for the uncased BERT vocabulary on news text); 10 leaves room
-#: for long words, and a text that is even sparser in tokens is tokenized again with a larger budget, so the bound
-#: costs speed, never correctness. Reading a little more than needed is cheap; reading far more is not: the
-#: tokenizer also builds every overflowing window of a truncated text (measured: 512 tokens from 5,120 characters
-#: 1.2 ms, from 10,000 characters 6.1 ms).
-CHARS_PER_TOKEN_BOUND = 10
 
 #: How far back from the character budget a cut looks for whitespace, so that the cut does not split a word.
 _CUT_LOOKBACK = 64

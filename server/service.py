@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidInputError, ModelNotReadyError
 from .model_table import ModelTable, ServedModel
+from .observability.call_context import current_call
 from .result_cache import ResultCache
 from .types import Classification, ClassifyResult, ModelDescription, ModelState
 
@@ -69,19 +70,19 @@ class InferenceService:
         """Every label of each text, ranked, and the one version that produced them: from the result cache where it
         holds the serving version's answer, from the model for the rest (each distinct text once)."""
         if not self.cache.enabled or served.current is None:
-            output = await served.batcher.submit(texts, deadline)
+            output = await served.batcher.submit(texts, deadline, current_call())
             return output.version, output.rows
         version = served.current.version
         cached = self.cache.lookup(served.name, version, texts)
         missing = list(dict.fromkeys(text for text, row in zip(texts, cached, strict=True) if row is None))
         if not missing:
             return version, [row for row in cached if row is not None]  # all of them
-        output = await served.batcher.submit(missing, deadline)
+        output = await served.batcher.submit(missing, deadline, current_call())
         self.cache.store(served.name, output.version, missing, output.rows)
         if output.version != version and len(missing) < len(texts):
             # A new version was swapped in between the lookup and the run: the cached rows are the old version's,
             # and one answer is given by one version, so run the whole call on the new one.
-            output = await served.batcher.submit(texts, deadline)
+            output = await served.batcher.submit(texts, deadline, current_call())
             return output.version, output.rows
         computed = dict(zip(missing, output.rows, strict=True))
         rows = [row if row is not None else computed[text] for text, row in zip(texts, cached, strict=True)]

@@ -180,7 +180,7 @@ def probe_server() -> Iterator[str]:
     }
 
     async def start() -> tuple[grpc.aio.Server, int]:
-        from ortserve.server.interceptors import build_interceptors
+        from ortserve.server.interceptors.chain import build_interceptors
 
         server = grpc.aio.server(interceptors=build_interceptors(ServerSettings()))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -252,7 +252,7 @@ def test_the_chain_wraps_a_methods_handler_once_and_rewraps_a_new_one() -> None:
     import functools
     from collections import namedtuple
 
-    from ortserve.server.interceptors import build_interceptors
+    from ortserve.server.interceptors.chain import build_interceptors
 
     chain = build_interceptors(ServerSettings())
     details = namedtuple("details", "method invocation_metadata")(f"/{SERVICE}/Fine", ())

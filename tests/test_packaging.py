@@ -120,7 +120,7 @@ def test_server_extra_installs_without_torch_or_transformers(wheel: Path, tmp_pa
     assert install.returncode == 0, install.stderr
     script = textwrap.dedent("""
         import importlib.util, json
-        import ortserve.server.app, ortserve.server.registry, mlflow
+        import ortserve.server.app, ortserve.server.sources.registry_source, mlflow
         print(json.dumps({m: importlib.util.find_spec(m) is not None
                           for m in ("torch", "transformers", "optimum", "onnxruntime", "tokenizers", "sqlalchemy")}))
     """)

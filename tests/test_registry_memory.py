@@ -16,7 +16,7 @@ from ortserve.client import InferenceClient, InferenceError
 from ortserve.contract.errors import ContractError, RegistryUnavailableError
 from ortserve.contract.registry import resolve_version
 from ortserve.contract.uri import RegistryUri
-from ortserve.server.registry_rest import RestRegistryClient, rest_registry_client
+from ortserve.server.sources.registry_rest import RestRegistryClient, rest_registry_client
 
 from .helpers import free_port
 from .mlflow_server import MlflowServer
@@ -33,7 +33,7 @@ async def main():
     server = OrtServer(ServerSettings(**json.loads(sys.argv[1])))
     print(json.dumps({"port": await server.start()}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    from ortserve.server import registry_worker
+    from ortserve.server.sources import registry_worker
     children = sum(w.children_started for w in registry_worker._WORKERS.values())
     mlflow = sorted(m for m in sys.modules if m == "mlflow" or m.startswith("mlflow."))
     print(json.dumps({"mlflow_modules": mlflow, "children": children}), flush=True)

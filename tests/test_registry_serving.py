@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ortserve.client import InferenceClient, InferenceError
-from ortserve.server.registry import COMPLETE_MARKER, RegistryUri
+from ortserve.server.sources.registry_source import COMPLETE_MARKER, RegistryUri
 
 from .helpers import RunningServer, running_server
 from .mlflow_server import MlflowServer

@@ -163,7 +163,7 @@ def test_reflection_can_be_turned_off(artifacts: dict[str, Path]) -> None:
 
 
 def test_token_entries_parse_and_are_kept_as_hashes() -> None:
-    from ortserve.server.auth import parse_tokens, token_hash
+    from ortserve.server.security.bearer_tokens import parse_tokens, token_hash
 
     grants = parse_tokens("a\nb models=x,y # note\nsha256:" + "0" * 64, "test")
     assert [g.models for g in grants] == [None, frozenset({"x", "y"}), None]

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from ortserve.client import AsyncInferenceClient, InferenceClient
 from ortserve.client.tracing import AsyncTracingInterceptor, traced_channel
 from ortserve.server.healthcheck import wait_until_serving
-from ortserve.server.tracing import INFERENCE_SPAN, QUEUE_WAIT_SPAN, TOKENIZATION_SPAN
+from ortserve.server.observability.tracing import INFERENCE_SPAN, QUEUE_WAIT_SPAN, TOKENIZATION_SPAN
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
@@ -176,7 +176,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 import grpc
 from ortserve.client.tracing import tracing_available, traced_channel
-from ortserve.server.tracing import configure_tracing
+from ortserve.server.observability.tracing import configure_tracing
 from ortserve.v1 import inference_pb2 as pb, inference_pb2_grpc as pb_grpc
 assert not tracing_available()
 assert configure_tracing(True) is None

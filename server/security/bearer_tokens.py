@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PermissionDeniedError, ServerStartError, UnauthenticatedError
+from ..errors import PermissionDeniedError, ServerStartError, UnauthenticatedError
 
 log = logging.getLogger(__name__)
 

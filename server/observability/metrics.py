@@ -10,13 +10,10 @@ for RPCs without one (ListModels); `rpc` is a method of a registered service; `c
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -29,16 +26,14 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .call_context import MAX_CALLER_VALUE_CHARS, BatchStages, CallRecord, enter_call, exit_call
-from .errors import OrtServeError
-from .interceptors import HandlerWrappingInterceptor, current_request_id
-from .types import ModelState, PollStats
+from ..errors import OrtServeError
+from ..stage_timings import BatchStages
+from ..types import ModelState, PollStats
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from .model_table import ModelTable, ServedModel
-    from .tracing import ServerTracer
+    from ..model_table import ModelTable, ServedModel
 
 access_log = logging.getLogger("ortserve.access")
 
@@ -219,101 +214,6 @@ class ModelTableCollector(Collector):
 def _poll_stats(model: ServedModel) -> PollStats:
     stats = getattr(model, "polls", None)  # absent on a model table built before polling existed (tests, tools)
     return stats if isinstance(stats, PollStats) else PollStats()
-
-
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
-class ObservabilityInterceptor(HandlerWrappingInterceptor):
-    """Opens a `CallRecord` per unary RPC (request id, model, version: read by log lines, metrics and spans), counts
-    the RPC by model, method and status code, times it, and starts its trace span when tracing is on.
-
-    Health checks and reflection pass through untouched.
-    """
-
-    def __init__(self, table: ModelTable, metrics: ServerMetrics | None = None, tracer: ServerTracer | None = None):
-        self._models = {model.name: model for model in table}
-        self._metrics = metrics
-        self._tracer = tracer
-        super().__init__()
-
-    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        if handler.unary_unary is None or method.startswith(UNOBSERVED_PREFIXES):
-            return handler
-        return grpc.unary_unary_rpc_method_handler(
-            self._observed(handler.unary_unary, method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _observed(self, behavior: Behavior, method: str) -> Behavior:
-        rpc = method.rsplit("/", 1)[-1]
-        models, metrics, tracer = self._models, self._metrics, self._tracer
-        in_flight = metrics.in_flight if metrics is not None else {}
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            name = _requested_model(request)
-            served = models.get(name)
-            label = name if served is not None else (UNKNOWN_MODEL if name else NO_MODEL)
-            metadata = context.invocation_metadata()
-            current = served.current if served is not None else None
-            # The chain's request id interceptor runs first: one id for the caller, the error log and these records.
-            record = CallRecord(
-                current_request_id(),
-                rpc,
-                name[:MAX_CALLER_VALUE_CHARS],
-                current.version if current is not None else "",
-            )
-            record.metrics = metrics
-            token = enter_call(record)
-            in_flight[label] = in_flight.get(label, 0) + 1
-            if tracer is not None:
-                tracer.start(record, method, metadata)
-            code = "OK"
-            try:
-                response = await behavior(request, context)
-                answered = getattr(response, "model_version", "")
-                if answered:
-                    record.version = answered
-                code = _code_name(context.code(), "OK")
-                return response
-            except BaseException as exc:
-                code = _code_name(context.code(), "CANCELLED" if isinstance(exc, asyncio.CancelledError) else "UNKNOWN")
-                raise
-            finally:
-                in_flight[label] -= 1
-                seconds = time.monotonic() - record.started
-                if metrics is not None:
-                    metrics.observe_call(label, rpc, code, seconds)
-                if tracer is not None:
-                    tracer.finish(record, code)
-                if code != "OK":
-                    access_log.info("%s %s in %.1f ms", rpc, code, seconds * 1000)
-                elif access_log.isEnabledFor(logging.DEBUG):
-                    access_log.debug("%s %s in %.1f ms", rpc, code, seconds * 1000)
-                exit_call(token)
-
-        return observed
-
-
-def _requested_model(request: Any) -> str:
-    for field_name in ("model", "name", "model_name"):
-        value = getattr(request, field_name, None)
-        if isinstance(value, str):
-            return value
-    return ""
-
-
-def _code_name(code: Any, default: str) -> str:
-    """A status code as its name; `context.code()` gives None until the handler sets one."""
-    if code is None:
-        return default
-    if isinstance(code, grpc.StatusCode):
-        return code.name
-    for status in grpc.StatusCode:  # some grpc versions hand back the integer value
-        if status.value[0] == code:
-            return status.name
-    return default
 
 
 class MetricsEndpoint:

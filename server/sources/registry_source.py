@@ -38,8 +38,8 @@ from ortserve.contract.registry import resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
 
-from .artifact import as_server_error
-from .errors import ArtifactError
+from ..artifact import as_server_error
+from ..errors import ArtifactError
 from .model_source import FetchedArtifact, ModelSource
 from .registry_rest import RestRegistryClient, rest_registry_client
 from .registry_worker import RegistryWorker, registry_worker

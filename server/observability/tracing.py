@@ -62,7 +62,7 @@ class ServerTracer:
         if stages is not None and record.enqueued is not None and span.is_recording():
             # Stage times are monotonic; spans want wall-clock nanoseconds.
             offset_ns = time.time_ns() - time.monotonic_ns()
-            parent = self._trace.set_span_in_context(span)
+            parent = self._trace.set_span_in_context(span)  # type: ignore[arg-type]  # an OpenTelemetry Span
             for name, start, end in (
                 (QUEUE_WAIT_SPAN, record.enqueued, stages.started),
                 (TOKENIZATION_SPAN, stages.tokenize_start, stages.tokenize_end),

@@ -1,7 +1,7 @@
 """What is known about the call being handled (request id, model, version, stage timings), kept in a contextvar,
 and the batcher hook that hands a batch's stage timings to the records of its calls.
 
-The observability interceptor (`ortserve.server.metrics.ObservabilityInterceptor`) opens a `CallRecord` at the start
+The observability interceptor (`ortserve.server.interceptors.observing`) opens a `CallRecord` at the start
 of each RPC; log lines, metrics and trace spans of that call read it. Outside a call, `current_call()` is None.
 """
 
@@ -11,31 +11,32 @@ import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from ..stage_timings import BatchStages
 
 #: Longest model name kept from a caller (a longer one is cut): log lines stay bounded.
 MAX_CALLER_VALUE_CHARS = 128
 
 
-@dataclass(eq=False)
-class BatchStages:
-    """Timings of one model run over a batch, taken in the executor thread (times are `time.monotonic()`)."""
+class CallMetrics(Protocol):
+    """What a call record needs of the server's metrics (`ortserve.server.observability.metrics.ServerMetrics`)."""
 
-    started: float = field(default_factory=time.monotonic)
-    """When the batch left the queue and started running."""
-    texts: int = 0
-    tokenize_start: float = 0.0
-    tokenize_end: float = 0.0
-    inference_start: float = 0.0
-    inference_end: float = 0.0
-    inference_s: float = 0.0
-    """Time in ONNX Runtime, summed over the length-grouped runs of the batch."""
-    padded_tokens: int = 0
-    """Tokens computed on, padding included, summed over the runs of the batch."""
+    def observe_queue_wait(self, model: str, seconds: float) -> None: ...
 
-    @property
-    def tokenize_s(self) -> float:
-        return self.tokenize_end - self.tokenize_start
+    def observe_stages(self, model: str, stages: BatchStages) -> None: ...
+
+
+class CallSpan(Protocol):
+    """What a call record needs of a trace span (an OpenTelemetry `Span`)."""
+
+    def set_attribute(self, key: str, value: Any) -> None: ...
+
+    def is_recording(self) -> bool: ...
+
+    def set_status(self, status: Any) -> None: ...
+
+    def end(self, end_time: int | None = None) -> None: ...
 
 
 @dataclass(eq=False)
@@ -53,9 +54,9 @@ class CallRecord:
     """When the call's texts entered the model's queue (set by the batcher hook)."""
     stages: BatchStages | None = None
     """The run of the batch that carried this call's texts (set by the batcher hook)."""
-    metrics: Any = None
+    metrics: CallMetrics | None = None
     """The `ServerMetrics` of the server handling the call, when metrics are on."""
-    span: Any = None
+    span: CallSpan | None = None
     """The call's OpenTelemetry server span, when tracing is on."""
 
 
@@ -76,21 +77,20 @@ def exit_call(token: object) -> None:
     _CURRENT.reset(token)  # type: ignore[arg-type]
 
 
-def observe_batch(model: str, calls: Sequence[Any], output: object) -> None:
-    """Batcher hook, called once per batch that ran: hands the batch's stage timings to each call's record and
-    observes the batch metrics. `calls` have `.record` (a `CallRecord` or None) and `.enqueued` (monotonic)."""
-    stages: BatchStages | None = getattr(output, "stages", None)
+def observe_batch(model: str, calls: Sequence[tuple[CallRecord | None, float]], stages: BatchStages | None) -> None:
+    """Batcher hook, called once per batch that ran with the stage timings the run returned: hands them to the record
+    of each call (`calls`: its record, or None, and when it was enqueued, `time.monotonic()`) and observes the batch
+    metrics."""
     if stages is None:
         return
-    metrics: Any = None  # the ServerMetrics of the calls (records carry it, so this module needs no import of it)
-    for call in calls:
-        record: CallRecord | None = call.record
+    metrics: CallMetrics | None = None  # the ServerMetrics of the calls (records carry it: no import of it here)
+    for record, enqueued in calls:
         if record is None:
             continue
-        record.enqueued = call.enqueued
+        record.enqueued = enqueued
         record.stages = stages
         if record.metrics is not None:
             metrics = record.metrics
-            metrics.observe_queue_wait(model, max(0.0, stages.started - call.enqueued))
+            metrics.observe_queue_wait(model, max(0.0, stages.started - enqueued))
     if metrics is not None:
         metrics.observe_stages(model, stages)

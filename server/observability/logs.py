@@ -1,5 +1,5 @@
 """Server logging: plain text (the default) or one JSON object per line, with the request id, model and version
-of the call a line is about (from `ortserve.server.call_context`)."""
+of the call a line is about (from `ortserve.server.observability.call_context`)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from .errors import ServerStartError
+from ..errors import ServerStartError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,32 @@
+"""Builds the interceptor chain from the settings (see the package docstring for its order)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+
+from ..security.bearer_tokens import TokenAuthenticator
+from ..settings import ServerSettings
+from .error_status import ErrorStatusInterceptor
+from .request_id import RequestIdInterceptor
+from .token_auth import TokenAuthInterceptor
+
+log = logging.getLogger(__name__)
+
+
+def build_interceptors(
+    settings: ServerSettings, extra: Sequence[grpc.aio.ServerInterceptor] = ()
+) -> list[grpc.aio.ServerInterceptor]:
+    """The server's interceptor chain, outermost first (see the module docstring).
+
+    `extra` is the extension point for cross-cutting concerns that need to see every call, metrics first among them:
+    they run inside the request id (use `current_request_id()`) and outside the error mapping and authentication,
+    so a refused or failed call reaches them as a raised `grpc.aio.AbortError` with `context.code()` set.
+    """
+    chain: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor(), *extra, ErrorStatusInterceptor()]
+    authenticator = TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env)
+    if authenticator is not None:
+        chain.append(TokenAuthInterceptor(authenticator, protect_health=settings.auth_health))
+    return chain

@@ -1,0 +1,220 @@
+"""Errors become status codes here, once: domain errors by `STATUS_FOR_ERROR`, anything else INTERNAL."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from ortserve.contract.errors import first_line
+
+from ..errors import (
+    ArtifactError,
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    OrtServeError,
+    OverloadedError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    caller_message,
+)
+from .request_id import REQUEST_ID_KEY, current_request_id
+from .wrapping import HandlerWrappingInterceptor, Wrappers, awaiting, responses, wrap_handler
+
+log = logging.getLogger(__name__)
+
+#: The one place where domain errors become status codes. Order matters only for subclasses (none overlap).
+STATUS_FOR_ERROR: dict[type[OrtServeError], grpc.StatusCode] = {
+    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
+    ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
+    ArtifactError: grpc.StatusCode.UNAVAILABLE,
+    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+# --- 3. errors → status --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UndecodableRequest:
+    """Stands in for a request whose bytes did not parse, so that the call fails with INVALID_ARGUMENT in the
+    chain instead of with UNKNOWN and a traceback inside gRPC (which calls the deserializer before any behavior)."""
+
+    size: int
+    reason: str
+
+    def error(self) -> InvalidInputError:
+        return InvalidInputError(
+            "the request is not a valid protobuf message of this method (undecodable bytes, or a string field "
+            "that is not UTF-8)",
+            detail=f"{self.size} bytes: {self.reason}",
+        )
+
+
+def tolerant_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserialize`, returning an `UndecodableRequest` instead of raising."""
+    if deserialize is None:
+        return None
+
+    def deserialize_or_mark(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError, UnicodeDecodeError, ...: all mean "these bytes are not a request"
+            return UndecodableRequest(len(data), first_line(exc))
+
+    return deserialize_or_mark
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """Status code and caller-safe message for an exception raised while handling a call."""
+    for error_type, code in STATUS_FOR_ERROR.items():
+        if isinstance(exc, error_type):
+            return code, caller_message(str(exc))
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+class RateLimitedLog:
+    """At most `max_lines` lines per `interval_s`; the rest are counted and reported in one line afterwards, so a
+    caller who sends garbage in a loop cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger, max_lines: int = 20, interval_s: float = 10.0):
+        self.logger = logger
+        self.max_lines = max_lines
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._window_start = -float("inf")
+        self._lines = 0
+        self._suppressed = 0
+
+    def log(self, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._window_start >= self.interval_s:
+                if self._suppressed:
+                    self.logger.warning(
+                        "suppressed %d similar log lines in the last %.0fs", self._suppressed, self.interval_s
+                    )
+                self._window_start, self._lines, self._suppressed = now, 0, 0
+            if self._lines >= self.max_lines:
+                self._suppressed += 1
+                return
+            self._lines += 1
+        self.logger.log(level, message, *args, exc_info=exc_info)
+
+
+#: Refusals caused by the caller (bad input, no token, unknown model): INFO, they are not the server's fault.
+_CALLER_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class ErrorStatusInterceptor(HandlerWrappingInterceptor):
+    """Maps every exception of a call to a status with a caller-safe message; logs the detail, rate-limited."""
+
+    def __init__(self, rejected_log: RateLimitedLog | None = None, failed_log: RateLimitedLog | None = None):
+        self.rejected_log = rejected_log or RateLimitedLog(log)
+        self.failed_log = failed_log or RateLimitedLog(log)
+        super().__init__()
+        self._wrappers = Wrappers(self._unary_unary, self._unary_stream, self._stream_unary, self._stream_stream)
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        deserializer = tolerant_deserializer(handler.request_deserializer)
+        return wrap_handler(handler, method, self._wrappers, deserializer)
+
+    def _unary_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        inner = awaiting(behavior)
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if type(request) is UndecodableRequest:
+                    raise request.error()
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                raise  # the servicer chose its own status
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return unary_unary
+
+    def _unary_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                if type(request) is UndecodableRequest:
+                    raise request.error()
+                async for response in responses(behavior(request, context)):
+                    yield response
+            except grpc.aio.AbortError:
+                raise  # the servicer chose its own status (the health service's NOT_FOUND, for example)
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return unary_stream
+
+    def _stream_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        inner = awaiting(behavior)
+
+        async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await inner(_checked(requests), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return stream_unary
+
+    def _stream_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for response in responses(behavior(_checked(requests), context)):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(exc, method, context)
+
+        return stream_stream
+
+    async def _abort(self, exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
+        """End the call with the status of `exc` (raises `grpc.aio.AbortError`); log what the caller is not told."""
+        if isinstance(exc, OrtServeError):
+            code, message = status_for(exc)
+            detail = f" [{exc.detail}]" if exc.detail else ""
+            level = logging.INFO if code in _CALLER_CODES else logging.WARNING
+            self.rejected_log.log(
+                level, "request %s %s: %s %s%s", current_request_id(), method, code.name, first_line(exc), detail
+            )
+        else:
+            self.failed_log.log(
+                logging.ERROR, "request %s %s: unexpected error", current_request_id(), method, exc_info=True
+            )
+            code, message = status_for(Exception())
+        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(context))
+
+
+def _trailers(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+    request_id = current_request_id()
+    return ((REQUEST_ID_KEY, request_id),) if request_id else ()
+
+
+async def _checked(requests: Any) -> AsyncIterator[Any]:
+    """A request stream in which an undecodable message raises `InvalidInputError` where it is read."""
+    async for request in requests:
+        if isinstance(request, UndecodableRequest):
+            raise request.error()
+        yield request

@@ -1,0 +1,100 @@
+"""Bearer-token authentication of every RPC, before its request bytes are decoded."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from ..errors import (
+    UnauthenticatedError,
+)
+from ..security.bearer_tokens import TokenAuthenticator, TokenGrant
+from .requested_model import requested_model
+from .wrapping import Wrappers, awaiting, responses, wrap_handler
+
+log = logging.getLogger(__name__)
+
+#: Services every caller may use without a token, so that load balancers and probes can check health.
+HEALTH_SERVICE_PREFIX = "/grpc.health.v1.Health/"
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses calls without a known bearer token (UNAUTHENTICATED), before their bytes are decoded, and calls that
+    name a model their token is not for (PERMISSION_DENIED). Health is open unless `protect_health`."""
+
+    def __init__(self, authenticator: TokenAuthenticator, protect_health: bool = False):
+        self.authenticator = authenticator
+        self.protect_health = protect_health
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or (method.startswith(HEALTH_SERVICE_PREFIX) and not self.protect_health):
+            return handler
+        try:
+            grant = self.authenticator.authenticate(handler_call_details.invocation_metadata)
+        except UnauthenticatedError as refusal:
+            return wrap_handler(handler, method, _refusing(refusal), deserializer=_raw_bytes)
+        if grant.models is None:
+            return handler
+        return wrap_handler(handler, method, _limited_to_models(grant))
+
+
+def _raw_bytes(data: bytes) -> bytes:
+    """The deserializer of a refused call: its bytes are never parsed."""
+    return data
+
+
+def _refusing(refusal: UnauthenticatedError) -> Wrappers:
+    """Behaviors that fail with `refusal` before anything else runs (made per refused call: refusals differ)."""
+
+    def unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            raise refusal
+
+        return refuse
+
+    def streaming(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            raise refusal
+            yield  # unreachable; makes this an async generator, as the arity requires
+
+        return refuse
+
+    return Wrappers(unary, streaming, unary, streaming)
+
+
+def _limited_to_models(grant: TokenGrant) -> Wrappers:
+    """Behaviors that check the model a request names against `grant` (streamed requests are not checked)."""
+
+    def unary_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        inner = awaiting(behavior)
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            _check_model(grant, request)
+            return await inner(request, context)
+
+        return checked
+
+    def unary_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            _check_model(grant, request)
+            async for response in responses(behavior(request, context)):
+                yield response
+
+        return checked
+
+    return Wrappers(unary_unary=unary_unary, unary_stream=unary_stream)
+
+
+def _check_model(grant: TokenGrant, request: Any) -> None:
+    model = requested_model(request)
+    if model is not None:
+        grant.check_model(model)

@@ -1,0 +1,281 @@
+"""Run forming: which queued texts go into the next model run. Pure code over a `RunQueue`: no asyncio, no clock of
+its own (the caller passes `now`), no model; tests drive it directly, as text-embeddings-inference tests its
+next-batch step.
+
+A run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the queued calls, the least served
+call first, texts of similar length only (`LENGTH_SPREAD`), and texts of calls pinned to one model version only. A
+call whose deadline passed, or passes before the run would end, is refused while forming (`FormedRun.refused`): running
+it would only spend the model on an answer nobody reads. Beside a long run, whole short calls may form an express run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .batch_limits import BatchLimits
+from .errors import DeadlineExceededError
+from .stage_timings import BatchStages
+
+if TYPE_CHECKING:
+    from .observability.call_context import CallRecord
+
+#: What one run returns per text (label scores, a probability row, ...).
+Row = TypeVar("Row")
+
+#: While a long run is in progress (at least `EXPRESS_AFTER_TOKENS` padded tokens; no other main run starts beside
+#: it), whole calls that fit in `EXPRESS_RUN_TOKENS` may run beside it, on one more thread: a short call then waits
+#: for neither the long run nor the calls ahead of it. Runs of short calls (under uniform load, every run) never have
+#: an express run beside them, so this costs nothing in throughput where batching matters; beside a long run, a small
+#: one takes a few percent of the CPU.
+EXPRESS_RUN_TOKENS = 256
+EXPRESS_AFTER_TOKENS = 2048
+
+#: Two texts whose estimated token counts differ by more than this factor are not put in one run: padding the short
+#: one to the long one would cost more than a run of its own, and a short call must not wait behind long texts.
+LENGTH_SPREAD = 4
+
+
+@dataclass(frozen=True)
+class BatchOutput(Generic[Row]):
+    """What a run gives back: one row per text of the run, the version that produced them, `pin`, an opaque handle of
+    that version (the later runs of the same call pass it back to `run_batch`, so a call whose texts span several runs
+    is answered by one version even if a new one is swapped in meanwhile), and the run's stage timings, if measured."""
+
+    version: str
+    rows: Sequence[Row]
+    pin: object = None
+    stages: BatchStages | None = None
+
+
+_sequence = itertools.count()
+
+
+@dataclass(eq=False)
+class QueuedCall(Generic[Row]):
+    """One submitted call: its texts, their estimated costs, and how far it has been served."""
+
+    texts: Sequence[str]
+    costs: list[int]
+    deadline: float | None
+    """Absolute `time.monotonic()` deadline, or None."""
+    record: CallRecord | None = None
+    """The call's observability record, if the server observes calls."""
+    enqueued: float = field(default_factory=time.monotonic)
+    seq: int = field(default_factory=lambda: next(_sequence))
+    future: Any = None
+    """The scheduler's waiter of the call (an `asyncio.Future`); None where forming is tested alone."""
+    taken: int = 0
+    """Texts [0, taken) have been put into runs; [taken, len) are queued."""
+    answered: int = 0
+    """Texts whose rows are in; texts [answered, taken) are in runs still in progress (possibly several at once)."""
+    attained: int = 0
+    """Estimated tokens of this call put into runs so far: the least served call goes first."""
+    pin: object = None
+    version: str = ""
+    rows: list[Row | None] = field(default_factory=list)
+    predicted_wait: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.rows:
+            self.rows = [None] * len(self.texts)
+
+    @property
+    def finished(self) -> bool:
+        """Answered, failed, or abandoned by its caller: nothing more to compute for it."""
+        return self.future is not None and self.future.done()
+
+    @property
+    def queued_tokens(self) -> int:
+        return sum(self.costs[self.taken :])
+
+    @property
+    def waits_for_its_version(self) -> bool:
+        """Texts of this call are in a run in progress and no run has answered yet, so which version the call is
+        answered by is not known: its next texts must wait for that run, or a swap in between would split it."""
+        return self.pin is None and self.taken > self.answered
+
+
+@dataclass
+class RunPart(Generic[Row]):
+    """Texts [start, end) of `call`, in one run."""
+
+    call: QueuedCall[Row]
+    start: int
+    end: int
+
+
+@dataclass
+class FormedRun(Generic[Row]):
+    """The next run (`parts`, maybe empty) and the calls refused while forming it, with the error each gets."""
+
+    parts: list[RunPart[Row]]
+    refused: list[tuple[QueuedCall[Row], DeadlineExceededError]] = field(default_factory=list)
+
+
+def padded_tokens(parts: Sequence[RunPart[Any]]) -> int:
+    """Estimated padded tokens of a run of `parts`: texts × the longest text's estimate."""
+    texts = sum(part.end - part.start for part in parts)
+    return texts * max(part.call.costs[i] for part in parts for i in range(part.start, part.end))
+
+
+def may_start_run(queue: RunQueue[Any], runs_in_progress: Sequence[int], limits: BatchLimits) -> bool:
+    """Whether a free slot should take a run now, given the padded tokens of the main runs in progress: always when
+    none is in progress; beside short runs once a share of a full batch is queued (`max_batch_size` /
+    `concurrent_runs` texts); never beside a long run, nor with every slot taken.
+
+    Starting a run for every text that arrives would split closed-loop callers into runs of one text each, beside one
+    large run, which costs more per text than it gains. A long run already keeps every core busy (its products are
+    large enough for the intra-op threads): a second one beside it gains nothing, and would make a short call that
+    arrives meanwhile share the cores with two long runs (it goes by the express lane)."""
+    if not queue.calls or len(runs_in_progress) >= limits.concurrent_runs:
+        return False
+    if not runs_in_progress:
+        return True
+    if any(tokens >= EXPRESS_AFTER_TOKENS for tokens in runs_in_progress):
+        return False
+    return queue.queued_texts >= max(1, limits.max_batch_size // limits.concurrent_runs)
+
+
+class RunQueue(Generic[Row]):
+    """The queued calls of one model, with their queued texts and estimated tokens kept as running totals."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.calls: list[QueuedCall[Row]] = []
+        self.queued_texts = 0
+        self.queued_tokens = 0
+
+    def add(self, call: QueuedCall[Row]) -> None:
+        self.calls.append(call)
+        self.queued_texts += len(call.texts) - call.taken
+        self.queued_tokens += call.queued_tokens
+
+    def remove(self, call: QueuedCall[Row]) -> None:
+        """Take `call`'s queued texts out of the queue (its texts already in runs stay there)."""
+        self.calls.remove(call)
+        self.queued_texts -= len(call.texts) - call.taken
+        self.queued_tokens -= call.queued_tokens
+
+    def clear(self) -> list[QueuedCall[Row]]:
+        calls, self.calls = self.calls, []
+        self.queued_texts = self.queued_tokens = 0
+        return calls
+
+    def _least_served_first(self) -> list[QueuedCall[Row]]:
+        return sorted(self.calls, key=lambda c: (c.attained, c.seq))
+
+    def take_batch(
+        self, limits: BatchLimits, now: float, run_seconds: Callable[[int], float | None] = lambda tokens: None
+    ) -> FormedRun[Row]:
+        """Take the texts of one main run: the least served call first, then others, within `limits`.
+
+        A run holds texts of similar estimated length only (`LENGTH_SPREAD`), and of calls pinned to the same version
+        (or not pinned yet). The first text always runs, even if it alone exceeds `max_batch_tokens`. Calls whose
+        caller went away are dropped; calls past their deadline, or whose deadline passes before the run would end
+        (`run_seconds` of its padded tokens), are refused.
+        """
+        refused: list[tuple[QueuedCall[Row], DeadlineExceededError]] = []
+        for call in list(self.calls):
+            if call.finished:  # the caller went away (cancelled): nothing to compute
+                self.remove(call)
+            elif call.deadline is not None and call.deadline <= now:
+                self.remove(call)
+                waited_ms = (now - call.enqueued) * 1000
+                refused.append(
+                    (
+                        call,
+                        DeadlineExceededError(
+                            f"the deadline passed after {waited_ms:.0f} ms waiting for model {self.model!r}; "
+                            "the texts were not run (raise the timeout or add capacity)"
+                        ),
+                    )
+                )
+        parts: list[RunPart[Row]] = []
+        rows = width = 0
+        pin: object = None
+        for call in self._least_served_first():
+            if (parts and call.pin is not pin) or call.waits_for_its_version:
+                continue
+            end = call.taken
+            while end < len(call.texts) and (not limits.max_batch_size or rows < limits.max_batch_size):
+                cost = call.costs[end]
+                if rows:
+                    wider = max(width, cost)
+                    if limits.max_batch_tokens and (rows + 1) * wider > limits.max_batch_tokens:
+                        break
+                    if wider > LENGTH_SPREAD * max(1, min(width, cost)):
+                        break
+                rows, width = rows + 1, max(width, cost)
+                end += 1
+            if end > call.taken:
+                if not parts:
+                    pin = call.pin
+                parts.append(RunPart(call, call.taken, end))
+                taken_tokens = sum(call.costs[call.taken : end])
+                call.attained += taken_tokens
+                self.queued_texts -= end - call.taken
+                self.queued_tokens -= taken_tokens
+                call.taken = end
+                if end == len(call.texts):
+                    self.calls.remove(call)
+            if limits.max_batch_size and rows >= limits.max_batch_size:
+                break
+        kept = self._drop_hopeless(parts, run_seconds(rows * width), now, refused)
+        return FormedRun(kept, refused)
+
+    def _drop_hopeless(
+        self,
+        parts: list[RunPart[Row]],
+        duration: float | None,
+        now: float,
+        refused: list[tuple[QueuedCall[Row], DeadlineExceededError]],
+    ) -> list[RunPart[Row]]:
+        """The parts of calls whose deadline does not pass before this run would end (`duration` from now); the
+        others are refused: running them only wastes the model on answers nobody reads, while live calls wait (the
+        overload collapse the batcher is built to avoid)."""
+        if duration is None:
+            return parts
+        kept = []
+        for part in parts:
+            call = part.call
+            if call.deadline is not None and call.deadline < now + duration:
+                if call in self.calls:
+                    self.remove(call)
+                refused.append(
+                    (
+                        call,
+                        DeadlineExceededError(
+                            f"model {self.model!r} cannot finish this call before its deadline (its next run takes "
+                            f"about {duration * 1000:.0f} ms, {max(0.0, call.deadline - now) * 1000:.0f} ms left); "
+                            "the texts were not run (raise the timeout or add capacity)"
+                        ),
+                    )
+                )
+            else:
+                kept.append(part)
+        return kept
+
+    def take_express(self, limits: BatchLimits, now: float) -> list[RunPart[Row]]:
+        """Whole calls not yet started that fit together in `EXPRESS_RUN_TOKENS`, least served first."""
+        parts: list[RunPart[Row]] = []
+        rows = width = 0
+        for call in self._least_served_first():
+            if call.taken or call.finished:
+                continue
+            if call.deadline is not None and call.deadline <= now:
+                continue  # the next main run refuses it with its message
+            more, wider = rows + len(call.texts), max([width, *call.costs])
+            if more > limits.max_batch_size or more * wider > EXPRESS_RUN_TOKENS:
+                continue
+            rows, width = more, wider
+            parts.append(RunPart(call, 0, len(call.texts)))
+        for part in parts:
+            call = part.call
+            self.remove(call)
+            call.taken = len(call.texts)
+            call.attained += sum(call.costs)
+        return parts

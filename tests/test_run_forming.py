@@ -1,0 +1,104 @@
+"""Run forming as pure functions (`ortserve.server.run_forming`): driven directly, with no event loop, no executor and
+no model, as text-embeddings-inference tests its next-batch step."""
+
+from __future__ import annotations
+
+from ortserve.server.batch_limits import BatchLimits
+from ortserve.server.errors import DeadlineExceededError
+from ortserve.server.run_forming import (
+    EXPRESS_AFTER_TOKENS,
+    LENGTH_SPREAD,
+    QueuedCall,
+    RunQueue,
+    may_start_run,
+    padded_tokens,
+)
+
+NOW = 1000.0
+
+
+def queued(queue: RunQueue[str], *costs: int, deadline: float | None = None) -> QueuedCall[str]:
+    call: QueuedCall[str] = QueuedCall([f"t{i}" for i in range(len(costs))], list(costs), deadline, enqueued=NOW)
+    queue.add(call)
+    return call
+
+
+def test_a_run_takes_the_least_served_call_first_within_the_text_and_token_bounds() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    bulk = queued(queue, *[10] * 8)
+    bulk.attained = 50  # served before
+    fresh = queued(queue, 10, 10)
+    formed = queue.take_batch(BatchLimits(max_batch_size=4, max_batch_tokens=0), NOW)
+    assert [(p.call, p.start, p.end) for p in formed.parts] == [(fresh, 0, 2), (bulk, 0, 2)]
+    assert queue.queued_texts == 6 and queue.queued_tokens == 60
+    assert fresh not in queue.calls and bulk in queue.calls
+
+
+def test_the_token_budget_bounds_a_run_but_its_first_text_always_runs() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    queued(queue, 600, 600)
+    limits = BatchLimits(max_batch_tokens=512)
+    assert padded_tokens(queue.take_batch(limits, NOW).parts) == 600  # alone, over the budget
+    assert queue.queued_texts == 1
+
+
+def test_texts_of_very_different_lengths_do_not_share_a_run() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    short = queued(queue, 10)
+    queued(queue, 10 * LENGTH_SPREAD + 1)
+    formed = queue.take_batch(BatchLimits(), NOW)
+    assert [p.call for p in formed.parts] == [short]
+
+
+def test_calls_past_or_missing_their_deadline_are_refused_while_forming() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    late = queued(queue, 10, deadline=NOW - 1)
+    hopeless = queued(queue, 10, deadline=NOW + 0.05)
+    live = queued(queue, 10, deadline=NOW + 10)
+    formed = queue.take_batch(BatchLimits(), NOW, run_seconds=lambda tokens: 0.1)
+    assert [p.call for p in formed.parts] == [live]
+    assert [call for call, _ in formed.refused] == [late, hopeless]
+    assert all(isinstance(error, DeadlineExceededError) for _, error in formed.refused)
+    assert "waiting for model 'm'" in str(formed.refused[0][1])
+    assert queue.calls == [] and queue.queued_texts == 0
+
+
+def test_a_call_whose_first_run_has_not_answered_waits_for_its_version() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    call = queued(queue, 10, 10, 10)
+    queue.take_batch(BatchLimits(max_batch_size=1), NOW)
+    assert call.waits_for_its_version
+    assert queue.take_batch(BatchLimits(max_batch_size=1), NOW).parts == []
+    call.answered, call.pin = 1, "v1"  # its first run answered: the call is pinned to v1
+    assert [p.start for p in queue.take_batch(BatchLimits(max_batch_size=1), NOW).parts] == [1]
+
+
+def test_calls_pinned_to_different_versions_never_share_a_run() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    old, new = queued(queue, 10), queued(queue, 10)
+    old.pin, new.pin = "v1", "v2"
+    assert [p.call for p in queue.take_batch(BatchLimits(), NOW).parts] == [old]
+
+
+def test_a_slot_takes_a_run_when_idle_after_a_share_of_a_batch_and_never_beside_a_long_run() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    limits = BatchLimits(max_batch_size=8, concurrent_runs=2)
+    assert not may_start_run(queue, [], limits)  # nothing queued
+    queued(queue, 10)
+    assert may_start_run(queue, [], limits)  # idle: at once
+    assert not may_start_run(queue, [40], limits)  # beside a short run: wait for 8 / 2 texts
+    queued(queue, 10, 10, 10)
+    assert may_start_run(queue, [40], limits)
+    assert not may_start_run(queue, [EXPRESS_AFTER_TOKENS], limits)  # beside a long run: never
+    assert not may_start_run(queue, [40, 40], limits)  # every slot taken
+
+
+def test_the_express_lane_takes_whole_short_calls_only() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    started = queued(queue, 10, 10)
+    started.taken = 1
+    long = queued(queue, 300)
+    short = queued(queue, 20, 20)
+    parts = queue.take_express(BatchLimits(), NOW)
+    assert [(p.call, p.start, p.end) for p in parts] == [(short, 0, 2)]
+    assert started in queue.calls and long in queue.calls and short not in queue.calls
