@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLES = ROOT / "image-work" / "bundles"
+WORK = ROOT / "image-work"
+BUNDLES = WORK / "bundles"
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def exported_rootfs(config: ImageConfig) -> Path:
         with subprocess.Popen(["podman", "export", container], stdout=subprocess.PIPE) as export:
             assert export.stdout is not None
             with tarfile.open(fileobj=export.stdout, mode="r|") as archive:
-                archive.extractall(rootfs, numeric_owner=True, filter="tar")
+                archive.extractall(rootfs, numeric_owner=True, filter="fully_trusted")  # modes as built (/tmp 1777)
     finally:
         _podman("rm", container)
     (rootfs.parent / ".complete").touch()
