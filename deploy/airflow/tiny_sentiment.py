@@ -45,9 +45,8 @@ def build(directory: Path, corpus: list[str], seed: int) -> tuple[Any, Any]:
     raw.normalizer = normalizers.BertNormalizer(lowercase=True)
     raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     raw.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
-    raw.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", raw.token_to_id("[CLS]")), ("[SEP]", raw.token_to_id("[SEP]"))]
-    )
+    markers = [(token, raw.token_to_id(token)) for token in ("[CLS]", "[SEP]")]
+    raw.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=markers)
     tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
         mask_token="[MASK]", model_max_length=32,
