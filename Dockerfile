@@ -45,11 +45,18 @@ FROM ${PYTHON_IMAGE} AS server-venv
 # `server` reads every registry the MLflow client reads (SQLite and file stores included); `server-slim` leaves the
 # MLflow client out (about 100 MB less): mounted artifact directories and MLflow registries served over HTTP only.
 ARG SERVER_EXTRA=server
-COPY --from=build /dist/*.whl /tmp/
-# pip and setuptools leave the venv once it is installed: nothing installs into a running server.
+# The dependencies first, read from pyproject.toml alone: a change to the code or the README reinstalls the wheel only.
+COPY pyproject.toml scripts/image/extra_requirements.py /tmp/requirements/
 RUN python -m venv /opt/ortserve \
-    && WHEEL="$(ls /tmp/ortserve-*.whl)" \
-    && /opt/ortserve/bin/pip install --no-cache-dir "${WHEEL}[${SERVER_EXTRA}]" \
+    && python /tmp/requirements/extra_requirements.py /tmp/requirements/pyproject.toml "${SERVER_EXTRA}" \
+        > /tmp/requirements/requirements.txt \
+    && /opt/ortserve/bin/pip install --no-cache-dir -r /tmp/requirements/requirements.txt
+COPY --from=build /dist/*.whl /tmp/
+# `pip check` fails the build if the wheel asks for something the step above did not install. pip and setuptools
+# leave the venv once it is installed: nothing installs into a running server.
+RUN WHEEL="$(ls /tmp/ortserve-*.whl)" \
+    && /opt/ortserve/bin/pip install --no-cache-dir --no-deps "${WHEEL}[${SERVER_EXTRA}]" \
+    && /opt/ortserve/bin/pip check \
     && /opt/ortserve/bin/pip uninstall --yes --quiet pip setuptools
 
 # --- runtime: the server's venv, as a non-root user ----------------------------------------------------------------

@@ -32,7 +32,9 @@ def test_the_server_venv_installs_one_server_extra_and_drops_pip() -> None:
     venv = stage("server-venv")
     (default,) = re.findall(r"^ARG SERVER_EXTRA=(\S+)$", venv, re.M)
     assert default == "server"  # the default image reads every registry MLflow reads
-    assert re.search(r'pip install --no-cache-dir "\$\{WHEEL\}\[\$\{SERVER_EXTRA\}\]"', venv)
+    assert re.search(r'extra_requirements\.py /tmp/requirements/pyproject\.toml "\$\{SERVER_EXTRA\}"', venv)
+    assert re.search(r'pip install --no-cache-dir --no-deps "\$\{WHEEL\}\[\$\{SERVER_EXTRA\}\]"', venv)
+    assert "pip check" in venv
     assert re.search(r"pip uninstall --yes --quiet pip setuptools", venv)
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert {"server", "server-slim"} <= set(extras)
@@ -89,3 +91,20 @@ def test_the_wheel_carries_what_the_image_serves_with(tmp_path: Path) -> None:
     v2_files = ["grpc_predict_v2_pb2_grpc.py", "grpc_predict_v2.proto", "NOTICE"]
     assert {f"ortserve/v2/{name}" for name in v2_files} <= names
     assert "ortserve/server/healthcheck.py" in names
+
+
+def test_the_dependency_layer_lists_what_the_wheel_asks_for() -> None:
+    """scripts/image/extra_requirements.py (the layer before the wheel) expands ortserve[...] self-references."""
+
+    def listed(extra: str) -> list[str]:
+        script = ROOT / "scripts" / "image" / "extra_requirements.py"
+        run = subprocess.run([sys.executable, str(script), str(ROOT / "pyproject.toml"), extra], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        return run.stdout.split()
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    slim, server = listed("server-slim"), listed("server")
+    assert slim == project["dependencies"] + extras["server-slim"]
+    assert server == slim + [dep for dep in extras["server"] if not dep.startswith("ortserve[")]
+    assert not any(dep.startswith("ortserve") for dep in server)

@@ -66,9 +66,10 @@ def reachable(url: str) -> bool:
         return False
 
 
-def podman_build(target: str, tag: str, build_args: dict[str, str], mounts: list[str]) -> float:
+def podman_build(target: str, tag: str, build_args: dict[str, str], mounts: list[str], no_cache: bool) -> float:
     """One `podman build` of `target` as `tag`; returns its wall time in seconds."""
     argv = ["podman", "build", "--format", "docker", "--isolation", "chroot", "--target", target, "-t", tag]
+    argv += ["--no-cache"] if no_cache else []
     argv += [arg for name, value in build_args.items() for arg in ("--build-arg", f"{name}={value}")]
     start = time.monotonic()
     if subprocess.run([*argv, *mounts, str(ROOT)]).returncode != 0:
@@ -84,6 +85,7 @@ def main() -> int:
     parser.add_argument("--slim-tag", default="", help="also build the server-slim extra (no MLflow) with this tag")
     parser.add_argument("--export-tag", default="ortserve-export:0.1.0")
     parser.add_argument("--torch-index-url", default=DEFAULT_TORCH_INDEX)
+    parser.add_argument("--no-cache", action="store_true", help="rebuild every layer (to measure a cold build)")
     args = parser.parse_args()
     WORK.mkdir(exist_ok=True)
     times_file = WORK / "build-times.json"
@@ -93,11 +95,12 @@ def main() -> int:
         servers = {args.tag: "server", args.slim_tag: "server-slim"}
         for tag, extra in servers.items():
             if tag:
-                seconds = podman_build("runtime", tag, {"SERVER_EXTRA": extra}, mounts)
-                times.setdefault(tag, []).append(round(seconds, 1))
+                seconds = podman_build("runtime", tag, {"SERVER_EXTRA": extra}, mounts, args.no_cache)
+                times.setdefault(f"{tag}{' --no-cache' * args.no_cache}", []).append(round(seconds, 1))
         if reachable(args.torch_index_url):
-            seconds = podman_build("export", args.export_tag, {"TORCH_INDEX_URL": args.torch_index_url}, mounts)
-            times.setdefault(args.export_tag, []).append(round(seconds, 1))
+            torch_index = {"TORCH_INDEX_URL": args.torch_index_url}
+            seconds = podman_build("export", args.export_tag, torch_index, mounts, args.no_cache)
+            times.setdefault(f"{args.export_tag}{' --no-cache' * args.no_cache}", []).append(round(seconds, 1))
         else:
             print(
                 f"image: export image NOT built: its torch index {args.torch_index_url} does not answer from here "
