@@ -80,7 +80,8 @@ bench: venv
 
 # Python sources, and the README's Python examples, that ruff checks and formats (generated stubs are excluded in
 # pyproject.toml).
-LINTED := cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks README.md
+LINTED := cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks README.md \
+  deploy/airflow
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
