@@ -13,12 +13,15 @@ from pydantic import ValidationError
 from ortserve.server.app import serve
 from ortserve.server.errors import OrtServeError
 from ortserve.server.observability.logs import configure_logging
-from ortserve.server.settings import ServerSettings
+from ortserve.server.settings import PER_MODEL_SETTINGS, ServerSettings
 
 #: Flags whose shape differs from their field: `--model NAME=URI`, repeated, fills the `models` list.
 _MODEL_FLAG_HELP = (
     "serve the model at URI (models:/name@alias, models:/name/<version>, models:/name/<Stage> or an artifact "
-    "directory) under NAME; repeat for several"
+    "directory) under NAME; repeat for several. A model may override the server-wide "
+    + ", ".join(f"--{key.replace('_', '-')}" for key in PER_MODEL_SETTINGS)
+    + " for itself after a '?' (NAME=URI?max_batch_size=64&concurrent_runs=1) or in ORTSERVE_MODEL_<NAME>_<SETTING>"
+    " (NAME upper-cased, other characters than letters and digits as '_')"
 )
 
 
@@ -37,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--model",
                 dest="models",
                 action="append",
-                metavar="NAME=URI",
+                metavar="NAME=URI[?SETTING=VALUE&...]",
                 help=f"{_MODEL_FLAG_HELP} [env {env}, ';'-separated]",
             )
             continue

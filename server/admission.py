@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from .batch_limits import BatchLimits
 from .errors import DeadlineExceededError, OverloadedError
 from .run_forming import RunQueue
+from .stage_timings import MeasuredRun, width_band
 
 #: A call is admitted only if its estimated wait is at most this share of the time left before its deadline. An
 #: estimate is an average: admitting calls whose estimate just fits lets about half of them miss their deadline after
@@ -17,21 +21,98 @@ from .run_forming import RunQueue
 DEADLINE_MARGIN = 0.6
 
 
-class RunCost:
-    """The measured cost of model runs: seconds per padded token, a moving average over recent runs.
+#: The estimate of a call's own runs is trusted to within this factor either way once calibrated (the target of the
+#: warm-up's fit, checked by tests at widths 8 to 512): a call is refused early only if even its own work divided by
+#: it misses the deadline. Refusing on a pessimistic reading would turn away work the server could do.
+ESTIMATE_TOLERANCE = 1.5
 
-    Runs under load are full and dominate the average, which is what deadline estimates under load need; an idle
-    model's small runs cost more per token, which only makes the estimates more cautious.
+
+class RunCost:
+    """What a model run costs, in seconds: `fixed + rows·width·(per_token + per_token_width·width)`.
+
+    A fixed cost per run (the session call, feeding inputs, ranking), a cost per token (the feed-forward layers) and
+    the growth with the sequence width that attention brings (its cost per token grows with the width). The three
+    coefficients are fitted by least squares to runs that the model's warm-up measures at several widths
+    (`calibrate`), before the model serves, so a fresh server's first long call is estimated from evidence. Every run
+    then refines a correction factor of its width band (`observe`), a moving average of measured over predicted.
+
+    Uncalibrated (a batcher used without a model, as in tests), it falls back to one moving average of seconds per
+    padded token, learned from the runs as they come.
     """
 
     def __init__(self, weight: float = 0.2):
+        self.coefficients: tuple[float, float, float] | None = None
+        """(fixed, per_token, per_token_width) from `calibrate`, or None."""
         self.seconds_per_token: float | None = None
+        """The uncalibrated fallback: seconds per padded token."""
+        self.band_factor: dict[int, float] = {}
+        """Measured over predicted run time per width band (1.0 until a run of that band is measured)."""
         self.wait_factor = 1.0
         """Observed over predicted waits of recent calls: what the run cost alone misses (the event loop's own work
         between runs, CPU taken by the gRPC stack under load), so that deadline estimates correct themselves."""
         self._weight = weight
 
-    def observe(self, tokens: int, seconds: float) -> None:
+    @property
+    def calibrated(self) -> bool:
+        return self.coefficients is not None
+
+    def calibrate(self, runs: Sequence[MeasuredRun]) -> None:
+        """Fit the coefficients to `runs` (non-negative, by least squares on relative errors, so that a short run is
+        fitted as closely as a long one); the band factors start over."""
+        runs = [r for r in runs if r.seconds > 0]
+        if not runs:
+            return
+        weights = np.array([1.0 / r.seconds for r in runs])
+        design = np.array([[1.0, r.rows * r.width, r.rows * r.width * r.width] for r in runs]) * weights[:, None]
+        seconds = np.array([r.seconds for r in runs]) * weights
+        columns = [0, 1, 2]
+        while True:  # drop a term whose fitted coefficient is negative (noise), and fit the others again
+            fit, *_ = np.linalg.lstsq(design[:, columns], seconds, rcond=None)
+            negative = [c for c, value in zip(columns, fit, strict=True) if value < 0]
+            if not negative or len(columns) == 1:
+                break
+            columns.remove(negative[0])
+        coefficients = [0.0, 0.0, 0.0]
+        for column, value in zip(columns, fit, strict=True):
+            coefficients[column] = max(0.0, float(value))
+        if coefficients[1] == 0.0 and coefficients[2] == 0.0:  # a degenerate fit: keep a per-token cost at least
+            coefficients[1] = float(sum(r.seconds for r in runs) / max(1, sum(r.rows * r.width for r in runs)))
+        self.coefficients = (coefficients[0], coefficients[1], coefficients[2])
+        self.band_factor.clear()
+
+    def run_seconds(self, rows: int, width: int) -> float | None:
+        """Estimated seconds of one run of `rows` texts padded to `width` tokens; None before anything is known."""
+        if self.coefficients is None:
+            return None if self.seconds_per_token is None else rows * width * self.seconds_per_token
+        fixed, per_token, per_token_width = self.coefficients
+        base = fixed + rows * width * (per_token + per_token_width * width)
+        return base * self.band_factor.get(width_band(width), 1.0)
+
+    def token_seconds(self, tokens: int, width: int) -> float | None:
+        """Estimated seconds of `tokens` tokens of texts `width` tokens wide inside fuller runs (no fixed cost)."""
+        if self.coefficients is None:
+            return None if self.seconds_per_token is None else tokens * self.seconds_per_token
+        _, per_token, per_token_width = self.coefficients
+        return tokens * (per_token + per_token_width * width) * self.band_factor.get(width_band(width), 1.0)
+
+    def call_seconds(self, costs: Sequence[int], max_batch_size: int) -> float | None:
+        """Estimated seconds of the runs of one call's texts (estimated tokens `costs`), as runs of similar lengths
+        of up to `max_batch_size` texts: each text at its own width, plus the fixed cost of each run."""
+        if not costs:
+            return 0.0
+        if self.coefficients is None:
+            return None if self.seconds_per_token is None else sum(costs) * self.seconds_per_token
+        work = sum(self.token_seconds(cost, cost) or 0.0 for cost in costs)
+        runs = -(-len(costs) // max(1, max_batch_size))
+        return work + runs * self.coefficients[0]
+
+    def seconds(self, tokens: int) -> float | None:
+        """Estimated seconds of `tokens` padded tokens at the uncalibrated per-token rate (calibrated: at the cost of
+        the narrowest texts); None before anything is known. Prefer `run_seconds`, which knows the width."""
+        return self.token_seconds(tokens, 1)
+
+    def observe(self, tokens: int, seconds: float, rows: int = 0, width: int = 0) -> None:
+        """Learn from one run of `tokens` padded tokens (`rows` × `width`, when known) that took `seconds`."""
         if tokens <= 0:
             return
         rate = seconds / tokens
@@ -39,42 +120,65 @@ class RunCost:
             self.seconds_per_token = rate
         else:
             self.seconds_per_token += self._weight * (rate - self.seconds_per_token)
+        if self.coefficients is None or not rows or not width:
+            return
+        predicted = self.run_seconds(rows, width)
+        if predicted:
+            band = width_band(width)
+            factor = self.band_factor.get(band, 1.0)
+            ratio = min(4.0, max(0.25, factor * seconds / predicted))
+            self.band_factor[band] = factor + self._weight * (ratio - factor)
 
     def observe_wait(self, predicted: float, observed: float) -> None:
         if predicted > 0.001:
             ratio = min(10.0, max(0.5, observed / predicted))
             self.wait_factor += self._weight * (ratio - self.wait_factor)
 
-    def seconds(self, tokens: int) -> float | None:
-        """Estimated seconds of `tokens` padded tokens of work, or None before the first run was measured."""
-        return None if self.seconds_per_token is None else tokens * self.seconds_per_token
+
+@dataclass(frozen=True)
+class WaitEstimate:
+    """How long a new call would take: the work ahead of it (queued and running), and its own runs."""
+
+    ahead: float
+    own: float
+
+    @property
+    def total(self) -> float:
+        return self.ahead + self.own
 
 
-def estimated_wait(
+def estimate_wait(
     queue: RunQueue[Any],
     run_cost: RunCost,
     limits: BatchLimits,
     run_ends: Sequence[float | None],
-    tokens: int,
+    costs: Sequence[int],
     now: float,
     calibrated: bool = True,
-) -> float | None:
-    """Seconds until a new call of `tokens` estimated tokens would be answered, or None if not known yet.
+) -> WaitEstimate | None:
+    """Seconds until a new call of texts of estimated tokens `costs` would be answered, or None if not known yet.
 
     `run_ends` are the expected ends of the main runs in progress (None: unknown). Runs serve the least served call
     first, so a new call waits for at most its own size of each queued call's work (and for the runs in progress),
-    not for whole bulk calls.
+    not for whole bulk calls. `calibrated` applies the observed wait factor to the work ahead.
     """
-    ahead = sum(min(call.queued_tokens, tokens) for call in queue.calls)
-    work = run_cost.seconds(tokens + ahead)
-    if work is None:
+    own = run_cost.call_seconds(costs, limits.max_batch_size)
+    if own is None:
         return None
-    work /= limits.concurrent_runs  # the runs share the work (each run's cost is measured while sharing)
+    tokens = sum(costs)
+    ahead = 0.0
+    for call in queue.calls:
+        queued = call.costs[call.taken :]
+        if queued:
+            ahead += run_cost.token_seconds(min(sum(queued), tokens), max(queued)) or 0.0
+    ahead /= limits.concurrent_runs  # the runs share the work (each run's cost is measured while sharing)
+    if len(costs) > limits.max_batch_size:
+        own /= limits.concurrent_runs  # a call of several runs has them run side by side
     # With every slot taken, the first run to end frees one; a run of unknown length counts as ending now.
     ends = [end for end in run_ends if end is not None]
     slots_full = len(run_ends) >= limits.concurrent_runs
-    running = max(0.0, min(ends) - now) if slots_full and ends else 0.0
-    return (work + running) * (run_cost.wait_factor if calibrated else 1.0)
+    ahead += max(0.0, min(ends) - now) if slots_full and ends else 0.0
+    return WaitEstimate(ahead * (run_cost.wait_factor if calibrated else 1.0), own)
 
 
 def admit(
@@ -83,13 +187,19 @@ def admit(
     limits: BatchLimits,
     run_ends: Sequence[float | None],
     calls_in_flight: int,
-    texts: int,
-    tokens: int,
+    costs: Sequence[int],
     deadline: float | None,
 ) -> None:
-    """Raise `OverloadedError` if a call of `texts` texts and `tokens` estimated tokens would exceed the queue's
-    bounds, or `DeadlineExceededError` if the work ahead of it cannot finish before `deadline`; return if admitted.
-    A call at an empty queue is never refused by the queue bounds, so one large call is never refused for good."""
+    """Raise `OverloadedError` if a call of texts of estimated tokens `costs` would exceed the queue's bounds, or
+    `DeadlineExceededError` if it cannot finish before `deadline` even on an optimistic reading of its own work;
+    return if admitted. A call at an empty queue is never refused by the queue bounds, so one large call is never
+    refused for good.
+
+    The work ahead keeps the `DEADLINE_MARGIN` (under overload, admitting calls whose queueing just fits wastes the
+    model on answers that come too late); the call's own work is read optimistically (`ESTIMATE_TOLERANCE`), so a
+    long call at a quiet server is refused only when it truly cannot make it.
+    """
+    texts, tokens = len(costs), sum(costs)
     model = queue.model
     if calls_in_flight >= limits.max_calls_in_flight:
         raise OverloadedError(
@@ -109,10 +219,14 @@ def admit(
     if deadline is None:
         return
     now = time.monotonic()
-    wait = estimated_wait(queue, run_cost, limits, run_ends, tokens, now)
-    if wait is not None and wait > DEADLINE_MARGIN * (deadline - now):
+    wait = estimate_wait(queue, run_cost, limits, run_ends, costs, now)
+    if wait is None:
+        return  # nothing measured yet: admit, and let the run-time deadline checks protect the rest
+    left = deadline - now
+    own = wait.own / ESTIMATE_TOLERANCE
+    if own >= left or wait.ahead > DEADLINE_MARGIN * (left - own):
         raise DeadlineExceededError(
-            f"model {model!r} cannot finish this call before its deadline (about {wait * 1000:.0f} ms of "
-            f"work ahead and in it, {max(0.0, deadline - now) * 1000:.0f} ms left); the texts were not run "
+            f"model {model!r} cannot finish this call before its deadline (about {wait.total * 1000:.0f} ms of "
+            f"work ahead and in it, {max(0.0, left) * 1000:.0f} ms left); the texts were not run "
             "(raise the timeout, send fewer texts, or add capacity)"
         )

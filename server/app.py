@@ -18,7 +18,6 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 
-from .batcher import BatchLimits
 from .errors import ServerStartError
 from .interceptors.chain import build_interceptors
 from .interceptors.observing import ObservabilityInterceptor
@@ -61,25 +60,16 @@ class OrtServer:
             register_shared_cpu_arena()
         # A thread per run slot of every model, plus one per model for its express lane (see batcher.py).
         self._executor = ThreadPoolExecutor(
-            max_workers=max(2, len(settings.models) * (settings.runs_per_model() + 1)),
+            max_workers=max(2, sum(settings.runs_for(spec) + 1 for spec in settings.models)),
             thread_name_prefix="ortserve-model",
         )
         self._health = health_aio.HealthServicer()
-        limits = BatchLimits(
-            max_batch_size=settings.max_batch_size,
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            max_queue_texts=settings.max_queue_texts,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_queue_tokens=settings.max_queue_tokens,
-            max_calls_in_flight=settings.max_calls_in_flight,
-            concurrent_runs=settings.runs_per_model(),
-        )
         models = [
             ServedModel(
                 spec.name,
                 open_source(spec.uri, settings.cache_dir, settings.tracking_uri),
                 self._executor,
-                limits,
+                settings.batch_limits(spec),
                 settings.session_config(),
             )
             for spec in settings.models

@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic
 
-from .admission import RunCost, admit, estimated_wait
+from .admission import ESTIMATE_TOLERANCE, RunCost, admit, estimate_wait
 from .batch_limits import BatchLimits
 from .errors import ModelNotReadyError, OrtServeError
 from .run_forming import (
@@ -35,14 +35,14 @@ from .run_forming import (
     RunPart,
     RunQueue,
     may_start_run,
-    padded_tokens,
+    run_shape,
 )
 from .text_cost import estimate_tokens
 
 if TYPE_CHECKING:
     from .observability.call_context import CallRecord
 
-__all__ = ["AdaptiveBatcher", "BatchLimits", "BatchOutput", "RunBatch", "RunCost", "TextCost"]
+__all__ = ["AdaptiveBatcher", "BatchLimits", "BatchOutput", "RunBatch", "RunCost", "RunReport", "TextCost"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,20 @@ RunBatch = Callable[[list[str], object], BatchOutput[Row]]
 #: Estimated token count of one text, computed on the event loop before the text is tokenized: it must be cheap.
 TextCost = Callable[[str], int]
 
-#: Hook called once per run that answered: (model, the calls' records and enqueue times, the run's output).
-RunObserver = Callable[[str, Sequence[tuple["CallRecord | None", float]], BatchOutput[Row]], None]
+
+@dataclass(frozen=True)
+class RunReport:
+    """One run as the batcher saw it: its shape (`rows` texts padded to an estimated `width` tokens), the seconds the
+    cost model expected (None before anything was measured), and the seconds it took."""
+
+    rows: int
+    width: int
+    estimated_s: float | None
+    seconds: float
+
+
+#: Hook called once per run that answered: (model, the calls' records and enqueue times, the run's output, the run).
+RunObserver = Callable[[str, Sequence[tuple["CallRecord | None", float]], BatchOutput[Row], RunReport], None]
 
 
 @dataclass(frozen=True)
@@ -141,14 +153,12 @@ class AdaptiveBatcher(Generic[Row]):
         if self._closing:
             raise ModelNotReadyError(f"model {self.name!r} is shutting down; retry on another replica")
         costs = [self._text_cost(text) for text in texts]
-        tokens = sum(costs)
         run_ends = [run.until for run in self._runs.values()]
-        admit(self._queue, self.run_cost, self.limits, run_ends, self._calls_in_flight, len(texts), tokens, deadline)
+        admit(self._queue, self.run_cost, self.limits, run_ends, self._calls_in_flight, costs, deadline)
         call: QueuedCall[Row] = QueuedCall(texts, costs, deadline, record)
         call.future = asyncio.get_running_loop().create_future()
-        call.predicted_wait = estimated_wait(
-            self._queue, self.run_cost, self.limits, run_ends, tokens, call.enqueued, calibrated=False
-        )
+        predicted = estimate_wait(self._queue, self.run_cost, self.limits, run_ends, costs, call.enqueued, False)
+        call.predicted_wait = predicted.total if predicted is not None else None
         self._queue.add(call)
         self._calls_in_flight += 1
         self._schedule()
@@ -170,7 +180,7 @@ class AdaptiveBatcher(Generic[Row]):
             if self._waiting_for_more():
                 break
             now = time.monotonic()
-            formed = self._queue.take_batch(self.limits, now, self.run_cost.seconds)
+            formed = self._queue.take_batch(self.limits, now, self._optimistic_run_seconds)
             for call, error in formed.refused:
                 self._fail(call, error)
             if formed.parts:
@@ -178,6 +188,11 @@ class AdaptiveBatcher(Generic[Row]):
             elif all(call.waits_for_its_version for call in self._queue.calls):
                 break  # what is left waits for a run in progress to answer
         self._start_express()
+
+    def _optimistic_run_seconds(self, rows: int, width: int) -> float | None:
+        """A run's estimated duration read optimistically: a call is dropped as hopeless only on evidence."""
+        seconds = self.run_cost.run_seconds(rows, width)
+        return None if seconds is None else seconds / ESTIMATE_TOLERANCE
 
     def _waiting_for_more(self) -> bool:
         """With a batch delay, whether the next run should wait for more calls: until `max_batch_size` texts are
@@ -200,11 +215,11 @@ class AdaptiveBatcher(Generic[Row]):
 
     def _start_run(self, parts: list[RunPart[Row]]) -> None:
         """Start a main run of `parts` in a slot; when it ends, the slot is freed and runs are scheduled again."""
-        tokens = padded_tokens(parts)
-        estimate = self.run_cost.seconds(tokens)
+        rows, width = run_shape(parts)
+        estimate = self.run_cost.run_seconds(rows, width)
         started = time.monotonic()
         task = asyncio.get_running_loop().create_task(self._run(parts, main=True))
-        self._runs[task] = _RunInProgress(tokens, started + estimate if estimate is not None else None)
+        self._runs[task] = _RunInProgress(rows * width, started + estimate if estimate is not None else None)
         task.add_done_callback(self._run_done)
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
@@ -233,16 +248,19 @@ class AdaptiveBatcher(Generic[Row]):
     async def _run(self, parts: list[RunPart[Row]], main: bool) -> None:
         """Run `parts` and answer the calls it completes; a main run also updates the run cost."""
         texts = [part.call.texts[i] for part in parts for i in range(part.start, part.end)]
-        tokens = padded_tokens(parts)
+        rows, width = run_shape(parts)
+        estimate = self.run_cost.run_seconds(rows, width)
         pin = parts[0].call.pin
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
             output = await loop.run_in_executor(self._executor, self._run_batch, texts, pin)
+            seconds = time.monotonic() - started
             if len(output.rows) != len(texts):
                 raise RuntimeError(f"run_batch returned {len(output.rows)} rows for {len(texts)} texts")
             if self._on_run is not None:
-                self._on_run(self.name, [(part.call.record, part.call.enqueued) for part in parts], output)
+                report = RunReport(rows, width, estimate, seconds)
+                self._on_run(self.name, [(part.call.record, part.call.enqueued) for part in parts], output, report)
         except Exception as exc:  # fail exactly the callers of this run; the next run goes ahead normally
             log.warning("model %s: a run of %d texts from %d calls failed: %r", self.name, len(texts), len(parts), exc)
             for part in parts:
@@ -253,7 +271,7 @@ class AdaptiveBatcher(Generic[Row]):
                 self._fail(part.call, ModelNotReadyError(f"model {self.name!r} stopped serving"))
             raise
         if main:
-            self.run_cost.observe(tokens, time.monotonic() - started)
+            self.run_cost.observe(rows * width, seconds, rows, width)
         offset = 0
         for part in parts:
             call, count = part.call, part.end - part.start

@@ -61,7 +61,8 @@ class ModelWarmupError(OrtServeError):
 
 
 class ServerStartError(OrtServeError):
-    """The server cannot start (for example, its port is taken, or its TLS files cannot be read)."""
+    """The server cannot start (for example, its port is taken, or its TLS files cannot be read). Raised before any
+    call is answered: `ortserve serve` turns it into a message and an exit code, never a status."""
 
 
 # Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput
+from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput, RunReport
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
 from .observability.call_context import CallRecord, observe_batch
 from .runtime import OnnxClassifier, SessionConfig
 from .sources.model_source import FetchedArtifact, ModelSource
-from .stage_timings import BatchStages
+from .stage_timings import BatchStages, MeasuredRun
 from .text_cost import estimate_tokens
 from .types import Classification, ModelDescription, ModelState, PollStats
 
@@ -29,6 +30,12 @@ WARMUP_TEXT = "ortserve warm-up"
 #: Max length assumed for estimates before a model is loaded.
 DEFAULT_MAX_LENGTH = 512
 
+#: Widths (tokens per text) at which a version's warm-up times runs for the cost model, with its max length: enough
+#: to separate the fixed cost, the cost per token and attention's growth with the width (see `admission.RunCost`).
+CALIBRATION_WIDTHS = (8, 64, 256)
+#: Rows of the extra runs at narrow widths, which separate the fixed cost of a run from its cost per token.
+CALIBRATION_ROWS = 8
+
 
 @dataclass(frozen=True)
 class LoadedVersion:
@@ -38,6 +45,8 @@ class LoadedVersion:
     classifier: OnnxClassifier
     loaded_at: datetime
     note: str = ""
+    calibration: tuple[MeasuredRun, ...] = ()
+    """Runs timed by the warm-up, which the batcher's cost model is fitted to when this version is swapped in."""
 
 
 class ServedModel:
@@ -112,9 +121,15 @@ class ServedModel:
         classifier = OnnxClassifier.load(fetched.directory, self._session_config)
         try:
             classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving
+            calibration = calibration_runs(classifier)
         except Exception as exc:  # a graph that loads but cannot run must never be swapped in
             raise ModelWarmupError(f"version {fetched.version} failed its warm-up inference: {exc}") from exc
-        return LoadedVersion(fetched.version, classifier, datetime.now(timezone.utc), fetched.note)
+        return LoadedVersion(fetched.version, classifier, datetime.now(timezone.utc), fetched.note, calibration)
+
+    def serve(self, loaded: LoadedVersion) -> None:
+        """Swap `loaded` in: runs formed from now on take it, and the cost model is fitted to its warm-up runs."""
+        self.batcher.run_cost.calibrate(loaded.calibration)
+        self.current = loaded
 
     def describe(self) -> ModelDescription:
         loaded = self.current
@@ -170,7 +185,7 @@ class ModelTable:
         except Exception as exc:
             await self.set_state(model, ModelState.FAILED, _describe_failure(model, exc))
             return False
-        model.current = loaded
+        model.serve(loaded)
         suffix = f" ({loaded.note})" if loaded.note else ""
         log.info("model %s: serving version %s from %s%s", model.name, loaded.version, model.source.uri, suffix)
         await self.set_state(model, ModelState.SERVING)
@@ -188,7 +203,7 @@ class ModelTable:
             reason = _describe_failure(model, exc, f"version {version}")
             model.last_error = f"version {version} not swapped in: {reason}{serving}"
             return False
-        model.current = loaded  # the swap: new batches take the new version from here on
+        model.serve(loaded)  # the swap: new batches take the new version from here on
         model.last_error = ""
         log.info("model %s: swapped version %s -> %s", model.name, old.version if old else "none", loaded.version)
         if model.state is not ModelState.SERVING:
@@ -199,11 +214,29 @@ class ModelTable:
         await asyncio.gather(*(model.batcher.close() for model in self._models.values()))
 
 
+def calibration_runs(classifier: OnnxClassifier) -> tuple[MeasuredRun, ...]:
+    """Time runs of `classifier` at `CALIBRATION_WIDTHS` and its max length (one text each, and `CALIBRATION_ROWS`
+    texts at the narrow widths), plus one whole run of the warm-up text as the server runs it (tokenize, run, rank):
+    its overhead over the bare session is part of every run."""
+    widths = sorted({w for w in CALIBRATION_WIDTHS if w < classifier.max_length} | {classifier.max_length})
+    shapes = [(1, width) for width in widths] + [(CALIBRATION_ROWS, width) for width in widths if width <= 64]
+    measured = classifier.time_runs(shapes)
+    whole = float("inf")
+    for _ in range(2):  # the fastest of two, like the timed runs
+        start = time.perf_counter()
+        classifier.rank(classifier.probabilities([WARMUP_TEXT], by_length=True))
+        whole = min(whole, time.perf_counter() - start)
+    return (*measured, MeasuredRun(1, classifier.count_tokens(WARMUP_TEXT), whole))
+
+
 def _observe_run(
-    model: str, calls: Sequence[tuple[CallRecord | None, float]], output: BatchOutput[Classification]
+    model: str,
+    calls: Sequence[tuple[CallRecord | None, float]],
+    output: BatchOutput[Classification],
+    run: RunReport,
 ) -> None:
     """The batcher's run hook: hands the run's stage timings to its calls' records and the metrics."""
-    observe_batch(model, calls, output.stages)
+    observe_batch(model, calls, output.stages, run.width, run.estimated_s, run.seconds)
 
 
 def _describe_failure(model: ServedModel, exc: BaseException, what: str = "") -> str:

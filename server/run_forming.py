@@ -116,10 +116,16 @@ class FormedRun(Generic[Row]):
     refused: list[tuple[QueuedCall[Row], DeadlineExceededError]] = field(default_factory=list)
 
 
+def run_shape(parts: Sequence[RunPart[Any]]) -> tuple[int, int]:
+    """(rows, width) of a run of `parts`: its texts, and the longest text's estimated tokens (all are padded to it)."""
+    rows = sum(part.end - part.start for part in parts)
+    return rows, max(part.call.costs[i] for part in parts for i in range(part.start, part.end))
+
+
 def padded_tokens(parts: Sequence[RunPart[Any]]) -> int:
     """Estimated padded tokens of a run of `parts`: texts × the longest text's estimate."""
-    texts = sum(part.end - part.start for part in parts)
-    return texts * max(part.call.costs[i] for part in parts for i in range(part.start, part.end))
+    rows, width = run_shape(parts)
+    return rows * width
 
 
 def may_start_run(queue: RunQueue[Any], runs_in_progress: Sequence[int], limits: BatchLimits) -> bool:
@@ -138,6 +144,10 @@ def may_start_run(queue: RunQueue[Any], runs_in_progress: Sequence[int], limits:
     if any(tokens >= EXPRESS_AFTER_TOKENS for tokens in runs_in_progress):
         return False
     return queue.queued_texts >= max(1, limits.max_batch_size // limits.concurrent_runs)
+
+
+def _unknown_duration(rows: int, width: int) -> float | None:
+    return None
 
 
 class RunQueue(Generic[Row]):
@@ -169,14 +179,17 @@ class RunQueue(Generic[Row]):
         return sorted(self.calls, key=lambda c: (c.attained, c.seq))
 
     def take_batch(
-        self, limits: BatchLimits, now: float, run_seconds: Callable[[int], float | None] = lambda tokens: None
+        self,
+        limits: BatchLimits,
+        now: float,
+        run_seconds: Callable[[int, int], float | None] = lambda rows, width: None,
     ) -> FormedRun[Row]:
         """Take the texts of one main run: the least served call first, then others, within `limits`.
 
         A run holds texts of similar estimated length only (`LENGTH_SPREAD`), and of calls pinned to the same version
         (or not pinned yet). The first text always runs, even if it alone exceeds `max_batch_tokens`. Calls whose
         caller went away are dropped; calls past their deadline, or whose deadline passes before the run would end
-        (`run_seconds` of its padded tokens), are refused.
+        (`run_seconds` of its rows and width), are refused.
         """
         refused: list[tuple[QueuedCall[Row], DeadlineExceededError]] = []
         for call in list(self.calls):
@@ -224,7 +237,7 @@ class RunQueue(Generic[Row]):
                     self.calls.remove(call)
             if limits.max_batch_size and rows >= limits.max_batch_size:
                 break
-        kept = self._drop_hopeless(parts, run_seconds(rows * width), now, refused)
+        kept = self._drop_hopeless(parts, run_seconds(rows, width) if parts else None, now, refused)
         return FormedRun(kept, refused)
 
     def _drop_hopeless(

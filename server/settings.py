@@ -4,24 +4,48 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .batch_limits import BatchLimits
 from .runtime import SessionConfig
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+#: Server-wide settings that a model may set for itself: in its spec (`NAME=URI?max_batch_size=64&concurrent_runs=1`)
+#: or in the environment (`ORTSERVE_MODEL_<NAME>_<SETTING>`, see `per_model_env_var`). A model's own value wins over
+#: the environment's, which wins over the server-wide flag or variable. Each means the server-wide field of its name.
+PER_MODEL_SETTINGS = (
+    "max_batch_size",
+    "max_batch_tokens",
+    "max_batch_delay_ms",
+    "max_queue_texts",
+    "max_queue_tokens",
+    "max_calls_in_flight",
+    "concurrent_runs",
+)
+
+
+def per_model_env_var(model: str, setting: str) -> str:
+    """The environment variable of `setting` for `model`: `ORTSERVE_MODEL_<NAME>_<SETTING>`, NAME upper-cased with
+    every character other than a letter or digit as '_' (model `topic-v2`: `ORTSERVE_MODEL_TOPIC_V2_MAX_BATCH_SIZE`)."""
+    return f"ORTSERVE_MODEL_{re.sub(r'[^A-Za-z0-9]', '_', model).upper()}_{setting.upper()}"
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """One `NAME=URI` pair: serve the model at URI under NAME."""
+    """One `NAME=URI[?SETTING=VALUE&...]` spec: serve the model at URI under NAME, with `settings` overriding the
+    server-wide values of `PER_MODEL_SETTINGS` for this model only (validated like the server-wide fields)."""
 
     name: str
     uri: str
+    settings: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
@@ -31,7 +55,16 @@ class ModelSpec:
             raise ValueError(f"model spec {text!r} must look like NAME=URI (e.g. topic=models:/topic-onnx@production)")
         if not _MODEL_NAME.match(name):
             raise ValueError(f"model name {name!r} may hold only letters, digits, '.', '_' and '-' (at most 128)")
-        return cls(name, uri)
+        uri, _, query = uri.partition("?")
+        if not uri:
+            raise ValueError(f"model spec {text!r} has settings but no URI")
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
+        except ValueError:
+            raise ValueError(
+                f"model {name!r}: settings after '?' must look like SETTING=VALUE&SETTING=VALUE, got {query!r}"
+            ) from None
+        return cls(name, uri, {key: _model_setting(name, key, value) for key, value in pairs})
 
 
 class ServerSettings(BaseSettings):
@@ -41,7 +74,9 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORTSERVE_", extra="ignore", use_attribute_docstrings=True)
 
     models: Annotated[list[ModelSpec], NoDecode] = Field(default_factory=list)
-    """Models to serve as NAME=URI pairs; in the environment, separated by ';' (ORTSERVE_MODELS)."""
+    """Models to serve as NAME=URI pairs; in the environment, separated by ';' (ORTSERVE_MODELS). A model may set
+    its own batching and admission settings after a '?' (NAME=URI?max_batch_size=64&concurrent_runs=1) or in
+    ORTSERVE_MODEL_<NAME>_<SETTING> variables; see `PER_MODEL_SETTINGS`."""
     host: str = "0.0.0.0"
     """Address to bind; 0.0.0.0 for every IPv4 interface, 127.0.0.1 for this machine only."""
     port: int = Field(50051, ge=0, le=65535)
@@ -134,6 +169,26 @@ class ServerSettings(BaseSettings):
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
 
+    @model_validator(mode="after")
+    def _per_model_environment(self) -> ServerSettings:
+        """Fill each model's settings from `ORTSERVE_MODEL_<NAME>_<SETTING>` where its spec does not set them."""
+        for spec in self.models:
+            for key in PER_MODEL_SETTINGS:
+                value = os.environ.get(per_model_env_var(spec.name, key))
+                if value is not None and key not in spec.settings:
+                    spec.settings[key] = _model_setting(spec.name, key, value)
+        return self
+
+    def model_setting(self, spec: ModelSpec, key: str) -> Any:
+        """`key` (one of `PER_MODEL_SETTINGS`) for the model of `spec`: its own value, else the server-wide one."""
+        return spec.settings.get(key, getattr(self, key))
+
+    def batch_limits(self, spec: ModelSpec) -> BatchLimits:
+        """The batcher bounds of one model: its own settings where given, else the server-wide ones."""
+        values = {key: self.model_setting(spec, key) for key in PER_MODEL_SETTINGS}
+        values["concurrent_runs"] = self.runs_for(spec)
+        return BatchLimits(**values)
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> list[ModelSpec]:
@@ -150,10 +205,12 @@ class ServerSettings(BaseSettings):
         return SessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
 
     def runs_per_model(self) -> int:
-        """`concurrent_runs`, with 0 resolved for this machine."""
-        if self.concurrent_runs:
-            return self.concurrent_runs
-        return 2 if available_cores() >= 2 else 1
+        """The server-wide `concurrent_runs`, with 0 resolved for this machine."""
+        return _resolve_runs(self.concurrent_runs)
+
+    def runs_for(self, spec: ModelSpec) -> int:
+        """`concurrent_runs` of one model (its own, else the server-wide one), with 0 resolved for this machine."""
+        return _resolve_runs(self.model_setting(spec, "concurrent_runs"))
 
     @model_validator(mode="after")
     def _check_tls_files(self) -> ServerSettings:
@@ -162,6 +219,26 @@ class ServerSettings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file as well")
         return self
+
+
+def _resolve_runs(concurrent_runs: int) -> int:
+    if concurrent_runs:
+        return concurrent_runs
+    return 2 if available_cores() >= 2 else 1
+
+
+def _model_setting(model: str, key: str, value: str) -> Any:
+    """`value` of per-model setting `key`, validated by the server-wide field of that name."""
+    if key not in PER_MODEL_SETTINGS:
+        raise ValueError(f"model {model!r}: unknown setting {key!r}; a model may set {', '.join(PER_MODEL_SETTINGS)}")
+    field_info = ServerSettings.model_fields[key]
+    try:
+        # The field's type with its constraints (ge=0, ...): Annotated[annotation, *metadata], spelled for Python 3.10.
+        constrained: Any = Annotated.__class_getitem__((field_info.annotation, *field_info.metadata))  # type: ignore[attr-defined]
+        return TypeAdapter(constrained).validate_python(value)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"] if exc.errors() else "invalid"
+        raise ValueError(f"model {model!r}: setting {key}={value!r}: {reason}") from None
 
 
 def available_cores() -> int:

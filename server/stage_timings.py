@@ -26,3 +26,24 @@ class BatchStages:
     @property
     def tokenize_s(self) -> float:
         return self.tokenize_end - self.tokenize_start
+
+
+@dataclass(frozen=True)
+class MeasuredRun:
+    """One run timed by a model's warm-up: `rows` texts padded to `width` tokens took `seconds`."""
+
+    rows: int
+    width: int
+    seconds: float
+
+
+#: Width bands of the per-width correction factors and of the estimate-error metric: upper bounds in tokens.
+WIDTH_BANDS = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def width_band(width: int) -> int:
+    """The band of a run `width` tokens wide: the first of `WIDTH_BANDS` at least as wide (0 past the last)."""
+    for band in WIDTH_BANDS:
+        if width <= band:
+            return band
+    return 0

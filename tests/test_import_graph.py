@@ -155,3 +155,106 @@ def test_contract_needs_only_the_server_extra() -> None:
                 else ([node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             )
             assert {n.split(".")[0] for n in names} <= allowed, (path.name, names)
+
+
+def _modules_loaded_by(statement: str) -> set[str]:
+    """Top-level and `ortserve.*` modules a fresh interpreter has loaded after `statement`."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return set(json.loads(run.stdout.splitlines()[-1]))
+
+
+def test_the_server_package_imports_nothing_by_itself() -> None:
+    """`ortserve.server/__init__.py` is empty: importing one module never loads the app."""
+    init = ROOT / "server" / "__init__.py"
+    tree = ast.parse(init.read_text())
+    assert all(isinstance(node, ast.Expr) for node in tree.body), "server/__init__.py must hold only its docstring"
+    loaded = _modules_loaded_by("import ortserve.server.runtime")
+    assert "ortserve.server.app" not in loaded and "grpc" not in loaded and "prometheus_client" not in loaded
+
+
+#: What the container's HEALTHCHECK (every 15 s) may load: gRPC and its health stubs, nothing of the server.
+HEAVY_FOR_A_PROBE = {
+    "ortserve.server.app",
+    "ortserve.server.runtime",
+    "onnxruntime",
+    "numpy",
+    "tokenizers",
+    "pydantic",
+    "prometheus_client",
+    "mlflow",
+}  # not grpc_reflection: `import grpc` itself loads that small package
+
+
+def test_the_health_probe_imports_grpc_and_the_health_stubs_only() -> None:
+    loaded = _modules_loaded_by("import ortserve.server.healthcheck")
+    assert "grpc" in loaded and "grpc_health.v1.health_pb2_grpc" in loaded
+    assert loaded & HEAVY_FOR_A_PROBE == set()
+    ours = {name for name in loaded if name.startswith("ortserve.")}
+    assert ours == {"ortserve.server", "ortserve.server.healthcheck"}, ours
+
+
+def test_the_health_probe_stays_under_50_mb() -> None:
+    """Peak RSS of one probe run against a closed port (it fails fast: the cost is the imports and one attempt)."""
+    import resource
+    import subprocess
+    import sys
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    run = subprocess.run(
+        [sys.executable, "-m", "ortserve.server.healthcheck", "--target", "127.0.0.1:1", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1 and "UNAVAILABLE" in run.stderr
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if peak_kib > before:  # ru_maxrss of children is the largest child so far: only a new maximum is this probe's
+        assert peak_kib < 50 * 1024, f"the health probe peaked at {peak_kib / 1024:.0f} MB"
+
+
+#: The server's rooms (sub-packages) and the core modules each may import at run time: leaves of the core only, so no
+#: import runs back up from a room into the app, the service, the model table or the batcher. Imports under
+#: `if TYPE_CHECKING:` are for annotations and do not count.
+ROOM_MAY_IMPORT = {
+    "security": {"errors"},
+    "sources": {"errors", "artifact"},
+    "observability": {"errors", "types", "stage_timings", "security"},
+    "interceptors": {"errors", "settings", "security", "observability"},
+}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """Relative `from .x`/`from ..x` imports of a module outside `if TYPE_CHECKING:` blocks, as written."""
+    tree = ast.parse(path.read_text())
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            type_only |= {id(child) for child in ast.walk(node)}
+    return {
+        "." * node.level + (node.module or "")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level and id(node) not in type_only
+    }
+
+
+def test_no_import_runs_back_up_from_a_room_of_the_server() -> None:
+    wrong = []
+    for room, allowed in ROOM_MAY_IMPORT.items():
+        for path in (ROOT / "server" / room).glob("*.py"):
+            for target in _runtime_imports(path):
+                if target.startswith("..") and not target.startswith("..."):
+                    core = target[2:].split(".")[0]
+                    if core not in allowed:
+                        wrong.append(f"server/{room}/{path.name} imports {target}")
+    assert wrong == []
+
+
+def test_server_file_names_are_unique() -> None:
+    names = [path.name for path in (ROOT / "server").rglob("*.py") if path.name != "__init__.py"]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -18,6 +18,7 @@ import pytest
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.server.batcher import AdaptiveBatcher, BatchLimits, BatchOutput, RunBatch
 from ortserve.server.errors import DeadlineExceededError, OverloadedError
+from ortserve.server.stage_timings import MeasuredRun
 
 from .helpers import running_server
 from .test_batcher import WAIT_S, GatedRun, run, settle, started
@@ -197,7 +198,8 @@ def test_grpc_admission_refusals_are_immediate_and_carry_their_codes(artifacts: 
         gate = GatedRun(wrapped=batcher._run_batch)
         batcher._run_batch = gate  # type: ignore[assignment]
         batcher.limits = BatchLimits(max_queue_tokens=20)
-        batcher.run_cost.observe(tokens=100, seconds=100.0)  # one second per token: a short deadline is hopeless
+        # As if the warm-up had measured one second per token: a short deadline is hopeless.
+        batcher.run_cost.calibrate([MeasuredRun(1, 1, 1.0), MeasuredRun(1, 100, 100.0), MeasuredRun(4, 10, 40.0)])
         gate.hold()
         with InferenceClient(server.target) as client:
             held = asyncio.run_coroutine_threadsafe(batcher.submit(["the market rallied"]), server.loop)

@@ -55,7 +55,7 @@ def test_calls_past_or_missing_their_deadline_are_refused_while_forming() -> Non
     late = queued(queue, 10, deadline=NOW - 1)
     hopeless = queued(queue, 10, deadline=NOW + 0.05)
     live = queued(queue, 10, deadline=NOW + 10)
-    formed = queue.take_batch(BatchLimits(), NOW, run_seconds=lambda tokens: 0.1)
+    formed = queue.take_batch(BatchLimits(), NOW, run_seconds=lambda rows, width: 0.1)
     assert [p.call for p in formed.parts] == [live]
     assert [call for call, _ in formed.refused] == [late, hopeless]
     assert all(isinstance(error, DeadlineExceededError) for _, error in formed.refused)

@@ -26,6 +26,8 @@ class CallMetrics(Protocol):
 
     def observe_stages(self, model: str, stages: BatchStages) -> None: ...
 
+    def observe_run_estimate(self, model: str, width: int, ratio: float) -> None: ...
+
 
 class CallSpan(Protocol):
     """What a call record needs of a trace span (an OpenTelemetry `Span`)."""
@@ -77,10 +79,18 @@ def exit_call(token: object) -> None:
     _CURRENT.reset(token)  # type: ignore[arg-type]
 
 
-def observe_batch(model: str, calls: Sequence[tuple[CallRecord | None, float]], stages: BatchStages | None) -> None:
+def observe_batch(
+    model: str,
+    calls: Sequence[tuple[CallRecord | None, float]],
+    stages: BatchStages | None,
+    width: int = 0,
+    estimated_s: float | None = None,
+    seconds: float = 0.0,
+) -> None:
     """Batcher hook, called once per batch that ran with the stage timings the run returned: hands them to the record
     of each call (`calls`: its record, or None, and when it was enqueued, `time.monotonic()`) and observes the batch
-    metrics."""
+    metrics, and how the run's estimated duration (`estimated_s`, for a run `width` tokens wide) compared with the
+    `seconds` it took."""
     if stages is None:
         return
     metrics: CallMetrics | None = None  # the ServerMetrics of the calls (records carry it: no import of it here)
@@ -94,3 +104,5 @@ def observe_batch(model: str, calls: Sequence[tuple[CallRecord | None, float]], 
             metrics.observe_queue_wait(model, max(0.0, stages.started - enqueued))
     if metrics is not None:
         metrics.observe_stages(model, stages)
+        if estimated_s is not None and seconds > 0:
+            metrics.observe_run_estimate(model, width, estimated_s / seconds)

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the server, served over HTTP on their own port, and the interceptor that observes each RPC.
+"""Prometheus metrics of the server, served over HTTP on their own port (the interceptor that feeds them per RPC is
+`ortserve.server.interceptors.observing`).
 
 Hot path: per call, one counter and one histogram observation (interceptor) plus one queue-wait observation
 (batcher hook); per batch, four histogram observations. Everything else (queue depth, calls in flight, versions,
@@ -26,8 +27,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..errors import OrtServeError
-from ..stage_timings import BatchStages
+from ..errors import ServerStartError
+from ..stage_timings import BatchStages, width_band
 from ..types import ModelState, PollStats
 
 if TYPE_CHECKING:
@@ -46,10 +47,11 @@ UNOBSERVED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+ESTIMATE_RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 PADDED_TOKENS_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
-class MetricsStartError(OrtServeError):
+class MetricsStartError(ServerStartError):
     """The metrics port cannot be bound."""
 
 
@@ -104,6 +106,14 @@ class ServerMetrics:
             buckets=BATCH_TEXTS_BUCKETS,
             registry=self.registry,
         )
+        self.run_estimate_ratio = Histogram(
+            "ortserve_run_estimate_ratio",
+            "Estimated over measured duration of each model run, by run width band in tokens (upper bound; 0 past the "
+            "widest): how far the cost model that admission trusts is off.",
+            ["model", "width"],
+            buckets=ESTIMATE_RATIO_BUCKETS,
+            registry=self.registry,
+        )
         self.batch_padded_tokens = Histogram(
             "ortserve_batch_padded_tokens",
             "Tokens computed per batch, padding included.",
@@ -145,6 +155,9 @@ class ServerMetrics:
 
     def observe_queue_wait(self, model: str, seconds: float) -> None:
         self._batch_series(model)[0].observe(seconds)
+
+    def observe_run_estimate(self, model: str, width: int, ratio: float) -> None:
+        self.run_estimate_ratio.labels(model, str(width_band(width))).observe(ratio)
 
     def observe_stages(self, model: str, stages: BatchStages) -> None:
         _, tokenization, inference, texts, tokens = self._batch_series(model)
