@@ -208,9 +208,10 @@ def test_a_passing_run_moves_the_alias_and_the_server_follows_with_no_failed_cal
 def test_a_failing_gate_fails_its_task_and_leaves_the_alias(airflow_env: dict[str, str], registry: Registry) -> None:
     before = registry.production_version(SERVED)
     run, states = run_dag(airflow_env, model_name=SOURCE, min_accuracy=1.01)
-    print(f"\nml_training (gate fails): task states {states}; production stays at version {before}")
-    assert states == {"train": "success", "accuracy_gate": "failed", "export": "upstream_failed"}
     output = run.stdout + run.stderr
+    refusal = next((line for line in output.splitlines() if "is below the gate" in line), "")
+    print(f"\nml_training (gate fails): task states {states}; production stays at version {before}; {refusal[-250:]}")
+    assert states == {"train": "success", "accuracy_gate": "failed", "export": "upstream_failed"}
     assert "held-out accuracy" in output and "is below the gate 1.010" in output, output[-5000:]
     assert f"the production alias of {SERVED} was not moved" in output
     assert registry.production_version(SERVED) == before
