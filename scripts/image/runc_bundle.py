@@ -93,9 +93,9 @@ class Mount:
     read_only: bool = False
 
     def spec(self) -> dict[str, Any]:
-        if self.source is None:
-            return {"destination": self.destination, "type": "tmpfs", "source": "tmpfs",
-                    "options": ["nosuid", "nodev", "mode=1777", "size=256m"]}  # fmt: skip
+        if self.source is None:  # runc gives a tmpfs the mode of the directory it covers (the image's /tmp: 1777)
+            options = ["nosuid", "nodev", "size=256m"]
+            return {"destination": self.destination, "type": "tmpfs", "source": "tmpfs", "options": options}
         options = ["rbind", "ro" if self.read_only else "rw"]
         return {"destination": self.destination, "type": "bind", "source": str(self.source), "options": options}
 
