@@ -78,8 +78,10 @@ def exported_rootfs(config: ImageConfig) -> Path:
     finally:
         _podman("rm", container)
     (rootfs.parent / ".complete").touch()
-    for stale in BUNDLES.iterdir():  # keep only the bundles of images podman still has
-        if stale != rootfs.parent and subprocess.run(["podman", "image", "exists", stale.name]).returncode != 0:
+    # Short ids of the images that still have a tag.
+    tagged = set(_podman("images", "--filter", "dangling=false", "--format", "{{.ID}}").split())
+    for stale in BUNDLES.iterdir():  # a rebuilt image leaves its previous rootfs behind: hundreds of MB each
+        if stale != rootfs.parent and stale.name not in tagged:
             shutil.rmtree(stale, ignore_errors=True)
     return rootfs
 

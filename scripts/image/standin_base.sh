@@ -49,6 +49,7 @@ if [ ! -s "$TARBALL" ]; then
   mkdir -p "$IMAGE_WORK/base"
   tar -C "$rootfs" --numeric-owner -cf "$TARBALL.partial" .
   mv "$TARBALL.partial" "$TARBALL"
+  find "$IMAGE_WORK/base" -name 'bookworm-python3-*.tar' ! -name "$(basename "$TARBALL")" -delete  # older recipes
   rm -f "$IMAGE_WORK/debootstrap.log"
 fi
 podman import \
