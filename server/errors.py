@@ -79,6 +79,8 @@ class ServerStartError(OrtServeError):
 class ModelConfigError(ServerStartError):
     """A `--model` that cannot load as written, however long the server waits (a malformed URI, an unknown scheme, a
     missing directory, a `models:/` URI with no registry configured): the start stops (`ortserve serve` exits 2)."""
+
+
 @dataclass(frozen=True)
 class ErrorStatus:
     """How one domain error is reported at each door."""
