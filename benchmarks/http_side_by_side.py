@@ -1,6 +1,6 @@
 """HTTP next to gRPC next to `mlflow models serve`, in one run on the same model (issue 19's targets).
 
-    python -m benchmarks.http_side_by_side [--model minilm] [--work benchmarks/work] [--out benchmarks/results]
+    python -m benchmarks.http_side_by_side [--model minilm] [--work benchmarks/work] [--out benchmarks/work/results]
 
 One `ortserve serve` process answers gRPC (`Classify`) and HTTP (MLflow's `/invocations` and the Open Inference
 Protocol's `/v2/models/NAME/infer`); `mlflow models serve` serves the same Hugging Face model as a transformers
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .http_report import markdown
 from .load import LOOPBACK, LoadResult, _closed_loop, blocking_caller, grpc_load, merge
 from .models import build_models
 from .processes import free_port, mlflow_serve_process, ortserve_process, save_mlflow_transformers_model
@@ -268,30 +269,11 @@ def targets(rows: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     return checks
 
 
-def markdown(report: dict[str, Any]) -> str:
-    lines = [
-        f"# HTTP vs gRPC vs mlflow models serve ({report['model']}, {report['quantization']}, one run)",
-        "",
-        "| path | p50 ms, 1 caller | p99 ms, 1 caller | texts/s, 32 callers | p50 ms, 32 callers | server CPU ms/call "
-        "(1 / 32 callers) | errors |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in report["rows"].items():
-        lines.append(
-            f"| {name} | {r['p50_ms_1_caller']} | {r['p99_ms_1_caller']} | {r['texts_per_s_32_callers']} | "
-            f"{r['p50_ms_32_callers']} | {r['server_cpu_ms_per_call_1_caller']} / "
-            f"{r['server_cpu_ms_per_call_32_callers']} | {r['errors']} |"
-        )
-    lines += ["", "| target | measured | met |", "|---|---|---|"]
-    lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'no'} |" for t in report["targets"]]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm", help="a benchmark model: minilm or bert-base")
     parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/work/results"))
     parser.add_argument("--seconds", type=float, default=4.0, help="longest duration of one load (per round)")
     parser.add_argument("--calls", type=int, default=300, help="calls of one caller (32 callers: ten times as many)")
     args = parser.parse_args(argv)

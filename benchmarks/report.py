@@ -491,7 +491,7 @@ def render(results: dict[str, Any], previous: dict[str, float] | None = None) ->
         section = f"Not measured: {memory['error']}\n" if "error" in memory else registry_memory_section(memory)
         text += "\n## Server memory with models from the registry\n\n" + section
     if "start_to_serving" in results:  # issue 26: cold and warm starts from a directory and both registry kinds
-        from .start_to_serving import report as report_start_to_serving
+        from .start_to_serving_report import start_to_serving_section as report_start_to_serving
 
         starts = results["start_to_serving"]
         section = f"Not measured: {starts['error']}\n" if "error" in starts else report_start_to_serving(starts)

@@ -18,7 +18,6 @@ and the server's VmRSS right then are reported as medians over the rounds, next 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import shlex
@@ -35,14 +34,11 @@ from ortserve.server.healthcheck import wait_until_serving
 from .load import LOOPBACK
 from .processes import _stop, free_port, rss_mb, serve_command
 from .registry_memory import register
+from .start_to_serving_report import CACHES, SYSTEMS
 
 log = logging.getLogger(__name__)
 
 REGISTERED = "bench-start"
-SYSTEMS = ("local", "sqlite", "http")
-CACHES = ("empty", "warm")
-#: (system, cache) -> seconds over local's start in the same slot that issue 26 allows.
-TARGETS = {("http", "empty"): 0.5, ("sqlite", "empty"): 1.5, ("http", "warm"): 0.5, ("sqlite", "warm"): 0.5}
 
 
 def start_once(ortserve: str, model_uri: str, extra: list[str], log_file: Path) -> dict[str, float]:
@@ -124,31 +120,6 @@ def measure(artifact: Path, work: Path, rounds: int = 3, executables: list[str] 
     }
 
 
-def report(results: dict[str, Any]) -> str:
-    """A Markdown table: each start's median seconds and RSS, its margin over local in the same slot, the target."""
-    medians = results["medians"]
-    lines = [
-        f"Start-to-SERVING of `{results['artifact']}` ({results['model_mb']:.0f} MB model.onnx), medians of "
-        f"{results['rounds']} alternating rounds (`python -m benchmarks.start_to_serving`).",
-        "",
-        "| ortserve | source | cache | start to SERVING (s) | − local (s) | target | met | VmRSS after start (MB) |",
-        "|---|---|---|---:|---:|---|---|---:|",
-    ]
-    for ortserve, cache_state, system in itertools.product(results["executables"], CACHES, SYSTEMS):
-        local = medians[f"{ortserve} | local | {cache_state}"]["start_to_serving_s"]
-        figures = medians[f"{ortserve} | {system} | {cache_state}"]
-        seconds = figures["start_to_serving_s"]
-        allowed = TARGETS.get((system, cache_state))
-        target = f"≤ local + {allowed:.1f} s" if allowed is not None else "(reference)"
-        met = "" if allowed is None else ("yes" if seconds - local <= allowed else "**no**")
-        margin = "" if system == "local" else f"{seconds - local:+.2f}"
-        lines.append(
-            f"| {ortserve} | {system} | {cache_state} | {seconds:.2f} | {margin} | {target} | {met} "
-            f"| {figures['rss_mb']:.0f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def _rounded(figures: dict[str, float]) -> dict[str, float]:
     return {key: round(value, 2) for key, value in figures.items()}
 
@@ -173,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         models, _ = build_models(args.work)
         artifact = next(m.artifact for m in models if m.name == "bert-base")
     results = measure(artifact, args.work, args.rounds, args.ortserve or None)
-    print(report(results))
+    from .start_to_serving_report import start_to_serving_section
+
+    print(start_to_serving_section(results))
     (args.work / "start-to-serving" / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

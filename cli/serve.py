@@ -43,6 +43,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "auth_health",
         "reflection",
     ),
+    "HTTP": ("http_port", "http_max_body_bytes", "http_default_model"),
     "request limits, batching and admission": (
         "max_texts_per_request",
         "max_text_chars",

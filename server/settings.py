@@ -179,12 +179,12 @@ class ServerSettings(BaseSettings):
 
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's
-    scoring protocol (/invocations, /ping), ortserve.v1 as JSON, /openapi.json and /docs. Unset (the default) serves
+    scoring protocol (/invocations, /ping), ortserve.v1 as JSON, /openapi.json and /docs. Unset serves
     no HTTP; 0 picks a free port (logged). The container image sets 8080. TLS, tokens and limits are the gRPC
     port's."""
     http_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    """Largest HTTP request body, in bytes; a larger one is refused with 413 before it is read (gRPC's own default
-    message limit is the same 4 MiB)."""
+    """Largest HTTP request body, in bytes; a larger one is refused with 413 before it is read (gRPC's own
+    message limit is 4 MiB too)."""
     http_default_model: str | None = None
     """The model that answers MLflow's root routes (/invocations, /ping, /version); unset: the only served model,
     when exactly one is served (every model answers under /models/NAME/ as well)."""

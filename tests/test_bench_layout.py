@@ -23,7 +23,16 @@ PUBLIC = (
     "ortserve.server.runtime",
 )
 #: Modules that render results: they read a run's JSON and import nothing that measures.
-REPORTING = {"report", "under_load_report", "percall_report", "observability_report", "runtime_report", "plots"}
+REPORTING = {
+    "report",
+    "under_load_report",
+    "percall_report",
+    "observability_report",
+    "runtime_report",
+    "plots",
+    "start_to_serving_report",
+    "http_report",
+}
 #: What only reporting does: render Markdown tables and plots.
 RENDERING = re.compile(r"^(\s*import matplotlib|def (report|markdown|write_report|plot)\()", re.MULTILINE)
 

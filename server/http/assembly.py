@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from ..security.bearer_tokens import TokenAuthenticator
 from ..service import InferenceService
 from ..settings import ServerSettings
-from .app import HttpApp
+from .asgi_app import HttpApp
 from .listener import HttpListener
-from .observing import HttpObserver
+from .request_observing import HttpObserver
 from .routes_docs import docs_routes
 from .routes_mlflow import mlflow_routes
 from .routes_native import native_routes

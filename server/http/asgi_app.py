@@ -19,7 +19,7 @@ from ..errors import ERROR_STATUS, ErrorStatus, InvalidInputError, OrtServeError
 from ..interceptors.error_status import RateLimitedLog
 from ..security.bearer_tokens import TokenAuthenticator
 from .messages import HttpRequest, HttpResponse, Route, dump_json
-from .observing import HttpObserver
+from .request_observing import HttpObserver
 
 log = logging.getLogger(__name__)
 
