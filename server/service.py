@@ -183,6 +183,14 @@ EMPTY_TEXT_ERROR = (
 )
 
 
+#: The error of a text that no tokenizer can read: a lone surrogate (JSON's "\\ud800") is not Unicode text.
+INVALID_UNICODE_ERROR = "the text is not valid Unicode (it holds a lone surrogate code point); send UTF-8 text"
+
+
 def empty_text_error(text: str) -> str:
     """Why `text` cannot be classified, "" if it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return INVALID_UNICODE_ERROR
     return "" if any(is_visible(char) for char in text) else EMPTY_TEXT_ERROR

@@ -163,7 +163,7 @@ def test_services_budget_and_autoscaler_select_the_pods(rendered: dict[str, Doc]
         assert selector.items() <= pod_labels.items()
     headless = rendered["Service/ortserve-headless"]["spec"]
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is False
-    assert [p["targetPort"] for p in rendered["Service/ortserve"]["spec"]["ports"]] == ["grpc", "http"]
+    assert [p["targetPort"] for p in rendered["Service/ortserve"]["spec"]["ports"]] == ["grpc", "http", "metrics"]
     target = rendered["HorizontalPodAutoscaler/ortserve"]["spec"]["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", "ortserve")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import ErrorStatus, InvalidInputError, ModelNotFoundError, UnsupportedMediaTypeError
 from ..service import InferenceService
-from ..types import ModelState
+from ..types import ClassifyResult, ModelState
 from .messages import HttpRequest, HttpResponse, Route, RouteDocs, json_type, model_parameter
 
 TAG = "MLflow scoring protocol"
@@ -122,8 +122,16 @@ def mlflow_routes(
         service.get_model(name)  # 404 before any complaint about the body
         texts = texts_of(request)
         result = await service.classify(name, texts, 1, request.deadline)
-        predictions = [{"label": ranked[0].label, "score": ranked[0].score} for ranked in result.results]
+        predictions = [prediction(result, row) for row in range(len(result.results))]
         return HttpResponse.json({"predictions": predictions}, model_version=result.model_version)
+
+    def prediction(result: ClassifyResult, row: int) -> dict[str, Any]:
+        """`mlflow models serve`'s answer for one text; a text that could not be classified (no visible character,
+        invalid Unicode) gets null label and score and its `error`, and the other texts are answered as usual."""
+        ranked = result.results[row]
+        if not ranked:
+            return {"label": None, "score": None, "error": result.error_at(row)}
+        return {"label": ranked[0].label, "score": ranked[0].score}
 
     def docs(summary: str, **more: Any) -> RouteDocs:
         return RouteDocs(summary, TAG, error_schema=ERROR_SCHEMA, **more)
