@@ -140,8 +140,9 @@ class RuncContainer:
         return spec
 
     def start(self) -> RuncContainer:
+        spec = self.spec()  # first: exporting the image's root filesystem (once per image) lays its folder anew
         self.bundle.mkdir(parents=True, exist_ok=True)
-        (self.bundle / "config.json").write_text(json.dumps(self.spec(), indent=1))
+        (self.bundle / "config.json").write_text(json.dumps(spec, indent=1))
         self.process = subprocess.Popen(
             ["runc", "run", "--bundle", str(self.bundle), self.name],
             stdout=subprocess.PIPE,
