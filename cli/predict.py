@@ -2,7 +2,8 @@
 
 Runs on the client-only install (grpcio and protobuf). Output lines come in input order, each
 `{"text", "model", "model_version", "labels": [{"label", "score"}, ...]}` with labels best first, plus
-`"truncated": true` when only the text's beginning was classified (it is longer than the model reads). A text that
+`"truncated": true` when only the text's beginning was classified (it is longer than the model reads), and
+`"windows": N` when `--long-text chunk` read the text as N windows whose scores were aggregated. A text that
 cannot be classified gets `{"text", "model", "error"}` instead and the run goes on; the exit code is then 1. Reading
 stdin, blank lines are skipped and answers are written as each block of texts returns, so
 `tail -f log | ortserve predict ...` and `head -n 5` behave.
@@ -16,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import grpc
 
@@ -43,6 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
         f"[env ORTSERVE_TARGET] (default {DEFAULT_TARGET})",
     )
     parser.add_argument("--top-k", type=int, default=0, help="labels per text, highest first; 0 for all (default)")
+    parser.add_argument(
+        "--long-text",
+        choices=("truncate", "chunk"),
+        default="",
+        help="how a text longer than the model reads is classified: its first window (truncate) or every window, "
+        "their scores aggregated (chunk) (default: the model's setting)",
+    )
+    parser.add_argument(
+        "--aggregate",
+        choices=("mean", "max"),
+        default="",
+        help="with --long-text chunk: each label's mean or max score over the windows (default: the model's)",
+    )
+    parser.add_argument(
+        "--max-chunks",
+        type=int,
+        default=0,
+        help="with --long-text chunk: most windows read per text, at most the model's cap (default 0: that cap)",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
     parser.add_argument(
         "--chunk-size",
@@ -96,6 +117,8 @@ def record(text: str, model: str, result: Classification) -> str:
     line: dict[str, object] = {"text": text, "model": model, "model_version": result.model_version, "labels": labels}
     if result.truncated:
         line["truncated"] = True
+    if result.windows:
+        line["windows"] = result.windows
     return json.dumps(line, ensure_ascii=False)
 
 
@@ -104,20 +127,23 @@ def error_record(text: str, model: str, error: str) -> str:
     return json.dumps({"text": text, "model": model, "error": error}, ensure_ascii=False)
 
 
-def classify_block(client: InferenceClient, model: str, block: list[str], top_k: int) -> list[tuple[str, bool]]:
-    """The output line of each text of `block`, and whether the text was classified.
+def classify_block(
+    client: InferenceClient, model: str, block: list[str], top_k: int, **long_text: Any
+) -> list[tuple[str, bool]]:
+    """The output line of each text of `block`, and whether the text was classified. `long_text`: the keyword
+    arguments of `InferenceClient.classify` for long texts.
 
     A block the server refuses as a whole for its input (INVALID_ARGUMENT, e.g. too large together) is classified
     text by text, so that one bad line costs only its own answer. Other failures (server down) end the run.
     """
     try:
-        results = client.classify(model, block, top_k=top_k)
+        results = client.classify(model, block, top_k=top_k, **long_text)
     except InferenceError as exc:
         if exc.code is not grpc.StatusCode.INVALID_ARGUMENT:
             raise
         if len(block) == 1:
             return [(error_record(block[0], model, exc.details), False)]
-        return [line for text in block for line in classify_block(client, model, [text], top_k)]
+        return [line for text in block for line in classify_block(client, model, [text], top_k, **long_text)]
     return [(record(t, model, r), r.ok) for t, r in zip(block, results, strict=True)]
 
 
@@ -128,6 +154,9 @@ def main(argv: Sequence[str]) -> int:
         parser.error("--top-k must be 0 or positive")
     if args.chunk_size < 1:
         parser.error("--chunk-size must be at least 1")
+    if args.max_chunks < 0:
+        parser.error("--max-chunks must be 0 (the model's cap) or positive")
+    long_text = {"long_text": args.long_text, "aggregate": args.aggregate, "max_chunks": args.max_chunks}
     texts: Iterable[str] = args.texts or stdin_texts()
     failed = 0
     try:
@@ -143,7 +172,7 @@ def main(argv: Sequence[str]) -> int:
         with client:
             # One block keeps every request of the client's bounded concurrency busy, then prints in order.
             for block in blocks(texts, args.chunk_size * DEFAULT_MAX_CONCURRENCY):
-                lines = classify_block(client, args.model, block, args.top_k)
+                lines = classify_block(client, args.model, block, args.top_k, **long_text)
                 failed += sum(not ok for _, ok in lines)
                 sys.stdout.write("".join(line + "\n" for line, _ in lines))
                 sys.stdout.flush()

@@ -55,6 +55,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "max_queue_tokens",
         "max_calls_in_flight",
     ),
+    "long texts": ("max_length", "long_text", "chunk_aggregate", "max_chunks", "chunk_stride"),
     "runtime": ("intra_op_threads", "allow_spinning", "concurrent_runs", "shared_arena", "result_cache_bytes"),
     "registry and cache": ("tracking_uri", "cache_dir", "poll_interval", "registry_timeout_s"),
     "observability": ("log_level", "log_format", "metrics_port", "metrics_host", "tracing", "otlp_endpoint"),

@@ -20,7 +20,9 @@ from .convert import (
     checked_texts,
     chunk_error,
     chunk_requests,
+    long_text_fields,
     model_info_from_proto,
+    request_size,
 )
 from .diagnosis import explained
 from .errors import InferenceError
@@ -64,17 +66,28 @@ class AsyncInferenceClient(ClientBase):
             await channel.close()
 
     async def classify(
-        self, model: str, texts: Sequence[str], top_k: int = 0, timeout: float | None = None
+        self,
+        model: str,
+        texts: Sequence[str],
+        top_k: int = 0,
+        timeout: float | None = None,
+        *,
+        long_text: str = "",
+        aggregate: str = "",
+        max_chunks: int = 0,
     ) -> list[Classification]:
         """Classify `texts` with `model`: one `Classification` per text, in input order. `top_k` 0 returns all labels.
 
         Requests of at most `chunk_size` texts, at most `max_concurrency` in flight; `timeout` bounds each request.
         If one fails the others are cancelled and `InferenceError` names the slice of `texts` it carried.
+        `long_text`, `aggregate`, `max_chunks`: how texts longer than the model reads are classified, as in
+        `InferenceClient.classify`.
         """
         texts = checked_texts(texts)
+        fields = long_text_fields(long_text, aggregate, max_chunks)
         if not texts:
             return []
-        requests = chunk_requests(model, texts, top_k, self.chunk_size)
+        requests = chunk_requests(model, texts, top_k, request_size(self.chunk_size, fields), **fields)
         stub, seconds = self._inference_stub(), self.timeout if timeout is None else timeout
         slots = asyncio.Semaphore(self.max_concurrency)
 

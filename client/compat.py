@@ -38,39 +38,51 @@ from .sync_client import InferenceClient
 from .types import Classification
 
 TopicResult = dict[str, Any]
-"""`{"predictions": [{"topic": str, "confidence": float}, ...], "model_version": str}`, predictions best first."""
+"""`{"predictions": [{"topic": str, "confidence": float}, ...], "model_version": str}`, predictions best first, plus
+`"windows": int` when the text was read in windows (`long_text="chunk"`)."""
 SentimentResult = dict[str, float]
 """`{label: score}` for every label of the sentiment model (`positive`, `neutral`, `negative`)."""
 
 
 # A str is also a Sequence[str]; the first overload wins for it, which is what mypy's overlap warning is about.
 @overload
-def predict_topic(text: str, top_k: int | None = None) -> TopicResult: ...  # type: ignore[overload-overlap]
+def predict_topic(  # type: ignore[overload-overlap]
+    text: str, top_k: int | None = None, *, long_text: str = ""
+) -> TopicResult: ...
 @overload
-def predict_topic(text: Sequence[str], top_k: int | None = None) -> list[TopicResult]: ...
-def predict_topic(text: str | Sequence[str], top_k: int | None = None) -> TopicResult | list[TopicResult]:
-    """Topics of `text` (or of each text of a list), best first; `top_k` keeps only that many (default: all)."""
-    results = _classify(os.environ.get("ORTSERVE_TOPIC_MODEL", "topic"), text, top_k or 0)
+def predict_topic(text: Sequence[str], top_k: int | None = None, *, long_text: str = "") -> list[TopicResult]: ...
+def predict_topic(
+    text: str | Sequence[str], top_k: int | None = None, *, long_text: str = ""
+) -> TopicResult | list[TopicResult]:
+    """Topics of `text` (or of each text of a list), best first; `top_k` keeps only that many (default: all).
+
+    For an article longer than the model reads, `long_text="chunk"` classifies all of it (in windows whose scores
+    are averaged, or as the server's model is set up) instead of its beginning; the result then says how many
+    windows were read (`"windows"`). Empty: the model's default."""
+    results = _classify(os.environ.get("ORTSERVE_TOPIC_MODEL", "topic"), text, top_k or 0, long_text)
     shaped = [topic_result(result) for result in results]
     return shaped[0] if isinstance(text, str) else shaped
 
 
 @overload
-def predict_sentiment(text: str) -> SentimentResult: ...  # type: ignore[overload-overlap]
+def predict_sentiment(text: str, *, long_text: str = "") -> SentimentResult: ...  # type: ignore[overload-overlap]
 @overload
-def predict_sentiment(text: Sequence[str]) -> list[SentimentResult]: ...
-def predict_sentiment(text: str | Sequence[str]) -> SentimentResult | list[SentimentResult]:
-    """Score of every sentiment label for `text` (or for each text of a list)."""
-    results = _classify(os.environ.get("ORTSERVE_SENTIMENT_MODEL", "sentiment"), text, 0)
+def predict_sentiment(text: Sequence[str], *, long_text: str = "") -> list[SentimentResult]: ...
+def predict_sentiment(text: str | Sequence[str], *, long_text: str = "") -> SentimentResult | list[SentimentResult]:
+    """Score of every sentiment label for `text` (or for each text of a list); `long_text` as in `predict_topic`."""
+    results = _classify(os.environ.get("ORTSERVE_SENTIMENT_MODEL", "sentiment"), text, 0, long_text)
     shaped = [sentiment_result(result) for result in results]
     return shaped[0] if isinstance(text, str) else shaped
 
 
 def topic_result(result: Classification) -> TopicResult:
-    return {
+    shaped: TopicResult = {
         "predictions": [{"topic": s.label, "confidence": s.score} for s in result.labels],
         "model_version": result.model_version,
     }
+    if result.windows:
+        shaped["windows"] = result.windows
+    return shaped
 
 
 def sentiment_result(result: Classification) -> SentimentResult:
@@ -78,11 +90,11 @@ def sentiment_result(result: Classification) -> SentimentResult:
     return result.as_dict()
 
 
-def _classify(model: str, text: str | Sequence[str], top_k: int) -> list[Classification]:
+def _classify(model: str, text: str | Sequence[str], top_k: int, long_text: str = "") -> list[Classification]:
     texts = [text] if isinstance(text, str) else list(text)
     client = _client()
     try:
-        return client.classify(model, texts, top_k=top_k)
+        return client.classify(model, texts, top_k=top_k, long_text=long_text)
     except InferenceError as failure:
         if failure.code.name != "UNAVAILABLE" or os.environ.get("ORTSERVE_TARGET"):
             raise

@@ -20,11 +20,13 @@ import pandas as pd
 from pyspark.sql.functions import pandas_udf
 
 from .base import DEFAULT_TARGET, DEFAULT_TIMEOUT_S
-from .convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
+from .convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY, long_text_fields
 from .shared import shared_client
 
 TOP_SCHEMA = "label string, score float"
 RANKED_SCHEMA = "label string, score float, labels array<string>, scores array<float>"
+#: Added to the schema when texts are read in windows (`long_text="chunk"`): the windows read per text.
+WINDOWS_FIELD = ", windows int"
 
 
 def classify_udf(
@@ -37,6 +39,9 @@ def classify_udf(
     timeout: float = DEFAULT_TIMEOUT_S,
     token: str | None = None,
     root_certificates: bytes | None = None,
+    long_text: str = "",
+    aggregate: str = "",
+    max_chunks: int = 0,
 ) -> Any:
     """A pandas UDF mapping a string column to a struct column of `model`'s answer.
 
@@ -44,10 +49,15 @@ def classify_udf(
     `top_k` (0 for every label) it also has `labels array<string>` and `scores array<float>`, best first. A null or
     blank text gives null fields instead of failing the batch (the server refuses blank texts).
 
+    Articles longer than the model reads: `long_text="chunk"` classifies every window of each (at most `max_chunks`,
+    0 for the model's cap), aggregated by `aggregate` ("mean" or "max"; empty for the model's default), and the struct
+    gains `windows int`, the windows read per text; "truncate" reads the first window only; empty: the model's default.
+
     `root_certificates` are PEM bytes rather than a path: the path would have to exist on every executor.
     """
     if top_k < 0:
         raise ValueError(f"top_k must be 0 (all labels) or positive, got {top_k}")
+    long_text_options = long_text_fields(long_text, aggregate, max_chunks)  # checked here, on the driver
     options: dict[str, Any] = {
         "chunk_size": chunk_size,
         "max_concurrency": max_concurrency,
@@ -56,20 +66,26 @@ def classify_udf(
         "root_certificates": root_certificates,
     }
     ranked = top_k != 1
+    schema = RANKED_SCHEMA if ranked else TOP_SCHEMA
+    if long_text_options.get("long_text") == "chunk":
+        schema += WINDOWS_FIELD
 
-    # Runs on the executors: only `model`, `target`, `top_k`, `ranked` and `options` travel with it (no channel).
+    # Runs on the executors: only `model`, `target`, `top_k`, `ranked` and the options travel with it (no channel).
     def classify_batches(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         client = shared_client(target, **options)
         for texts in batches:
-            yield classify_series(client, model, texts, top_k, ranked)
+            yield classify_series(client, model, texts, top_k, ranked, **long_text_options)
 
-    return pandas_udf(classify_batches, RANKED_SCHEMA if ranked else TOP_SCHEMA)  # type: ignore[call-overload]
+    return pandas_udf(classify_batches, schema)  # type: ignore[call-overload]
 
 
-def classify_series(client: Any, model: str, texts: pd.Series, top_k: int, ranked: bool) -> pd.DataFrame:
-    """Classify one Arrow batch; rows with a null or blank text get null fields."""
+def classify_series(
+    client: Any, model: str, texts: pd.Series, top_k: int, ranked: bool, **long_text: Any
+) -> pd.DataFrame:
+    """Classify one Arrow batch; rows with a null or blank text get null fields. `long_text`: the fields of
+    `long_text_fields`; with `long_text="chunk"` the frame has a `windows` column."""
     valid = texts.map(lambda text: isinstance(text, str) and bool(text.strip())).astype(bool)
-    results = client.classify(model, texts[valid].tolist(), top_k=top_k)
+    results = client.classify(model, texts[valid].tolist(), top_k=top_k, **long_text)
     # A text the server could not classify (no visible character) gets null fields too, like a blank one.
     tops = [r.top if r.ok else None for r in results]
     columns: dict[str, list[Any]] = {
@@ -79,6 +95,8 @@ def classify_series(client: Any, model: str, texts: pd.Series, top_k: int, ranke
     if ranked:
         columns["labels"] = [[s.label for s in r.labels] for r in results]
         columns["scores"] = [[s.score for s in r.labels] for r in results]
+    if long_text.get("long_text") == "chunk":
+        columns["windows"] = [r.windows if r.ok else None for r in results]
     frame = pd.DataFrame(columns, index=texts.index[valid])
     # Rows without a text get None in every field (reindex would leave NaN, which Arrow reads as a float NaN).
     return frame.reindex(texts.index).astype(object).where(lambda f: f.notna(), None)

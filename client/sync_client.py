@@ -25,7 +25,9 @@ from .convert import (
     chunk_requests,
     classifications_from_proto,
     classify_request,
+    long_text_fields,
     model_info_from_proto,
+    request_size,
 )
 from .diagnosis import explained
 from .errors import InferenceError
@@ -81,26 +83,41 @@ class InferenceClient(ClientBase):
             channel.close()
 
     def classify(
-        self, model: str, texts: Sequence[str], top_k: int = 0, timeout: float | None = None
+        self,
+        model: str,
+        texts: Sequence[str],
+        top_k: int = 0,
+        timeout: float | None = None,
+        *,
+        long_text: str = "",
+        aggregate: str = "",
+        max_chunks: int = 0,
     ) -> list[Classification]:
         """Classify `texts` with `model`: one `Classification` per text, in input order. `top_k` 0 returns all labels.
 
         Any number of texts: they go out as requests of at most `chunk_size` texts, at most `max_concurrency` in
         flight. `timeout` (default: the client's) bounds each request, not the whole call. If a request fails, the
         others are cancelled and `InferenceError` names the slice of `texts` the failed request carried.
+
+        Texts longer than the model reads (`ModelInfo.max_length` tokens): `long_text="truncate"` classifies their
+        first window, `"chunk"` every window (at most `max_chunks`, 0 for the model's cap), their scores aggregated
+        by `aggregate` (`"mean"` or `"max"`); each result's `windows` says how many were read. Empty: the model's
+        defaults. With `"chunk"` requests carry at most `LONG_TEXT_CHUNK_SIZE` texts (each may be many windows).
         """
         texts = checked_texts(texts)
+        fields = long_text_fields(long_text, aggregate, max_chunks)
         if not texts:
             return []
-        if len(texts) <= self.chunk_size:  # the common case of web APIs and consumers: one request, no bookkeeping
-            request = classify_request(model, texts, top_k)
+        size = request_size(self.chunk_size, fields)
+        if len(texts) <= size:  # the common case of web APIs and consumers: one request, no bookkeeping
+            request = classify_request(model, texts, top_k, **fields)
             stub, seconds = self._inference_stub(), self.timeout if timeout is None else timeout
             try:
                 response = stub.Classify(request, timeout=seconds, metadata=self._metadata)
             except grpc.RpcError as error:
                 raise explained(InferenceError.from_rpc_error(error), self.config) from None
             return checked_classifications(response, len(texts))
-        requests = chunk_requests(model, texts, top_k, self.chunk_size)
+        requests = chunk_requests(model, texts, top_k, size, **fields)
         stub, seconds = self._inference_stub(), self.timeout if timeout is None else timeout
         results: list[Classification] = []
         in_flight: deque[tuple[int, pb.ClassifyRequest, grpc.Future]] = deque()

@@ -25,6 +25,9 @@ class Classification:
     error: str = ""
     """Why the text was not classified (e.g. it has no visible character); `labels` is then empty. The other texts
     of the call are classified as usual, so check this (or `ok`) before reading `top`."""
+    windows: int = 0
+    """With `long_text="chunk"`: how many windows of the text were classified and aggregated (1 for a text that fits
+    in one). 0 when the text was read as one window from its start (`truncate`)."""
 
     @property
     def ok(self) -> bool:

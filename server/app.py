@@ -76,7 +76,7 @@ class OrtServer:
                 open_source(spec.uri, settings.cache_dir, settings.tracking_uri),
                 self._executor,
                 settings.batch_limits(spec),
-                settings.session_config(),
+                settings.session_config(spec),
             )
             for spec in settings.models
         ]
@@ -85,6 +85,7 @@ class OrtServer:
             self.table,
             RequestLimits(settings.max_texts_per_request, settings.max_text_chars, settings.max_request_chars),
             ResultCache(settings.result_cache_bytes),
+            {spec.name: settings.long_text_policy(spec) for spec in settings.models},
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
         # Observability (metrics, request ids for logs, traces): one interceptor, only when something is on; it runs

@@ -11,6 +11,10 @@
 - output `errors`        BYTES `[N]`: why a text was not classified (e.g. no visible character), empty where it was;
   such a text's row of `probabilities` and `top_scores` is zeros and its `top_labels` are empty, and the other texts
   are classified as usual
+- output `windows`       INT32 `[N]`: with `long_text` `chunk`, the windows of each text classified and aggregated;
+  0 where a text was read as one window from its start (`truncate`) or not classified
+- request parameters `long_text` (string: `truncate` or `chunk`), `aggregate` (string: `mean` or `max`) and
+  `max_chunks` (int64): how texts longer than the model's window are read, as in Classify (absent: the model's)
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from .service import InferenceService
 from .types import ClassifyResult, ModelDescription, ModelState
+from .windows import LongTextRequest
 
 INPUT_TEXT = "text"
 OUTPUT_PROBABILITIES = "probabilities"
@@ -33,6 +38,7 @@ OUTPUT_TOP_LABELS = "top_labels"
 OUTPUT_TOP_SCORES = "top_scores"
 OUTPUT_TRUNCATED = "truncated"
 OUTPUT_ERRORS = "errors"
+OUTPUT_WINDOWS = "windows"
 OUTPUTS = (
     OUTPUT_PROBABILITIES,
     OUTPUT_LABELS,
@@ -40,9 +46,14 @@ OUTPUTS = (
     OUTPUT_TOP_SCORES,
     OUTPUT_TRUNCATED,
     OUTPUT_ERRORS,
+    OUTPUT_WINDOWS,
 )
 #: Request parameter: how many labels `top_labels`/`top_scores` keep per text.
 TOP_K_PARAMETER = "top_k"
+#: Request parameters of long texts (`windows.LongTextRequest`): two strings and an integer.
+LONG_TEXT_PARAMETER = "long_text"
+AGGREGATE_PARAMETER = "aggregate"
+MAX_CHUNKS_PARAMETER = "max_chunks"
 #: Triton's platform name for an ONNX Runtime model.
 PLATFORM = "onnxruntime_onnx"
 SERVER_NAME = "ortserve"
@@ -53,7 +64,7 @@ EXTENSIONS = ("model_configuration", "statistics")
 _LENGTH = struct.Struct("<I")
 
 #: name → (datatype, shape, flattened elements)
-Tensors = dict[str, tuple[str, list[int], list[float] | list[bytes] | list[bool]]]
+Tensors = dict[str, tuple[str, list[int], list[float] | list[bytes] | list[bool] | list[int]]]
 
 
 def server_version() -> str:
@@ -82,6 +93,7 @@ def model_tensors(description: ModelDescription) -> tuple[list[TensorMetadata], 
         TensorMetadata(OUTPUT_TOP_SCORES, "FP32", [-1, -1]),
         TensorMetadata(OUTPUT_TRUNCATED, "BOOL", [-1]),
         TensorMetadata(OUTPUT_ERRORS, "BYTES", [-1]),
+        TensorMetadata(OUTPUT_WINDOWS, "INT32", [-1]),
     ]
     return inputs, outputs
 
@@ -145,12 +157,33 @@ class InferAnswer:
     tensors: Tensors
 
 
+def long_text_parameters(parameters: dict[str, object]) -> LongTextRequest | None:
+    """The long-text choice of a request's parameters (plain values: str for the strings, int for `max_chunks`);
+    None when it makes none."""
+    strategy = parameters.get(LONG_TEXT_PARAMETER, "")
+    aggregate = parameters.get(AGGREGATE_PARAMETER, "")
+    max_chunks = parameters.get(MAX_CHUNKS_PARAMETER, 0)
+    for key, value in ((LONG_TEXT_PARAMETER, strategy), (AGGREGATE_PARAMETER, aggregate)):
+        if not isinstance(value, str):
+            raise InvalidInputError(f"parameter {key!r} must be a string")
+    if not isinstance(max_chunks, int) or isinstance(max_chunks, bool):
+        raise InvalidInputError(f"parameter {MAX_CHUNKS_PARAMETER!r} must be an integer (0 = the model's cap)")
+    request = LongTextRequest(str(strategy), str(aggregate), max_chunks)
+    return None if request.empty else request.checked()
+
+
 async def infer(
-    service: InferenceService, name: str, version: str, texts: list[str], top_k: int, deadline: float | None
+    service: InferenceService,
+    name: str,
+    version: str,
+    texts: list[str],
+    top_k: int,
+    deadline: float | None,
+    long_text: LongTextRequest | None = None,
 ) -> InferAnswer:
     """ModelInfer over the service's Classify: same validation, limits, batching, cache and errors."""
     description = described(service, name, version)
-    result = await service.classify(name, texts, top_k, deadline)
+    result = await service.classify(name, texts, top_k, deadline, long_text)
     if result.model_version != description.version:  # a new version was swapped in during the call
         description = service.get_model(name)
     return InferAnswer(result, output_tensors(description.labels, result))
@@ -180,6 +213,7 @@ def output_tensors(labels: Sequence[str], result: ClassifyResult) -> Tensors:
         OUTPUT_TOP_SCORES: ("FP32", [len(top), k], top_scores),
         OUTPUT_TRUNCATED: ("BOOL", [texts], [result.truncated_at(row) for row in range(texts)]),
         OUTPUT_ERRORS: ("BYTES", [texts], [result.error_at(row).encode() for row in range(texts)]),
+        OUTPUT_WINDOWS: ("INT32", [texts], [result.windows_at(row) for row in range(texts)]),
     }
 
 
@@ -198,11 +232,13 @@ def decode_raw_bytes(raw: bytes) -> list[bytes]:
     return elements
 
 
-def encode_raw(datatype: str, values: list[float] | list[bytes] | list[bool]) -> bytes:
-    """Raw contents of a tensor: FP32 as little-endian floats, BOOL as one byte each, BYTES as length-prefixed
-    elements."""
+def encode_raw(datatype: str, values: list[float] | list[bytes] | list[bool] | list[int]) -> bytes:
+    """Raw contents of a tensor: FP32 as little-endian floats, INT32 as little-endian integers, BOOL as one byte each,
+    BYTES as length-prefixed elements."""
     if datatype == "FP32":
         return np.asarray(values, dtype="<f4").tobytes()
+    if datatype == "INT32":
+        return np.asarray(values, dtype="<i4").tobytes()
     if datatype == "BOOL":
         return np.asarray(values, dtype=np.bool_).tobytes()
     return b"".join(_LENGTH.pack(len(element)) + element for element in values if isinstance(element, bytes))

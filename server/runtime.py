@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +18,9 @@ from .artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, check_artifa
 from .errors import ArtifactError
 from .memory import shared_cpu_arena_registered
 from .stage_timings import BatchStages, MeasuredRun
-from .text_cost import CHARS_PER_TOKEN_BOUND
+from .text_cost import CHARS_PER_TOKEN_BOUND, window_tokens, windows_char_budget
 from .types import Classification, LabelScore
+from .windows import TextWindows, split_windows
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ class SessionConfig:
     use_global_thread_pool: bool = False
     """Run on the process-wide thread pool set up by `use_global_thread_pool()` instead of a pool per session.
     ONNX Runtime then requires every session of the process to do the same."""
+    max_length: int = 0
+    """Tokens of one text (one window) the model reads, special tokens included; 0 for the artifact's `max_length`.
+    Not an ONNX Runtime option: the one load setting of a model besides them, so it travels with them. At most the
+    model's own limit (its position embeddings, `model_max_length` in the manifest's export record)."""
 
     def session_options(self) -> ort.SessionOptions:
         options = ort.SessionOptions()
@@ -109,18 +115,21 @@ class OnnxClassifier:
         self._session = session
         self._input_names = [i.name for i in session.get_inputs()]
         self._output_name = session.get_outputs()[0].name
+        self._window_tokenizer: Tokenizer | None = None
+        self._window_lock = threading.Lock()
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], config: SessionConfig | None = None) -> OnnxClassifier:
         """Load an artifact directory; raise `ArtifactError` naming the problem if it is not servable."""
         directory = Path(directory)
+        config = config or SessionConfig()
         check_artifact_dir(directory)
-        manifest = ArtifactManifest.read(directory)
+        manifest = served_manifest(ArtifactManifest.read(directory), config.max_length, directory)
         tokenizer = _load_tokenizer(directory / TOKENIZER_FILE, manifest)
         try:
             session = ort.InferenceSession(
                 str(directory / MODEL_FILE),
-                sess_options=(config or SessionConfig()).session_options(),
+                sess_options=config.session_options(),
                 providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors for corrupt or unsupported graphs
@@ -159,6 +168,56 @@ class OnnxClassifier:
     def count_tokens(self, text: str) -> int:
         """Tokens of one text after truncation, special tokens included."""
         return len(self._encode([text])[0].ids)
+
+    @property
+    def window_capacity(self) -> int:
+        """Tokens of a text that one window holds: `max_length` less the special tokens added around it."""
+        return max(1, self.max_length - self._tokenizer.num_special_tokens_to_add(False))
+
+    def fits_one_window(self, text: str) -> bool:
+        """Whether `text` surely fits in one window, known without tokenizing: every token covers at least one byte
+        of UTF-8 (characters for WordPiece and SentencePiece, bytes for byte-level BPE)."""
+        return len(text) <= self.window_capacity and len(text.encode("utf-8")) <= self.window_capacity
+
+    def windows(self, texts: Sequence[str], max_chunks: int, stride: int) -> list[TextWindows]:
+        """Each text cut into at most `max_chunks` windows of at most `max_length` tokens, overlapping by `stride`
+        tokens (see `windows.split_windows`). Blocking (it tokenizes): call it off the event loop.
+
+        Like `_encode`, no more of a text is tokenized than the windows can hold: it is cut at a character budget
+        (`text_cost.windows_char_budget`) and read further only when the cut holds too few tokens to fill them.
+        """
+        capacity = self.window_capacity
+        stride = min(stride, capacity // 2)  # a window must move on by at least half its length
+        needed = window_tokens(capacity, max_chunks, stride)
+        result = [TextWindows([text]) for text in texts]
+        todo = [i for i, text in enumerate(texts) if not self.fits_one_window(text)]
+        budgets = dict.fromkeys(todo, windows_char_budget(capacity, max_chunks, stride))
+        tokenizer = self._untruncated_tokenizer()
+        while todo:
+            cuts = [cut_text(texts[i], budgets[i]) for i in todo]
+            encodings = tokenizer.encode_batch(cuts, add_special_tokens=True)  # with offsets and word ids
+            short = []
+            for i, cut, encoding in zip(todo, cuts, encodings, strict=True):
+                read = len(encoding.ids) - sum(encoding.special_tokens_mask)
+                if len(cut) < len(texts[i]) and read < needed:  # a sparse text: read further, as `_encode` does
+                    budgets[i] = int(budgets[i] * max(1.25, 1.1 * needed / max(1, read)))
+                    short.append(i)
+                    continue
+                split = split_windows(cut, encoding, capacity, stride, max_chunks)
+                result[i] = TextWindows(split.windows, split.cut or len(cut) < len(texts[i]))
+            todo = short
+        return result
+
+    def _untruncated_tokenizer(self) -> Tokenizer:
+        """A copy of the tokenizer without truncation, for windows: the serving one truncates, and changing its
+        settings would race with the runs that use it from other threads."""
+        with self._window_lock:
+            if self._window_tokenizer is None:
+                tokenizer = Tokenizer.from_str(self._tokenizer.to_str())
+                tokenizer.no_truncation()
+                tokenizer.no_padding()
+                self._window_tokenizer = tokenizer
+            return self._window_tokenizer
 
     def _collate(self, encodings: Sequence[Encoding]) -> TokenizedBatch:
         # Padding by hand (not by the tokenizer) lets one tokenization serve several length-grouped runs.
@@ -288,6 +347,19 @@ class OnnxClassifier:
             [LabelScore(self.labels[j], float(row[j])) for j in ranked]
             for row, ranked in zip(probabilities, order, strict=True)
         ]
+
+
+def served_manifest(manifest: ArtifactManifest, max_length: int, directory: Path) -> ArtifactManifest:
+    """`manifest` as served with a window of `max_length` tokens (0: the artifact's own), or `ArtifactError` if the
+    model cannot read that many (its limit: the export record's `model_max_length`, else the manifest's length)."""
+    if not max_length or max_length == manifest.max_length:
+        return manifest
+    limit = int(manifest.export.get("model_max_length") or manifest.max_length)
+    if max_length > limit:
+        raise ArtifactError(f"{directory}: max_length={max_length} is over the {limit} tokens this model can read")
+    if max_length < 2:
+        raise ArtifactError(f"{directory}: max_length={max_length} leaves no room for a token")
+    return manifest.model_copy(update={"max_length": max_length})
 
 
 def _load_tokenizer(path: Path, manifest: ArtifactManifest) -> Tokenizer:

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import InvalidInputError, ModelNotReadyError
 from .model_statistics import StatisticsSnapshot
-from .model_table import ModelTable, ServedModel
+from .model_table import LoadedVersion, ModelTable, ServedModel
 from .observability.call_context import current_call
 from .result_cache import ResultCache
 from .runtime import cut_text
 from .types import (
     Classification,
     ClassifyResult,
+    LabelScore,
     ModelDescription,
     ModelState,
     ServingConfig,
     TruncatedClassification,
 )
+from .windows import LongTextPolicy, LongTextRequest, TextWindows, aggregate_scores
 
 #: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
 #: cannot exist here, so it is INVALID_ARGUMENT, and it is never echoed back.
@@ -57,39 +62,62 @@ class RequestLimits:
 class InferenceService:
     """Classify, ListModels and GetModel, independent of gRPC."""
 
-    def __init__(self, table: ModelTable, limits: RequestLimits | None = None, cache: ResultCache | None = None):
+    def __init__(
+        self,
+        table: ModelTable,
+        limits: RequestLimits | None = None,
+        cache: ResultCache | None = None,
+        long_text: Mapping[str, LongTextPolicy] | None = None,
+    ):
         self.table = table
         self.limits = limits or RequestLimits()
         self.cache = cache if cache is not None else ResultCache(0)
+        self.long_text = dict(long_text or {})
+        """Each model's long-text defaults by name (`LongTextPolicy()` for a model not listed)."""
 
     async def classify(
-        self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
+        self,
+        model: str,
+        texts: Sequence[str],
+        top_k: int = 0,
+        deadline: float | None = None,
+        long_text: LongTextRequest | None = None,
     ) -> ClassifyResult:
         """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None.
 
         A text is never a reason to refuse the call: one longer than `max_text_chars` is cut there, and its result
         says it was truncated, as the result of any text longer than the model reads does; one with nothing to
         classify gets an empty result with its error, while the others are classified.
+
+        `long_text` chooses how a text longer than the model's window is read (`windows.py`; default: the model's
+        policy). With `chunk`, every window of every text is a row of one batcher call: admission counts each window,
+        one model version answers them all, and the deadline covers them all.
         """
         check_model_name(model)
         self._validate(texts, top_k)
         served = self.table.get(model)
-        if served.current is None:
+        policy = self.long_text.get(model, LongTextPolicy()).resolved(long_text.checked() if long_text else None)
+        current = served.current
+        if current is None:
             detail = f": {served.last_error}" if served.last_error else ""
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
         errors = [empty_text_error(text) for text in texts]
         limit = self.limits.max_text_chars
         runnable = [cut_text(text, limit) for text, error in zip(texts, errors, strict=True) if not error]
+        windows = await text_windows(current, runnable, policy) if policy.strategy == "chunk" else None
+        rows_in = [w for text in windows for w in text.windows] if windows is not None else runnable
         started = time.monotonic()
         try:
-            if runnable:
-                version, rows = await self._ranked_rows(served, runnable, deadline)
+            if rows_in:
+                version, rows = await self._ranked_rows(served, rows_in, deadline)
             else:  # nothing to run: answer with the version that would have
-                version, rows = served.current.version, []
+                version, rows = current.version, []
         except BaseException:
-            served.statistics.record_call(len(runnable), time.monotonic() - started, ok=False)
+            served.statistics.record_call(len(rows_in), time.monotonic() - started, ok=False)
             raise
-        served.statistics.record_call(len(runnable), time.monotonic() - started, ok=True)
+        served.statistics.record_call(len(rows_in), time.monotonic() - started, ok=True)
+        if windows is not None:
+            rows = aggregated_rows(rows, windows, policy, normalize=not current.classifier.manifest.multi_label)
         ranked_rows = iter(rows)
         ranked: list[Classification] = []
         truncated: list[bool] = []
@@ -98,6 +126,7 @@ class InferenceService:
             ranked.append(list(row))
             truncated.append(not error and (len(text) > limit or isinstance(row, TruncatedClassification)))
         results = [row[:top_k] if top_k else row for row in ranked]
+        counts = iter([len(w.windows) for w in windows] if windows is not None else [])
         return ClassifyResult(
             model,
             version,
@@ -105,6 +134,7 @@ class InferenceService:
             ranked=ranked,
             truncated=truncated if any(truncated) else [],
             errors=errors if any(errors) else [],
+            windows=[0 if error else next(counts) for error in errors] if windows is not None else [],
         )
 
     async def _ranked_rows(
@@ -174,6 +204,43 @@ class InferenceService:
             )
         if top_k < 0:
             raise InvalidInputError(f"top_k must be 0 (all labels) or positive, got {top_k}")
+
+
+async def text_windows(loaded: LoadedVersion, texts: Sequence[str], policy: LongTextPolicy) -> list[TextWindows]:
+    """The windows of each text as the serving version's tokenizer cuts them: at once for texts that surely fit in one
+    window, else tokenized on a worker thread (never on the event loop). The windows are substrings, so a version
+    swapped in before they run reads them as well (at its own max length)."""
+    classifier = loaded.classifier
+    if all(classifier.fits_one_window(text) for text in texts):
+        return [TextWindows([text]) for text in texts]
+    return await asyncio.to_thread(classifier.windows, texts, policy.max_chunks, policy.stride)
+
+
+def aggregated_rows(
+    rows: Sequence[Classification], windows: Sequence[TextWindows], policy: LongTextPolicy, normalize: bool
+) -> list[Classification]:
+    """One ranked row per text from the rows of its windows (in order): a text of one window keeps its row; the
+    others get each label's mean or max over their windows, ranked, marked truncated where windows were cut."""
+    result: list[Classification] = []
+    offset = 0
+    for text in windows:
+        count = len(text.windows)
+        own = rows[offset : offset + count]
+        offset += count
+        if count == 1 and not text.cut:
+            result.append(own[0])
+            continue
+        labels = [score.label for score in own[0]]
+        column = {label: index for index, label in enumerate(labels)}
+        scores = np.zeros((count, len(labels)), dtype=np.float64)
+        for window, row in enumerate(own):
+            for score in row:
+                scores[window, column[score.label]] = score.score
+        pooled = aggregate_scores(scores, policy.aggregate, normalize)
+        order = np.argsort(-pooled, kind="stable")
+        ranked = [LabelScore(labels[j], float(pooled[j])) for j in order]
+        result.append(TruncatedClassification(ranked) if text.cut else ranked)
+    return result
 
 
 #: The error of a text with nothing to classify, in its own result (no index: the result is the text's).

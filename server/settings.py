@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .batch_limits import BatchLimits
 from .runtime import SessionConfig
+from .windows import LongTextPolicy
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -29,6 +31,11 @@ PER_MODEL_SETTINGS = (
     "max_queue_tokens",
     "max_calls_in_flight",
     "concurrent_runs",
+    "max_length",
+    "long_text",
+    "chunk_aggregate",
+    "max_chunks",
+    "chunk_stride",
 )
 
 
@@ -93,7 +100,7 @@ class ServerSettings(BaseSettings):
     """Most texts one Classify call may carry; more is INVALID_ARGUMENT (the client splits larger inputs)."""
     max_text_chars: int = Field(10_000, ge=1)
     """Characters of one text read at most: a longer text is cut there before tokenizing, like any text longer than
-    the model reads (its max_length tokens), and its result is marked truncated. The call is not refused for it."""
+    the model reads (its --max-length tokens), and its result is marked truncated. The call is not refused for it."""
     max_request_chars: int = Field(4_000_000, ge=1)
     """Most characters of all the texts of one call together; more is INVALID_ARGUMENT (split the texts over several
     calls). gRPC refuses messages over 4 MB on its own (RESOURCE_EXHAUSTED)."""
@@ -189,6 +196,23 @@ class ServerSettings(BaseSettings):
     """The model that answers MLflow's root routes (/invocations, /ping, /version); unset: the only served model,
     when exactly one is served (every model answers under /models/NAME/ as well)."""
 
+    max_length: int = Field(0, ge=0)
+    """Tokens of one text the model reads (its window), special tokens included; 0 for the length the export
+    recorded (`ortserve export --max-length`). At most what the model can read. A model trained on short texts is
+    often as accurate and far cheaper at the length it was trained on: set it per model in its --model spec."""
+    long_text: Literal["truncate", "chunk"] = "truncate"
+    """How a text longer than --max-length tokens is read unless a call says otherwise: `truncate` classifies its
+    first window; `chunk` classifies every window (up to --max-chunks, overlapping by --chunk-stride tokens) and
+    aggregates their scores (--chunk-aggregate). Each window costs what a text of its length costs."""
+    chunk_aggregate: Literal["mean", "max"] = "mean"
+    """How `chunk` combines the windows' scores into the text's: `mean` or `max` of each label's probability."""
+    max_chunks: int = Field(16, ge=1)
+    """Most windows read per text with `chunk` (a call may ask for fewer, not more): the cap of one text's cost.
+    The rest of a longer text is not read, and its result is marked truncated."""
+    chunk_stride: int = Field(16, ge=0)
+    """Tokens shared by consecutive windows with `chunk` (at most half a window), so that a sentence cut at a
+    window's end is read whole in the next."""
+
     @model_validator(mode="after")
     def _per_model_environment(self) -> ServerSettings:
         """Fill each model's settings from `ORTSERVE_MODEL_<NAME>_<SETTING>` where its spec does not set them."""
@@ -205,7 +229,7 @@ class ServerSettings(BaseSettings):
 
     def batch_limits(self, spec: ModelSpec) -> BatchLimits:
         """The batcher bounds of one model: its own settings where given, else the server-wide ones."""
-        values = {key: self.model_setting(spec, key) for key in PER_MODEL_SETTINGS}
+        values = {key: self.model_setting(spec, key) for key in PER_MODEL_SETTINGS if key in _BATCH_LIMIT_FIELDS}
         values["concurrent_runs"] = self.runs_for(spec)
         return BatchLimits(**values)
 
@@ -221,8 +245,21 @@ class ServerSettings(BaseSettings):
             raise ValueError(f"model name(s) given more than once: {', '.join(duplicates)}")
         return specs
 
-    def session_config(self) -> SessionConfig:
-        return SessionConfig(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
+    def session_config(self, spec: ModelSpec | None = None) -> SessionConfig:
+        """The runtime settings of one model (of every model when `spec` is None)."""
+        max_length = self.max_length if spec is None else self.model_setting(spec, "max_length")
+        return SessionConfig(
+            intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning, max_length=max_length
+        )
+
+    def long_text_policy(self, spec: ModelSpec) -> LongTextPolicy:
+        """How the model of `spec` reads long texts unless a call says otherwise."""
+        return LongTextPolicy(
+            strategy=self.model_setting(spec, "long_text"),
+            aggregate=self.model_setting(spec, "chunk_aggregate"),
+            max_chunks=self.model_setting(spec, "max_chunks"),
+            stride=self.model_setting(spec, "chunk_stride"),
+        )
 
     def runs_per_model(self) -> int:
         """The server-wide `concurrent_runs`, with 0 resolved for this machine."""
@@ -249,6 +286,9 @@ class ServerSettings(BaseSettings):
         return self
 
 
+_BATCH_LIMIT_FIELDS = frozenset(f.name for f in dataclasses.fields(BatchLimits))
+
+
 def _resolve_runs(concurrent_runs: int) -> int:
     if concurrent_runs:
         return concurrent_runs
@@ -262,7 +302,11 @@ def _model_setting(model: str, key: str, value: str) -> Any:
     field_info = ServerSettings.model_fields[key]
     try:
         # The field's type with its constraints (ge=0, ...): Annotated[annotation, *metadata], spelled for Python 3.10.
-        constrained: Any = Annotated.__class_getitem__((field_info.annotation, *field_info.metadata))  # type: ignore[attr-defined]
+        constrained: Any = (
+            Annotated.__class_getitem__((field_info.annotation, *field_info.metadata))  # type: ignore[attr-defined]
+            if field_info.metadata
+            else field_info.annotation  # Annotated needs a constraint; a Literal has none
+        )
         return TypeAdapter(constrained).validate_python(value)
     except ValidationError as exc:
         reason = exc.errors()[0]["msg"] if exc.errors() else "invalid"

@@ -28,3 +28,15 @@ def estimate_tokens(text: str, max_length: int | None = None) -> int:
     """Tokens `text` will take, estimated from its length; at most `max_length` (the runtime truncates there)."""
     estimate = len(text) // CHARS_PER_TOKEN_AVERAGE + SPECIAL_TOKENS
     return estimate if max_length is None else min(max_length, estimate)
+
+
+def window_tokens(capacity: int, max_chunks: int, stride: int) -> int:
+    """Tokens of text that `max_chunks` windows of `capacity` tokens overlapping by `stride` can hold at most."""
+    return capacity + (max_chunks - 1) * max(1, capacity - stride)
+
+
+def windows_char_budget(capacity: int, max_chunks: int, stride: int) -> int:
+    """Characters of a text read at first when it is cut into windows (`long_text=chunk`): what `max_chunks` windows
+    take in ordinary text, with the same margin as one window (`CHARS_PER_TOKEN_BOUND`). The cut grows with the
+    windows a call may read and no further: a text cut there still fills every window it may have."""
+    return (window_tokens(capacity, max_chunks, stride) + SPECIAL_TOKENS) * CHARS_PER_TOKEN_BOUND

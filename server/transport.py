@@ -16,6 +16,7 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 from .errors import caller_message
 from .service import InferenceService
 from .types import ClassifyResult, ModelDescription, ModelState
+from .windows import LongTextRequest
 
 _STATE_TO_PROTO = {
     ModelState.LOADING: pb.MODEL_STATE_LOADING,
@@ -33,7 +34,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        result = await self._service.classify(request.model, list(request.texts), request.top_k, deadline)
+        result = await self._service.classify(
+            request.model, list(request.texts), request.top_k, deadline, long_text_request(request)
+        )
         return classify_response(result)
 
     async def ListModels(
@@ -59,7 +62,16 @@ def classify_response(result: ClassifyResult) -> pb.ClassifyResponse:
         response.results[index].truncated = truncated
     for index, error in enumerate(result.errors):
         response.results[index].error = error
+    for index, windows in enumerate(result.windows):
+        response.results[index].windows = windows
     return response
+
+
+def long_text_request(request: pb.ClassifyRequest) -> LongTextRequest | None:
+    """The call's long-text choice, None when it makes none (the model's defaults apply)."""
+    if not (request.long_text or request.aggregate or request.max_chunks):
+        return None
+    return LongTextRequest(request.long_text, request.aggregate, request.max_chunks)
 
 
 def model_info(description: ModelDescription) -> pb.ModelInfo:

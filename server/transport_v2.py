@@ -32,6 +32,7 @@ from .open_inference import (
     OUTPUT_TOP_LABELS,
     OUTPUT_TOP_SCORES,
     OUTPUT_TRUNCATED,
+    OUTPUT_WINDOWS,
     OUTPUTS,
     PLATFORM,
     SERVER_NAME,
@@ -43,6 +44,7 @@ from .open_inference import (
     described,
     encode_raw,
     infer,
+    long_text_parameters,
     model_ready,
     model_tensors,
     server_version,
@@ -95,10 +97,13 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         described(self._service, request.model_name, request.model_version)  # NOT_FOUND before input errors
         texts = input_texts(request)
         top_k = top_k_parameter(request)
+        long_text = long_text_parameters(parameter_values(request))
         wanted = check_outputs([output.name for output in request.outputs])
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        answer = await infer(self._service, request.model_name, request.model_version, texts, top_k, deadline)
+        answer = await infer(
+            self._service, request.model_name, request.model_version, texts, top_k, deadline, long_text
+        )
         result = answer.result
         response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request.id)
         raw = len(request.raw_input_contents) > 0
@@ -111,6 +116,8 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
                 output.contents.bytes_contents.extend(values)
             elif datatype == "BOOL":
                 output.contents.bool_contents.extend(values)
+            elif datatype == "INT32":
+                output.contents.int_contents.extend(values)
             else:
                 output.contents.fp32_contents.extend(values)
         return response
@@ -185,7 +192,7 @@ def model_statistics(description: ModelDescription, stats: StatisticsSnapshot) -
 
 
 #: The model configuration's element type of each datatype of the protocol.
-_CONFIG_TYPES = {"BYTES": pb.TYPE_STRING, "FP32": pb.TYPE_FP32, "BOOL": pb.TYPE_BOOL}
+_CONFIG_TYPES = {"BYTES": pb.TYPE_STRING, "FP32": pb.TYPE_FP32, "BOOL": pb.TYPE_BOOL, "INT32": pb.TYPE_INT32}
 
 
 def model_config(config: ServingConfig) -> pb.ModelConfig:
@@ -200,6 +207,7 @@ def model_config(config: ServingConfig) -> pb.ModelConfig:
         OUTPUT_TOP_SCORES: [-1],
         OUTPUT_TRUNCATED: [1],
         OUTPUT_ERRORS: [1],
+        OUTPUT_WINDOWS: [1],
     }
     parameters = {
         "labels": json.dumps(description.labels),
@@ -238,6 +246,16 @@ def input_texts(request: pb.ModelInferRequest) -> list[str]:
     else:
         elements = list(tensor.contents.bytes_contents)
     return check_text_input(tensor.name, tensor.datatype, tensor.shape, elements)
+
+
+def parameter_values(request: pb.ModelInferRequest) -> dict[str, object]:
+    """The request's parameters as plain values (bool, int, str, float), by name."""
+    values: dict[str, object] = {}
+    for key, parameter in request.parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is not None:
+            values[key] = getattr(parameter, choice)
+    return values
 
 
 def top_k_parameter(request: pb.ModelInferRequest) -> int:

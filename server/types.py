@@ -42,12 +42,18 @@ class ClassifyResult:
     tokens) or than `max_text_chars` (empty: none)."""
     errors: list[str] = field(default_factory=list)
     """Per text: why it has no labels (its Classification is empty), "" for a text that has them (empty: none)."""
+    windows: list[int] = field(default_factory=list)
+    """Per text, when the call read long texts in windows (`long_text=chunk`): how many windows were classified and
+    aggregated (0 for a text with an error). Empty when every text was read as one window from its start."""
 
     def truncated_at(self, index: int) -> bool:
         return bool(self.truncated) and self.truncated[index]
 
     def error_at(self, index: int) -> str:
         return self.errors[index] if self.errors else ""
+
+    def windows_at(self, index: int) -> int:
+        return self.windows[index] if self.windows else 0
 
 
 class ModelState(enum.Enum):

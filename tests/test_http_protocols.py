@@ -77,6 +77,7 @@ def test_v2_model_metadata_and_ready(http: httpx.Client, grpc_stub: pb_grpc.Infe
         "top_scores",
         "truncated",
         "errors",
+        "windows",
     ]
     assert http.get(f"/v2/models/roberta/versions/{version}").json() == metadata
     assert http.get("/v2/models/roberta/ready").json() == {"name": "roberta", "ready": True}

@@ -46,12 +46,16 @@ def tensors(response: v2.ModelInferResponse) -> dict[str, np.ndarray]:
             raw = response.raw_output_contents[index]
             if output.datatype == "BOOL":
                 values = np.frombuffer(raw, np.bool_)
+            elif output.datatype == "INT32":
+                values = np.frombuffer(raw, "<i4")
             else:
                 values = np.frombuffer(raw, "<f4") if output.datatype == "FP32" else np.array(decode_raw_bytes(raw))
         elif output.datatype == "FP32":
             values = np.array(output.contents.fp32_contents, dtype=np.float32)
         elif output.datatype == "BOOL":
             values = np.array(output.contents.bool_contents, dtype=np.bool_)
+        elif output.datatype == "INT32":
+            values = np.array(output.contents.int_contents, dtype=np.int32)
         else:
             values = np.array(list(output.contents.bytes_contents))
         decoded[output.name] = values.reshape(list(output.shape))
@@ -121,6 +125,7 @@ def test_metadata_and_readiness(stubs) -> None:  # type: ignore[no-untyped-def]
         ("top_scores", "FP32", [-1, -1]),
         ("truncated", "BOOL", [-1]),
         ("errors", "BYTES", [-1]),
+        ("windows", "INT32", [-1]),
     ]
     assert inference.ModelReady(v2.ModelReadyRequest(name="bert", version="not-this-one"), timeout=10).ready is False
 

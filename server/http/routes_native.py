@@ -16,7 +16,7 @@ from ortserve.v1 import inference_pb2 as pb
 
 from ..errors import ErrorStatus, InvalidInputError
 from ..service import InferenceService
-from ..transport import classify_response, model_info
+from ..transport import classify_response, long_text_request, model_info
 from .messages import HttpRequest, HttpResponse, Route, RouteDocs, dump_json
 
 TAG = "ortserve.v1 (native, JSON)"
@@ -72,7 +72,9 @@ def native_routes(service: InferenceService, example_model: str = "topic") -> li
     async def classify(request: HttpRequest) -> HttpResponse:
         message = parse(request, pb.ClassifyRequest())
         request.use_model(message.model)
-        result = await service.classify(message.model, list(message.texts), message.top_k, request.deadline)
+        result = await service.classify(
+            message.model, list(message.texts), message.top_k, request.deadline, long_text_request(message)
+        )
         response = json_response(classify_response(result))
         response.model_version = result.model_version
         return response

@@ -9,6 +9,9 @@ from typing import Any
 
 from ..errors import ErrorStatus, InvalidInputError, UnsupportedMediaTypeError
 from ..open_inference import (
+    AGGREGATE_PARAMETER,
+    LONG_TEXT_PARAMETER,
+    MAX_CHUNKS_PARAMETER,
     OUTPUT_TOP_LABELS,
     OUTPUT_TOP_SCORES,
     OUTPUTS,
@@ -23,6 +26,7 @@ from ..open_inference import (
     described,
     encode_raw,
     infer,
+    long_text_parameters,
     model_ready,
     model_tensors,
     server_version,
@@ -51,7 +55,15 @@ INFER_REQUEST_SCHEMA = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
-        "parameters": {"type": "object", "properties": {TOP_K_PARAMETER: {"type": "integer", "minimum": 0}}},
+        "parameters": {
+            "type": "object",
+            "properties": {
+                TOP_K_PARAMETER: {"type": "integer", "minimum": 0},
+                LONG_TEXT_PARAMETER: {"type": "string", "enum": ["truncate", "chunk"]},
+                AGGREGATE_PARAMETER: {"type": "string", "enum": ["mean", "max"]},
+                MAX_CHUNKS_PARAMETER: {"type": "integer", "minimum": 0},
+            },
+        },
         "inputs": {"type": "array", "items": TENSOR_SCHEMA, "minItems": 1, "maxItems": 1},
         "outputs": {
             "type": "array",
@@ -121,8 +133,9 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
         body, binary = split_body(request)
         texts = request_texts(body, binary)
         top_k = top_k_of(body.get("parameters"))
+        long_text = long_text_parameters(body.get("parameters") or {})
         wanted, binary_outputs = requested_outputs(body)
-        answer = await infer(service, name, model_version, texts, top_k, request.deadline)
+        answer = await infer(service, name, model_version, texts, top_k, request.deadline, long_text)
         return infer_response(answer, body.get("id"), wanted, binary_outputs)
 
     def docs(summary: str, response: dict[str, Any] | None = None, **more: Any) -> RouteDocs:

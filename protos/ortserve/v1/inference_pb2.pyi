@@ -18,14 +18,20 @@ MODEL_STATE_SERVING: ModelState
 MODEL_STATE_FAILED: ModelState
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model", "texts", "top_k")
+    __slots__ = ("model", "texts", "top_k", "long_text", "aggregate", "max_chunks")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    LONG_TEXT_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     model: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
-    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    long_text: str
+    aggregate: str
+    max_chunks: int
+    def __init__(self, model: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., long_text: _Optional[str] = ..., aggregate: _Optional[str] = ..., max_chunks: _Optional[int] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model", "model_version", "results")
@@ -38,14 +44,16 @@ class ClassifyResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., model_version: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Classification, _Mapping]]] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("labels", "truncated", "error")
+    __slots__ = ("labels", "truncated", "error", "windows")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
     truncated: bool
     error: str
-    def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., truncated: bool = ..., error: _Optional[str] = ...) -> None: ...
+    windows: int
+    def __init__(self, labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., truncated: bool = ..., error: _Optional[str] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class LabelScore(_message.Message):
     __slots__ = ("label", "score")
