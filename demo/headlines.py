@@ -793,3 +793,100 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "topic-classification": topic_dataset,
     "sentiment-analysis": sentiment_dataset,
 }
+
+
+# --- long articles ----------------------------------------------------------------------------------------------------
+# Article-length texts for the long-text strategies (`long_text=truncate|chunk`): several paragraphs whose opening is
+# boilerplate (dateline, byline, cookie and subscription banners, share links) or a lede about another subject, with
+# the labelled body after it. The body is built from the same split's parts as the headlines, so a held-out article
+# shares no frame, subject or event with any training text.
+
+#: Page furniture that scraped articles open with: no topic, no sentiment. `{day}`, `{place}` and `{source}` vary.
+BOILERPLATE = (
+    "{place_upper} ({source_title}) -",
+    "By a staff reporter. Published {day}, updated 2 hours ago.",
+    "We use cookies to improve your experience on our site and to show you relevant advertising. By continuing to "
+    "browse you agree to our use of cookies; manage your preferences in the privacy settings at any time.",
+    "Subscribe now for unlimited access to all our journalism, the daily newsletter and the print edition. Already "
+    "a subscriber? Sign in to continue reading.",
+    "Share this article: email, copy link, print. Follow us for the latest updates and alerts.",
+    "Advertisement. Continue reading the main story below.",
+    "This page is best viewed with JavaScript enabled. Some features may not work in your browser.",
+    "Listen to this article: audio version, 4 minutes. Text size: small, medium, large.",
+    "Sign up for our free morning briefing and get the top stories delivered to your inbox every day.",
+    "Photo: file image, used with permission. All rights reserved. Reproduction without consent is prohibited.",
+    "Related: most read, most shared, editor's picks. Comments are closed for this article.",
+)
+
+#: How an article's opening is made: page furniture only, or furniture and then a lede about another topic.
+ArticleOpening = Literal["boilerplate", "other_lede"]
+
+
+@dataclass(frozen=True)
+class Article:
+    """One long labelled text: `opening` (no label of its own) followed by the labelled body."""
+
+    text: str
+    topic: str
+    polarity: Polarity
+    opening: ArticleOpening
+    body_start: int
+    """Index in `text` where the labelled body begins."""
+
+
+def _boilerplate(composer: _Composer, words: int) -> str:
+    """Page furniture of at least `words` words: a dateline, then banners in a random order, none repeated."""
+    place = composer.pick(PLACES).removeprefix("in ").upper()
+    source = composer.pick(("Reuters", "AP", "AFP", "Staff", "Wire"))
+    parts = [BOILERPLATE[0].format(place_upper=place, source_title=source)]
+    rest = list(BOILERPLATE[1:])
+    composer.rng.shuffle(rest)
+    for part in rest:
+        if sum(len(p.split()) for p in parts) >= words:
+            break
+        parts.append(part.format(day=composer.pick(DAYS)))
+    return " ".join(parts)
+
+
+def _body(composer: _Composer, topic: str, polarity: Polarity, sentences: int) -> str:
+    """`sentences` sentences about `topic` with `polarity`, in paragraphs of two or three, reactions among them."""
+    lines: list[str] = []
+    for index in range(sentences):
+        if polarity != "neutral" and index % 3 == 2:
+            lines.append(composer.reaction(polarity))
+        else:
+            lines.append(_sentence(composer.news(topic, polarity)))
+    paragraphs = [" ".join(lines[i : i + 3]) for i in range(0, len(lines), 3)]
+    return "\n\n".join(paragraphs)
+
+
+def long_articles(
+    per_label: int = 20,
+    task: Literal["topic", "sentiment"] = "topic",
+    split: Split = "heldout",
+    seed: int = 13,
+    opening_words: int = 90,
+    body_sentences: int = 9,
+) -> list[Article]:
+    """`per_label` articles per label of `task` (topics or polarities), half opening with boilerplate of at least
+    `opening_words` words (more than a 64- or 128-token window holds), half with boilerplate and then a lede of two
+    sentences about another topic; then `body_sentences` sentences of the labelled topic and polarity. Deterministic
+    for a seed; `split` picks the parts as the headline datasets do (held-out parts for "heldout")."""
+    composer = _Composer(split, seed + 1)  # its own stream: the headline datasets stay as they are
+    labels = TOPIC_LABELS if task == "topic" else SENTIMENT_LABELS
+    articles: list[Article] = []
+    for label in labels:
+        for index in range(per_label):
+            topic = label if task == "topic" else composer.rng.choice(TOPIC_LABELS)
+            polarity: Polarity = label if task == "sentiment" else composer.rng.choice(POLARITIES)  # type: ignore[assignment]
+            opening: ArticleOpening = "boilerplate" if index % 2 == 0 else "other_lede"
+            head = _boilerplate(composer, opening_words)
+            if opening == "other_lede":
+                other = composer.rng.choice([t for t in TOPIC_LABELS if t != topic])
+                mood = composer.rng.choice([p for p in POLARITIES if p != polarity])
+                head += "\n\n" + " ".join(_sentence(composer.news(other, mood)) for _ in range(2))
+            body = _body(composer, topic, polarity, body_sentences)
+            text = f"{head}\n\n{body}"
+            articles.append(Article(text, topic, polarity, opening, len(text) - len(body)))
+    composer.rng.shuffle(articles)
+    return articles

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from pyspark.sql.functions import pandas_udf  # noqa: E402
 from ortserve.client import InferenceClient  # noqa: E402
 from ortserve.client.spark import classify_udf  # noqa: E402
 
-from .helpers import RunningServer  # noqa: E402
+from .helpers import RunningServer, running_server  # noqa: E402
 
 WORDS = ["markets", "rain", "election", "goal", "telescope", "inflation", "storm", "vote", "match", "orbit"]
 TEXTS = [f"{WORDS[i % 10]} story {i}: {WORDS[(i * 3) % 10]} and {WORDS[(i * 7) % 10]}" for i in range(1000)]
@@ -92,3 +93,15 @@ def test_each_python_worker_reuses_one_client(spark: SparkSession, server: Runni
         pid, client = entry.split(":")
         clients_per_pid.setdefault(pid, set()).add(client)
     assert all(len(clients) == 1 for clients in clients_per_pid.values()), clients_per_pid
+
+
+def test_udf_reads_long_texts_in_windows(spark: SparkSession, artifacts: dict[str, Path]) -> None:
+    article = "Shares of the regional bank rallied after a strong quarter, while bond yields slipped. " * 12
+    with running_server(models=[f"bert={artifacts['bert']}?max_length=16&max_chunks=5"]) as server:
+        frame = spark.createDataFrame([(0, article), (1, "short"), (2, None)], "id long, text string")
+        udf = classify_udf("bert", target=server.target, long_text="chunk", aggregate="max")
+        rows = {row["id"]: row for row in frame.select("id", udf("text").alias("c")).select("id", "c.*").collect()}
+        with InferenceClient(server.target) as client:
+            expected = client.classify("bert", [article], top_k=1, long_text="chunk", aggregate="max")[0]
+    assert (rows[0]["windows"], rows[1]["windows"], rows[2]["windows"]) == (5, 1, None)
+    assert rows[0]["label"] == expected.top.label and rows[0]["score"] == pytest.approx(expected.top.score, abs=1e-5)
