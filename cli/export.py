@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation-texts", type=Path, help="file of texts for the accuracy gate, one per line")
     parser.add_argument("--opset", type=int, help="ONNX opset (default: optimum's choice for the architecture)")
     parser.add_argument(
+        "--max-length",
+        type=int,
+        help="tokens of one text the served model reads, recorded in the manifest (a server may still set its own "
+        "per model); e.g. the length it was trained on (default: the model's limit)",
+    )
+    parser.add_argument(
         "--tracking-uri",
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else MLflow's default sqlite:///<cwd>/mlflow.db)",
     )
@@ -180,6 +186,7 @@ def _export(args: argparse.Namespace) -> tuple[int, str | None]:
             tracking_uri=args.tracking_uri,
             int8=args.int8,
             allow_fp32=args.allow_fp32,
+            max_length=args.max_length,
         )
     except AliasNotMovedError as exc:  # registered, but not promoted: the summary still says what was registered
         print(json.dumps(exc.report.to_dict(), indent=2))

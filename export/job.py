@@ -50,6 +50,7 @@ def export_model(
     tracking_uri: str | None = None,
     int8: Int8Choice = DEFAULT_INT8,
     allow_fp32: bool = False,
+    max_length: int | None = None,
 ) -> ExportReport:
     """Export SOURCE to a validated ONNX artifact and register it in MLflow; return the report.
 
@@ -72,8 +73,10 @@ def export_model(
     temporary directory that the message names). Every other failure raises `ExportError` with a one-line message
     naming the source and what to do.
 
-    `int8` picks the int8 method when `quantize` is on: "dynamic", "static" (QDQ, calibrated on the validation
-    texts) or "auto" (both, the fastest that passes the gate is kept; see `ExportOptions.int8`).
+    `max_length` sets the tokens of one text the served model reads (default: the model's limit; see
+    `ExportOptions.max_length`). `int8` picks the int8 method when `quantize` is on: "dynamic", "static" (QDQ,
+    calibrated on the validation texts) or "auto" (both, the fastest that passes the gate is kept; see
+    `ExportOptions.int8`).
     """
     huggingface_offline()  # offline by construction, before transformers is first imported
     options = ExportOptions(
@@ -83,6 +86,7 @@ def export_model(
         validation_texts=list(validation_texts) if validation_texts is not None else None,
         thresholds=thresholds or GateThresholds(),
         int8=int8,
+        max_length=max_length,
     )
     int8_methods(int8)  # an unknown method fails here, before anything is downloaded
     ref = parse_source(source)
@@ -166,6 +170,8 @@ def export_key(source: ResolvedSource, options: ExportOptions) -> str:
     }
     if options.quantize and options.int8 != "dynamic":  # absent for dynamic: keys of earlier exports still match
         payload["int8"] = options.int8
+    if options.max_length is not None:  # absent by default, likewise
+        payload["max_length"] = options.max_length
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 

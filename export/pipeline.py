@@ -78,6 +78,11 @@ class ExportOptions:
     activation scales calibrated on the validation texts) or "auto" (make both, keep the fastest that passes the
     int8 gate, timed side by side during the export; the figures and the decision go into the manifest's
     `export.int8` and the registered version's tags)."""
+    max_length: int | None = None
+    """Tokens of one text the served model reads (its window), recorded as the manifest's `max_length`; None for the
+    model's own limit (its position embeddings). A model fine-tuned on short texts is often as accurate, and far
+    cheaper on long ones, at the length it was trained on. The model's limit is recorded too
+    (`export.model_max_length`), so that a server may still be set up to read up to it."""
 
 
 @dataclass
@@ -227,7 +232,7 @@ def export_graph(run: ExportRun, lineage: dict[str, Any]) -> Path:
     with run.timer.step("export"):
         plain = export_onnx(run.model_dir, run.work / "model.fp32.onnx", run.options.opset, run.label)
         run.source.tokenizer.backend_tokenizer.save(str(run.work / TOKENIZER_FILE))
-    run.manifest = _manifest(run.source, plain, lineage)
+    run.manifest = _manifest(run.source, plain, lineage, run.options.max_length)
     run.texts = list(run.options.validation_texts or default_validation_texts(run.source.tokenizer))
     return plain
 
@@ -248,10 +253,11 @@ def check_fp32(run: ExportRun, plain: Path, fused: Path | None) -> Path:
     dropped for the plain one. Returns the fp32 graph to keep; raises `ParityError` (after writing the failed
     export and its report to `output`) if even the plain graph misses the gate."""
     thresholds = run.options.thresholds
+    assert run.manifest is not None
     with run.timer.step("validate"):
         source = run.source
         run.reference = torch_probabilities(
-            run.torch_model, source.tokenizer, run.texts, source.max_length, source.multi_label
+            run.torch_model, source.tokenizer, run.texts, run.manifest.max_length, source.multi_label
         )
         chosen = fused or plain
         fp32 = _parity(run, chosen)
@@ -458,19 +464,31 @@ def _passes_fp32(report: ParityReport, thresholds: GateThresholds) -> bool:
     )
 
 
-def _manifest(classifier: HuggingFaceClassifier, onnx_path: Path, lineage: dict[str, Any]) -> ArtifactManifest:
+def _manifest(
+    classifier: HuggingFaceClassifier, onnx_path: Path, lineage: dict[str, Any], max_length: int | None = None
+) -> ArtifactManifest:
     import onnx
 
+    if max_length is not None and not 2 <= max_length <= classifier.max_length:
+        raise ExportError(
+            f"--max-length {max_length}: the model reads 2 to {classifier.max_length} tokens; choose a length in "
+            "that range"
+        )
     graph = onnx.load(str(onnx_path), load_external_data=False)
     opset = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
     return ArtifactManifest(
         labels=classifier.labels,
         problem_type=classifier.problem_type,  # type: ignore[arg-type]
-        max_length=classifier.max_length,
+        max_length=max_length or classifier.max_length,
         input_names=[i.name for i in graph.graph.input],
         pad_token_id=int(classifier.tokenizer.pad_token_id or 0),
         source=lineage,
-        export={"opset": opset, "model_type": classifier.config.model_type, **_tool_versions()},
+        export={
+            "opset": opset,
+            "model_type": classifier.config.model_type,
+            "model_max_length": classifier.max_length,
+            **_tool_versions(),
+        },
     )
 
 

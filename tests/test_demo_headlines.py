@@ -73,3 +73,24 @@ def test_showcase_texts_are_never_generated() -> None:
 def test_too_many_examples_asked_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="distinct texts for label"):
         sentiment_dataset(10, 100_000)
+
+
+@pytest.mark.parametrize("task", DATASETS)
+def test_long_articles_open_with_unlabelled_text_then_the_labelled_body(task: str) -> None:
+    from demo.headlines import long_articles
+
+    articles = long_articles(6, task)  # type: ignore[arg-type]
+    again = long_articles(6, task)  # type: ignore[arg-type]
+    assert articles == again and len(articles) == 6 * len(DATASETS[task][1])
+    label_of = (lambda a: a.topic) if task == "topic" else (lambda a: a.polarity)
+    assert Counter(label_of(a) for a in articles) == dict.fromkeys(DATASETS[task][1], 6)
+    assert Counter(a.opening for a in articles) == {"boilerplate": len(articles) // 2, "other_lede": len(articles) // 2}
+    for article in articles:
+        opening, body = article.text[: article.body_start], article.text[article.body_start :]
+        assert len(opening.split()) >= 90 and len(body.split()) > len(opening.split()) / 2
+        assert "cookies" in opening or "Subscribe" in opening or "Share" in opening or "Sign" in opening
+        if article.opening == "other_lede":  # a lede about another topic: a subject of another topic
+            assert any(s in opening for t in TOPIC_LABELS if t != article.topic for s in TOPICS[t].subjects)
+        assert any(s in body for s in TOPICS[article.topic].subjects)
+    heldout_subjects = [s for parts in TOPICS.values() for s in split_pool(parts.subjects, "heldout")]
+    assert all(any(s in a.text[a.body_start :] for s in heldout_subjects) for a in articles)

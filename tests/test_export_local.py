@@ -123,3 +123,17 @@ def test_third_party_noise_is_silenced_unless_verbose(model_dirs: dict[str, Path
     verbose = run_cli(*args, str(tmp_path / "verbose"), "--verbose", cwd=tmp_path)
     assert verbose.returncode == 0, verbose.stderr
     assert "TracerWarning" in verbose.stderr
+
+
+def test_max_length_is_recorded_and_served(local_models: dict[str, Path], tmp_path: Path):
+    out = tmp_path / "out"
+    code = export_cli([str(local_models["bert"]), "--output", str(out), "--no-quantize", "--max-length", "32"])
+    assert code == 0
+    classifier = OnnxClassifier.load(out)
+    assert classifier.max_length == 32 and classifier.manifest.export["model_max_length"] == 128
+    assert classifier.tokenize([" ".join(TEXTS * 20)]).lengths == [32]
+    from ortserve.server.runtime import SessionConfig
+
+    assert OnnxClassifier.load(out, SessionConfig(max_length=128)).max_length == 128  # the server may read more
+    code = export_cli([str(local_models["bert"]), "--output", str(tmp_path / "bad"), "--max-length", "4096"])
+    assert code != 0
