@@ -61,6 +61,10 @@ def _run_jobs(request: dict[str, Any]) -> list[dict[str, Any]]:
             elif job["op"] == "download":
                 fetch_registered_artifact(client, job["name"], job["version"], Path(job["destination"]), tracking_uri)
                 results.append({})
+            elif job["op"] == "set_tags":  # the challenger write-back of the server
+                for key, value in json.loads(job["tags"]).items():
+                    client.set_model_version_tag(job["name"], job["version"], key, value)
+                results.append({})
             else:
                 raise ValueError(f"unknown job {job['op']!r}")
         except (ContractError, OSError) as exc:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import time
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .errors import InvalidInputError, ModelNotReadyError
 from .model_table import ModelTable, ServedModel
 from .observability.call_context import current_call
 from .result_cache import ResultCache
 from .types import Classification, ClassifyResult, ModelDescription, ModelState
+
+if TYPE_CHECKING:
+    from .challenger import Challenger
+
+#: gRPC metadata key (and V2 request parameter) of a call's canary key: calls with one key are always answered by
+#: one side, champion or challenger (`Challenger.answers`).
+CANARY_KEY = "x-ortserve-canary-key"
 
 #: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
 #: cannot exist here, so it is INVALID_ARGUMENT, and it is never echoed back.
@@ -45,22 +54,46 @@ class RequestLimits:
 class InferenceService:
     """Classify, ListModels and GetModel, independent of gRPC."""
 
-    def __init__(self, table: ModelTable, limits: RequestLimits | None = None, cache: ResultCache | None = None):
+    def __init__(
+        self,
+        table: ModelTable,
+        limits: RequestLimits | None = None,
+        cache: ResultCache | None = None,
+        challengers: Mapping[str, Challenger] | None = None,
+    ):
         self.table = table
         self.limits = limits or RequestLimits()
         self.cache = cache if cache is not None else ResultCache(0)
+        self.challengers: Mapping[str, Challenger] = challengers or {}
+        """The challenger of each model that has one, by the model's name."""
 
     async def classify(
-        self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
+        self,
+        model: str,
+        texts: Sequence[str],
+        top_k: int = 0,
+        deadline: float | None = None,
+        canary_key: str | None = None,
     ) -> ClassifyResult:
-        """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None."""
+        """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None. With a
+        challenger, the call may be answered by it (canary, sticky by `canary_key`) or shadowed through it after
+        the champion answered."""
         check_model_name(model)
         self._validate(texts, top_k)
         served = self.table.get(model)
         if served.current is None:
             detail = f": {served.last_error}" if served.last_error else ""
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
-        version, rows = await self._ranked_rows(served, texts, deadline)
+        challenger = self.challengers.get(model)
+        if challenger is not None and challenger.answers(canary_key):
+            output = await challenger.model.batcher.submit(texts, deadline, current_call())
+            challenger.canary_calls += 1
+            version, rows = output.version, output.rows
+        else:
+            started = time.monotonic()
+            version, rows = await self._ranked_rows(served, texts, deadline)
+            if challenger is not None:
+                challenger.after_answer(texts, rows, version, time.monotonic() - started)
         results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in rows]
         return ClassifyResult(model, version, results, ranked=list(rows))
 
@@ -89,11 +122,13 @@ class InferenceService:
         return output.version, rows
 
     def list_models(self) -> list[ModelDescription]:
-        return [model.describe() for model in self.table]
+        return [self.get_model(model.name) for model in self.table]
 
     def get_model(self, name: str) -> ModelDescription:
         check_model_name(name)
-        return self.table.get(name).describe()
+        description = self.table.get(name).describe()
+        challenger = self.challengers.get(name)
+        return description if challenger is None else replace(description, challenger=challenger.describe())
 
     def all_serving(self) -> bool:
         return all(model.state is ModelState.SERVING for model in self.table)

@@ -29,6 +29,7 @@ from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
 from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from .service import InferenceService
+from .transport import canary_key
 from .types import Classification, ModelDescription, ModelState
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         wanted = requested_outputs(request)
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        result = await self._service.classify(request.model_name, texts, top_k, deadline)
+        key = canary_key(context)
+        result = await self._service.classify(request.model_name, texts, top_k, deadline, key)
         if result.model_version != description.version:  # a new version was swapped in during the call
             description = self._service.get_model(request.model_name)
         tensors = output_tensors(description.labels, result.ranked, result.results)

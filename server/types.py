@@ -5,6 +5,10 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .comparison import ChallengerDescription
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,8 @@ class ModelDescription:
     loaded_at: str = ""
     note: str = ""
     failed_updates: int = 0
+    challenger: ChallengerDescription | None = None
+    """The model's challenger and its comparison with the serving version, if it has one."""
 
 
 @dataclass

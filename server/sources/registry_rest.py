@@ -117,11 +117,23 @@ class RestRegistryClient:
         aliases = {a["alias"]: str(a["version"]) for a in model.get("aliases", [])}
         return RestRegisteredModel(model.get("name", name), aliases)
 
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        """Set one tag on a model version (the challenger write-back, `server/challenger.py`)."""
+        self._request("model-versions/set-tag", {}, {"name": name, "version": version, "key": key, "value": value})
+
     # --- HTTP -------------------------------------------------------------------------------------------------------
 
     def _get(self, endpoint: str, params: dict[str, str]) -> Any:
-        url = f"{self._base}{API}{endpoint}?{urlencode(params)}"
-        request = urllib.request.Request(url, headers=self._headers)
+        return self._request(endpoint, params)
+
+    def _request(self, endpoint: str, params: dict[str, str], body: dict[str, str] | None = None) -> Any:
+        """GET `endpoint` with `params`, or POST `body` as JSON when given; retried like MLflow does."""
+        url = f"{self._base}{API}{endpoint}" + (f"?{urlencode(params)}" if params else "")
+        if body is None:
+            request = urllib.request.Request(url, headers=self._headers)
+        else:
+            headers = {**self._headers, "Content-Type": "application/json"}
+            request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:

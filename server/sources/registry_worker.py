@@ -89,6 +89,10 @@ class RegistryWorker:
         `destination` (replacing what is there). Raises the contract's errors, or `OSError` for the cache."""
         self._submit("download", {"name": name, "version": version, "destination": str(destination)})
 
+    def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set `tags` on registered `name`/`version` (the challenger write-back). Raises the contract's errors."""
+        self._submit("set_tags", {"name": name, "version": version, "tags": json.dumps(tags)})
+
     def _submit(self, op: str, args: dict[str, str]) -> dict[str, Any]:
         job = _Job(op, args)
         with self._lock:
