@@ -13,8 +13,8 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .errors import caller_message
 from .comparison import CHALLENGER, CHAMPION, ChallengerDescription
+from .errors import caller_message
 from .service import CANARY_KEY, InferenceService
 from .types import ClassifyResult, ModelDescription, ModelState
 
