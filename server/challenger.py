@@ -124,6 +124,13 @@ class Challenger:
     def _sampled(self) -> bool:
         return self._random.random() < self.shadow
 
+    def report(self) -> ComparisonReport:
+        """The comparison of the versions served now: it starts over as soon as either side has swapped."""
+        champion, challenger = self.champion.current, self.model.current
+        if champion is not None and challenger is not None:
+            self.comparison.observe_versions(champion.version, challenger.version)
+        return self.comparison.report()
+
     def describe(self) -> ChallengerDescription:
         loaded = self.model.current
         return ChallengerDescription(
@@ -135,7 +142,7 @@ class Challenger:
             canary=self.canary,
             canary_calls=self.canary_calls,
             shadow_dropped=dict(self.feeder.dropped),
-            comparison=self.comparison.report(),
+            comparison=self.report(),
         )
 
 
@@ -230,6 +237,10 @@ class ShadowFeeder:
             log.warning("model %s: a shadow run failed: %s", challenger.model.name, type(exc).__name__)
             challenger.comparison.record_error(CHALLENGER)
             return
+        current = challenger.model.current
+        if current is None or current.version != output.version:  # swapped meanwhile: a pair no longer compared
+            self._drop(job, "inactive", dequeued=False)
+            return
         challenger.comparison.observe_versions(job.champion_version, output.version)
         challenger.comparison.record(job.champion_rows, output.rows, job.champion_s, time.monotonic() - started)
 
@@ -251,11 +262,11 @@ class ChallengerWatcher(VersionWatcher):
 
 
 def registry_tags(champion: str, report: ComparisonReport) -> dict[str, str]:
-    """The tags written on the challenger's model version: the comparison, with no text in it."""
+    """The tags written on the challenger's model version: the comparison, with no text in it. `texts_compared` comes
+    last: tags are written one by one, so a reader that sees a new count sees the figures that go with it."""
     return {
         f"{TAG_PREFIX}model": champion,
         f"{TAG_PREFIX}champion_version": report.champion_version,
-        f"{TAG_PREFIX}texts_compared": str(report.texts_compared),
         f"{TAG_PREFIX}agreements": str(report.agreements),
         f"{TAG_PREFIX}agreement": f"{report.agreement:.6f}",
         f"{TAG_PREFIX}label_flips": json.dumps({f"{a}->{b}": n for (a, b), n in sorted(report.flips.items())}),
@@ -269,6 +280,7 @@ def registry_tags(champion: str, report: ComparisonReport) -> dict[str, str]:
         ),
         f"{TAG_PREFIX}errors": json.dumps(report.errors),
         f"{TAG_PREFIX}updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        f"{TAG_PREFIX}texts_compared": str(report.texts_compared),
     }
 
 
@@ -305,7 +317,7 @@ class RegistryWriteBack:
     async def write_all(self) -> None:
         for challenger in self.challengers:
             write = getattr(challenger.model.source, "set_version_tags", None)
-            report = challenger.comparison.report()
+            report = challenger.report()
             if write is None or not report.texts_compared or not report.challenger_version:
                 continue
             if self._written.get(challenger.model.name) == (report.challenger_version, report.texts_compared):

@@ -286,7 +286,7 @@ class ChallengerCollector(Collector):
         )
         for challenger in self._challengers:
             name = challenger.champion.name
-            report = challenger.comparison.report()
+            report = challenger.report()
             compared.add_metric([name], report.texts_compared)
             agreed.add_metric([name], report.agreements)
             agreement.add_metric([name], report.agreement)
