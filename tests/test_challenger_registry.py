@@ -12,20 +12,24 @@ import pytest
 from .helpers import running_server
 from .mlflow_server import MlflowServer
 from .registry_helpers import register_artifact
-from .test_challenger import TEXTS, challenger_artifact, classify, get_model, wait_for  # noqa: F401 (fixture)
+from .test_challenger import TEXTS, classify, get_model, wait_for
+from .test_challenger import challenger_artifact as challenger_artifact_fixture
+
+#: The differently initialised sentiment version of test_challenger.py, as a fixture of this module too.
+challenger = challenger_artifact_fixture
 
 POLL = 0.5
 
 
 def test_both_aliases_are_followed_and_the_comparison_is_written_back(
-    mlflow_server: MlflowServer, artifacts: dict[str, Path], challenger_artifact: Path, tmp_path: Path
+    mlflow_server: MlflowServer, artifacts: dict[str, Path], challenger: Path, tmp_path: Path
 ) -> None:
     import mlflow
 
     registry = mlflow_server.tracking_uri
     name = f"sentiment-{uuid.uuid4().hex[:8]}"
     v1 = register_artifact(registry, name, artifacts["bert"], alias="champion")
-    v2 = register_artifact(registry, name, challenger_artifact, alias="challenger")
+    v2 = register_artifact(registry, name, challenger, alias="challenger")
     v3 = register_artifact(registry, name, artifacts["distilbert"])
     client = mlflow.MlflowClient(registry)
     spec = f"sentiment=models:/{name}@champion?challenger=models:/{name}@challenger&shadow=1"
