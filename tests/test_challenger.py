@@ -185,8 +185,9 @@ def test_shadow_counts_equal_an_offline_comparison_through_onnx_runtime(
     metrics = scrape(shadowed)
     flips = {k: v for k, v in expected_pairs.items() if k[0] != k[1]}
     for (a, b), count in flips.items():
-        line = f'ortserve_challenger_label_pairs_total{{challenger_label="{b}",champion_label="{a}",model="sentiment"}}'
-        assert f"{line} {float(count)}" in metrics
+        labels = f'{{challenger_label="{b}",champion_label="{a}",model="sentiment"}} {float(count)}'
+        assert f"ortserve_challenger_label_pairs_total{labels}" in metrics
+        assert f"ortserve_challenger_label_flips_total{labels}" in metrics
     assert f'ortserve_challenger_texts_compared_total{{model="sentiment"}} {float(len(TEXTS))}' in metrics
     assert 'ortserve_shadow_dropped_texts_total{model="sentiment",reason="queue"} 0.0' in metrics
 

@@ -256,6 +256,11 @@ class ChallengerCollector(Collector):
             "Compared texts by the champion's and the challenger's top label (off the diagonal: the flips).",
             labels=["model", "champion_label", "challenger_label"],
         )
+        flips = CounterMetricFamily(
+            "ortserve_challenger_label_flips",
+            "Compared texts whose top label differs, by the champion's and the challenger's label.",
+            labels=["model", "champion_label", "challenger_label"],
+        )
         delta = GaugeMetricFamily(
             "ortserve_challenger_score_delta",
             "|challenger score - champion score| on the champion's top label: mean over all, p99 of the recent.",
@@ -292,6 +297,8 @@ class ChallengerCollector(Collector):
             agreement.add_metric([name], report.agreement)
             for (champion_label, challenger_label), count in sorted(report.label_pairs.items()):
                 pairs.add_metric([name, champion_label, challenger_label], count)
+                if champion_label != challenger_label:
+                    flips.add_metric([name, champion_label, challenger_label], count)
             delta.add_metric([name, "mean"], report.score_delta_mean)
             delta.add_metric([name, "p99"], report.score_delta_p99)
             for role, (p50, p95) in report.latency_s.items():
@@ -306,7 +313,20 @@ class ChallengerCollector(Collector):
             comparing.add_metric([name], 1.0 if challenger.comparing else 0.0)
             if challenger.model.current is not None:
                 version.add_metric([name, challenger.model.current.version], 1.0)
-        yield from (compared, agreed, agreement, pairs, delta, latency, errors, dropped, queued, canary, comparing)
+        yield from (
+            compared,
+            agreed,
+            agreement,
+            pairs,
+            flips,
+            delta,
+            latency,
+            errors,
+            dropped,
+            queued,
+            canary,
+            comparing,
+        )
         yield version
 
 
