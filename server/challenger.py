@@ -269,7 +269,7 @@ def registry_tags(champion: str, report: ComparisonReport) -> dict[str, str]:
         f"{TAG_PREFIX}champion_version": report.champion_version,
         f"{TAG_PREFIX}agreements": str(report.agreements),
         f"{TAG_PREFIX}agreement": f"{report.agreement:.6f}",
-        f"{TAG_PREFIX}label_flips": json.dumps({f"{a}->{b}": n for (a, b), n in sorted(report.flips.items())}),
+        f"{TAG_PREFIX}label_flips": json.dumps(report.flips_by_name()),
         f"{TAG_PREFIX}score_delta_mean": f"{report.score_delta_mean:.6f}",
         f"{TAG_PREFIX}score_delta_p99": f"{report.score_delta_p99:.6f}",
         f"{TAG_PREFIX}latency_ms": json.dumps(

@@ -56,6 +56,10 @@ class ComparisonReport:
         """The label pairs that differ: champion label → challenger label."""
         return {pair: count for pair, count in self.label_pairs.items() if pair[0] != pair[1]}
 
+    def flips_by_name(self) -> dict[str, int]:
+        """The flips keyed `"champion label->challenger label"` (for JSON: the registry tags, V2 metadata)."""
+        return {f"{a}->{b}": n for (a, b), n in sorted(self.flips.items())}
+
 
 class Comparison:
     """Running counts of one champion/challenger pair. Written on the event loop, read by metric scrapes from

@@ -16,6 +16,7 @@ A request that sends `raw_input_contents` (as tritonclient does) gets `raw_outpu
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import struct
 import time
@@ -27,6 +28,7 @@ import numpy as np
 from ortserve.v2 import grpc_predict_v2_pb2 as pb
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
+from .comparison import ChallengerDescription
 from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from .service import InferenceService
 from .transport import canary_key
@@ -132,7 +134,7 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
     labels = len(description.labels) or -1  # -1 (unknown) until a version is loaded
     tensor = pb.ModelMetadataResponse.TensorMetadata
-    return pb.ModelMetadataResponse(
+    response = pb.ModelMetadataResponse(
         name=description.name,
         versions=[description.version] if description.version else [],
         platform=PLATFORM,
@@ -144,6 +146,36 @@ def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
             tensor(name=OUTPUT_TOP_SCORES, datatype="FP32", shape=[-1, -1]),
         ],
     )
+    if description.challenger is not None:
+        for key, value in challenger_parameters(description.challenger).items():
+            parameter = response.parameters[key]
+            if isinstance(value, bool):
+                parameter.bool_param = value
+            elif isinstance(value, int):
+                parameter.int64_param = value
+            else:
+                parameter.string_param = value
+    return response
+
+
+def challenger_parameters(challenger: ChallengerDescription) -> dict[str, bool | int | str]:
+    """The comparison as V2 metadata parameters (`challenger_*`): counts as int64, shares and figures as strings
+    (this protocol's parameters have no double), the label flips and drops as JSON objects."""
+    report = challenger.comparison
+    return {
+        "challenger_version": challenger.version,
+        "challenger_champion_version": report.champion_version,
+        "challenger_comparing": challenger.comparing,
+        "challenger_stopped_reason": challenger.stopped_reason,
+        "challenger_texts_compared": report.texts_compared,
+        "challenger_agreements": report.agreements,
+        "challenger_agreement": f"{report.agreement:.6f}",
+        "challenger_label_flips": json.dumps(report.flips_by_name()),
+        "challenger_score_delta_mean": f"{report.score_delta_mean:.6f}",
+        "challenger_score_delta_p99": f"{report.score_delta_p99:.6f}",
+        "challenger_canary_calls": challenger.canary_calls,
+        "challenger_shadow_dropped": json.dumps(challenger.shadow_dropped, sort_keys=True),
+    }
 
 
 def input_texts(request: pb.ModelInferRequest) -> list[str]:

@@ -192,6 +192,24 @@ def test_shadow_counts_equal_an_offline_comparison_through_onnx_runtime(
     assert 'ortserve_shadow_dropped_texts_total{model="sentiment",reason="queue"} 0.0' in metrics
 
 
+def test_v2_model_metadata_carries_the_comparison_as_parameters(shadowed: RunningServer) -> None:
+    from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
+    from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
+
+    classify(shadowed.target, "sentiment", TEXTS[:3])
+    wait_for(lambda: get_model(shadowed.target, "sentiment").challenger.texts_compared >= 3)
+    info = get_model(shadowed.target, "sentiment").challenger
+    with grpc.insecure_channel(shadowed.target) as channel:
+        stub = pb_v2_grpc.GRPCInferenceServiceStub(channel)
+        metadata = stub.ModelMetadata(pb_v2.ModelMetadataRequest(name="sentiment"), timeout=10)
+    parameters = metadata.parameters
+    assert parameters["challenger_version"].string_param == info.version
+    assert parameters["challenger_comparing"].bool_param is True
+    assert parameters["challenger_texts_compared"].int64_param == info.texts_compared
+    flips = {f"{p.champion_label}->{p.challenger_label}": p.texts for p in info.label_pairs}
+    assert json.loads(parameters["challenger_label_flips"].string_param).items() <= flips.items()
+
+
 def scrape(server: RunningServer) -> str:
     assert server.server is not None and server.server.metrics_endpoint is not None
     url = f"http://127.0.0.1:{server.server.metrics_endpoint.port}/metrics"
