@@ -207,7 +207,8 @@ class ShadowFeeder:
 
     def _take(self, max_texts: int) -> list[_ShadowJob]:
         """The oldest jobs up to `max_texts` texts (at least one job): one challenger batch."""
-        batch, texts = [], 0
+        batch: list[_ShadowJob] = []
+        texts = 0
         while self._jobs and (not batch or texts + len(self._jobs[0].texts) <= max_texts):
             job = self._jobs.popleft()
             self._texts -= len(job.texts)

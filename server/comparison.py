@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from .types import Classification
+from .types import ChallengerDescription, Classification, ComparisonReport
+
+__all__ = ["CHALLENGER", "CHAMPION", "ROLES", "ChallengerDescription", "Comparison", "ComparisonReport"]
 
 #: Most recent values kept per distribution (score deltas, latencies) for the percentiles.
 WINDOW = 10_000
@@ -24,41 +25,6 @@ WINDOW = 10_000
 #: The two sides of a comparison, as metric labels and report keys.
 CHAMPION, CHALLENGER = "champion", "challenger"
 ROLES = (CHAMPION, CHALLENGER)
-
-
-@dataclass(frozen=True)
-class ComparisonReport:
-    """A snapshot of one comparison (what GetModel, the metrics, the CLI and the registry write-back show)."""
-
-    champion_version: str = ""
-    challenger_version: str = ""
-    texts_compared: int = 0
-    agreements: int = 0
-    """Texts whose top-1 label is the same for both versions."""
-    label_pairs: dict[tuple[str, str], int] = field(default_factory=dict)
-    """(champion's top label, challenger's top label) → texts; off the diagonal are the flips."""
-    score_delta_mean: float = 0.0
-    """Mean of |challenger score − champion score| on the champion's top label."""
-    score_delta_p99: float = 0.0
-    latency_s: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Role → (p50, p95) seconds of that version on the compared texts (submit to answer, per call)."""
-    errors: dict[str, int] = field(default_factory=dict)
-    """Role → shadowed calls that failed on that version (a champion failure is never shadowed: 0 unless the
-    champion's answer could not be compared)."""
-
-    @property
-    def agreement(self) -> float:
-        """Top-1 agreement in [0, 1]; 0 before anything was compared."""
-        return self.agreements / self.texts_compared if self.texts_compared else 0.0
-
-    @property
-    def flips(self) -> dict[tuple[str, str], int]:
-        """The label pairs that differ: champion label → challenger label."""
-        return {pair: count for pair, count in self.label_pairs.items() if pair[0] != pair[1]}
-
-    def flips_by_name(self) -> dict[str, int]:
-        """The flips keyed `"champion label->challenger label"` (for JSON: the registry tags, V2 metadata)."""
-        return {f"{a}->{b}": n for (a, b), n in sorted(self.flips.items())}
 
 
 class Comparison:
@@ -135,23 +101,3 @@ def _percentiles(values: np.ndarray) -> tuple[float, float]:
         return 0.0, 0.0
     p50, p95 = np.percentile(values, [50, 95])
     return float(p50), float(p95)
-
-
-@dataclass(frozen=True)
-class ChallengerDescription:
-    """What GetModel (and the CLI report) says about a model's challenger: where it comes from, whether it is
-    compared now (and why not), how traffic reaches it, and the comparison so far."""
-
-    source_uri: str
-    version: str
-    """The challenger version loaded, empty while none is."""
-    comparing: bool
-    stopped_reason: str
-    """Why nothing is compared now (empty while comparing)."""
-    shadow: float
-    canary: float
-    canary_calls: int
-    """Calls answered by the challenger (canary)."""
-    shadow_dropped: dict[str, int]
-    """Texts not shadowed, by reason (queue, admission, deadline, inactive)."""
-    comparison: ComparisonReport

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -148,7 +148,7 @@ def test_the_challenger_settings_come_from_the_environment_too(monkeypatch: pyte
 
 
 @pytest.fixture(scope="module")
-def shadowed(artifacts: dict[str, Path], challenger_artifact: Path) -> RunningServer:
+def shadowed(artifacts: dict[str, Path], challenger_artifact: Path) -> Iterator[RunningServer]:
     with running_server(
         models=[f"sentiment={artifacts['bert']}?challenger={challenger_artifact}&shadow=1"],
         metrics_port=0,
@@ -246,6 +246,7 @@ def test_shadow_work_beyond_its_queue_is_dropped_and_counted(
         assert rows.model_version
 
         async def offer_many() -> None:
+            assert server.server is not None
             served = server.server.table.get("sentiment")
             output = await served.batcher.submit(TEXTS[:16])
             for text, row in zip(TEXTS[:16], output.rows, strict=True):  # 16 calls of one text, in one go
