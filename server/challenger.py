@@ -9,8 +9,8 @@ challenger&shadow=0.1&canary=0.05'`. The design:
   and a failure of it never touches the champion's state or health.
 - Shadow: after the champion answered a call, a `shadow` share of its texts is offered, with the champion's rows, to
   the `ShadowFeeder`: a bounded queue (`shadow_queue_texts`, the oldest dropped first) and one task that submits to
-  the challenger's batcher only while the champion's queue is empty, so no caller's text ever waits behind shadow
-  work; at most one challenger batch of shadow texts runs at a time. Shadow work is dropped, and counted by reason,
+  the challenger's batcher only while the champion is idle enough (its queue empty, its calls in flight within one
+  batch), so no caller's text waits behind shadow work; at most one challenger batch of shadow texts runs at a time. Shadow work is dropped, and counted by reason,
   when the shadow queue is full (`queue`), the challenger's admission refuses it (`admission`), it waited longer than
   `SHADOW_DEADLINE_S` (`deadline`), or nothing is compared now (`inactive`).
 - Canary: `Challenger.answers(key)` picks the challenger for a `canary` share of calls, by a hash of the caller's key
@@ -54,6 +54,8 @@ IDLE_POLL_S = 0.002
 DROP_REASONS = ("queue", "admission", "deadline", "inactive")
 #: Suffix of the challenger's own `ServedModel` name (logs, batch metrics of canary calls).
 CHALLENGER_SUFFIX = "@challenger"
+#: How long the write-back at shutdown may take.
+FINAL_WRITE_TIMEOUT_S = 15.0
 #: Prefix of the tags written on the challenger's registry model version.
 TAG_PREFIX = "ortserve.challenger."
 
@@ -188,17 +190,23 @@ class ShadowFeeder:
         self.dropped[reason] += len(job.texts)
 
     async def _feed(self) -> None:
-        champion = self.challenger.champion.batcher
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._jobs:
                 self._drop_expired()
-                if champion.queued_texts > 0:  # a caller is waiting: shadow work waits (and may expire)
+                if not self._champion_idle_enough():  # callers come first: shadow work waits (and may expire)
                     await asyncio.sleep(IDLE_POLL_S)
                     continue
                 batch = self._take(self.challenger.model.batcher.limits.max_batch_size)
                 await asyncio.gather(*(self._shadow(job) for job in batch))
+
+    def _champion_idle_enough(self) -> bool:
+        """No caller's text is queued for the champion, and its calls in flight fit in one run: under overload
+        (hundreds of calls in flight) the champion's queue empties for instants between runs, and shadow work
+        started then would take cores from the next run."""
+        champion = self.challenger.champion.batcher
+        return champion.queued_texts == 0 and champion.calls_in_flight <= champion.limits.max_batch_size
 
     def _drop_expired(self) -> None:
         now = time.monotonic()
@@ -308,7 +316,10 @@ class RegistryWriteBack:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
-        await self.write_all()
+        try:  # the last figures, bounded: a registry that does not answer must not hold up the shutdown
+            await asyncio.wait_for(self.write_all(), FINAL_WRITE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("the last challenger comparison was not written: the registry did not answer in time")
 
     async def _loop(self) -> None:
         while True:

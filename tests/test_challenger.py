@@ -286,3 +286,21 @@ def test_canary_share_is_within_its_binomial_interval_and_a_key_is_sticky(
         assert get_model(server.target, "sentiment").challenger.canary_calls == observed + 3 * sum(
             v == challenger_version for v in by_key.values()
         )
+
+
+def test_a_challenger_that_cannot_load_leaves_the_champion_serving(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    missing = tmp_path / "no-such-artifact"
+    with running_server(models=[f"sentiment={artifacts['bert']}?challenger={missing}&shadow=1&canary=0.5"]) as server:
+        with grpc.insecure_channel(server.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        champion = get_model(server.target, "sentiment")
+        versions = {classify(server.target, "sentiment", ["steady"], key=f"k{i}").model_version for i in range(20)}
+        assert versions == {champion.version}  # no canary while the challenger is not loaded
+        info = get_model(server.target, "sentiment").challenger
+        assert not info.comparing and "not loaded" in info.stopped_reason and info.version == ""
+        assert str(tmp_path) not in str(info)  # no path reaches a caller
+        # Shadow work offered meanwhile is dropped as inactive, and counted.
+        wait_for(lambda: get_model(server.target, "sentiment").challenger.shadow_dropped["inactive"] == 20)
