@@ -10,9 +10,10 @@ challenger&shadow=0.1&canary=0.05'`. The design:
 - Shadow: after the champion answered a call, a `shadow` share of its texts is offered, with the champion's rows, to
   the `ShadowFeeder`: a bounded queue (`shadow_queue_texts`, the oldest dropped first) and one task that submits to
   the challenger's batcher only while the champion is idle enough (its queue empty, its calls in flight within one
-  batch), so no caller's text waits behind shadow work; at most one challenger batch of shadow texts runs at a time. Shadow work is dropped, and counted by reason,
-  when the shadow queue is full (`queue`), the challenger's admission refuses it (`admission`), it waited longer than
-  `SHADOW_DEADLINE_S` (`deadline`), or nothing is compared now (`inactive`).
+  batch), so no caller's text waits behind shadow work; at most one challenger batch of shadow texts runs at a time.
+  Shadow work is dropped, and counted by reason, when the shadow queue is full (`queue`), the challenger's admission
+  refuses it (`admission`), it waited longer than `SHADOW_DEADLINE_S` (`deadline`), or nothing is compared now
+  (`inactive`).
 - Canary: `Challenger.answers(key)` picks the challenger for a `canary` share of calls, by a hash of the caller's key
   (sticky: one key, one side) or at random without one; the answer carries the challenger's version.
 - The comparison (`comparison.Comparison`) stops while the challenger is not loaded, while its URI does not resolve
