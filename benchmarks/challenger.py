@@ -10,7 +10,7 @@ figures are those of a challenger of the same architecture). Measured:
 - shadow 10 %: texts/s of 32 single-text callers vs off (target ≥ 0.88×), and one caller's p50 vs off (≤ +0.3 ms);
 - shadow 100 % under overload (500 callers): goodput vs off (target ≥ 0.95×), with the shed shadow texts counted;
 - canary 5 %: the share of 10,000 calls the challenger answered, against the binomial 99 % interval;
-- RSS of each process once loaded (a challenger adds its own session and tokenizer).
+- RSS: one model, it with a challenger, and the same two artifacts as two models of their own (`--memory-only`).
 """
 
 from __future__ import annotations
@@ -62,10 +62,16 @@ def challenger_report(port: int, model: str) -> dict[str, Any]:
     }
 
 
-def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[str, Any]:
+def challenger_copy(model: BenchModel, work: Path) -> Path:
+    """The champion's artifact copied under another name: a challenger of the same cost per text."""
     challenger = work / "artifacts" / f"{model.name}-challenger"
     if not challenger.is_dir():
         shutil.copytree(model.artifact, challenger)
+    return challenger
+
+
+def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[str, Any]:
+    challenger = challenger_copy(model, work)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     specs = {
@@ -108,7 +114,28 @@ def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[
         result["overload_goodput"]["shadow100"] / result["overload_goodput"]["off"]
     )
     result["canary"] = measure_canary(model, challenger, logs)
+    result["memory_rss_mb"] = measure_memory(model, challenger, logs)
     return result
+
+
+def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int = 2) -> dict[str, list[float]]:
+    """VmRSS after 400 calls (8 callers) to each model, `starts` fresh processes per configuration: one model; it
+    with a challenger shadowing 10 %; the same two artifacts as two models of their own (what the challenger's own
+    session and tokenizer cost)."""
+    configs = {
+        "one_model": ["--model", f"{model.name}={model.artifact}"],
+        "with_challenger": ["--model", f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1"],
+        "two_models": ["--model", f"{model.name}={model.artifact}", "--model", f"second={challenger}"],
+    }
+    texts = ["markets rallied today after the report"] * 50
+    rss: dict[str, list[float]] = {name: [] for name in configs}
+    for name, args in configs.items():
+        for _ in range(starts):
+            with ortserve_process({}, logs / "ortserve-challenger-memory.log", args) as process:
+                for served in (model.name, "second") if name == "two_models" else (model.name,):
+                    grpc_load(process.port, served, texts, 8, max_calls=400)
+                rss[name].append(rss_mb(process.process.pid))
+    return rss
 
 
 def measure_canary(model: BenchModel, challenger: Path, logs: Path) -> dict[str, Any]:
@@ -135,11 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--memory-only", action="store_true", help="only the RSS comparison")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     models, _ = build_models(args.work)
     (model,) = [m for m in models if m.name == args.model]
-    print(json.dumps(measure(model, args.work, args.rounds, args.seconds), indent=2))
+    if args.memory_only:
+        logs = args.work / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        result = {"rss_mb": measure_memory(model, challenger_copy(model, args.work), logs)}
+    else:
+        result = measure(model, args.work, args.rounds, args.seconds)
+    print(json.dumps(result, indent=2))
     return 0
 
 
