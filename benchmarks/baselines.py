@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from ortserve.server.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
+from ortserve.contract.artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest
 from ortserve.server.runtime import SessionConfig
 
 

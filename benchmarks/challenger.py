@@ -1,6 +1,7 @@
 """Champion and challenger under load: what shadowing and a canary cost the champion's callers.
 
-    python -m benchmarks.challenger [--work benchmarks/work] [--model minilm] [--rounds 2] [--seconds 8]
+    python -m benchmarks.challenger [--work benchmarks/work] [--out benchmarks/work/results] [--model minilm]
+                                    [--rounds 2] [--seconds 8] [--memory-only]
 
 `ortserve serve` processes on the same champion artifact, measured in alternating rounds (so load from other
 processes falls on each alike): without a challenger, with one shadowing 10 % of texts, and with one shadowing 100 %.
@@ -11,6 +12,8 @@ figures are those of a challenger of the same architecture). Measured:
 - shadow 100 % under overload (500 callers): goodput vs off (target ≥ 0.95×), with the shed shadow texts counted;
 - canary 5 %: the share of 10,000 calls the challenger answered, against the binomial 99 % interval;
 - RSS: one model, it with a challenger, and the same two artifacts as two models of their own (`--memory-only`).
+
+Writes challenger.json to --out.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .load import LOOPBACK, grpc_load
 from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
 from .processes import ortserve_process
+from .processes import rss_mb as process_rss_mb
 from .texts import make_texts
 
 log = logging.getLogger(__name__)
@@ -45,10 +50,8 @@ CANARY_CALLS = 10_000
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of a process now, in MB."""
+    return process_rss_mb(pid)[0]
 
 
 def challenger_report(port: int, model: str) -> dict[str, Any]:
@@ -158,7 +161,8 @@ def measure_canary(model: BenchModel, challenger: Path, logs: Path) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -173,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"rss_mb": measure_memory(model, challenger_copy(model, args.work), logs)}
     else:
         result = measure(model, args.work, args.rounds, args.seconds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "challenger.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

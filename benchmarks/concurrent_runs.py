@@ -27,7 +27,9 @@ from ortserve.server.runtime import SessionConfig
 from .baselines import RawOrt, batch_rate, latencies_ms
 from .load import blocking_caller, grpc_load
 from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
 from .processes import ortserve_process
+from .runtime_report import concurrent_runs_table
 from .texts import make_texts
 
 log = logging.getLogger(__name__)
@@ -82,25 +84,10 @@ def measure_model(model: BenchModel, logs: Path, rounds: int, seconds: float) ->
     return summary
 
 
-def report(results: dict[str, Any]) -> str:
-    lines = [
-        "| model | system | 1 caller p50 ms | Δ vs raw ms | 32 callers texts/s | × raw batch-32 |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for model, systems in results["models"].items():
-        for name, s in systems.items():
-            delta = "" if name == "raw ONNX Runtime" else f"{s['p50_over_raw_ms']:+.2f}"
-            ratio = "" if name == "raw ONNX Runtime" else f"{s['vs_raw_batch32']:.2f}×"
-            rate = s["texts_per_s"]
-            label = "raw ONNX Runtime (batch of 32)" if name == "raw ONNX Runtime" else f"ortserve, {name}"
-            lines.append(f"| {model} | {label} | {s['p50_ms']:.2f} | {delta} | {rate:,.0f} | {ratio} |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--models", default="minilm,bert-base")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=4.0, help="bound of each measurement")
@@ -115,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         results["models"][model.name] = measure_model(model, logs, args.rounds, args.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "concurrent-runs.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = report(results)
+    text = concurrent_runs_table(results)
     (args.out / "concurrent-runs.md").write_text(text)
     print(text)
     return 0

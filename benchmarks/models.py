@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from fixtures.tiny_models import TOPIC_LABELS, build_tiny_classifier, train_tokenizer
-from ortserve.export.pipeline import ExportOptions, export_local_model
-from ortserve.server.artifact import MANIFEST_FILE, ArtifactManifest
+from ortserve.contract.artifact import MANIFEST_FILE, ArtifactManifest
+from ortserve.export import ExportOptions, export_local_model
 
 log = logging.getLogger(__name__)
 

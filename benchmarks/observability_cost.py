@@ -1,6 +1,6 @@
 """Cost of observability: throughput of 32 callers with metrics and tracing on vs off, in the same run.
 
-    python -m benchmarks.observability_cost [--work benchmarks/work] [--out benchmarks/results] [--quick]
+    python -m benchmarks.observability_cost [--work benchmarks/work] [--out benchmarks/work/results] [--quick]
 
 Four `ortserve serve` processes serve the same model side by side: `off` (plain), `metrics` (`--metrics-port`,
 scraped once a second as Prometheus would), `on` (metrics and `--tracing`, every call traced, its spans exported
@@ -13,7 +13,6 @@ processes on a shared machine falls on all alike. Writes observability-cost.json
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -30,13 +29,14 @@ import grpc
 
 from .load import LOOPBACK, LoadResult, grpc_load, merge
 from .models import BenchModel, build_models
+from .observability_report import write_report
+from .paths import RESULTS, WORK
 from .processes import free_port, ortserve_process
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.observability")
 
 CALLERS = 32
-TARGET_RATIO = 0.97
 MODES = ("off", "metrics", "on", "on-sampled")
 #: `on-sampled`: as `on`, with OpenTelemetry's standard sampler variables keeping one trace in ten.
 SAMPLED_ENV = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"}
@@ -180,54 +180,7 @@ def measure(model: BenchModel, work: Path, quick: bool) -> dict[str, Any]:
         "errors": {mode: r.errors for mode, r in pooled.items()},
         "spans_exported": spans[0],
         "requests_counted_by_metrics": counted,
-        "target_ratio": TARGET_RATIO,
     }
-
-
-def write_report(result: dict[str, Any], out: Path) -> str:
-    (out / "observability-cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        "# Observability cost: metrics and tracing on vs off",
-        "",
-        f"Model `{result['model']}`, {result['callers']} callers × 1 text, {result['rounds']} rounds of "
-        f"{result['seconds_per_round']:.0f} s per mode, modes interleaved; four server processes side by side: "
-        "`off`, `metrics` (`--metrics-port`, scraped every second), `on` (metrics, and `--tracing` of every call "
-        "exporting over OTLP/gRPC to a local sink) and `on-sampled` (as `on`, "
-        "`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.1`).",
-        "",
-        "| mode | median texts/s | vs off (median of rounds) | vs off (pooled) | server CPU ms/text "
-        "| off CPU / mode CPU (median of rounds) | p50 ms | p99 ms | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for mode in MODES:
-        median_ratio = f"{result['ratio_median'][mode]:.3f}" if mode != "off" else "1"
-        pooled_ratio = f"{result['ratio_pooled'][mode]:.3f}" if mode != "off" else "1"
-        cpu_ratio = f"{result['cpu_ratio_median'][mode]:.3f}" if mode != "off" else "1"
-        lines.append(
-            f"| {mode} | {result['median_texts_per_s'][mode]:.1f} | {median_ratio} | {pooled_ratio} | "
-            f"{result['median_server_cpu_ms_per_text'][mode]:.2f} | {cpu_ratio} | "
-            f"{result['p50_ms'][mode]:.1f} | {result['p99_ms'][mode]:.1f} | {result['errors'][mode]} |"
-        )
-    rounds = "; ".join(f"{mode}: {', '.join(f'{r:.3f}' for r in result['ratio_per_round'][mode])}" for mode in COMPARED)
-    verdicts = ", ".join(
-        f"{mode} {'met' if result['ratio_median'][mode] >= TARGET_RATIO else 'NOT met'}" for mode in COMPARED
-    )
-    lines += [
-        "",
-        "Server CPU per text is the steadier figure on a shared machine: throughput moves with whatever else runs, "
-        "CPU time spent per answered text much less. `off CPU / mode CPU` is the throughput ratio to expect when "
-        "the server is CPU-bound.",
-        "",
-        f"Target: ≥ {TARGET_RATIO} of the `off` throughput ({verdicts}). Per-round ratios: {rounds}. "
-        f"Spans exported (`on` and `on-sampled`): {result['spans_exported']}; OK calls counted by the metrics at "
-        "the last scrape: "
-        + ", ".join(f"{mode} {value:.0f}" for mode, value in result["requests_counted_by_metrics"].items())
-        + ".",
-        "",
-    ]
-    text = "\n".join(lines)
-    (out / "observability-cost.md").write_text(text)
-    return text
 
 
 def run(models: list[BenchModel], work: Path, out: Path, quick: bool = False) -> dict[str, Any]:
@@ -240,8 +193,8 @@ def run(models: list[BenchModel], work: Path, out: Path, quick: bool = False) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

@@ -11,21 +11,19 @@ interleaved rounds by four systems, one text per call (21 tokens), one caller:
 - `ortserve_stub`: the same server called with a bare generated stub on a default channel (what the client adds);
 - `grpc_floor`: a `grpc.aio` server in its own process whose Classify returns a constant answer of the same size,
   called with `InferenceClient`: the cost of a Python gRPC round trip with no model and no ortserve code;
-- `grpc_floor_chain`: the same with ortserve's interceptor chain (`build_interceptors` of the default settings):
-  what the chain costs per call.
 
 The order of the systems rotates every round, so load from other processes on a shared machine falls on all alike;
 the figures are medians of the per-round p50s and the per-round differences. Server and client CPU per call come from
 /proc (server) and `time.process_time` (this process). With `--profile`, py-spy samples the server and this process
 (the client) during one more ortserve round and the summary says where one call's time goes, by component.
-Writes percall.json and percall.md to --out. Every target is 127.0.0.1; every loop is bounded by a count.
+Writes percall.json and percall.md (benchmarks.percall_report) to --out. Every target is 127.0.0.1; every loop is
+bounded by a count.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import re
@@ -47,23 +45,24 @@ from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
 from .load import LOOPBACK
+from .paths import RESULTS, WORK
+from .percall_report import write_report
 from .processes import free_port, ortserve_process
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.percall")
 
-SYSTEMS = ("raw_ort", "ortserve", "ortserve_stub", "grpc_floor", "grpc_floor_chain")
-#: The issue's target: one caller with the project's client, ortserve p50 ≤ raw ONNX Runtime p50 + this.
-TARGET_DELTA_MS = 1.0
+SYSTEMS = ("raw_ort", "ortserve", "ortserve_stub", "grpc_floor")
 PROFILE_RATE_HZ = 500
 
 
 # --- the gRPC floor: a server with no model ---------------------------------------------------------------------------
 
 
-def run_floor_server(port: int, labels: int, chain: bool) -> None:
+def run_floor_server(port: int, labels: int) -> None:
     """Serve `ortserve.v1.Inference` on 127.0.0.1:`port` with a constant Classify answer (`labels` labels per text)
-    and a SERVING health status, until SIGTERM; with `chain`, behind ortserve's interceptor chain."""
+    and a SERVING health status, until SIGTERM. No ortserve code runs in it: `ortserve` minus this floor is what
+    ortserve's own layers (interceptors, transport, service, batcher) cost per call."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_health.v1.health import aio as health_aio
 
@@ -78,13 +77,7 @@ def run_floor_server(port: int, labels: int, chain: bool) -> None:
             return answer
 
     async def main() -> None:
-        interceptors = []
-        if chain:
-            from ortserve.server.interceptors.chain import build_interceptors
-            from ortserve.server.settings import ServerSettings
-
-            interceptors = build_interceptors(ServerSettings())
-        server = grpc.aio.server(interceptors=interceptors)
+        server = grpc.aio.server()
         pb_grpc.add_InferenceServicer_to_server(Floor(), server)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -100,12 +93,11 @@ def run_floor_server(port: int, labels: int, chain: bool) -> None:
 
 
 @contextmanager
-def floor_process(labels: int, log_file: Path, chain: bool = False) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def floor_process(labels: int, log_file: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     from ortserve.server.healthcheck import wait_until_serving
 
     port = free_port()
     command = [sys.executable, "-m", "benchmarks.percall", "--floor-server", str(port), "--floor-labels", str(labels)]
-    command += ["--floor-chain"] if chain else []
     with log_file.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=out)
         try:
@@ -118,71 +110,6 @@ def floor_process(labels: int, log_file: Path, chain: bool = False) -> Iterator[
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-
-# --- the interceptor chain alone, in process -------------------------------------------------------------------------
-
-
-def chain_cost_us(calls: int = 20_000, repeats: int = 7) -> dict[str, float]:
-    """CPU µs per unary call that ortserve's interceptor chain adds, driven as grpc.aio drives it (every
-    interceptor's `intercept_service` per call, then the handler's behavior), with a behavior that does nothing."""
-    import functools
-    from collections import namedtuple
-
-    from ortserve.server.interceptors.chain import build_interceptors
-    from ortserve.server.interceptors.observing import ObservabilityInterceptor
-    from ortserve.server.observability.metrics import ServerMetrics
-    from ortserve.server.settings import ServerSettings
-
-    details_type = namedtuple("details_type", "method invocation_metadata")
-    metadata = (("user-agent", "grpc-python"),)
-
-    class Context:
-        def invocation_metadata(self) -> Any:
-            return metadata
-
-        def set_trailing_metadata(self, trailing: Any) -> None:
-            self.trailing = trailing
-
-        def code(self) -> Any:
-            return None
-
-    async def behavior(request: Any, context: Any) -> Any:
-        return request
-
-    handler = grpc.unary_unary_rpc_method_handler(behavior, pb.ClassifyRequest.FromString)
-
-    async def run(interceptors: Iterator[Any], details: Any) -> Any:  # grpc.aio's _run_interceptor
-        interceptor = next(interceptors, None)
-        if interceptor is None:
-            return handler
-        return await interceptor.intercept_service(functools.partial(run, interceptors), details)
-
-    async def one_call(chain: list[Any], data: bytes) -> Any:
-        found = await run(iter(chain), details_type("/ortserve.v1.Inference/Classify", metadata))
-        return await found.unary_unary(found.request_deserializer(data), Context())
-
-    async def main() -> dict[str, float]:
-        data = pb.ClassifyRequest(model="m", texts=["a text"]).SerializeToString()
-        chains = {
-            "none": [],
-            "chain": build_interceptors(ServerSettings()),
-            "chain_with_metrics": build_interceptors(
-                ServerSettings(),
-                extra=[ObservabilityInterceptor([], ServerMetrics([]), None)],  # type: ignore[arg-type]
-            ),
-        }
-        samples: dict[str, list[float]] = {name: [] for name in chains}
-        for _ in range(repeats):
-            for name, chain in chains.items():
-                start = time.process_time()
-                for _ in range(calls):
-                    await one_call(chain, data)
-                samples[name].append((time.process_time() - start) / calls * 1e6)
-        none = statistics.median(samples["none"])
-        return {name: statistics.median(values) - none for name, values in samples.items() if name != "none"}
-
-    return asyncio.run(main())
 
 
 # --- measuring --------------------------------------------------------------------------------------------------------
@@ -224,7 +151,7 @@ COMPONENTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("runtime: collate, softmax, rank", re.compile(r"server/runtime\.py")),
     ("protobuf (de)serialization, message building", re.compile(r"protobuf|upb|_message|SerializeToString|FromString")),
     ("ortserve client code", re.compile(r"(^|[ (/])client/(sync_client|async_client|convert|base)\.py")),
-    ("interceptor chain", re.compile(r"server/interceptors\.py|server/metrics\.py|server/call_context\.py")),
+    ("interceptor chain", re.compile(r"server/interceptors/|server/observability/")),
     ("transport (proto ⇄ domain)", re.compile(r"server/transport(_v2)?\.py")),
     ("service (validation, cache)", re.compile(r"server/service\.py|server/result_cache\.py")),
     ("batcher, model table (thread hand-off)", re.compile(r"server/batcher\.py|server/model_table\.py")),
@@ -322,7 +249,7 @@ def measure(
     server_args: Sequence[str],
 ) -> dict[str, Any]:
     from ortserve.client import InferenceClient
-    from ortserve.server.artifact import ArtifactManifest
+    from ortserve.contract.artifact import ArtifactManifest
     from ortserve.server.runtime import SessionConfig
 
     from .baselines import RawOrt
@@ -344,8 +271,6 @@ def measure(
     with (
         ortserve_process({model: artifact}, logs / "percall-ortserve.log", extra_args=server_args) as server,
         floor_process(labels, logs / "percall-floor.log") as (floor, floor_port),
-        floor_process(labels, logs / "percall-floor.log", chain=True) as (chained, chained_port),
-        InferenceClient(f"{LOOPBACK}:{chained_port}", timeout=30) as chained_client,
         InferenceClient(f"{LOOPBACK}:{server.port}", timeout=30) as client,
         InferenceClient(f"{LOOPBACK}:{floor_port}", timeout=30) as floor_client,
         grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel,
@@ -359,7 +284,6 @@ def measure(
                 server.process.pid,
             ),
             "grpc_floor": (lambda batch: floor_client.classify("floor", batch), floor.pid),
-            "grpc_floor_chain": (lambda batch: chained_client.classify("floor", batch), chained.pid),
         }
         for round_ in range(rounds):
             order = SYSTEMS[round_ % len(SYSTEMS) :] + SYSTEMS[: round_ % len(SYSTEMS)]
@@ -422,8 +346,6 @@ def measure(
         }
     )
     result["delta_ms"] = {name: statistics.median(values) for name, values in result["delta_ms_per_round"].items()}
-    result["chain_us"] = chain_cost_us()
-    result["target_met"] = result["delta_ms"]["ortserve"] <= TARGET_DELTA_MS
     return result
 
 
@@ -460,74 +382,10 @@ def profile(
     }
 
 
-def write_report(result: dict[str, Any], out: Path, command: str) -> str:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "percall.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        "# Per-call overhead: one caller, one text per call",
-        "",
-        f"`{command}`; model `{result['model']}`, {result['rounds']} interleaved rounds of "
-        f"{result['calls_per_round']} calls per system. Medians over rounds of each round's p50 (and p90); Δ is the "
-        "median of the per-round differences to raw ONNX Runtime of the same round.",
-        "",
-        "| system | p50 ms | p90 ms | Δ p50 vs raw ORT ms | client CPU ms/call | server CPU ms/call "
-        "| … of it, event-loop thread |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name in SYSTEMS:
-        delta = f"{result['delta_ms'][name]:+.2f}" if name != "raw_ort" else "0"
-        cpu = result["cpu_ms_per_call"][name]
-        server_cpu = f"{cpu['server']:.2f} | {cpu['server_loop']:.2f}" if name != "raw_ort" else "— | —"
-        lines.append(
-            f"| {name} | {result['p50_ms'][name]:.2f} | {result['p90_ms'][name]:.2f} | {delta} | "
-            f"{cpu['client']:.2f} | {server_cpu} |"
-        )
-    lines += [
-        "",
-        f"Target (ortserve p50 ≤ raw ORT p50 + {TARGET_DELTA_MS} ms): "
-        f"Δ {result['delta_ms']['ortserve']:+.2f} ms, {'met' if result['target_met'] else 'missed'}.",
-        "",
-    ]
-    chain = result.get("chain_us")
-    if chain:
-        lines += [
-            f"Interceptor chain in process, as grpc.aio runs it per call (CPU time, median of 7×20,000 calls): "
-            f"{chain['chain']:.1f} µs (default settings), {chain['chain_with_metrics']:.1f} µs with the "
-            "observability interceptor and metrics on.",
-            "",
-        ]
-    for profile_result in (result.get("profile"), result.get("profile_floor")):
-        if not profile_result:
-            continue
-        lines += [
-            f"## Profile of {profile_result['system']} (py-spy {'--native ' if profile_result['native'] else ''}"
-            f"{'--gil ' if profile_result['gil'] else ''}at {profile_result['rate_hz']} Hz, "
-            f"{profile_result['calls']} calls, p50 {profile_result['p50_ms']:.2f} ms while sampled)",
-            "",
-            (
-                "Time holding the GIL per call by component, µs (Python, and C code that keeps the GIL)."
-                if profile_result["gil"]
-                else "Active (running, not idle) time per call by component, µs, summed over threads; "
-                "idle waits are not sampled."
-            ),
-            "",
-        ]
-        for side in ("server", "client"):
-            summary = profile_result[side]
-            lines += [f"### {side}", "", "| component | µs per call |", "|---|---|"]
-            lines += [f"| {name} | {us:.0f} |" for name, us in summary["us_per_call"].items()]
-            lines += ["", "Innermost frames:", ""]
-            lines += [f"- {us:.0f} µs `{frame}`" for frame, us in summary["top_frames"]]
-            lines.append("")
-    text = "\n".join(lines)
-    (out / "percall.md").write_text(text)
-    return text
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, exports, logs")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK, help="models, exports, logs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--model", default="minilm", help="benchmark model to build and serve (minilm, bert-base)")
     parser.add_argument("--artifact", type=Path, help="serve this exported artifact directory instead")
     parser.add_argument("--rounds", type=int, default=8)
@@ -539,10 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-arg", action="append", default=[], help="extra `ortserve serve` argument")
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-labels", type=int, default=5, help=argparse.SUPPRESS)
-    parser.add_argument("--floor-chain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.floor_server:
-        run_floor_server(args.floor_server, args.floor_labels, args.floor_chain)
+        run_floor_server(args.floor_server, args.floor_labels)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.artifact is not None:

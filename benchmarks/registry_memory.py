@@ -6,11 +6,12 @@ BATCHES batches of 32 long texts per model, and reports its VmRSS and VmHWM; the
 (now verified) cache and the seconds from `Popen` to health SERVING are reported. A plain Python process holding
 the same two artifacts in raw ONNX Runtime runs the same batches for the floor. Systems are interleaved per round.
 
-    .venv/bin/python -m benchmarks.registry_memory [--ortserve "/work/main/.venv/bin/ortserve" \
+    .venv/bin/python -m benchmarks.registry_memory [--ortserve ../main-checkout/.venv/bin/ortserve \
         --ortserve ".venv/bin/ortserve --no-shared-arena" --ortserve .venv/bin/ortserve] [--rounds 2]
 
 `make bench` (benchmarks.run) calls `measure` with this environment's ortserve and puts the figures in bench.json as
 `registry_memory`; bench.md shows issue 15's target ("server RSS ≤ raw ONNX Runtime's + 100 MB") per registry kind.
+This module only measures: benchmarks.report renders the figures (`registry_memory_section`).
 """
 
 from __future__ import annotations
@@ -23,19 +24,18 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ortserve.client import InferenceClient
-from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
+from ortserve.contract.artifact import TOKENIZER_FILE
 from ortserve.server.healthcheck import wait_until_serving
 
 from .load import LOOPBACK
 from .models import BenchModel, build_models
+from .paths import WORK
 from .processes import _stop, free_port, memory_holder, rss_mb, serve_command
-from .report import REGISTRY_STORES
 from .texts import _single_token_words
 
 log = logging.getLogger(__name__)
@@ -80,24 +80,9 @@ def long_texts(tokenizer_file: Path, count: int, tokens: int = LONG_TOKENS, seed
 
 def register(tracking_uri: str, name: str, artifact: Path) -> None:
     """Log `artifact` the way export does (onnx model dir + extra files) and point alias `production` at it."""
-    import mlflow
+    from tests.registry_helpers import register_run_artifacts  # the repository is on sys.path (see `measure`)
 
-    mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
-    with tempfile.TemporaryDirectory() as scratch:
-        files = Path(scratch) / "onnx-model"
-        (files / "extra_files").mkdir(parents=True)
-        shutil.copy(artifact / MODEL_FILE, files / MODEL_FILE)
-        for extra in (TOKENIZER_FILE, MANIFEST_FILE):
-            shutil.copy(artifact / extra, files / "extra_files" / extra)
-        mlflow.set_experiment("registry-memory")
-        with mlflow.start_run() as run:
-            mlflow.log_artifacts(str(files), artifact_path="onnx-model")
-            source = f"{run.info.artifact_uri}/onnx-model"
-    if not client.search_registered_models(f"name = '{name}'"):
-        client.create_registered_model(name)
-    version = client.create_model_version(name, source, run_id=run.info.run_id).version
-    client.set_registered_model_alias(name, "production", version)
+    register_run_artifacts(tracking_uri, name, artifact, alias="production", experiment="registry-memory")
 
 
 def serve(
@@ -150,10 +135,7 @@ def measure(
     `executables`: ortserve commands, optionally with serve flags (default: the `ortserve` beside this Python).
     Registries, caches and the servers' log go to `work`/registry-memory, emptied first.
     """
-    repository = str(Path(__file__).resolve().parent.parent)
-    if repository not in sys.path:  # tests.mlflow_server starts the real `mlflow server`
-        sys.path.insert(0, repository)
-    from tests.mlflow_server import MlflowServer
+    from tests.mlflow_server import MlflowServer  # the real `mlflow server`, as the registry tests start it
 
     executables = executables or [str(Path(sys.executable).with_name("ortserve"))]
     started = time.perf_counter()
@@ -207,7 +189,7 @@ def measure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, registries, logs")
+    parser.add_argument("--work", type=Path, default=WORK, help="models, registries, logs")
     parser.add_argument(
         "--ortserve",
         action="append",
@@ -216,38 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds of every system")
     args = parser.parse_args(argv)
+    from .report import registry_memory_section
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     models, _ = build_models(args.work)
     results = measure(models, args.work, args.ortserve, args.rounds)
-    print(report(results))
+    print(registry_memory_section(results))
     (args.work / "registry-memory" / "results.json").write_text(json.dumps(results, indent=1))
     return 0
-
-
-def report(results: dict[str, Any]) -> str:
-    """A Markdown table of `measure`'s medians: each server's margin over raw ONNX Runtime."""
-    floor = results["raw_ort"]
-    lines = [
-        f"{', '.join(results['models'])} served as `models:/bench-NAME@production`; VmRSS and VmHWM after "
-        f"{results['batches']} batches of {results['batch_texts']} texts of {results['text_tokens']} tokens per "
-        f"model; medians of {results['rounds']} interleaved round(s). Raw ONNX Runtime: a plain Python process "
-        "holding the same artifacts, the same batches.",
-        "",
-        f"| system | VmRSS after {results['batches']}×{results['batch_texts']} long texts per model (MB) | VmHWM (MB) "
-        "| − raw ORT (MB) | RSS loaded (MB) | start from verified cache (s) |",
-        "|---|---:|---:|---:|---:|---:|",
-        f"| raw ONNX Runtime, same artifacts | {floor['rss_mb']:.0f} | {floor['hwm_mb']:.0f} | | | |",
-    ]
-    for server in results["servers"]:
-        nan = float("nan")
-        rss = server.get("rss_mb", nan)
-        store = REGISTRY_STORES.get(server["store"], server["store"])
-        lines.append(
-            f"| {server['ortserve']}, {store} | {rss:.0f} | {server.get('hwm_mb', nan):.0f} "
-            f"| {rss - floor['rss_mb']:+.0f} | {server.get('rss_mb_loaded', nan):.0f} "
-            f"| {server.get('start_from_verified_cache_s', nan):.2f} |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .plots import finish_caller_plot
+
 BASE = "bert-base"  # the targets that name one model name the BERT-base-sized one
 PREVIOUS_ROUND = Path(__file__).with_name("previous_round.json")
 #: A figure is "worse" than the previous round's only if it moved the wrong way by more than this fraction of it:
@@ -415,6 +417,32 @@ def targets_section(results: dict[str, Any], previous: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def registry_memory_section(results: dict[str, Any]) -> str:
+    """A Markdown table of `registry_memory.measure`'s medians: each server's margin over raw ONNX Runtime."""
+    floor = results["raw_ort"]
+    lines = [
+        f"{', '.join(results['models'])} served as `models:/bench-NAME@production`; VmRSS and VmHWM after "
+        f"{results['batches']} batches of {results['batch_texts']} texts of {results['text_tokens']} tokens per "
+        f"model; medians of {results['rounds']} interleaved round(s). Raw ONNX Runtime: a plain Python process "
+        "holding the same artifacts, the same batches.",
+        "",
+        f"| system | VmRSS after {results['batches']}×{results['batch_texts']} long texts per model (MB) | VmHWM (MB) "
+        "| − raw ORT (MB) | RSS loaded (MB) | start from verified cache (s) |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| raw ONNX Runtime, same artifacts | {floor['rss_mb']:.0f} | {floor['hwm_mb']:.0f} | | | |",
+    ]
+    for server in results["servers"]:
+        nan = float("nan")
+        rss = server.get("rss_mb", nan)
+        store = REGISTRY_STORES.get(server["store"], server["store"])
+        lines.append(
+            f"| {server['ortserve']}, {store} | {rss:.0f} | {server.get('hwm_mb', nan):.0f} "
+            f"| {rss - floor['rss_mb']:+.0f} | {server.get('rss_mb_loaded', nan):.0f} "
+            f"| {server.get('start_from_verified_cache_s', nan):.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def render(results: dict[str, Any], previous: dict[str, float] | None = None) -> str:
     """bench.md's text (without writing the plots)."""
     previous = load_previous_round() if previous is None else previous
@@ -459,11 +487,15 @@ def render(results: dict[str, Any], previous: dict[str, float] | None = None) ->
             f"(ready after {results['torch_process']['ready_s']:.1f} s).\n"
         )
     if "registry_memory" in results:  # issue 15: server memory with the models from the registry
-        from .registry_memory import report as report_registry_memory
-
         memory = results["registry_memory"]
-        section = f"Not measured: {memory['error']}\n" if "error" in memory else report_registry_memory(memory)
+        section = f"Not measured: {memory['error']}\n" if "error" in memory else registry_memory_section(memory)
         text += "\n## Server memory with models from the registry\n\n" + section
+    if "start_to_serving" in results:  # issue 26: cold and warm starts from a directory and both registry kinds
+        from .start_to_serving_report import start_to_serving_section as report_start_to_serving
+
+        starts = results["start_to_serving"]
+        section = f"Not measured: {starts['error']}\n" if "error" in starts else report_start_to_serving(starts)
+        text += "\n## Start to SERVING: local directory, SQLite registry, mlflow server\n\n" + section
     return text
 
 
@@ -471,8 +503,8 @@ def write_report(results: dict[str, Any], out: Path, previous: dict[str, float] 
     """bench.md and bench.png (and under-load.png when the run has issue 10's scenarios) in `out`."""
     text = render(results, previous)
     if "under_load" in results:  # issue 10's scenarios, with their own plot (goodput and p99 against callers)
-        from .under_load import plot as plot_under_load
-        from .under_load import report as report_under_load
+        from .under_load_report import plot as plot_under_load
+        from .under_load_report import report as report_under_load
 
         text += "\n## Behaviour under load\n\n" + report_under_load(results["under_load"])
         text += "\n![goodput and p99 against callers](under-load.png)\n"
@@ -537,12 +569,4 @@ def plot(results: dict[str, Any], path: Path) -> None:
         latency.set_title(f"{name}: p99 latency")
         latency.set_ylabel("ms")
         latency.set_yscale("log")
-        for axis in (throughput, latency):
-            axis.set_xscale("log", base=2)
-            axis.set_xticks([1, 8, 32, 64], ["1", "8", "32", "64"])
-            axis.set_xlabel("concurrent callers")
-            axis.grid(True, alpha=0.3)
-            axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_caller_plot(fig, [axis for column in axes for axis in column], [1, 8, 32, 64], path)

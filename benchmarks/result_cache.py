@@ -20,6 +20,7 @@ from typing import Any
 
 from .load import grpc_load
 from .models import BenchModel, build_models
+from .paths import WORK
 from .processes import ortserve_process
 from .texts import make_texts
 
@@ -75,7 +76,7 @@ def measure_result_cache(model: BenchModel, logs: Path, rounds: int = 3, seconds
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
+    parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -1,6 +1,6 @@
 """`make bench`: every system of issue 5 measured side by side in one run, on this machine.
 
-    python -m benchmarks.run [--work benchmarks/work] [--out benchmarks/results] [--quick]
+    python -m benchmarks.run [--work benchmarks/work] [--out benchmarks/work/results] [--quick]
 
 Builds (or reuses) the two benchmark models with random weights and the demo's two fine-tuned MiniLM-L6 models
 (`demo/`, trained on first use, shared with `make demo`; `--models` picks a subset), then measures in order: (a) the
@@ -32,6 +32,7 @@ from .baselines import RawOrt, TorchPipeline, batch_rate, latencies_ms, summariz
 from .load import blocking_caller, grpc_load, http_load, merge
 from .models import BenchModel, build_models, build_trained_models
 from .observability_cost import run as measure_observability_cost
+from .paths import RESULTS, WORK
 from .processes import (
     mlflow_serve_process,
     ortserve_process,
@@ -42,6 +43,7 @@ from .processes import (
 from .registry_memory import measure as measure_registry_memory
 from .report import write_report
 from .result_cache import measure_result_cache
+from .start_to_serving import measure as measure_start_to_serving
 from .texts import make_texts
 from .under_load import measure as measure_under_load
 
@@ -204,8 +206,8 @@ def _row(kind: str, result: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"), help="models, exports, logs")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK, help="models, exports, logs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="half the requests and durations")
     parser.add_argument("--rebuild", action="store_true", help="build and export the models again")
     parser.add_argument(
@@ -242,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("registry memory: failed")
         first_line = (str(exc).splitlines() or [""])[0]
         results["registry_memory"] = {"error": f"{type(exc).__name__}: {first_line}"}
+    # Issue 26's start-to-SERVING: the BERT-base-sized model from a directory, a SQLite store and a real `mlflow
+    # server`, from an empty and a warm cache, alternating.
+    try:
+        start_model = next((m for m in models if m.name == "bert-base"), models[0])
+        results["start_to_serving"] = measure_start_to_serving(start_model.artifact, args.work, rounds=3)
+    except Exception as exc:  # keep the rest of the run: the report says this step failed (log: start-to-serving/)
+        log.exception("start to serving: failed")
+        results["start_to_serving"] = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
     results["tokenizer"] = tokenizer_note
     for model in models:
         if (model.hf_dir / "training.json").is_file():  # a trained model: how well it classifies, next to its speed

@@ -43,7 +43,7 @@ MODEL = "sentiment"
 def build_model(work: Path) -> tuple[Path, Path]:
     """The demo-sized model (as scripts/demo.py builds it) and its ortserve artifact, reused when present."""
     from fixtures.tiny_models import SENTIMENT_LABELS, build_tiny_classifier
-    from ortserve.export.pipeline import ExportOptions, export_local_model
+    from ortserve.export import ExportOptions, export_local_model
 
     hf_dir, artifact = work / "hf", work / "artifact"
     if not (artifact / "ortserve.json").exists():

@@ -25,6 +25,8 @@ import numpy as np
 from ortserve.server.runtime import OnnxClassifier, SessionConfig, use_global_thread_pool
 
 from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
+from .runtime_report import runtime_tuning_table
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.tune")
@@ -170,30 +172,10 @@ def run(work: Path, rounds: int = 3, seconds: float = 6.0) -> dict[str, Any]:
     return {"sessions": part1, "two_models": merged}
 
 
-def markdown(results: dict[str, Any]) -> str:
-    lines = ["| model | variant | 1-text p50 (ms) | batch-32 texts/s | session load (s) |", "|---|---|---:|---:|---:|"]
-    for row in results["sessions"]:
-        lines.append(
-            f"| {row['model']} | {row['variant']} | {row['p50_ms']:.1f} | {row['texts_per_s']:.0f} "
-            f"| {row['load_s']:.2f} |"
-        )
-    lines += [
-        "",
-        "| two models in one process, both running batches of 32 | texts/s (both) | minilm 1-text p50 "
-        "while bert-base busy (ms) |",
-        "|---|---:|---:|",
-    ]
-    for row in results["two_models"]:
-        lines.append(
-            f"| {row['mode']} | {row['texts_per_s_both_busy']:.0f} | {row['small_p50_ms_while_big_busy']:.1f} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--work", type=Path, default=Path("benchmarks/work"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--two-models", choices=TWO_MODEL_MODES, help=argparse.SUPPRESS)
@@ -206,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args.work, args.rounds, args.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "runtime-tuning.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = markdown(results)
+    table = runtime_tuning_table(results)
     (args.out / "runtime-tuning.md").write_text(table)
     print(table)
     return 0

@@ -1,9 +1,11 @@
 """`ortserve predict`: classify texts from arguments or stdin with a running server; one JSON line per text.
 
 Runs on the client-only install (grpcio and protobuf). Output lines come in input order, each
-`{"text", "model", "model_version", "labels": [{"label", "score"}, ...]}` with labels best first. Reading stdin,
-blank lines are skipped (the server refuses blank texts) and answers are written as each block of texts returns,
-so `tail -f log | ortserve predict ...` and `head -n 5` behave.
+`{"text", "model", "model_version", "labels": [{"label", "score"}, ...]}` with labels best first, plus
+`"truncated": true` when only the text's beginning was classified (it is longer than the model reads). A text that
+cannot be classified gets `{"text", "model", "error"}` instead and the run goes on; the exit code is then 1. Reading
+stdin, blank lines are skipped and answers are written as each block of texts returns, so
+`tail -f log | ortserve predict ...` and `head -n 5` behave.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+
+import grpc
 
 from ortserve.client import DEFAULT_TARGET, Classification, InferenceClient, InferenceError, default_target
 from ortserve.client.convert import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_CONCURRENCY
@@ -56,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("ORTSERVE_ROOT_CERTIFICATES"),
         help="PEM file of root certificates; given, the connection uses TLS [env ORTSERVE_ROOT_CERTIFICATES]",
     )
+    parser.add_argument(
+        "--client-certificate",
+        default=os.environ.get("ORTSERVE_CLIENT_CERTIFICATE"),
+        help="PEM client certificate, for a server that requires one (mutual TLS); with --client-key "
+        "[env ORTSERVE_CLIENT_CERTIFICATE]",
+    )
+    parser.add_argument(
+        "--client-key",
+        default=os.environ.get("ORTSERVE_CLIENT_KEY"),
+        help="PEM private key of --client-certificate [env ORTSERVE_CLIENT_KEY]",
+    )
     return parser
 
 
@@ -75,9 +90,35 @@ def stdin_texts() -> Iterator[str]:
 
 def record(text: str, model: str, result: Classification) -> str:
     """One output line (without its newline)."""
+    if not result.ok:
+        return error_record(text, model, result.error)
     labels = [{"label": s.label, "score": round(s.score, 6)} for s in result.labels]
-    line = {"text": text, "model": model, "model_version": result.model_version, "labels": labels}
+    line: dict[str, object] = {"text": text, "model": model, "model_version": result.model_version, "labels": labels}
+    if result.truncated:
+        line["truncated"] = True
     return json.dumps(line, ensure_ascii=False)
+
+
+def error_record(text: str, model: str, error: str) -> str:
+    """The output line of a text that was not classified."""
+    return json.dumps({"text": text, "model": model, "error": error}, ensure_ascii=False)
+
+
+def classify_block(client: InferenceClient, model: str, block: list[str], top_k: int) -> list[tuple[str, bool]]:
+    """The output line of each text of `block`, and whether the text was classified.
+
+    A block the server refuses as a whole for its input (INVALID_ARGUMENT, e.g. too large together) is classified
+    text by text, so that one bad line costs only its own answer. Other failures (server down) end the run.
+    """
+    try:
+        results = client.classify(model, block, top_k=top_k)
+    except InferenceError as exc:
+        if exc.code is not grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        if len(block) == 1:
+            return [(error_record(block[0], model, exc.details), False)]
+        return [line for text in block for line in classify_block(client, model, [text], top_k)]
+    return [(record(t, model, r), r.ok) for t, r in zip(block, results, strict=True)]
 
 
 def main(argv: Sequence[str]) -> int:
@@ -88,6 +129,7 @@ def main(argv: Sequence[str]) -> int:
     if args.chunk_size < 1:
         parser.error("--chunk-size must be at least 1")
     texts: Iterable[str] = args.texts or stdin_texts()
+    failed = 0
     try:
         client = InferenceClient(
             args.target,
@@ -95,12 +137,15 @@ def main(argv: Sequence[str]) -> int:
             chunk_size=args.chunk_size,
             token=args.token,
             root_certificates=args.root_certificates,
+            client_certificate=args.client_certificate,
+            client_key=args.client_key,
         )
         with client:
             # One block keeps every request of the client's bounded concurrency busy, then prints in order.
             for block in blocks(texts, args.chunk_size * DEFAULT_MAX_CONCURRENCY):
-                results = client.classify(args.model, block, top_k=args.top_k)
-                sys.stdout.write("".join(record(t, args.model, r) + "\n" for t, r in zip(block, results, strict=True)))
+                lines = classify_block(client, args.model, block, args.top_k)
+                failed += sum(not ok for _, ok in lines)
+                sys.stdout.write("".join(line + "\n" for line, _ in lines))
                 sys.stdout.flush()
     except (InferenceError, ValueError) as exc:
         print(f"ortserve predict: {args.target} model {args.model!r}: {exc}", file=sys.stderr)
@@ -110,4 +155,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    if failed:
+        print(f'ortserve predict: {failed} text(s) not classified (see their "error" lines)', file=sys.stderr)
+        return 1
     return 0

@@ -22,6 +22,7 @@ from .convert import (
     chunk_requests,
     model_info_from_proto,
 )
+from .diagnosis import explained
 from .errors import InferenceError
 from .types import Classification, ModelInfo
 
@@ -82,7 +83,8 @@ class AsyncInferenceClient(ClientBase):
                 try:
                     response = await stub.Classify(request, timeout=seconds, metadata=self._metadata)
                 except grpc.RpcError as error:
-                    raise chunk_error(error, start, len(request.texts), len(texts)) from None
+                    failure = chunk_error(error, start, len(request.texts), len(texts))
+                    raise await self._explained(failure) from None
             return checked_classifications(response, len(request.texts))
 
         if len(requests) == 1:
@@ -109,7 +111,11 @@ class AsyncInferenceClient(ClientBase):
         try:
             return await method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise InferenceError.from_rpc_error(error) from None
+            raise await self._explained(InferenceError.from_rpc_error(error)) from None
+
+    async def _explained(self, failure: InferenceError) -> InferenceError:
+        """`failure` with a hint naming the fix of a failed connection (its look at the server runs off the loop)."""
+        return await asyncio.to_thread(explained, failure, self.config)
 
     def _inference_stub(self) -> pb_grpc.InferenceStub:
         if self._closed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,9 @@ class ChannelConfig:
     server's spans join the caller's trace. Takes effect only where opentelemetry is installed (`ortserve[tracing]`);
     the slim client adds nothing."""
 
+    def __post_init__(self) -> None:
+        check_target(self.target)
+
     @property
     def secure(self) -> bool:
         return self.tls or self.root_certificates is not None or self.client_certificate is not None
@@ -104,6 +108,73 @@ class ChannelConfig:
 
 #: Target schemes gRPC resolves; a target starting with one is passed through untouched.
 _SCHEMES = ("ipv4:", "ipv6:", "dns:", "unix:", "unix-abstract:", "vsock:", "xds:")
+#: Schemes whose targets name no TCP port (or get it from elsewhere): not checked for one.
+_PORTLESS_SCHEMES = ("unix:", "unix-abstract:", "vsock:", "xds:")
+#: Port `ortserve serve` listens on by default, suggested when a target names none.
+DEFAULT_PORT = 50051
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_TLS_URL_SCHEMES = ("https", "grpcs")
+
+
+def check_target(target: str) -> None:
+    """Raise `ValueError` naming the fix for targets gRPC would misread: a URL (`http://host:port`: gRPC takes
+    `http` for a host name) and an address with no port (gRPC would quietly dial 443)."""
+    stripped = target.strip()
+    url = _URL_SCHEME.match(stripped)
+    if url and f"{url[1].lower()}:" not in _SCHEMES:
+        address = stripped[url.end() :].rstrip("/")
+        tls = (
+            " and TLS on (root certificates: root_certificates=, --root-certificates or ORTSERVE_ROOT_CERTIFICATES; "
+            "or tls=True for a publicly trusted certificate)"
+            if url[1].lower() in _TLS_URL_SCHEMES
+            else ""
+        )
+        raise ValueError(
+            f"target {target!r} is a URL, but gRPC targets have no {url[1]}:// scheme: give {address!r}{tls}"
+        )
+    if not stripped or stripped.startswith(_PORTLESS_SCHEMES):
+        return
+    for address in _addresses(stripped):
+        if not _has_port(address):
+            host = f"[{address}]" if _is_ipv6(address) else address
+            raise ValueError(
+                f"target {target!r} names no port: give HOST:PORT, e.g. {host}:{DEFAULT_PORT} (the port ortserve "
+                "serve listens on by default); gRPC would quietly dial 443"
+            )
+
+
+def target_addresses(target: str) -> list[str]:
+    """The `HOST:PORT` addresses a target names (empty for schemes without TCP addresses, e.g. unix:)."""
+    stripped = target.strip()
+    if stripped.startswith(_PORTLESS_SCHEMES):
+        return []
+    return _addresses(stripped)
+
+
+def _addresses(target: str) -> list[str]:
+    if target.startswith(("ipv4:", "ipv6:")):
+        target = target.split(":", 1)[1]
+    elif target.startswith("dns:"):
+        target = target[len("dns:") :]
+        if target.startswith("//"):  # dns://[AUTHORITY]/NAME:PORT
+            target = target[2:].split("/", 1)[-1]
+    return [part.strip() for part in target.split(",") if part.strip()]
+
+
+def _has_port(address: str) -> bool:
+    if address.startswith("["):  # [IPv6]:PORT
+        return re.fullmatch(r"\[[^\]]+\]:\d+", address) is not None
+    if _is_ipv6(address):  # a bare IPv6 literal: its colons are not a port
+        return False
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host and port.isdigit())
+
+
+def _is_ipv6(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).version == 6
+    except ValueError:
+        return False
 
 
 def normalize_target(target: str) -> str:

@@ -16,9 +16,13 @@ A list of texts returns a list of these, in order. Configuration comes from the 
 - `ORTSERVE_SENTIMENT_MODEL`: model name of sentiment (default `sentiment`)
 - `ORTSERVE_TOKEN`: bearer token sent with every call (optional)
 - `ORTSERVE_ROOT_CERTIFICATES`: path of PEM root certificates; set, the connection uses TLS (optional)
+- `ORTSERVE_CLIENT_CERTIFICATE`, `ORTSERVE_CLIENT_KEY`: paths of the PEM client certificate and its key, for a server
+  that requires one (mutual TLS; optional, both or neither)
 
 Thread-safe: every thread shares one client (one channel) per configuration, and a forked worker makes its own.
-Failures raise `ortserve.client.InferenceError`.
+Failures raise `ortserve.client.InferenceError`; one that could not reach the server names the fix in its message
+(and says so when `ORTSERVE_TARGET` is not set). A setting that cannot work (a target with no port, a certificate
+without its key) raises `ValueError` naming the variable.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import os
 from collections.abc import Sequence
 from typing import Any, overload
 
-from .base import default_target
+from .base import DEFAULT_TARGET, default_target
+from .errors import InferenceError
 from .shared import shared_client
+from .sync_client import InferenceClient
 from .types import Classification
 
 TopicResult = dict[str, Any]
@@ -74,9 +80,29 @@ def sentiment_result(result: Classification) -> SentimentResult:
 
 def _classify(model: str, text: str | Sequence[str], top_k: int) -> list[Classification]:
     texts = [text] if isinstance(text, str) else list(text)
-    client = shared_client(
-        default_target(),
-        token=os.environ.get("ORTSERVE_TOKEN") or None,
-        root_certificates=os.environ.get("ORTSERVE_ROOT_CERTIFICATES") or None,
-    )
-    return client.classify(model, texts, top_k=top_k)
+    client = _client()
+    try:
+        return client.classify(model, texts, top_k=top_k)
+    except InferenceError as failure:
+        if failure.code.name != "UNAVAILABLE" or os.environ.get("ORTSERVE_TARGET"):
+            raise
+        unset = f"ORTSERVE_TARGET is not set, so {DEFAULT_TARGET} was called: set it to the server's HOST:PORT"
+        raise InferenceError(
+            failure.code, failure.details, f"{unset}; {failure.hint}" if failure.hint else unset
+        ) from None
+
+
+def _client() -> InferenceClient:
+    """The shared client of the settings in the environment; `ValueError` naming the variable that cannot work."""
+    settings = {
+        "ORTSERVE_TOKEN": "token",
+        "ORTSERVE_ROOT_CERTIFICATES": "root_certificates",
+        "ORTSERVE_CLIENT_CERTIFICATE": "client_certificate",
+        "ORTSERVE_CLIENT_KEY": "client_key",
+    }
+    options = {option: os.environ.get(variable) or None for variable, option in settings.items()}
+    try:
+        return shared_client(default_target(), **options)
+    except ValueError as exc:
+        names = "ORTSERVE_TARGET, " + ", ".join(settings)
+        raise ValueError(f"ortserve.client.compat: {exc} (settings from the environment: {names})") from None

@@ -75,7 +75,9 @@ def chunk_error(error: grpc.RpcError, start: int, count: int, total: int) -> Inf
 def classifications_from_proto(response: pb.ClassifyResponse) -> list[Classification]:
     version = response.model_version  # read once: each read of a protobuf field makes a new str
     return [
-        Classification(tuple([LabelScore(s.label, s.score) for s in result.labels]), version)
+        Classification(
+            tuple([LabelScore(s.label, s.score) for s in result.labels]), version, result.truncated, result.error
+        )
         for result in response.results
     ]
 

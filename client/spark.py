@@ -70,7 +70,12 @@ def classify_series(client: Any, model: str, texts: pd.Series, top_k: int, ranke
     """Classify one Arrow batch; rows with a null or blank text get null fields."""
     valid = texts.map(lambda text: isinstance(text, str) and bool(text.strip())).astype(bool)
     results = client.classify(model, texts[valid].tolist(), top_k=top_k)
-    columns: dict[str, list[Any]] = {"label": [r.top.label for r in results], "score": [r.top.score for r in results]}
+    # A text the server could not classify (no visible character) gets null fields too, like a blank one.
+    tops = [r.top if r.ok else None for r in results]
+    columns: dict[str, list[Any]] = {
+        "label": [t.label if t else None for t in tops],
+        "score": [t.score if t else None for t in tops],
+    }
     if ranked:
         columns["labels"] = [[s.label for s in r.labels] for r in results]
         columns["scores"] = [[s.score for s in r.labels] for r in results]

@@ -27,6 +27,7 @@ from .convert import (
     classify_request,
     model_info_from_proto,
 )
+from .diagnosis import explained
 from .errors import InferenceError
 from .types import Classification, ModelInfo
 
@@ -97,7 +98,7 @@ class InferenceClient(ClientBase):
             try:
                 response = stub.Classify(request, timeout=seconds, metadata=self._metadata)
             except grpc.RpcError as error:
-                raise InferenceError.from_rpc_error(error) from None
+                raise explained(InferenceError.from_rpc_error(error), self.config) from None
             return checked_classifications(response, len(texts))
         requests = chunk_requests(model, texts, top_k, self.chunk_size)
         stub, seconds = self._inference_stub(), self.timeout if timeout is None else timeout
@@ -132,14 +133,14 @@ class InferenceClient(ClientBase):
         try:
             response = future.result()
         except grpc.RpcError as error:
-            raise chunk_error(error, start, len(request.texts), total) from None
+            raise explained(chunk_error(error, start, len(request.texts), total), self.config) from None
         return checked_classifications(response, len(request.texts))
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
             return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise InferenceError.from_rpc_error(error) from None
+            raise explained(InferenceError.from_rpc_error(error), self.config) from None
 
     def _inference_stub(self) -> pb_grpc.InferenceStub:
         if self._pid != os.getpid():  # a fork the at-fork hook did not see (a fork from C code)

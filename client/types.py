@@ -19,10 +19,23 @@ class Classification:
 
     labels: tuple[LabelScore, ...]
     model_version: str
+    truncated: bool = False
+    """True when only the beginning of the text was classified: it is longer than the model reads (`max_length`
+    tokens of `ModelInfo`) or than the server's `max_text_chars`."""
+    error: str = ""
+    """Why the text was not classified (e.g. it has no visible character); `labels` is then empty. The other texts
+    of the call are classified as usual, so check this (or `ok`) before reading `top`."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the text was classified (it has labels)."""
+        return not self.error
 
     @property
     def top(self) -> LabelScore:
-        """The highest-scoring label."""
+        """The highest-scoring label; `ValueError` with the reason if the text was not classified."""
+        if self.error:
+            raise ValueError(f"the text was not classified: {self.error}")
         return self.labels[0]
 
     def as_dict(self) -> dict[str, float]:

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,14 @@ def fetch_registered_artifact(
     tracking_uri: str | None,
     *,
     marker: bool = True,
+    download: Callable[[Path], Path] | None = None,
 ) -> ArtifactManifest:
     """Download registered version `name`/`version` as an artifact directory at `destination` (replacing what is
     there), verified against the digests export recorded; with `marker`, write the completeness marker.
+
+    `download(directory)` puts the version's files into the new `directory` and returns the logged model's root there,
+    raising the contract's errors (default: the MLflow client's `download_version`; the server's REST client brings
+    its own). `client` answers `get_model_version` (for the tags), as `MlflowClient` does.
 
     Raises the contract's errors (`IntegrityError` when the registry serves bytes that do not match what export
     recorded). A killed download leaves only a scratch directory, removed by `remove_stale_scratch`.
@@ -125,7 +131,10 @@ def fetch_registered_artifact(
     scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{version}-{os.getpid()}-", dir=destination.parent))
     _ACTIVE_SCRATCH.add(scratch)
     try:
-        downloaded = download_version(client, name, version, scratch / "download", tracking_uri)
+        if download is None:
+            downloaded = download_version(client, name, version, scratch / "download", tracking_uri)
+        else:
+            downloaded = download(scratch / "download")
         staging = scratch / "artifact"
         manifest = assemble_artifact(downloaded, staging, what)
         digests = {MODEL_FILE: sha256_file(staging / MODEL_FILE)}

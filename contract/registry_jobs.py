@@ -1,6 +1,14 @@
-"""The child side of `ortserve.server.sources.registry_worker`: registry jobs done with the MLflow client, in a process that
-exits when they are done (`python -m ortserve.contract.registry_jobs`, one JSON request on stdin, one JSON answer as
-the last line of stdout). Here, in the contract, so that the child imports neither gRPC nor ONNX Runtime."""
+"""The child side of `ortserve.server.sources.registry_worker`: registry jobs done with the MLflow client, in a process
+that exits when they are done (`python -m ortserve.contract.registry_jobs`).
+
+On stdin: a first JSON line `{"tracking_uri": ...}`, on which the child creates its MLflow client (the import takes
+seconds), then a second, `{"jobs": [...]}`, so that a child started ahead of its jobs (`RegistryWorker.prepare`) is
+ready when they come. On stdout: one JSON line `{"job": INDEX, "result": {...}}` as soon as each job is done. Here,
+in the contract, so that the child imports neither gRPC nor ONNX Runtime.
+
+Jobs: `resolve` (uri) → version; `download` (name, version, destination) → a verified, marked artifact directory;
+`fetch` (uri, model_dir) → both: the version, downloaded into model_dir/VERSION unless a marked entry is there;
+`set_tags` (name, version, tags as a JSON object) → the tags set on that model version (the challenger write-back)."""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +32,8 @@ REPORTED_ERRORS = (
     "RegistryUnavailableError",
     "RegistryError",
 )
+#: A child whose jobs never come (a server that stopped before asking) exits after this many seconds.
+IDLE_EXIT_S = 600.0
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
@@ -35,47 +46,59 @@ def error_dict(exc: BaseException) -> dict[str, Any]:
     return {"error": {"kind": "RegistryError", "message": "registry worker error", "detail": redact_text(repr(exc))}}
 
 
-def _run_jobs(request: dict[str, Any]) -> list[dict[str, Any]]:
-    """Do every job of `request` with one MLflow client; one result (or error) per job, in order."""
-    from .cache import fetch_registered_artifact
+def _mlflow_client(tracking_uri: str | None) -> Any:
+    """The MLflow client of `tracking_uri`, or the exception creating it raised (reported by every job)."""
+    try:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except Exception as exc:  # e.g. an unsupported scheme; its text holds the URI, credentials too
+        return exc
+
+
+def _run_jobs(
+    client: Any, tracking_uri: str | None, jobs: list[dict[str, Any]], report: Callable[[int, dict[str, Any]], None]
+) -> None:
+    """Do every job with `client` (or its creation's exception), in order; `report` each one's result (or error)."""
+    from .cache import COMPLETE_MARKER, fetch_registered_artifact
     from .registry import mlflow_error, resolve_version
     from .uri import RegistryUri
 
-    tracking_uri = request.get("tracking_uri")
-    jobs: list[dict[str, Any]] = request["jobs"]
-    client: Any = None
-    results: list[dict[str, Any]] = []
-    for job in jobs:
+    for index, job in enumerate(jobs):
         what = job.get("uri") or f"models:/{job.get('name')}/{job.get('version')}"
         try:
-            if client is None:
-                from mlflow import MlflowClient
-
-                try:
-                    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-                except Exception as exc:  # e.g. an unsupported scheme; its text holds the URI, credentials too
-                    raise mlflow_error(what, exc) from None
+            if isinstance(client, BaseException):
+                raise mlflow_error(what, client)
             if job["op"] == "resolve":
                 version = resolve_version(client, RegistryUri.parse(job["uri"])).version
-                results.append({"version": str(version)})
+                report(index, {"version": str(version)})
             elif job["op"] == "download":
                 fetch_registered_artifact(client, job["name"], job["version"], Path(job["destination"]), tracking_uri)
-                results.append({})
+                report(index, {})
+            elif job["op"] == "fetch":
+                parsed = RegistryUri.parse(job["uri"])
+                version = str(resolve_version(client, parsed).version)
+                destination = Path(job["model_dir"]) / version
+                downloaded = not (destination / COMPLETE_MARKER).is_file()
+                if downloaded:
+                    fetch_registered_artifact(client, parsed.name, version, destination, tracking_uri)
+                report(index, {"version": version, "downloaded": downloaded})
             elif job["op"] == "set_tags":  # the challenger write-back of the server
                 for key, value in json.loads(job["tags"]).items():
                     client.set_model_version_tag(job["name"], job["version"], key, value)
-                results.append({})
+                report(index, {})
             else:
                 raise ValueError(f"unknown job {job['op']!r}")
         except (ContractError, OSError) as exc:
-            results.append(error_dict(exc))
+            report(index, error_dict(exc))
         except Exception as exc:  # any surprise of one job must not lose the answers to the others
-            results.append(error_dict(mlflow_error(what, exc)))
-    return results
+            report(index, error_dict(mlflow_error(what, exc)))
 
 
 def main() -> None:
-    """Child entry point: one JSON request on stdin, one JSON answer on stdout (the last line)."""
+    """Child entry point: the tracking URI, then the jobs, on stdin; one JSON line per job's result on stdout."""
+    import threading
+
     from .redact import RedactingFilter
     from .settings import huggingface_offline
 
@@ -83,11 +106,24 @@ def main() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    request = json.loads(sys.stdin.read())
-    results = _run_jobs(request)
-    sys.stdout.write("\n" + json.dumps({"results": results}) + "\n")
-    sys.stdout.flush()
-    os._exit(0)  # skip interpreter teardown of MLflow's modules: the answer is written, nothing else is pending
+    header = sys.stdin.readline()
+    if not header.strip():
+        os._exit(0)  # the parent went away before sending anything
+    tracking_uri = json.loads(header).get("tracking_uri")
+    client = _mlflow_client(tracking_uri)  # before the jobs arrive: a prepared child pays its import meanwhile
+    idle = threading.Timer(IDLE_EXIT_S, os._exit, (0,))
+    idle.daemon = True
+    idle.start()
+    line = sys.stdin.readline()
+    idle.cancel()
+    jobs: list[dict[str, Any]] = json.loads(line)["jobs"] if line.strip() else []
+
+    def report(index: int, result: dict[str, Any]) -> None:
+        sys.stdout.write("\n" + json.dumps({"job": index, "result": result}) + "\n")
+        sys.stdout.flush()  # the parent hands it to its caller now, not when every job is done
+
+    _run_jobs(client, tracking_uri, jobs, report)
+    os._exit(0)  # skip interpreter teardown of MLflow's modules: the answers are written, nothing else is pending
 
 
 if __name__ == "__main__":

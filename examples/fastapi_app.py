@@ -69,6 +69,9 @@ def create_app(target: str | None = None, model: str | None = None, **client_opt
             results = await client.classify(model, body.texts, top_k=body.top_k)
         except InferenceError as exc:
             raise HTTPException(HTTP_STATUS.get(exc.code, 502), detail=f"ortserve: {exc}") from None
+        unclassified = [f"texts[{index}]: {r.error}" for index, r in enumerate(results) if not r.ok]
+        if unclassified:  # this API answers all of its texts or none: its caller fixes the input and sends again
+            raise HTTPException(422, detail="; ".join(unclassified))
         return ClassifyOut(
             model=model,
             model_version=results[0].model_version,

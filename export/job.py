@@ -20,7 +20,7 @@ from typing import Any
 from ortserve.contract.artifact import MODEL_FILE, ArtifactManifest
 from ortserve.contract.settings import huggingface_offline
 
-from .errors import ExportError, ParityError
+from .errors import AliasNotMovedError, ExportError, ParityError
 from .optimize import DEFAULT_INT8, Int8Choice
 from .parity import GateThresholds
 from .pipeline import ExportOptions, ExportReport, check_output_dir, export_local_model, int8_methods, replace_dir
@@ -49,15 +49,22 @@ def export_model(
     thresholds: GateThresholds | None = None,
     tracking_uri: str | None = None,
     int8: Int8Choice = DEFAULT_INT8,
+    allow_fp32: bool = False,
 ) -> ExportReport:
     """Export SOURCE to a validated ONNX artifact and register it in MLflow; return the report.
 
     `source` is `models:/NAME@ALIAS`, `models:/NAME/VERSION`, `models:/NAME/STAGE`, `runs:/RUN_ID/PATH` or a local
-    Hugging Face model directory. Registry sources register as `register_as` (default `<NAME>-onnx`); run sources
-    need `register_as`; local directories are registered only when `register_as` is given. `alias` is pointed at
+    Hugging Face model directory. What is registered: with `register_as`, the export under that name; without it, a
+    registry source under `<NAME>-onnx` unless `output` is given (then only the directory is written); run sources
+    and local directories only with `register_as` (or `output` alone, to write the directory). `alias` is pointed at
     the registered version. The report's `registered_name`, `registered_version` and `model_uri` say what was
     registered; `reused` is True when an export of the same source version with the same options was already
     registered (nothing new is logged then).
+
+    The alias is moved only to what was asked for: when int8 was asked for (`quantize`, the default) and no int8
+    graph passed the gate, the fp32 export is registered but the alias stays where it was and `AliasNotMovedError`
+    (exit code 4) says so and how to judge int8 on better texts (`validation_texts`); `allow_fp32=True` moves the
+    alias to the fp32 export anyway. The report's `alias_moved` says whether the alias was moved.
 
     `output` keeps the artifact directory (model.onnx, tokenizer.json, ortserve.json) on disk; by default it is
     written to a temporary directory that is removed after upload. When the accuracy gate fails, `ParityError` is
@@ -79,12 +86,26 @@ def export_model(
     )
     int8_methods(int8)  # an unknown method fails here, before anything is downloaded
     ref = parse_source(source)
-    if ref.kind == "local" and not register_as:
-        if alias:
+    # --output alone writes only the directory: a registry source is registered under its default name only when
+    # there is no output directory to write instead.
+    registers = bool(register_as) or (ref.kind == "registry" and output is None)
+    if alias and not registers:
+        if ref.kind == "local":
             raise ExportError(f"{source}: --alias needs --register-as for a local directory (nothing is registered)")
-        return _export(ref, resolve_source(ref, None), options, output)
-    if ref.kind == "run" and not register_as:
-        raise ExportError(f"{source}: a run's model has no registered name; pass --register-as NAME")
+        raise ExportError(
+            f"{source}: --alias needs --register-as when --output is given (with --output alone only the directory "
+            "is written; nothing is registered)"
+        )
+    if ref.kind == "run" and not registers and output is None:
+        raise ExportError(
+            f"{source}: a run's model has no registered name; pass --register-as NAME (or --output DIR to only write "
+            "the artifact directory)"
+        )
+    if not registers:
+        if ref.kind == "local":
+            return _export(ref, resolve_source(ref, None), options, output)
+        with tracking(tracking_uri, source) as client:
+            return _export(ref, resolve_source(ref, client), options, output)
     with tracking(tracking_uri, source) as client:
         resolved = resolve_source(ref, client)
         name = register_as or resolved.default_register_name
@@ -98,11 +119,37 @@ def export_model(
                 name,
                 existing.version,
             )
-            if alias:
-                set_alias(client, name, str(existing.version), alias)
-            return _reused_report(client, source, name, str(existing.version), output)
-        report = _export(ref, resolved, options, output, keep_output=True)
-        return _register(client, report, resolved, name, key, alias, temporary_output=output is None)
+            report = _reused_report(client, source, name, str(existing.version), output)
+        else:
+            report = _export(ref, resolved, options, output, keep_output=True)
+            report = _register(client, report, resolved, name, key, temporary_output=output is None)
+        if alias:
+            _point_alias(client, report, alias, allow_fp32)
+        return report
+
+
+def _point_alias(client: Any, report: ExportReport, alias: str, allow_fp32: bool) -> None:
+    """Point `alias` at the registered version, unless int8 was asked for and missed the gate (see `export_model`)."""
+    assert report.registered_name is not None and report.registered_version is not None
+    if report.int8_missed and not allow_fp32:
+        raise AliasNotMovedError(
+            f"{report.source}: no int8 graph passed the accuracy gate on {_gate_texts(report)}, so the export is fp32 "
+            f"(slower); registered it as {report.model_uri} but did not move alias {alias!r}. Pass --validation-texts "
+            "FILE with texts like the model's traffic (one per line) to judge int8 on them, or --allow-fp32 to move "
+            "the alias to fp32 anyway (--no-quantize asks for fp32 from the start)",
+            report,
+        )
+    set_alias(client, report.registered_name, report.registered_version, alias)
+    report.alias_moved = True
+
+
+def _gate_texts(report: ExportReport) -> str:
+    """How many validation texts the int8 gate judged, and the best agreement an int8 graph reached."""
+    int8 = report.parity.get("int8") or {}
+    agreement = min(int8.get("top1_agreement", 0.0), int8.get("decision_agreement", 1.0))
+    threshold = (report.parity.get("thresholds") or {}).get("int8_min_top1_agreement")
+    figures = f" (int8 kept {agreement:.1%} of top labels" + (f", gate {threshold:.0%})" if threshold else ")")
+    return f"{report.parity.get('texts', 'the')} validation texts{figures}"
 
 
 def export_key(source: ResolvedSource, options: ExportOptions) -> str:
@@ -156,7 +203,6 @@ def _register(
     resolved: ResolvedSource,
     name: str,
     key: str,
-    alias: str | None,
     temporary_output: bool,
 ) -> ExportReport:
     """Publish: log and register the exported artifact (in the source version's run), then drop a temporary
@@ -167,7 +213,7 @@ def _register(
         with timer.step("upload"):
             manifest = ArtifactManifest.read(report.output)
             registered = log_and_register(
-                client, report.output, name, version_tags(manifest, key), run_id=resolved.run_id, alias=alias
+                client, report.output, name, version_tags(manifest, key), run_id=resolved.run_id
             )
         report.seconds.update(timer.seconds)
     finally:
@@ -175,7 +221,7 @@ def _register(
             shutil.rmtree(report.output.parent, ignore_errors=True)
             report.output = None
     report.registered_name, report.registered_version = registered.name, registered.version
-    log.info("registered %s%s", registered.model_uri, f" (alias {alias})" if alias else "")
+    log.info("registered %s", registered.model_uri)
     return report
 
 

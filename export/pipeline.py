@@ -98,6 +98,13 @@ class ExportReport:
     registered_version: str | None = None
     reused: bool = False
     """True if an equivalent export was already registered and was returned instead of a new one."""
+    alias_moved: bool = False
+    """True if the requested alias now points at the registered version."""
+
+    @property
+    def int8_missed(self) -> bool:
+        """True if int8 was asked for (quantize on) but no int8 graph passed the gate, so the artifact is fp32."""
+        return bool(self.parity.get("int8")) and not self.quantized
 
     @property
     def model_uri(self) -> str | None:
@@ -114,6 +121,7 @@ class ExportReport:
             "registered_version": self.registered_version,
             "model_uri": self.model_uri,
             "reused": self.reused,
+            "alias_moved": self.alias_moved,
             "output": str(self.output) if self.output is not None else None,
             "version": self.version,
             "optimization": self.optimization,
@@ -366,7 +374,12 @@ def choose_int8(run: ExportRun, passed: Sequence[Int8Candidate], fp32: Path) -> 
     if not passed:
         run.int8_record["chosen"] = "none"
         run.int8_record["decision"] = "no int8 candidate passed the gate; serving fp32"
-        run.note("no int8 graph passed the gate: serving fp32 instead", warn=True)
+        texts = "the built-in validation texts" if run.options.validation_texts is None else "the validation texts"
+        run.note(
+            f"no int8 graph passed the gate on {texts}: serving fp32 instead (judge int8 on texts like the model's "
+            "traffic with --validation-texts FILE, one text per line)",
+            warn=True,
+        )
         return fp32
     chosen = passed[0]
     for challenger in passed[1:]:

@@ -115,12 +115,34 @@ def parse_source(source: str) -> SourceRef:
         if match := _RUNS.match(source):
             return SourceRef(source, "run", run_id=match["run"], artifact_path=match["path"].strip("/"))
         raise ExportError(f"{source} is not a run URI ortserve can read; use one of {forms}")
+    hub_id = hugging_face_hub_id(source)
+    if hub_id is not None:
+        raise ExportError(
+            f"{source} is not a local directory but looks like a Hugging Face Hub model id, and the export never "
+            f"downloads from the Hub: download it first, e.g. `hf download {hub_id} --local-dir "
+            f"{hub_id.split('/')[-1]}` (huggingface_hub), and pass that directory"
+        )
     if "://" in source or source.startswith(("models:", "runs:")):
         raise ExportError(f"{source}: unsupported source; use one of {forms}")
     path = Path(source).expanduser()
     if not path.is_dir():
         raise ExportError(f"{source} is not a directory; use one of {forms}")
     return SourceRef(source, "local")
+
+
+#: `ORG/NAME` or `NAME` as the Hugging Face Hub spells model ids.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+_HUB_URL = re.compile(r"^(?:hf://|https?://(?:www\.)?huggingface\.co/)(?:models/)?(?P<id>[^?#]+?)/?$")
+
+
+def hugging_face_hub_id(source: str) -> str | None:
+    """The Hub model id SOURCE names (`org/name`, `hf://org/name`, `https://huggingface.co/org/name`) when it is not
+    an existing path, else None."""
+    if url := _HUB_URL.match(source):
+        return url["id"]
+    if Path(source).expanduser().exists() or not _HUB_ID.fullmatch(source) or source.startswith("."):
+        return None
+    return source if "/" in source or "-" in source else None
 
 
 def resolve_source(ref: SourceRef, client: Any | None) -> ResolvedSource:

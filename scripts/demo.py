@@ -228,7 +228,7 @@ def main() -> int:
     if args.serve_only:
         if not (WORK / "mlflow.db").exists():
             raise SystemExit("nothing to serve yet: run `make demo` first")
-        return subprocess.call(serve_command(args.port))
+        return subprocess.call(serve_command(args.port, WORK / "cache", "--http-port", "8080"))
     started = time.perf_counter()
     for stale in (WORK / "mlflow.db", WORK / "mlartifacts", WORK / "mlruns", WORK / "cache"):  # fresh registry, cache
         if stale.is_dir():

@@ -106,11 +106,6 @@ class RunCost:
         runs = -(-len(costs) // max(1, max_batch_size))
         return work + runs * self.coefficients[0]
 
-    def seconds(self, tokens: int) -> float | None:
-        """Estimated seconds of `tokens` padded tokens at the uncalibrated per-token rate (calibrated: at the cost of
-        the narrowest texts); None before anything is known. Prefer `run_seconds`, which knows the width."""
-        return self.token_seconds(tokens, 1)
-
     def observe(self, tokens: int, seconds: float, rows: int = 0, width: int = 0) -> None:
         """Learn from one run of `tokens` padded tokens (`rows` × `width`, when known) that took `seconds`."""
         if tokens <= 0:

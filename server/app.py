@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,9 +24,11 @@ from .errors import ServerStartError
 from .interceptors.chain import build_interceptors
 from .interceptors.observing import ObservabilityInterceptor
 from .model_table import ModelTable, ServedModel
+from .observability.logs import NativeStderrCapture
 from .observability.metrics import MetricsEndpoint, ServerMetrics
 from .observability.tracing import configure_tracing
 from .result_cache import ResultCache
+from .security.bearer_tokens import TokenAuthenticator
 from .security.tls_credentials import server_credentials
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
@@ -34,6 +37,9 @@ from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
 from .watcher import VersionWatcher
+
+if TYPE_CHECKING:
+    from .http.listener import HttpListener
 
 log = logging.getLogger("ortserve.server")
 
@@ -84,7 +90,7 @@ class OrtServer:
         self.challenger_table, self.challengers = build_challengers(settings, self.table, self._executor)
         self.service = InferenceService(
             self.table,
-            RequestLimits(settings.max_texts_per_request, settings.max_text_chars),
+            RequestLimits(settings.max_texts_per_request, settings.max_text_chars, settings.max_request_chars),
             ResultCache(settings.result_cache_bytes),
             {challenger.champion.name: challenger for challenger in self.challengers},
         )
@@ -101,8 +107,27 @@ class OrtServer:
         observing = self.metrics is not None or self.tracer is not None or settings.log_format == "json"
         observability = [ObservabilityInterceptor(self.table, self.metrics, self.tracer)] if observing else []
         # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
-        self._server = grpc.aio.server(interceptors=build_interceptors(settings, extra=observability))
+        self._server = grpc.aio.server(
+            interceptors=build_interceptors(settings, extra=observability),
+            # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
+            # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
+            options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
+        )
         self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        self.http: HttpListener | None = None
+        if settings.http_port is not None:
+            # Imported here: a server without an HTTP port does not load uvicorn.
+            from .http.assembly import http_listener
+
+            self.http = http_listener(
+                settings,
+                self.service,
+                accepting=lambda: not self._draining,
+                authenticator=TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env),
+                metrics=self.metrics,
+                tracer=self.tracer,
+            )
+        self.http_port = 0
         self._stopped = asyncio.Event()
         self._skip_drain = asyncio.Event()
         self._draining = False
@@ -136,15 +161,28 @@ class OrtServer:
             log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
-            if self._tls is None:
-                self.port = self._server.add_insecure_port(address)
-            else:
-                self.port = self._server.add_secure_port(address, self._tls[0])
-        except RuntimeError as exc:  # grpc reports a failed bind as a bare RuntimeError
-            raise ServerStartError(f"cannot listen on {address}: {exc} (is the port in use?)") from None
+            # gRPC core writes its own line about a failed bind to stderr: held back, as the error below says it in
+            # one line; kept in the debug log.
+            with NativeStderrCapture() as grpc_core:
+                if self._tls is None:
+                    self.port = self._server.add_insecure_port(address)
+                else:
+                    self.port = self._server.add_secure_port(address, self._tls[0])
+            grpc_core.release()
+        except RuntimeError:  # grpc reports a failed bind as a bare RuntimeError, whatever the cause
+            log.debug("binding %s failed: %s", address, grpc_core.text.strip())
+            raise ServerStartError(
+                f"cannot listen on port {self.settings.port} of {self.settings.host}: it is in use by another process "
+                "(or the address is not this machine's); stop that process, or pass --port with a free port "
+                "(--port 0 picks one)"
+            ) from None
         await self._server.start()
         await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())
+        if self.http is not None:
+            self.http_port = await self.http.start()
+            scheme = "https" if self.http.tls else "http"
+            log.info("HTTP on %s://%s:%d (docs at /docs)", scheme, self.settings.host, self.http_port)
         await asyncio.gather(self.table.load_all(), self.challenger_table.load_all())
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
@@ -172,7 +210,10 @@ class OrtServer:
         the grace period runs out."""
         grace = self.settings.grace_period_s if grace is None else grace
         drain = self.settings.drain_period_s if drain is None else drain
-        log.info(
+        # A server that never bound its port (a failed start) has nothing to announce: the start's error says it all.
+        lifecycle = logging.INFO if self.port else logging.DEBUG
+        log.log(
+            lifecycle,
             "shutting down: NOT_SERVING, answering for %.1fs more, then finishing in-flight calls (grace %.1fs)",
             drain,
             grace,
@@ -190,7 +231,11 @@ class OrtServer:
         # and send elsewhere (UNAVAILABLE, retried), instead of each call having to be refused one by one. Calls
         # already handed to ortserve finish within the grace; the few that reached the transport but not the service
         # in the same instant are cancelled by gRPC, and the client retries those too (see client RetryPolicy).
-        await self._server.stop(grace)
+        # Both doors stop together: each refuses new connections and gives the calls it accepted the same grace.
+        if self.http is not None:
+            await asyncio.gather(self._server.stop(grace), self.http.stop(grace))
+        else:
+            await self._server.stop(grace)
         unanswered = sum(model.batcher.calls_in_flight for model in self.table)
         if unanswered:
             log.warning("grace period over with %d calls unanswered: they were cancelled", unanswered)
@@ -204,7 +249,7 @@ class OrtServer:
         if self.tracer is not None:
             self.tracer.shutdown()
         self._stopped.set()
-        log.info("stopped")
+        log.log(lifecycle, "stopped")
 
     def skip_drain(self) -> None:
         """End the drain period of a `stop` in progress now (a second signal: the operator wants out)."""

@@ -1,12 +1,15 @@
-"""Domain errors of the server, raised where a problem is known and mapped to gRPC status codes once.
+"""Domain errors of the server, raised where a problem is known, and the one table (`ERROR_STATUS`) that gives each
+its gRPC status code and its HTTP status.
 
-The interceptor chain (`ortserve.server.interceptors`) maps each class to its status code; anything that is not an
-`OrtServeError` becomes INTERNAL with a generic message, so internals never leak to callers.
+The interceptor chain (`ortserve.server.interceptors`) and the HTTP app (`ortserve.server.http`) both map through
+`ERROR_STATUS`; anything that is not an `OrtServeError` becomes INTERNAL / 500 with a generic message, so internals
+never leak to callers.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 #: Longest message a caller is sent; a domain message is never this long, a library's error text might be.
 MAX_CALLER_MESSAGE = 400
@@ -52,6 +55,14 @@ class PermissionDeniedError(OrtServeError):
     """The call's token is valid but not for the model it names: PERMISSION_DENIED."""
 
 
+class PayloadTooLargeError(InvalidInputError):
+    """The HTTP request body is over the size limit: 413 (gRPC has its own message size limit)."""
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """The HTTP request's content type is not one the route reads: 415."""
+
+
 class ArtifactError(OrtServeError):
     """An artifact directory is missing, incomplete or inconsistent; raised at load time."""
 
@@ -65,11 +76,57 @@ class ServerStartError(OrtServeError):
     call is answered: `ortserve serve` turns it into a message and an exit code, never a status."""
 
 
+class ModelConfigError(ServerStartError):
+    """A `--model` that cannot load as written, however long the server waits (a malformed URI, an unknown scheme, a
+    missing directory, a `models:/` URI with no registry configured): the start stops (`ortserve serve` exits 2)."""
+
+
+@dataclass(frozen=True)
+class ErrorStatus:
+    """How one domain error is reported at each door."""
+
+    grpc_code: str
+    """Name of the `grpc.StatusCode` (kept as a name so that this module needs no grpc import)."""
+    http_status: int
+
+
+#: The one place where domain errors become statuses, for gRPC and HTTP alike. Subclasses come before their base
+#: (the first match wins).
+ERROR_STATUS: dict[type[OrtServeError], ErrorStatus] = {
+    PayloadTooLargeError: ErrorStatus("INVALID_ARGUMENT", 413),
+    UnsupportedMediaTypeError: ErrorStatus("INVALID_ARGUMENT", 415),
+    InvalidInputError: ErrorStatus("INVALID_ARGUMENT", 400),
+    ModelNotFoundError: ErrorStatus("NOT_FOUND", 404),
+    ModelNotReadyError: ErrorStatus("UNAVAILABLE", 503),
+    ArtifactError: ErrorStatus("UNAVAILABLE", 503),
+    ModelWarmupError: ErrorStatus("UNAVAILABLE", 503),
+    OverloadedError: ErrorStatus("RESOURCE_EXHAUSTED", 429),
+    DeadlineExceededError: ErrorStatus("DEADLINE_EXCEEDED", 504),
+    UnauthenticatedError: ErrorStatus("UNAUTHENTICATED", 401),
+    PermissionDeniedError: ErrorStatus("PERMISSION_DENIED", 403),
+}
+#: Anything else: the caller learns only that it failed.
+INTERNAL_STATUS = ErrorStatus("INTERNAL", 500)
+INTERNAL_MESSAGE = "internal error"
+
+
+def error_status(exc: BaseException) -> tuple[ErrorStatus, str]:
+    """The status of `exc` and the message a caller may see (generic for anything but a domain error)."""
+    for error_type, status in ERROR_STATUS.items():
+        if isinstance(exc, error_type):
+            return status, caller_message(str(exc))
+    return INTERNAL_STATUS, INTERNAL_MESSAGE
+
+
 # Anything that looks like a filesystem path, a URL, a host:port or an exception class is cut from what a caller
 # sees. Domain messages are meant to carry none already; this is the net under them (a library's error text).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
+# Each pattern starts only where a token starts (the lookbehinds): a long run of letters or dots from a caller would
+# otherwise be rescanned from every position (quadratic: 8 s for 60,000 letters in one message).
+_URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
 _PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
-_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b")
+_HOST_PORT = re.compile(
+    r"(?<![A-Za-z0-9.-])(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b"
+)
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 _EXCEPTION_CLASS = re.compile(r"<class [^>]*>|\b\w*(?:Error|Exception)\b")
 
@@ -77,6 +134,8 @@ _EXCEPTION_CLASS = re.compile(r"<class [^>]*>|\b\w*(?:Error|Exception)\b")
 def caller_message(message: str) -> str:
     """`message` without paths, URLs, hosts or exception class names, on one line, at most `MAX_CALLER_MESSAGE`
     characters."""
+    # Past this length nothing is shown anyway; the cut also bounds the work on a caller's very long input.
+    message = message[: 8 * MAX_CALLER_MESSAGE]
     message = _URL.sub("<uri>", message)
     message = _HOST_PORT.sub("<host>", message)
     message = _IPV4.sub("<host>", message)

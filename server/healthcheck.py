@@ -1,6 +1,9 @@
 """Container health probe: `python -m ortserve.server.healthcheck [--target HOST:PORT] [--service NAME]`.
 
-Exits 0 when the gRPC health service reports SERVING, 1 otherwise (the Dockerfile's HEALTHCHECK runs it).
+Exits 0 when the gRPC health service reports SERVING, 1 otherwise (the Dockerfile's HEALTHCHECK runs it). With TLS on
+the server, `--ca-file` (and `--cert-file`/`--key-file` under mutual TLS, `--server-name` when the certificate does
+not name 127.0.0.1) make it an exec probe (deploy/kubernetes/components/tls-auth): Kubernetes' gRPC probes speak
+plaintext only.
 `wait_until_serving` is the same question asked until the answer is yes, for whatever starts a server process
 (the demo, tests, benchmarks).
 """
@@ -12,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -49,18 +53,34 @@ def main() -> int:
     parser.add_argument("--target", default=f"127.0.0.1:{os.environ.get('ORTSERVE_PORT', '50051')}")
     parser.add_argument("--service", default="", help="health service name: '' for the server, or a model name")
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument("--ca-file", help="PEM root certificates of a TLS server; given, the check uses TLS")
+    parser.add_argument("--cert-file", help="PEM client certificate for a server that requires one (mutual TLS)")
+    parser.add_argument("--key-file", help="PEM private key of --cert-file")
+    parser.add_argument("--server-name", help="name to verify the server certificate against instead of the host")
     args = parser.parse_args()
     try:
-        with grpc.insecure_channel(args.target) as channel:
+        with _channel(args) as channel:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
     except grpc.RpcError as error:
         print(f"{args.target}: {error.code().name}: {error.details()}", file=sys.stderr)
         return 1
+    except OSError as error:  # a TLS file that cannot be read
+        print(f"{args.target}: cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(f"{args.target} {args.service or '(server)'}: {status}")
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if not args.ca_file:
+        return grpc.insecure_channel(args.target)
+    cert, key = (Path(path).read_bytes() if path else None for path in (args.cert_file, args.key_file))
+    credentials = grpc.ssl_channel_credentials(Path(args.ca_file).read_bytes(), private_key=key, certificate_chain=cert)
+    options = [("grpc.ssl_target_name_override", args.server_name)] if args.server_name else []
+    return grpc.secure_channel(args.target, credentials, options=options)
 
 
 if __name__ == "__main__":

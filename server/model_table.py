@@ -13,12 +13,13 @@ from datetime import datetime, timezone
 
 from .batcher import AdaptiveBatcher, BatchLimits, BatchOutput, RunReport
 from .errors import ModelNotFoundError, ModelNotReadyError, ModelWarmupError, OrtServeError
+from .model_statistics import ModelStatistics
 from .observability.call_context import CallRecord, observe_batch
 from .runtime import OnnxClassifier, SessionConfig
 from .sources.model_source import FetchedArtifact, ModelSource
 from .stage_timings import BatchStages, MeasuredRun
 from .text_cost import estimate_tokens
-from .types import Classification, ModelDescription, ModelState, PollStats
+from .types import Classification, ModelDescription, ModelState, PollStats, TruncatedClassification
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class ServedModel:
         self.last_error = ""
         self.failed_updates = 0
         self.polls = PollStats()  # observability: registry polls of the watcher
+        self.statistics = ModelStatistics()  # counts and times of calls and runs (V2 ModelStatistics)
         self.current: LoadedVersion | None = None
         self._session_config = session_config
         # The batcher enforces `limits` where it forms runs; a run gets texts that already respect them.
@@ -93,9 +95,16 @@ class ServedModel:
         classifier = loaded.classifier
         stages = BatchStages(texts=len(texts))  # the classifier times tokenization and inference into it
         # The batch already respects the limits; grouping by length only saves padding inside it.
-        probabilities = classifier.probabilities(texts, by_length=True, stages=stages)
+        truncated: list[bool] = []
+        probabilities = classifier.probabilities(texts, by_length=True, stages=stages, truncated=truncated)
         # Rank here, in the worker thread, with the labels of the version that actually ran.
-        return BatchOutput(loaded.version, classifier.rank(probabilities), pin=loaded, stages=stages)
+        ranking = time.monotonic()
+        rows = [
+            TruncatedClassification(row) if cut else row
+            for row, cut in zip(classifier.rank(probabilities), truncated, strict=True)
+        ]
+        self.statistics.record_run(stages.tokenize_s, stages.inference_s, time.monotonic() - ranking)
+        return BatchOutput(loaded.version, rows, pin=loaded, stages=stages)
 
     def load_version(self, version: str | None = None) -> LoadedVersion:
         """Fetch, load and warm up `version` (default: what the source points at now). Blocking: run it off the

@@ -186,6 +186,7 @@ class OnnxClassifier:
         max_batch_tokens: int = 0,
         by_length: bool = False,
         stages: BatchStages | None = None,
+        truncated: list[bool] | None = None,
     ) -> np.ndarray:
         """Probabilities of shape (texts, labels) for `texts`, rows in input order.
 
@@ -193,13 +194,16 @@ class OnnxClassifier:
         texts are grouped by token count (`group_by_length`) so that a short text is not padded to the length of a
         long one, in groups of at most `max_batch_size` texts and `max_batch_tokens` padded tokens (0: no limit;
         the server's batcher applies its limits when it forms a batch and passes none here). `stages`, if given,
-        receives the tokenization and inference times (the server's metrics and traces read them).
+        receives the tokenization and inference times (the server's metrics and traces read them). `truncated`, if
+        given, receives one flag per text: True where the model read only the text's first `max_length` tokens.
         """
         if stages is not None:
             stages.tokenize_start = time.monotonic()
         encodings = self._encode(texts)
         if stages is not None:
             stages.tokenize_end = time.monotonic()
+        if truncated is not None:
+            truncated[:] = [self._was_cut(text, encoding) for text, encoding in zip(texts, encodings, strict=True)]
         if not max_batch_size and not max_batch_tokens and not by_length:
             return self._timed_run(self._collate(encodings), stages)
         groups = group_by_length([len(e.ids) for e in encodings], max_batch_size, max_batch_tokens)
@@ -209,6 +213,13 @@ class OnnxClassifier:
         for group in groups:
             result[group] = self._timed_run(self._collate([encodings[i] for i in group]), stages)
         return result
+
+    def _was_cut(self, text: str, encoding: Encoding) -> bool:
+        """Whether the model reads only the beginning of `text`: its tokens overflowed `max_length`, or it was cut at
+        a character budget (`_encode`) and what was read fills `max_length`."""
+        if encoding.overflowing:
+            return True
+        return len(text) > self.char_budget and len(encoding.ids) >= self.max_length
 
     def _timed_run(self, batch: TokenizedBatch, stages: BatchStages | None) -> np.ndarray:
         if stages is None:

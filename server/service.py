@@ -9,10 +9,19 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .errors import InvalidInputError, ModelNotReadyError
+from .model_statistics import StatisticsSnapshot
 from .model_table import ModelTable, ServedModel
 from .observability.call_context import current_call
 from .result_cache import ResultCache
-from .types import Classification, ClassifyResult, ModelDescription, ModelState
+from .runtime import cut_text
+from .types import (
+    Classification,
+    ClassifyResult,
+    ModelDescription,
+    ModelState,
+    ServingConfig,
+    TruncatedClassification,
+)
 
 if TYPE_CHECKING:
     from .challenger import Challenger
@@ -48,7 +57,9 @@ class RequestLimits:
     max_texts_per_request: int = 256
     """Most texts in one call."""
     max_text_chars: int = 10_000
-    """Longest text, in characters."""
+    """Characters of one text that are read: a longer text is cut there (and its result marked truncated)."""
+    max_request_chars: int = 4_000_000
+    """Most characters of all texts of one call together; more refuses the call."""
 
 
 class InferenceService:
@@ -75,27 +86,58 @@ class InferenceService:
         deadline: float | None = None,
         canary_key: str | None = None,
     ) -> ClassifyResult:
-        """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None. With a
-        challenger, the call may be answered by it (canary, sticky by `canary_key`) or shadowed through it after
-        the champion answered."""
+        """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None.
+
+        A text is never a reason to refuse the call: one longer than `max_text_chars` is cut there, and its result
+        says it was truncated, as the result of any text longer than the model reads does; one with nothing to
+        classify gets an empty result with its error, while the others are classified.
+
+        With a challenger, the call may be answered by it (canary, sticky by `canary_key`), or its texts shadowed
+        through it after the champion answered (`Challenger.after_answer`: queued, never awaited here).
+        """
         check_model_name(model)
         self._validate(texts, top_k)
         served = self.table.get(model)
         if served.current is None:
             detail = f": {served.last_error}" if served.last_error else ""
             raise ModelNotReadyError(f"model {model!r} is not ready ({served.state.value}){detail}")
+        errors = [empty_text_error(text) for text in texts]
+        limit = self.limits.max_text_chars
+        runnable = [cut_text(text, limit) for text, error in zip(texts, errors, strict=True) if not error]
         challenger = self.challengers.get(model)
-        if challenger is not None and challenger.answers(canary_key):
-            output = await challenger.model.batcher.submit(texts, deadline, current_call())
-            challenger.canary_calls += 1
-            version, rows = output.version, output.rows
-        else:
-            started = time.monotonic()
-            version, rows = await self._ranked_rows(served, texts, deadline)
-            if challenger is not None:
-                challenger.after_answer(texts, rows, version, time.monotonic() - started)
-        results = [list(ranked[:top_k]) if top_k else list(ranked) for ranked in rows]
-        return ClassifyResult(model, version, results, ranked=list(rows))
+        rows: Sequence[Classification]
+        started = time.monotonic()
+        try:
+            if not runnable:  # nothing to run: answer with the version that would have
+                version, rows = served.current.version, []
+            elif challenger is not None and challenger.answers(canary_key):
+                output = await challenger.model.batcher.submit(runnable, deadline, current_call())
+                challenger.canary_calls += 1
+                version, rows = output.version, output.rows
+            else:
+                version, rows = await self._ranked_rows(served, runnable, deadline)
+                if challenger is not None:
+                    challenger.after_answer(runnable, rows, version, time.monotonic() - started)
+        except BaseException:
+            served.statistics.record_call(len(runnable), time.monotonic() - started, ok=False)
+            raise
+        served.statistics.record_call(len(runnable), time.monotonic() - started, ok=True)
+        ranked_rows = iter(rows)
+        ranked: list[Classification] = []
+        truncated: list[bool] = []
+        for text, error in zip(texts, errors, strict=True):
+            row = [] if error else next(ranked_rows)
+            ranked.append(list(row))
+            truncated.append(not error and (len(text) > limit or isinstance(row, TruncatedClassification)))
+        results = [row[:top_k] if top_k else row for row in ranked]
+        return ClassifyResult(
+            model,
+            version,
+            results,
+            ranked=ranked,
+            truncated=truncated if any(truncated) else [],
+            errors=errors if any(errors) else [],
+        )
 
     async def _ranked_rows(
         self, served: ServedModel, texts: Sequence[str], deadline: float | None
@@ -130,6 +172,22 @@ class InferenceService:
         challenger = self.challengers.get(name)
         return description if challenger is None else replace(description, challenger=challenger.describe())
 
+    def model_statistics(self, name: str = "") -> list[tuple[ModelDescription, StatisticsSnapshot]]:
+        """Each model's description and statistics since start: the model `name`, or every model if it is ""."""
+        if name:
+            check_model_name(name)
+        models = [self.table.get(name)] if name else list(self.table)
+        return [(model.describe(), model.statistics.snapshot()) for model in models]
+
+    def model_config(self, name: str) -> ServingConfig:
+        """How the model `name` is served: its description and the limits that apply to its calls and runs."""
+        check_model_name(name)
+        served = self.table.get(name)
+        limits = served.batcher.limits
+        return ServingConfig(
+            served.describe(), self.limits.max_texts_per_request, limits.max_batch_size, limits.max_batch_delay_ms
+        )
+
     def all_serving(self) -> bool:
         return all(model.state is ModelState.SERVING for model in self.table)
 
@@ -142,15 +200,31 @@ class InferenceService:
                 f"{len(texts)} texts in one request exceeds max_texts_per_request={limits.max_texts_per_request}; "
                 "split the texts over several requests"
             )
-        for index, text in enumerate(texts):
-            if not any(is_visible(char) for char in text):
-                raise InvalidInputError(
-                    f"texts[{index}] is empty: it has no visible character (only whitespace, control or format "
-                    "characters such as zero-width spaces)"
-                )
-            if len(text) > limits.max_text_chars:
-                raise InvalidInputError(
-                    f"texts[{index}] has {len(text)} characters, over max_text_chars={limits.max_text_chars}"
-                )
+        size = sum(map(len, texts))
+        if size > limits.max_request_chars:
+            raise InvalidInputError(
+                f"the texts of this request have {size} characters together, over max_request_chars="
+                f"{limits.max_request_chars}; split them over several requests"
+            )
         if top_k < 0:
             raise InvalidInputError(f"top_k must be 0 (all labels) or positive, got {top_k}")
+
+
+#: The error of a text with nothing to classify, in its own result (no index: the result is the text's).
+EMPTY_TEXT_ERROR = (
+    "the text is empty: it has no visible character (only whitespace, control or format characters such as "
+    "zero-width spaces)"
+)
+
+
+#: The error of a text that no tokenizer can read: a lone surrogate (JSON's "\\ud800") is not Unicode text.
+INVALID_UNICODE_ERROR = "the text is not valid Unicode (it holds a lone surrogate code point); send UTF-8 text"
+
+
+def empty_text_error(text: str) -> str:
+    """Why `text` cannot be classified, "" if it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return INVALID_UNICODE_ERROR
+    return "" if any(is_visible(char) for char in text) else EMPTY_TEXT_ERROR

@@ -90,20 +90,28 @@ class ServerSettings(BaseSettings):
     models: Annotated[list[ModelSpec], NoDecode] = Field(default_factory=list)
     """Models to serve as NAME=URI pairs; in the environment, separated by ';' (ORTSERVE_MODELS). A model may set
     its own batching and admission settings after a '?' (NAME=URI?max_batch_size=64&concurrent_runs=1) or in
-    ORTSERVE_MODEL_<NAME>_<SETTING> variables; see `PER_MODEL_SETTINGS`."""
+    ORTSERVE_MODEL_<NAME>_<SETTING> variables; see `PER_MODEL_SETTINGS`. Its challenger the same way:
+    NAME=URI?challenger=URI2&shadow=0.1&canary=0.05; see `ROLLOUT_SETTINGS`."""
     host: str = "0.0.0.0"
     """Address to bind; 0.0.0.0 for every IPv4 interface, 127.0.0.1 for this machine only."""
     port: int = Field(50051, ge=0, le=65535)
-    """TCP port to listen on; 0 picks a free one (the bound port is logged)."""
+    """TCP port to listen on; 0 picks a free one (the bound port is logged). A port in use stops the start."""
+    reuse_port: bool = False
+    """Set SO_REUSEPORT, so that several server processes may listen on one port and the kernel spreads connections
+    over them. Off: starting on a port that another process holds fails instead of silently sharing it."""
     intra_op_threads: int = Field(0, ge=0)
     """ONNX Runtime intra-op threads per model session; 0 lets ONNX Runtime use one per core."""
     allow_spinning: bool = False
-    """Let ONNX Runtime worker threads spin between ops; off by default, as spinning threads starve the event loop
+    """Let ONNX Runtime worker threads spin between ops. Leave it off: spinning threads starve the event loop
     and the other models of the cores (see BENCHMARKS.md)."""
     max_texts_per_request: int = Field(256, ge=1)
     """Most texts one Classify call may carry; more is INVALID_ARGUMENT (the client splits larger inputs)."""
     max_text_chars: int = Field(10_000, ge=1)
-    """Longest text in characters that a Classify call may carry; longer is INVALID_ARGUMENT."""
+    """Characters of one text read at most: a longer text is cut there before tokenizing, like any text longer than
+    the model reads (its max_length tokens), and its result is marked truncated. The call is not refused for it."""
+    max_request_chars: int = Field(4_000_000, ge=1)
+    """Most characters of all the texts of one call together; more is INVALID_ARGUMENT (split the texts over several
+    calls). gRPC refuses messages over 4 MB on its own (RESOURCE_EXHAUSTED)."""
     max_batch_size: int = Field(32, ge=1)
     """Most texts merged into one ONNX Runtime run from concurrent calls."""
     max_batch_tokens: int = Field(8192, ge=0)
@@ -113,9 +121,10 @@ class ServerSettings(BaseSettings):
     max_queue_texts: int = Field(2048, ge=1)
     """Most texts waiting per model; beyond it calls fail fast with RESOURCE_EXHAUSTED."""
     cache_dir: Path | None = None
-    """Local cache of registry artifacts, keyed by registered name and version (default ~/.cache/ortserve)."""
+    """Local cache of registry artifacts, keyed by registered name and version (default: ~/.cache/ortserve)."""
     tracking_uri: str | None = None
-    """MLflow tracking/registry URI for models:/ URIs (default: MLFLOW_TRACKING_URI, else MLflow's own default)."""
+    """MLflow tracking/registry URI of models:/ URIs, needed for them unless MLFLOW_TRACKING_URI is set (default: the
+    MLFLOW_TRACKING_URI variable)."""
     poll_interval: float = Field(30.0, ge=0)
     """Seconds between checks of each alias or stage for a new version; 0 disables following."""
     registry_timeout_s: float = Field(10.0, gt=0)
@@ -126,25 +135,25 @@ class ServerSettings(BaseSettings):
     """Python logging level of the server (DEBUG, INFO, WARNING, ERROR)."""
     result_cache_bytes: int = Field(0, ge=0)
     """Memory bound of the result cache, in bytes: a text that the serving version of a model has classified
-    already is answered from memory (repeated headlines). 0 (the default) turns the cache off."""
+    already is answered from memory (repeated headlines). 0 turns the cache off."""
 
     tls_cert_file: Path | None = None
-    """PEM certificate chain of the server; with `tls_key_file` the port speaks TLS only. Re-read when the file
+    """PEM certificate chain of the server; with --tls-key-file the port speaks TLS only. Re-read when the file
     changes (checked at each new connection), so a renewed certificate needs no restart."""
     tls_key_file: Path | None = None
-    """PEM private key of `tls_cert_file`; re-read with it."""
+    """PEM private key of --tls-cert-file; re-read with it."""
     tls_client_ca_file: Path | None = None
     """PEM CA certificates that sign client certificates; when set, every client must present a certificate signed
-    by one of them (mutual TLS). Needs `tls_cert_file`. Re-read when it changes."""
+    by one of them (mutual TLS). Needs --tls-cert-file. Re-read when it changes."""
     auth_token_file: Path | None = None
     """File of bearer tokens, one per line: `TOKEN` or `sha256:HEX` (the token's SHA-256), optionally followed by
     `models=NAME,NAME` to limit it to those models; `#` starts a comment. Re-read when it changes. With this or
-    `auth_token_env` set, every call needs `authorization: Bearer TOKEN` (except health checks, see `auth_health`)."""
+    --auth-token-env set, every call needs `authorization: Bearer TOKEN` (except health checks, see --auth-health)."""
     auth_token_env: str | None = None
-    """Name of an environment variable holding bearer tokens in the same form as `auth_token_file`, entries separated
+    """Name of an environment variable holding bearer tokens in the same form as --auth-token-file, entries separated
     by newlines or ';' (read once at start)."""
     auth_health: bool = False
-    """Require a token for grpc.health.v1 too. Off by default so that load balancers and Kubernetes probes, which
+    """Require a token for grpc.health.v1 too. Off so that load balancers and Kubernetes probes, which
     send no token, can check health."""
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
@@ -157,7 +166,7 @@ class ServerSettings(BaseSettings):
     """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a
     free port (logged)."""
     metrics_host: str | None = None
-    """Address the metrics endpoint binds (default: the gRPC `host`)."""
+    """Address the metrics endpoint binds (default: the --host address)."""
     log_format: Literal["text", "json"] = "text"
     """Log lines as plain text, or as one JSON object per line carrying the request id, model and version of the
     call a line is about."""
@@ -175,13 +184,25 @@ class ServerSettings(BaseSettings):
     drain_period_s: float = Field(5.0, ge=0)
     """On SIGTERM, how long the server reports NOT_SERVING while still answering new calls, so that load balancers
     and Kubernetes endpoints stop sending before it refuses calls (UNAVAILABLE); then accepted calls get
-    `grace_period_s` to finish. SIGINT (Ctrl-C) skips it; 0 refuses new calls at once."""
+    --grace-period-s to finish. SIGINT (Ctrl-C) skips it; 0 refuses new calls at once."""
 
     concurrent_runs: int = Field(0, ge=0)
-    """Most ONNX Runtime runs of one model at once, each on its own thread; 0 (the default) picks 2 when the process
+    """Most ONNX Runtime runs of one model at once, each on its own thread; 0 picks 2 when the process
     may use 2 or more cores, else 1. A second run keeps the cores busy while the server returns one run's answers and
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
+
+    http_port: int | None = Field(None, ge=0, le=65535)
+    """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's
+    scoring protocol (/invocations, /ping), ortserve.v1 as JSON, /openapi.json and /docs. Unset serves
+    no HTTP; 0 picks a free port (logged). The container image sets 8080. TLS, tokens and limits are the gRPC
+    port's."""
+    http_max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest HTTP request body, in bytes; a larger one is refused with 413 before it is read (gRPC's own
+    message limit is 4 MiB too)."""
+    http_default_model: str | None = None
+    """The model that answers MLflow's root routes (/invocations, /ping, /version); unset: the only served model,
+    when exactly one is served (every model answers under /models/NAME/ as well)."""
 
     challenger_report_interval_s: float = Field(60.0, ge=0)
     """Seconds between write-backs of each model's champion/challenger comparison to the challenger's registry model
@@ -238,6 +259,14 @@ class ServerSettings(BaseSettings):
     def runs_for(self, spec: ModelSpec) -> int:
         """`concurrent_runs` of one model (its own, else the server-wide one), with 0 resolved for this machine."""
         return _resolve_runs(self.model_setting(spec, "concurrent_runs"))
+
+    @model_validator(mode="after")
+    def _check_http_default_model(self) -> ServerSettings:
+        names = [spec.name for spec in self.models]
+        if self.http_default_model is not None and names and self.http_default_model not in names:
+            known = ", ".join(names)
+            raise ValueError(f"http_default_model {self.http_default_model!r} is not one of the models ({known})")
+        return self
 
     @model_validator(mode="after")
     def _check_tls_files(self) -> ServerSettings:

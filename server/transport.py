@@ -64,6 +64,11 @@ def classify_response(result: ClassifyResult) -> pb.ClassifyResponse:
         add_label = add_classification().labels.add
         for score in ranked:
             add_label(label=score.label, score=score.score)
+    # Rare per-text marks, set after the fact so that the common call pays nothing for them.
+    for index, truncated in enumerate(result.truncated):
+        response.results[index].truncated = truncated
+    for index, error in enumerate(result.errors):
+        response.results[index].error = error
     return response
 
 

@@ -19,6 +19,14 @@ class LabelScore:
 Classification = list[LabelScore]
 
 
+class TruncatedClassification(list[LabelScore]):
+    """The labels of a text the model read only the beginning of (it is longer than `max_length` tokens). A
+    `Classification` like any other, marked by its type so that batcher, result cache and service carry the mark
+    along without a field of their own."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class ClassifyResult:
     """The answer to one Classify call: which version answered, and one Classification per text."""
@@ -29,6 +37,17 @@ class ClassifyResult:
     ranked: list[Classification] = field(default_factory=list)
     """Every label of every text, highest first, whatever `top_k` kept in `results` (the Open Inference Protocol
     transport reports all probabilities next to the top k)."""
+    truncated: list[bool] = field(default_factory=list)
+    """Per text: True when only its beginning was classified, as it is longer than the model reads (`max_length`
+    tokens) or than `max_text_chars` (empty: none)."""
+    errors: list[str] = field(default_factory=list)
+    """Per text: why it has no labels (its Classification is empty), "" for a text that has them (empty: none)."""
+
+    def truncated_at(self, index: int) -> bool:
+        return bool(self.truncated) and self.truncated[index]
+
+    def error_at(self, index: int) -> str:
+        return self.errors[index] if self.errors else ""
 
 
 class ModelState(enum.Enum):
@@ -111,6 +130,19 @@ class ModelDescription:
     failed_updates: int = 0
     challenger: ChallengerDescription | None = None
     """The model's challenger and its comparison with the serving version, if it has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """How one model is served: its description and the limits of its calls and runs (V2 ModelConfig)."""
+
+    description: ModelDescription
+    max_texts_per_request: int
+    """Most texts of one call."""
+    max_batch_size: int
+    """Most texts of one ONNX Runtime run, merged from concurrent calls."""
+    max_batch_delay_ms: float
+    """How long a run may wait for more calls."""
 
 
 @dataclass

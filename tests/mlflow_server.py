@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .helpers import free_port
@@ -16,11 +17,17 @@ from .helpers import free_port
 
 class MlflowServer:
     """`mlflow server` with a SQLite backend and proxied artifacts under `root`; can be stopped and restarted on the
-    same port and store (to test a registry that goes away and comes back)."""
+    same port and store (to test a registry that goes away and comes back). `args` replace the artifact flags (e.g.
+    `--no-serve-artifacts --default-artifact-root DIR`) or add others (`--app-name basic-auth`); `env` is added to
+    the server's environment."""
 
-    def __init__(self, root: Path, port: int | None = None):
+    def __init__(
+        self, root: Path, port: int | None = None, args: Sequence[str] | None = None, env: Mapping[str, str] = {}
+    ):
         self.root = root
         self.port = port or free_port()
+        self.args = list(args) if args is not None else ["--artifacts-destination", str(root / "artifacts")]
+        self.env = dict(env)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = root / "mlflow-server.log"
 
@@ -36,8 +43,7 @@ class MlflowServer:
             "server",
             "--backend-store-uri",
             f"sqlite:///{self.root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(self.root / "artifacts"),
+            *self.args,
             "--host",
             "127.0.0.1",
             "--port",
@@ -57,6 +63,7 @@ class MlflowServer:
                 "MLFLOW_TRACKING_URI": "",
                 # no background job workers (a dozen huey processes): registry only
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                **self.env,
             },
         )
         deadline = time.monotonic() + timeout

@@ -49,3 +49,31 @@ def register_corrupt_version(tracking_uri: str, name: str, artifact: Path, alias
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return version
+
+
+def register_run_artifacts(
+    tracking_uri: str, name: str, artifact: Path, alias: str | None = None, experiment: str | None = None
+) -> str:
+    """Register `artifact` from a run's artifacts (`onnx-model/` with extra_files/, the version's source under the
+    run's artifact root, as MLflow 2 logged models): a new version of `name`, returned."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    with tempfile.TemporaryDirectory() as scratch:
+        files = Path(scratch) / "onnx-model"
+        (files / "extra_files").mkdir(parents=True)
+        shutil.copy(artifact / MODEL_FILE, files / MODEL_FILE)
+        for extra in (TOKENIZER_FILE, MANIFEST_FILE):
+            shutil.copy(artifact / extra, files / "extra_files" / extra)
+        if experiment:
+            mlflow.set_experiment(experiment)
+        with mlflow.start_run() as run:
+            mlflow.log_artifacts(str(files), artifact_path="onnx-model")
+    if not client.search_registered_models(f"name = '{name}'"):
+        client.create_registered_model(name)
+    source = f"{run.info.artifact_uri}/onnx-model"
+    version = str(client.create_model_version(name, source, run_id=run.info.run_id).version)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return version

@@ -153,6 +153,7 @@ def shadowed(artifacts: dict[str, Path], challenger_artifact: Path) -> Iterator[
         models=[f"sentiment={artifacts['bert']}?challenger={challenger_artifact}&shadow=1"],
         metrics_port=0,
         metrics_host="127.0.0.1",
+        http_port=0,
     ) as server:
         yield server
 
@@ -208,6 +209,23 @@ def test_v2_model_metadata_carries_the_comparison_as_parameters(shadowed: Runnin
     assert parameters["challenger_texts_compared"].int64_param == info.texts_compared
     flips = {f"{p.champion_label}->{p.challenger_label}": p.texts for p in info.label_pairs}
     assert json.loads(parameters["challenger_label_flips"].string_param).items() <= flips.items()
+
+    # The HTTP door reports the same, through the same code: V2 REST metadata `parameters`, and GetModel as JSON.
+    assert shadowed.server is not None
+    base = f"http://127.0.0.1:{shadowed.server.http_port}"
+    with urllib.request.urlopen(f"{base}/v2/models/sentiment", timeout=10) as response:
+        rest = json.loads(response.read())["parameters"]
+    assert rest["challenger_version"] == info.version and rest["challenger_comparing"] is True
+    assert rest["challenger_texts_compared"] >= info.texts_compared
+    assert set(rest) == set(parameters)
+    request = urllib.request.Request(
+        f"{base}/ortserve.v1.Inference/GetModel",
+        data=json.dumps({"name": "sentiment"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        native = json.loads(response.read())["challenger"]
+    assert native["version"] == info.version and native["comparing"] is True
 
 
 def scrape(server: RunningServer) -> str:
@@ -266,7 +284,7 @@ def test_canary_share_is_within_its_binomial_interval_and_a_key_is_sticky(
 ) -> None:
     share, calls = 0.3, 400
     with running_server(
-        models=[f"sentiment={artifacts['bert']}?challenger={challenger_artifact}&canary={share}"]
+        models=[f"sentiment={artifacts['bert']}?challenger={challenger_artifact}&canary={share}"], http_port=0
     ) as server:
         champion = get_model(server.target, "sentiment")
         challenger_version = champion.challenger.version
@@ -283,7 +301,19 @@ def test_canary_share_is_within_its_binomial_interval_and_a_key_is_sticky(
             assert len(versions) == 1, f"key {key} got {versions}"
             by_key[key] = versions.pop()
         assert set(by_key.values()) == {champion.version, challenger_version}  # both sides get some keys
-        assert get_model(server.target, "sentiment").challenger.canary_calls == observed + 3 * sum(
+        # Over HTTP the key is the header of the same name, and gets the same side as over gRPC.
+        assert server.server is not None
+        infer = f"http://127.0.0.1:{server.server.http_port}/v2/models/sentiment/infer"
+        body = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["steady"]}]})
+        over_http = 0
+        for key in list(by_key)[:10]:
+            request = urllib.request.Request(
+                infer, data=body.encode(), headers={"Content-Type": "application/json", "x-ortserve-canary-key": key}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert json.loads(response.read())["model_version"] == by_key[key], key
+            over_http += by_key[key] == challenger_version
+        assert get_model(server.target, "sentiment").challenger.canary_calls == observed + over_http + 3 * sum(
             v == challenger_version for v in by_key.values()
         )
 
@@ -291,8 +321,10 @@ def test_canary_share_is_within_its_binomial_interval_and_a_key_is_sticky(
 def test_a_challenger_that_cannot_load_leaves_the_champion_serving(artifacts: dict[str, Path], tmp_path: Path) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    missing = tmp_path / "no-such-artifact"
-    with running_server(models=[f"sentiment={artifacts['bert']}?challenger={missing}&shadow=1&canary=0.5"]) as server:
+    # A directory with no model in it (a missing directory stops the start, as it does for a champion).
+    broken = tmp_path / "not-an-artifact"
+    broken.mkdir()
+    with running_server(models=[f"sentiment={artifacts['bert']}?challenger={broken}&shadow=1&canary=0.5"]) as server:
         with grpc.insecure_channel(server.target) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
         assert health.status == health_pb2.HealthCheckResponse.SERVING

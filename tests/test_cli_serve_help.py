@@ -4,6 +4,7 @@ default, so a setting added to the class cannot be missing from the CLI or its h
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -57,3 +58,29 @@ def test_invalid_flag_value_names_the_setting() -> None:
     )
     assert run.returncode == 2
     assert "invalid port" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_help_is_grouped_by_topic_with_every_setting_in_a_section(help_text: str) -> None:
+    from ortserve.cli.serve import HELP_GROUPS, OTHER_GROUP
+
+    sections = [line.rstrip(":") for line in help_text.splitlines() if line and not line[0].isspace()]
+    assert [s for s in sections if s in HELP_GROUPS] == list(HELP_GROUPS)
+    assert OTHER_GROUP not in sections, "a setting has no --help section: add it to HELP_GROUPS in cli/serve.py"
+    grouped = [name for names in HELP_GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(ServerSettings.model_fields)
+    # a flag sits under its own section
+    tls_section = help_text.split("\nnetwork, TLS and authentication:", 1)[1].split("\n\n", 1)[0]
+    assert "--tls-key-file" in tls_section and "--max-batch-size" not in tls_section
+
+
+def test_help_texts_name_flags_not_fields_and_give_one_default() -> None:
+    field_names = [name for name in ServerSettings.model_fields if "_" in name]
+    for action in build_parser()._actions:
+        if not action.help or action.dest in ("help", "models"):  # --model's per-model keys are field names
+            continue
+        for name in field_names:
+            assert re.search(rf"(?<![\w-]){name}(?![\w-])", action.help) is None, (action.option_strings, name)
+        if action.dest != "models":
+            assert action.help.count("default") == 1, action.option_strings
+    cache_dir = next(a for a in build_parser()._actions if "--cache-dir" in a.option_strings)
+    assert cache_dir.help is not None and cache_dir.help.endswith("default ~/.cache/ortserve]")

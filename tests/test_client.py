@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.client.channel import ChannelConfig, RetryPolicy, channel_options, normalize_target, service_config
 
-from .helpers import RunningServer
+from .helpers import RunningServer, running_server
 
 #: The `server` fixture accepts at most 16 texts per request.
 CHUNK = 16
@@ -46,14 +47,17 @@ def test_public_api_keeps_working(server: RunningServer) -> None:
         assert unknown.value.code is grpc.StatusCode.NOT_FOUND
 
 
-def test_a_failed_chunk_names_the_callers_slice_and_nothing_is_returned(server: RunningServer) -> None:
+def test_a_failed_chunk_names_the_callers_slice_and_nothing_is_returned(artifacts: dict[str, Path]) -> None:
     texts = ["fine text"] * 40
-    texts[37] = "   "
-    with InferenceClient(server.target, chunk_size=CHUNK) as client:
+    texts[37] = "long text " * 60  # its request is over max_request_chars (a blank text no longer fails a request)
+    with (
+        running_server(models=[f"bert={artifacts['bert']}"], max_request_chars=500) as server,
+        InferenceClient(server.target, chunk_size=CHUNK) as client,
+    ):
         with pytest.raises(InferenceError) as failure:
             client.classify("bert", texts)
         assert failure.value.code is grpc.StatusCode.INVALID_ARGUMENT
-        assert "texts[5]" in failure.value.details and "texts[32:40]" in failure.value.details
+        assert "max_request_chars=500" in failure.value.details and "texts[32:40]" in failure.value.details
         # The client is still usable after a failed call.
         assert len(client.classify("bert", texts[:3])) == 3
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import pytest
 
 from ortserve.client import AsyncInferenceClient, InferenceClient, InferenceError
 
-from .helpers import RunningServer
+from .helpers import RunningServer, running_server
 
 TEXTS = [f"headline {i}: {word} moved the markets" for i, word in enumerate(["rates", "oil", "rain", "goals"] * 25)]
 
@@ -35,14 +36,14 @@ def test_async_results_equal_the_blocking_client_in_order(server: RunningServer)
         assert [s.score for s in got.labels] == pytest.approx([s.score for s in want.labels], abs=1e-5)  # type: ignore[attr-defined]
 
 
-def test_async_errors_carry_the_status_and_the_slice(server: RunningServer) -> None:
-    async def main() -> None:
-        client = AsyncInferenceClient(server.target, chunk_size=16)
+def test_async_errors_carry_the_status_and_the_slice(artifacts: dict[str, Path]) -> None:
+    async def main(target: str) -> None:
+        client = AsyncInferenceClient(target, chunk_size=16)
         with pytest.raises(InferenceError) as missing:
             await client.classify("nope", ["a"])
         assert missing.value.code is grpc.StatusCode.NOT_FOUND
         texts = ["ok"] * 33
-        texts[20] = ""
+        texts[20] = "long text " * 60  # its request is over max_request_chars
         with pytest.raises(InferenceError) as bad:
             await client.classify("bert", texts)
         assert bad.value.code is grpc.StatusCode.INVALID_ARGUMENT and "texts[16:32]" in bad.value.details
@@ -51,7 +52,8 @@ def test_async_errors_carry_the_status_and_the_slice(server: RunningServer) -> N
         with pytest.raises(ValueError, match="closed"):
             await client.classify("bert", ["a"])
 
-    asyncio.run(main())
+    with running_server(models=[f"bert={artifacts['bert']}"], max_request_chars=500) as server:
+        asyncio.run(main(server.target))
 
 
 def test_one_client_serves_successive_event_loops(server: RunningServer) -> None:

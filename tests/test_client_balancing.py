@@ -16,7 +16,9 @@ from .helpers import RunningServer, running_server
 def test_round_robin_spreads_calls_and_survives_a_stopped_replica(artifacts: dict[str, Path]) -> None:
     # Two replicas serve the same model name from different artifacts, so each answer's model_version says which
     # replica gave it (as two registry versions would during a rolling update).
-    second = RunningServer(ServerSettings(models=[f"sentiment={artifacts['distilbert']}"], host="127.0.0.1", port=0))
+    second = RunningServer(  # no drain period, as running_server: no load balancer to wait for
+        ServerSettings(models=[f"sentiment={artifacts['distilbert']}"], host="127.0.0.1", port=0, drain_period_s=0)
+    )
     second_running = False
     with running_server(models=[f"sentiment={artifacts['bert']}"]) as first:
         with InferenceClient(first.target) as direct:

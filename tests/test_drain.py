@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ortserve.client import InferenceClient, InferenceError
@@ -132,6 +133,7 @@ def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailab
     assert "stopped" in stderr
 
 
+@pytest.mark.slow  # two server processes, one restarted under traffic
 def test_a_rolling_restart_of_one_of_two_replicas_fails_no_call(artifacts: dict[str, Path]) -> None:
     args = ("--drain-period-s", "0.5", "--grace-period-s", "10")
     with (

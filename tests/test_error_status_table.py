@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 import ortserve.server
-from ortserve.server.errors import OrtServeError, ServerStartError
+from ortserve.server.errors import ERROR_STATUS, INTERNAL_STATUS, OrtServeError, ServerStartError, error_status
 from ortserve.server.interceptors.error_status import STATUS_FOR_ERROR, status_for
 
 #: The table as designed: what each error means to a caller.
@@ -26,6 +26,23 @@ EXPECTED = {
     "DeadlineExceededError": grpc.StatusCode.DEADLINE_EXCEEDED,
     "UnauthenticatedError": grpc.StatusCode.UNAUTHENTICATED,
     "PermissionDeniedError": grpc.StatusCode.PERMISSION_DENIED,
+    # Raised by the HTTP port only (gRPC has its own message size limit and one content type).
+    "PayloadTooLargeError": grpc.StatusCode.INVALID_ARGUMENT,
+    "UnsupportedMediaTypeError": grpc.StatusCode.INVALID_ARGUMENT,
+}
+#: The same table's HTTP statuses (`errors.ERROR_STATUS`, which both doors map through).
+EXPECTED_HTTP = {
+    "InvalidInputError": 400,
+    "ModelNotFoundError": 404,
+    "ModelNotReadyError": 503,
+    "ArtifactError": 503,
+    "ModelWarmupError": 503,
+    "OverloadedError": 429,
+    "DeadlineExceededError": 504,
+    "UnauthenticatedError": 401,
+    "PermissionDeniedError": 403,
+    "PayloadTooLargeError": 413,
+    "UnsupportedMediaTypeError": 415,
 }
 
 
@@ -53,6 +70,13 @@ def test_every_error_class_has_a_deliberate_status(error_class: type[OrtServeErr
 
 def test_the_table_holds_exactly_the_designed_rows() -> None:
     assert {cls.__name__: code for cls, code in STATUS_FOR_ERROR.items()} == EXPECTED
+
+
+def test_http_statuses_come_from_the_same_table() -> None:
+    assert {cls.__name__: status.http_status for cls, status in ERROR_STATUS.items()} == EXPECTED_HTTP
+    assert {cls: grpc.StatusCode[status.grpc_code] for cls, status in ERROR_STATUS.items()} == STATUS_FOR_ERROR
+    assert error_status(ValueError("secret at /etc/passwd")) == (INTERNAL_STATUS, "internal error")
+    assert INTERNAL_STATUS.http_status == 500
 
 
 def test_anything_else_is_internal_with_a_generic_message() -> None:

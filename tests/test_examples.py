@@ -13,7 +13,7 @@ import pytest
 
 from ortserve.client import InferenceClient
 
-from .helpers import RunningServer
+from .helpers import RunningServer, running_server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -51,7 +51,7 @@ def test_fastapi_app_answers_in_order_like_the_client(http: object, server: Runn
 
 def test_fastapi_app_maps_ortserve_errors_to_http(http: object) -> None:
     blank = http.post("/classify", json={"texts": ["fine", "  "]})  # type: ignore[attr-defined]
-    assert blank.status_code == 422 and "INVALID_ARGUMENT" in blank.json()["detail"]
+    assert blank.status_code == 422 and blank.json()["detail"].startswith("texts[1]: the text is empty")
     empty = http.post("/classify", json={"texts": []})  # type: ignore[attr-defined]
     assert empty.status_code == 422  # refused by the API's own validation, before ortserve
 
@@ -106,3 +106,31 @@ def test_kafka_loop_classifies_in_order_and_commits_after_each_batch(server: Run
     assert [i for i, r in enumerate(emitted) if "skipped" in r] == [7, 50, 99]
     labels = [r["label"] for r in emitted if "skipped" not in r]
     assert labels == [e.top.label for e in expected]
+
+
+def test_kafka_loop_skips_and_dead_letters_poison_messages_then_commits(artifacts: dict[str, Path]) -> None:
+    """A message the server cannot classify (nothing visible; too large for a request even alone) is skipped with a
+    log line and sent to the dead-letter callback; the batch is still committed, so the partition moves on."""
+    kafka = load_example("kafka_consumer")
+    poison = {3: "\u200b\u200b".encode(), 5: ("rain " * 700).encode()}  # 3,500 characters > max_request_chars
+    messages = [FakeMessage(poison.get(i, f"headline number {i}".encode()), i) for i in range(8)]
+    messages[6] = FakeMessage(("long story " * 100).encode(), 6)  # over max_text_chars: cut, not refused
+    emitted: list[dict[str, object]] = []
+    dead: list[tuple[int, str]] = []
+    commits: list[int] = []
+    with running_server(models=[f"bert={artifacts['bert']}"], max_text_chars=500, max_request_chars=3000) as server:
+        with InferenceClient(server.target) as client:
+            handled = kafka.consume(
+                [messages[:4], messages[4:]],
+                client,
+                "bert",
+                emitted.append,
+                lambda: commits.append(len(emitted)),
+                lambda message, reason: dead.append((message.id, reason)),
+            )
+    assert handled == 8 and commits == [4, 8]
+    assert [r["key"] for r in emitted] == [f"k{i}" for i in range(8)]
+    assert [i for i, r in enumerate(emitted) if "skipped" in r] == [3, 5]
+    assert [i for i, _ in dead] == [3, 5]
+    assert "no visible character" in dead[0][1] and "max_request_chars" in dead[1][1]
+    assert emitted[6]["truncated"] is True and all("label" in emitted[i] for i in (0, 1, 2, 4, 6, 7))

@@ -4,6 +4,7 @@ accuracy gate, checked through the server's own runtime."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ from ortserve.export.huggingface import inspect_model_dir, load_torch_model
 from ortserve.export.parity import torch_probabilities
 from ortserve.server.runtime import OnnxClassifier
 
-from .export_helpers import TEXTS, assert_answers_like, build_slow_only_tokenizer_model, last_error_line
+from .export_helpers import TEXTS, assert_answers_like, build_slow_only_tokenizer_model, last_error_line, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +95,10 @@ def test_local_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         ([str(tmp_path / "slow"), "--output", str(tmp_path / "o1")], "tokenizer CTRLTokenizer has no fast form"),
         ([str(tmp_path / "empty"), "--output", str(tmp_path / "o2")], "config.json is missing"),
         ([str(tmp_path / "missing")], "is not a directory"),
+        # A Hugging Face Hub id (or its URL) is not read from the Hub: the message says to download it first.
+        (["distilbert-base-uncased-finetuned-sst-2-english"], "hf download distilbert-base-uncased-finetuned-sst-2"),
+        (["cardiffnlp/twitter-roberta-base-sentiment"], "looks like a Hugging Face Hub model id"),
+        (["https://huggingface.co/cardiffnlp/twitter-roberta-base-sentiment"], "hf download cardiffnlp/twitter-rob"),
         ([str(tmp_path / "empty"), "--alias", "production"], "--alias needs --register-as"),
         ([str(tmp_path / "empty"), "--validation-texts", str(tmp_path / "none.txt")], "cannot read --validation-texts"),
     ]
@@ -102,3 +107,19 @@ def test_local_failures(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
         assert expected in last_error_line(capsys.readouterr().err)
     with pytest.raises(ExportError):
         export_model(str(tmp_path / "slow"), output=tmp_path / "o3")
+
+
+def test_third_party_noise_is_silenced_unless_verbose(model_dirs: dict[str, Path], tmp_path: Path):
+    """stderr of `ortserve export` holds ortserve's own lines only; --verbose brings back what the libraries print
+    (torch's TracerWarning, transformers' deprecations, optimum's and the quantizer's advice)."""
+    ortserve_line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) ")
+    args = [str(model_dirs["bert"]), "--int8", "dynamic", "--output"]
+    quiet = run_cli(*args, str(tmp_path / "quiet"), cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    lines = quiet.stderr.splitlines()
+    assert lines and all(ortserve_line.match(line) for line in lines), quiet.stderr
+    for noise in ("Warning", "deprecated", "accelerate", "pre-processing"):
+        assert noise not in quiet.stderr
+    verbose = run_cli(*args, str(tmp_path / "verbose"), "--verbose", cwd=tmp_path)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "TracerWarning" in verbose.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ import pytest
 
 from fixtures.registry_seed import SEED_MODELS, log_classifier, log_transformers_model, seed_registry
 from ortserve.cli.export import main as export_cli
-from ortserve.export import ParityError, export_model
+from ortserve.export import ExportError, GateThresholds, ParityError, export_model
+from ortserve.export import job as export_job
 from ortserve.export import pipeline as export_pipeline
+from ortserve.export.errors import AliasNotMovedError
 from ortserve.export.registry import (
     TAG_EXPORT_KEY,
     TAG_OPSET,
@@ -46,7 +49,7 @@ from .export_helpers import (
 from .helpers import free_port
 from .mlflow_server import MlflowServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +121,11 @@ def test_registered_model_loads_with_mlflow_onnx(registry: str, sentiment_export
 
 def test_reexport_reuses_the_registered_version(registry: str, sentiment_export: Any, tmp_path: Path):
     again = export_model(
-        "models:/sentiment-analysis/Production", alias="production", tracking_uri=registry, output=tmp_path / "out"
+        "models:/sentiment-analysis/Production",
+        register_as="sentiment-analysis-onnx",  # with an output directory, registered only when named
+        alias="production",
+        tracking_uri=registry,
+        output=tmp_path / "out",
     )
     assert again.reused and again.registered_version == sentiment_export.registered_version
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model.onnx", "ortserve.json", "tokenizer.json"]
@@ -224,6 +231,10 @@ def test_embedded_sqlite_store_is_the_default(tmp_path: Path):
         env={"MLFLOW_TRACKING_URI": None},
     )  # type: ignore[dict-item]
     assert result.returncode == 0, result.stderr
+    # Only ortserve's own lines: MLflow's store migrations, "Created version", progress bars and the export libraries'
+    # warnings are silenced without --verbose.
+    ortserve_line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (INFO|WARNING) ")
+    assert all(ortserve_line.match(line) for line in result.stderr.splitlines()), result.stderr
     registered = summary(result.stdout)
     assert registered["registered_name"] == "sentiment-analysis-onnx"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -284,3 +295,61 @@ def test_failures_as_a_subprocess(registry: str, tmp_path: Path):
         assert result.returncode == 2, result.stderr
         assert expected in last_error_line(result.stderr)
         assert not os.path.exists(tmp_path / "mlflow.db"), "a failed export must not create a store"
+
+
+# --- no surprises: the alias moves only to what was asked for; --output alone registers nothing
+
+
+#: A gate no int8 graph can pass: what the demo's real models meet on the built-in texts (int8 kept 90-95 %).
+UNREACHABLE_INT8_GATE = GateThresholds(int8_min_top1_agreement=1.01)
+
+
+def test_alias_is_not_moved_to_an_fp32_fallback(
+    registry: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    client, name = _client(registry), "topic-gate-onnx"
+    source = "models:/topic-classification@production"
+    first = export_model(source, register_as=name, alias="production", quantize=False, tracking_uri=registry)
+    assert first.alias_moved  # fp32 asked for (--no-quantize), fp32 served: the alias moves
+    with pytest.raises(AliasNotMovedError) as raised:
+        export_model(
+            source, register_as=name, alias="production", int8="dynamic", thresholds=UNREACHABLE_INT8_GATE,
+            tracking_uri=registry,
+        )  # fmt: skip
+    error, report = raised.value, raised.value.report
+    assert error.exit_code == 4 and not report.quantized and not report.alias_moved
+    message = str(error)
+    assert f"registered it as models:/{name}/{report.registered_version} but did not move alias 'production'" in message
+    assert "--validation-texts FILE" in message and "--allow-fp32" in message
+    assert str(client.get_model_version_by_alias(name, "production").version) == first.registered_version
+    assert client.get_model_version(name, report.registered_version).tags[TAG_QUANTIZATION] == "none"
+
+    # The CLI: exit code 4, the summary on stdout, the reason on stderr (the same export, reused).
+    monkeypatch.setattr(export_job, "GateThresholds", lambda: UNREACHABLE_INT8_GATE)
+    args = [source, "--register-as", name, "--alias", "production", "--int8", "dynamic", "--tracking-uri", registry]
+    assert export_cli(args) == 4
+    captured = capsys.readouterr()
+    assert summary(captured.out)["alias_moved"] is False
+    assert "did not move alias 'production'" in last_error_line(captured.err)
+    assert str(client.get_model_version_by_alias(name, "production").version) == first.registered_version
+    # --allow-fp32 moves it.
+    assert export_cli([*args, "--allow-fp32"]) == 0
+    assert summary(capsys.readouterr().out)["alias_moved"] is True
+    assert str(client.get_model_version_by_alias(name, "production").version) == report.registered_version
+
+
+def test_output_alone_writes_only_the_directory(registry: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    client = _client(registry)
+    before = {(v.name, v.version) for v in client.search_model_versions("")}
+    output = tmp_path / "artifact"
+    source = "models:/topic-classification@production"
+    assert export_cli([source, "--tracking-uri", registry, "--output", str(output), "--no-quantize"]) == 0
+    report = summary(capsys.readouterr().out)
+    assert report["registered_name"] is None and report["output"] == str(output)
+    assert (output / "ortserve.json").is_file()
+    assert {(v.name, v.version) for v in client.search_model_versions("")} == before
+    # An alias needs a name to register under.
+    assert export_cli([source, "--tracking-uri", registry, "--output", str(output), "--alias", "production"]) == 2
+    assert "--alias needs --register-as when --output is given" in last_error_line(capsys.readouterr().err)
+    with pytest.raises(ExportError, match="nothing is registered"):
+        export_model(source, output=output, alias="production", tracking_uri=registry)

@@ -21,7 +21,7 @@ from ortserve.server.runtime import OnnxClassifier
 
 from .export_helpers import TEXTS, assert_answers_like
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 
 def _op_counts(artifact: Path) -> Counter[str]:

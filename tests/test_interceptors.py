@@ -47,10 +47,16 @@ def test_every_call_gets_a_request_id_in_its_trailers(server: RunningServer) -> 
 
 
 def test_a_refused_call_names_its_request_id_and_the_log_has_it(
-    server: RunningServer, caplog: pytest.LogCaptureFixture
+    artifacts: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="ortserve")
-    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as caught:
+    # A server of its own: refusal log lines are rate-limited per server, and the shared one may have used up its
+    # window on the refusals of the tests before this one.
+    with (
+        running_server(models=[f"bert={artifacts['bert']}"]) as server,
+        grpc.insecure_channel(server.target) as channel,
+        pytest.raises(grpc.RpcError) as caught,
+    ):
         pb_grpc.InferenceStub(channel).Classify(pb.ClassifyRequest(model="nope", texts=["a"]), timeout=10)
     error = caught.value
     assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -102,10 +108,13 @@ def test_a_16_kb_model_name_is_invalid_argument_and_not_echoed(server: RunningSe
     ["\u200b\u200b\u200b", "\ufeff", " \u200b\u2060\u200d ", "\u00a0\u3000", "\u202e\u200e", "\u3164", "\x00\x07"],
 )
 def test_a_text_without_a_visible_character_is_empty(server: RunningServer, text: str) -> None:
-    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as caught:
-        pb_grpc.InferenceStub(channel).Classify(pb.ClassifyRequest(model="bert", texts=["ok", text]), timeout=10)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "texts[1] is empty" in caught.value.details()
+    with grpc.insecure_channel(server.target) as channel:
+        response = pb_grpc.InferenceStub(channel).Classify(
+            pb.ClassifyRequest(model="bert", texts=["ok", text]), timeout=10
+        )
+    ok, empty = response.results
+    assert ok.labels and not ok.error  # its neighbour is classified
+    assert not empty.labels and empty.error.startswith("the text is empty: it has no visible character")
 
 
 def test_visible_characters_of_any_script_are_text(server: RunningServer) -> None:

@@ -28,6 +28,8 @@ def test_json_log_lines_of_a_call_carry_request_id_model_and_version(artifacts: 
         "json",
         "--log-level",
         "DEBUG",
+        "--drain-period-s",
+        "0",  # no load balancer to wait for on SIGTERM
     )
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -58,10 +58,17 @@ def test_calls_are_counted_by_model_rpc_and_code_with_stage_histograms(metrics_s
         assert classify(metrics_server.target, "bert", texts) is grpc.StatusCode.OK
     assert classify(metrics_server.target, UNKNOWN, ["x"]) is grpc.StatusCode.NOT_FOUND
     assert classify(metrics_server.target, "bert", []) is grpc.StatusCode.INVALID_ARGUMENT
-    samples = _wait_for(port, "ortserve_requests_total", 1, model="bert", rpc="Classify", code="INVALID_ARGUMENT")
-    assert _value(samples, "ortserve_requests_total", model="bert", rpc="Classify", code="OK") == 3
-    assert _value(samples, "ortserve_requests_total", model="_unknown", rpc="Classify", code="NOT_FOUND") == 1
-    assert _value(samples, "ortserve_request_duration_seconds_count", model="bert", rpc="Classify") == 4
+    samples = _wait_for(
+        port, "ortserve_requests_total", 1, model="bert", protocol="grpc", rpc="Classify", code="INVALID_ARGUMENT"
+    )
+    assert _value(samples, "ortserve_requests_total", model="bert", protocol="grpc", rpc="Classify", code="OK") == 3
+    assert (
+        _value(samples, "ortserve_requests_total", model="_unknown", protocol="grpc", rpc="Classify", code="NOT_FOUND")
+        == 1
+    )
+    assert (
+        _value(samples, "ortserve_request_duration_seconds_count", model="bert", protocol="grpc", rpc="Classify") == 4
+    )
     # Every OK call went through one batch: one queue wait each; the batches carried exactly the texts sent.
     assert _value(samples, "ortserve_queue_wait_seconds_count", model="bert") == 3
     assert _value(samples, "ortserve_batch_size_texts_sum", model="bert") == 6
@@ -128,7 +135,9 @@ def test_a_taken_metrics_port_is_a_clear_start_error(artifacts: dict[str, Path])
         taken.listen()
         port = taken.getsockname()[1]
         running = RunningServer(
-            ServerSettings(models=[f"bert={artifacts['bert']}"], host="127.0.0.1", port=0, metrics_port=port)
+            ServerSettings(
+                models=[f"bert={artifacts['bert']}"], host="127.0.0.1", port=0, metrics_port=port, drain_period_s=0
+            )
         )
         try:
             with pytest.raises(OrtServeError, match=f"cannot serve metrics on 127.0.0.1:{port}"):

@@ -14,6 +14,8 @@ import pytest
 
 from .helpers import RunningServer
 
+pytestmark = pytest.mark.slow  # builds the wheel and installs it into fresh venvs
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -51,7 +51,21 @@ def test_v2_proto_keeps_the_open_inference_protocol_wire_contract() -> None:
         "ServerMetadata",
         "ModelMetadata",
         "ModelInfer",
+        # Triton's extensions that tritonclient calls, with Triton's names and numbers
+        "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
     ]
+    triton_fields = {
+        v2.ModelConfig: {"name": 1, "platform": 2, "max_batch_size": 4, "input": 5, "output": 6},
+        v2.ModelStatistics: {"name": 1, "version": 2, "last_inference": 3, "inference_count": 4, "execution_count": 5},
+        v2.InferStatistics: {"success": 1, "fail": 2, "queue": 3, "compute_input": 4, "compute_infer": 5},
+        v2.RepositoryIndexResponse.ModelIndex: {"name": 1, "version": 2, "state": 3, "reason": 4},
+    }
+    for message, numbers in triton_fields.items():
+        declared = {f.name: f.number for f in message.DESCRIPTOR.fields}
+        assert {name: declared[name] for name in numbers} == numbers, message.DESCRIPTOR.name
+    assert v2.TYPE_STRING == 13 and v2.TYPE_FP32 == 11 and v2.TYPE_BOOL == 1
     fields = {f.name: f.number for f in v2.ModelInferRequest.DESCRIPTOR.fields}
     assert fields == {
         "model_name": 1,

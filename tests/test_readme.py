@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import running_server
+from .helpers import GRPCURL, running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,12 +27,11 @@ def test_readme_shows_the_grpcurl_commands() -> None:
 
 @pytest.mark.parametrize("command", readme_grpcurl_commands())
 def test_readme_grpcurl_command_works(command: str, artifacts: dict[str, Path]) -> None:
-    grpcurl = ROOT / ".venv" / "bin" / "grpcurl"
-    if not grpcurl.exists():
-        pytest.skip("grpcurl is installed by `make test` into .venv")
+    if not GRPCURL.exists():
+        pytest.skip("grpcurl is installed with the `test` extra (`make test`, `make test-fast`)")
     with running_server(models=[f"sentiment={artifacts['bert']}"]) as server:
         argv = shlex.split(command.replace("localhost:50051", server.target))
-        argv[0] = str(grpcurl)
+        argv[0] = str(GRPCURL)
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()

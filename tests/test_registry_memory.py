@@ -1,5 +1,5 @@
 """Registry access stays out of the serving process (issue 15): a server following a `models:/` alias on a real
-`mlflow server` never imports the MLflow client; short-lived children resolve and download for it."""
+`mlflow server` never imports the MLflow client; over HTTP it resolves and downloads over REST (issue 26)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_server_follows_an_alias_without_importing_mlflow(
             process.wait()
     assert (first, seen) == ("1", "2")  # the alias move was followed...
     assert report["mlflow_modules"] == []  # ...with no MLflow module in the serving process
-    assert report["children"] >= 2  # both downloads ran in children (resolution over REST needs none)
+    assert report["children"] == 0  # resolution and both downloads went over REST: no child, no MLflow import
 
 
 def test_rest_resolution_answers_as_the_mlflow_client_does(
@@ -148,3 +148,28 @@ def test_shared_arena_sessions_answer_as_separate_ones(artifacts: dict[str, Path
     for name, expected in alone.items():
         shared = OnnxClassifier.load(artifacts[name]).probabilities(texts)
         assert abs(shared - expected).max() < 1e-6
+
+
+def test_a_start_from_a_sqlite_store_runs_one_child_for_every_model(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    from ortserve.server.sources.registry_worker import registry_worker
+
+    from .helpers import running_server
+
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    register_artifact(registry, "first", artifacts["bert"], alias="production")
+    register_artifact(registry, "second", artifacts["roberta"], alias="production")
+    worker = registry_worker(registry)
+    models = ["a=models:/first@production", "b=models:/second@production"]
+    started: list[int] = []
+    for _ in ("empty cache", "warm cache"):
+        before = worker.children_started
+        with running_server(
+            models=models, tracking_uri=registry, cache_dir=tmp_path / "cache", poll_interval=0
+        ) as server:
+            with InferenceClient(server.target, timeout=10) as client:
+                states = [client.get_model(name).state for name in ("a", "b")]
+                versions = [client.classify(name, ["markets rallied today"])[0].model_version for name in ("a", "b")]
+        started.append(worker.children_started - before)
+        assert (states, versions) == (["serving", "serving"], ["1", "1"])
+    # One child resolved and downloaded both models; from a warm cache one child only resolved (the server verified).
+    assert started == [1, 1]

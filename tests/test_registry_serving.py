@@ -220,6 +220,7 @@ def test_restart_serves_the_new_version_when_the_alias_moved_while_stopped(
             assert client.classify("m", ["again"])[0].model_version == second
 
 
+@pytest.mark.registry
 def test_registry_outage_keeps_serving_and_restarts_from_cache(artifacts: dict[str, Path], tmp_path: Path) -> None:
     mlflow_server = MlflowServer(tmp_path / "mlflow").start()  # our own: this test stops it
     try:

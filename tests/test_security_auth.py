@@ -17,10 +17,8 @@ from ortserve.client import InferenceClient, InferenceError
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .helpers import RunningServer, running_server
+from .helpers import GRPCURL, RunningServer, running_server
 
-ROOT = Path(__file__).resolve().parent.parent
-GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 HASHED_TOKEN = "only-its-hash-is-on-disk"
 
 

@@ -15,12 +15,10 @@ import pytest
 
 from ortserve.client import InferenceClient, InferenceError
 
-from .helpers import RunningServer, running_server
+from .helpers import GRPCURL, RunningServer, running_server
 from .security_helpers import Issued, TestPki
 from .test_node_client import node_classify, node_client  # noqa: F401 - the fixture, shared
 
-ROOT = Path(__file__).resolve().parent.parent
-GRPCURL = ROOT / ".venv" / "bin" / "grpcurl"
 #: A fresh subchannel per client, so every client below makes its own TLS handshake.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 

@@ -9,12 +9,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from ortserve.client import InferenceClient, InferenceError
 from ortserve.server.healthcheck import wait_until_serving
 
 from .helpers import ORTSERVE, free_port, serve_command
 
 
+@pytest.mark.slow  # a server process; the fast lane drains one in test_drain
 def test_sigterm_finishes_in_flight_calls(artifacts: dict[str, Path]) -> None:
     port = free_port()
     target = f"127.0.0.1:{port}"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 pytest.importorskip("pyspark", reason="the [spark] extra is not installed")
+pytestmark = pytest.mark.slow  # starts a JVM and Spark workers
 
 import pandas as pd  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402

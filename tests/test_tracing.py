@@ -194,6 +194,7 @@ def test_without_opentelemetry_tracing_is_a_no_op(traced_server: RunningServer) 
     assert result.stdout.startswith("version ")
 
 
+@pytest.mark.slow  # a server process exporting to an OTLP sink
 def test_spans_are_exported_over_otlp_to_the_configured_endpoint(artifacts: dict[str, Path]) -> None:
     """`ortserve serve --otlp-endpoint` sends its spans to a real OTLP/gRPC receiver (flushed at shutdown)."""
     from concurrent.futures import ThreadPoolExecutor

@@ -14,7 +14,7 @@ from ortserve.export.pipeline import ExportOptions, export_local_model
 
 from .helpers import running_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.torch]
 
 #: Small enough for a test on 2 cores: 2 of MiniLM's 6 layers, 240 training texts, 30 steps.
 SMALL = TrainingConfig(train_per_label=40, heldout_per_label=20, epochs=2, batch_size=16, learning_rate=3e-4, layers=2)

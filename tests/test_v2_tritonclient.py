@@ -80,8 +80,13 @@ CALLS = textwrap.dedent("""
         "wrong_datatype": error(bad_input("FP32", [2], np.array([1.0, 2.0], dtype=np.float32))),
         "wrong_shape": error(bad_input("BYTES", [2, 2], np.array([[b"a", b"b"], [b"c", b"d"]], dtype=object))),
         "no_input": error(lambda: client.infer(model, [])),
-        "empty_text": error(bad_input("BYTES", [1], np.array([b"  "], dtype=object))),
     }
+    per_text = grpcclient.InferInput("text", [3], "BYTES")
+    per_text.set_data_from_numpy(np.array([b"fine", b"  ", ("word " * 200).encode()], dtype=object))
+    wanted = [grpcclient.InferRequestedOutput(o) for o in ("truncated", "errors")]
+    marked = client.infer(model, [per_text], outputs=wanted)
+    report["per_text"] = {"truncated": marked.as_numpy("truncated").tolist(),
+                          "errors": [e.decode() for e in marked.as_numpy("errors")]}
     client.close()
     print(json.dumps(report))
 """)
@@ -145,10 +150,82 @@ def test_errors_have_the_statuses_of_classify(report: dict) -> None:  # type: ig
     assert errors["unknown_model"][0] == "StatusCode.NOT_FOUND"
     assert "no model named 'nope'" in errors["unknown_model"][1]
     assert errors["unknown_model_ready"][0] == "StatusCode.NOT_FOUND"
-    for case in ["wrong_datatype", "wrong_shape", "no_input", "empty_text"]:
+    for case in ["wrong_datatype", "wrong_shape", "no_input"]:
         assert errors[case] is not None and errors[case][0] == "StatusCode.INVALID_ARGUMENT", case
     assert "send BYTES" in errors["wrong_datatype"][1]
-    assert errors["empty_text"][1].startswith("texts[0] is empty: it has no visible character")
+
+
+def test_a_blank_or_long_text_is_answered_per_text(report: dict) -> None:  # type: ignore[type-arg]
+    """No poison pill: a blank text gets its error and a text over max_text_chars (500 here) is cut and marked,
+    while the call succeeds for the others."""
+    assert report["per_text"]["truncated"] == [False, False, True]
+    errors = report["per_text"]["errors"]
+    assert errors[0] == errors[2] == "" and errors[1].startswith("the text is empty: it has no visible character")
+
+
+#: Runs in the tritonclient venv: Triton's extensions (repository index, statistics, model config) after exactly two
+#: inference calls of 3 and 1 texts.
+EXTENSIONS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    target, model = sys.argv[1], sys.argv[2]
+    client = grpcclient.InferenceServerClient(url=target)
+    for texts in ([b"markets rallied", b"rain again", b"a vote"], [b"one more"]):
+        text = grpcclient.InferInput("text", [len(texts)], "BYTES")
+        text.set_data_from_numpy(np.array(texts, dtype=object))
+        client.infer(model, [text])
+    report = {
+        "server_metadata": client.get_server_metadata(as_json=True),
+        "index": client.get_model_repository_index(as_json=True),
+        "stats": client.get_inference_statistics(model_name=model, as_json=True),
+        "all_stats": client.get_inference_statistics(as_json=True),
+        "config": client.get_model_config(model, as_json=True),
+    }
+    try:
+        client.get_model_config("nope")
+    except InferenceServerException as exc:
+        report["unknown_config"] = [exc.status(), exc.message()]
+    print(json.dumps(report))
+""")
+
+
+def test_repository_index_statistics_and_config(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()  # exists, but holds no artifact: FAILED, listed as UNAVAILABLE with its reason
+    with running_server(models=[f"bert={artifacts['bert']}", f"broken={broken}"], max_texts_per_request=16) as server:
+        run = run_tritonclient(EXTENSIONS, server.target, "bert")
+        with grpc.insecure_channel(server.target) as channel:
+            info = pb_grpc.InferenceStub(channel).GetModel(pb.GetModelRequest(name="bert"), timeout=10)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"model_configuration", "statistics"} <= set(report["server_metadata"]["extensions"])
+
+    index = {entry["name"]: entry for entry in report["index"]["models"]}
+    assert index["bert"]["state"] == "READY" and index["bert"]["version"] == info.version
+    assert index["broken"]["state"] == "UNAVAILABLE" and index["broken"]["reason"]
+
+    (stats,) = report["stats"]["model_stats"]
+    assert stats["name"] == "bert" and stats["version"] == info.version
+    assert stats["inference_count"] == "4" and stats["execution_count"] == "2"  # uint64 is a string in proto JSON
+    infer = stats["inference_stats"]
+    assert infer["success"]["count"] == "2" and int(infer["success"]["ns"]) > 0
+    for stage in ("compute_input", "compute_infer", "compute_output"):
+        assert infer[stage]["count"] == "2" and int(infer[stage]["ns"]) > 0, stage
+    assert int(stats["last_inference"]) > 0
+    assert [s["name"] for s in report["all_stats"]["model_stats"]] == ["bert", "broken"]
+
+    config = report["config"]["config"]
+    assert config["name"] == "bert" and config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 16
+    assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": ["1"]}]
+    outputs = {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]}
+    assert outputs["probabilities"] == ("TYPE_FP32", [str(len(info.labels))])
+    assert outputs["truncated"] == ("TYPE_BOOL", ["1"]) and outputs["errors"] == ("TYPE_STRING", ["1"])
+    assert json.loads(config["parameters"]["labels"]["string_value"]) == list(info.labels)
+    assert config["parameters"]["max_length"]["string_value"] == str(info.max_length)
+    assert report["unknown_config"][0] == "StatusCode.NOT_FOUND"
 
 
 def readme_tritonclient_example() -> str:

@@ -1,4 +1,5 @@
-"""Errors become status codes here, once: domain errors by `STATUS_FOR_ERROR`, anything else INTERNAL."""
+"""Errors become status codes here: domain errors through the shared table `errors.ERROR_STATUS` (which the HTTP
+port maps through too), anything else INTERNAL."""
 
 from __future__ import annotations
 
@@ -13,35 +14,15 @@ import grpc
 
 from ortserve.contract.errors import first_line
 
-from ..errors import (
-    ArtifactError,
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotFoundError,
-    ModelNotReadyError,
-    ModelWarmupError,
-    OrtServeError,
-    OverloadedError,
-    PermissionDeniedError,
-    UnauthenticatedError,
-    caller_message,
-)
+from ..errors import ERROR_STATUS, InvalidInputError, OrtServeError, caller_message
 from .request_id import REQUEST_ID_KEY, current_request_id
 from .wrapping import HandlerWrappingInterceptor, Wrappers, awaiting, responses, wrap_handler
 
 log = logging.getLogger(__name__)
 
-#: The one place where domain errors become status codes. Order matters only for subclasses (none overlap).
+#: `errors.ERROR_STATUS`, the one error → status table of both doors, with its gRPC codes as `grpc.StatusCode`.
 STATUS_FOR_ERROR: dict[type[OrtServeError], grpc.StatusCode] = {
-    InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
-    ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
-    ModelNotReadyError: grpc.StatusCode.UNAVAILABLE,
-    ArtifactError: grpc.StatusCode.UNAVAILABLE,
-    ModelWarmupError: grpc.StatusCode.UNAVAILABLE,
-    OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
-    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    error_type: grpc.StatusCode[status.grpc_code] for error_type, status in ERROR_STATUS.items()
 }
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import sys
+import tempfile
+import threading
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from .call_context import current_call
 
@@ -61,3 +65,89 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text", strea
     if log_format == "json":
         logging.captureWarnings(True)  # Python warnings as log records too, so every line stays one JSON object
     return handler
+
+
+#: A line of gRPC core's own log (absl format): severity letter, date, time, thread, source file:line, message.
+_GRPC_CORE_LINE = re.compile(r"^(?P<severity>[IWEF])\d{4} [\d:.]+\s+\d+ (?P<source>[^\]]+)\] (?P<message>.*)$")
+_SEVERITIES = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
+
+
+class NativeStderrRouter:
+    """Routes what is written to file descriptor 2 behind Python's back into log records, so that a JSON log stays
+    JSON: gRPC core's own lines (`I1204 ... ssl_transport_security.cc:2563] Handshake failed ...`, logger
+    `grpc.core`, their severity kept) and anything else native code or a crash writes there (logger `stderr`,
+    WARNING). File descriptor 2 becomes a pipe read by a thread; the log handler writes to a copy of the original.
+
+    Use `start()` before the server starts and `stop()` when the process is about to exit, which also lets the
+    thread turn the last lines into records.
+    """
+
+    def __init__(self) -> None:
+        self._saved_fd: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TextIO:
+        """Start routing; return a stream to the original stderr for the log handler to write to."""
+        sys.stderr.flush()
+        self._saved_fd = os.dup(2)
+        read_fd, write_fd = os.pipe()
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        self._thread = threading.Thread(target=self._forward, args=(read_fd,), name="ortserve-stderr", daemon=True)
+        self._thread.start()
+        return os.fdopen(os.dup(self._saved_fd), "w", buffering=1, encoding="utf-8", errors="replace")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Give file descriptor 2 back; the thread logs what is left in the pipe, then ends."""
+        if self._saved_fd is None:
+            return
+        sys.stderr.flush()
+        os.dup2(self._saved_fd, 2)  # the pipe's last writer closes: the thread reads to its end
+        os.close(self._saved_fd)
+        self._saved_fd = None
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @staticmethod
+    def _forward(read_fd: int) -> None:
+        with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as pipe:
+            for line in pipe:
+                text = line.rstrip("\r\n")
+                if not text.strip():
+                    continue
+                core = _GRPC_CORE_LINE.match(text)
+                if core is not None:
+                    logging.getLogger("grpc.core").log(
+                        _SEVERITIES[core["severity"]], "%s: %s", core["source"], core["message"]
+                    )
+                else:
+                    logging.getLogger("stderr").warning("%s", text)
+
+
+class NativeStderrCapture:
+    """Holds back what is written to file descriptor 2 inside a `with` block (gRPC core's own lines about a failed
+    bind, say), so that the caller decides: `release()` writes it out as it came, or the caller keeps `text` for
+    its log. Used around one short call, so other threads' lines are at most delayed, never lost."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __enter__(self) -> NativeStderrCapture:
+        sys.stderr.flush()
+        self._saved_fd = os.dup(2)
+        self._file = tempfile.TemporaryFile()
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved_fd, 2)
+        os.close(self._saved_fd)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+
+    def release(self) -> None:
+        """Write what was held back to file descriptor 2 (after the block)."""
+        if self.text:
+            os.write(2, self.text.encode("utf-8", "replace"))

@@ -6,7 +6,9 @@ Hot path: per call, one counter and one histogram observation (interceptor) plus
 states, polls) is read from the model table when Prometheus scrapes, by `ModelTableCollector`.
 
 Label values are bounded: `model` is a served model's name, `_unknown` for any other name a caller sends and `_none`
-for RPCs without one (ListModels); `rpc` is a method of a registered service; `code` a gRPC status name.
+for RPCs without one (ListModels); `protocol` is `grpc` or `http`; `rpc` is a method of a registered service, or
+over HTTP a route template (`POST /v2/models/{name}/infer`, `_unrouted` for paths no route has); `code` a gRPC
+status name (over HTTP, the code of the same error in the shared error table: 429 is RESOURCE_EXHAUSTED).
 """
 
 from __future__ import annotations
@@ -70,14 +72,14 @@ class ServerMetrics:
         """Calls being handled, by `model` label; written by the interceptor, read at scrape time."""
         self.requests = Counter(
             "ortserve_requests",
-            "RPCs handled, by model, RPC and gRPC status code.",
-            ["model", "rpc", "code"],
+            "Calls handled, by model, protocol (grpc, http), RPC or HTTP route, and gRPC status code.",
+            ["model", "protocol", "rpc", "code"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(
             "ortserve_request_duration_seconds",
-            "Time from receiving an RPC to its answer (queue, tokenization, inference and the rest).",
-            ["model", "rpc"],
+            "Time from receiving a call to its answer (queue, tokenization, inference and the rest).",
+            ["model", "protocol", "rpc"],
             buckets=LATENCY_BUCKETS_S,
             registry=self.registry,
         )
@@ -128,8 +130,8 @@ class ServerMetrics:
         if challengers:
             self.registry.register(ChallengerCollector(challengers))
         # Children resolved once: `.labels()` takes a lock and builds a key on every call.
-        self._request_children: dict[tuple[str, str, str], Any] = {}
-        self._duration_children: dict[tuple[str, str], Any] = {}
+        self._request_children: dict[tuple[str, str, str, str], Any] = {}
+        self._duration_children: dict[tuple[str, ...], Any] = {}
         self._batch_children: dict[str, tuple[Any, Any, Any, Any, Any]] = {}
         for model in table:  # every model's series exist from the start, so rate() and alerts see a zero
             self._batch_series(model.name)
@@ -147,15 +149,15 @@ class ServerMetrics:
             self._batch_children[model] = series
         return series
 
-    def observe_call(self, model: str, rpc: str, code: str, seconds: float) -> None:
-        key = (model, rpc, code)
+    def observe_call(self, model: str, rpc: str, code: str, seconds: float, protocol: str = "grpc") -> None:
+        key = (model, protocol, rpc, code)
         counter = self._request_children.get(key)
         if counter is None:
-            counter = self._request_children[key] = self.requests.labels(model, rpc, code)
+            counter = self._request_children[key] = self.requests.labels(model, protocol, rpc, code)
         counter.inc()
-        histogram = self._duration_children.get((model, rpc))
+        histogram = self._duration_children.get(key[:3])
         if histogram is None:
-            histogram = self._duration_children[(model, rpc)] = self.request_seconds.labels(model, rpc)
+            histogram = self._duration_children[key[:3]] = self.request_seconds.labels(model, protocol, rpc)
         histogram.observe(seconds)
 
     def observe_queue_wait(self, model: str, seconds: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .call_context import CallRecord
@@ -51,13 +51,37 @@ class ServerTracer:
             },
         )
 
+    def start_http(self, record: CallRecord, method: str, route: str, headers: Mapping[str, str]) -> None:
+        """The SERVER span of an HTTP request, continuing the caller's `traceparent` header (names lower case)."""
+        parent = self._propagator.extract(dict(headers))
+        record.span = self._tracer.start_span(
+            f"{method} {route}",
+            context=parent,
+            kind=self._trace.SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "http.route": route,
+                "ortserve.request_id": record.request_id,
+                "ortserve.model": record.model,
+            },
+        )
+
+    def finish_http(self, record: CallRecord, code: str, http_status: int) -> None:
+        if record.span is not None:
+            record.span.set_attribute("http.response.status_code", http_status)
+            self._end(record, code, "ortserve.status_code")
+
     def finish(self, record: CallRecord, code: str) -> None:
+        self._end(record, code, "rpc.grpc.status_code")
+
+    def _end(self, record: CallRecord, code: str, code_attribute: str) -> None:
+        """End the call's span with its stage spans (queue wait, tokenization, inference) as children."""
         span = record.span
         if span is None:
             return
         if record.version:
             span.set_attribute("ortserve.model_version", record.version)
-        span.set_attribute("rpc.grpc.status_code", code)
+        span.set_attribute(code_attribute, code)
         stages = record.stages
         if stages is not None and record.enqueued is not None and span.is_recording():
             # Stage times are monotonic; spans want wall-clock nanoseconds.

@@ -2,9 +2,10 @@
 
 Resolution happens at every start and every poll round; over HTTP it is one GET, so it runs in the server itself
 (milliseconds, no child, no MLflow import). `RestRegistryClient` offers the subset of `MlflowClient` that
-`ortserve.contract.registry.resolve_version` calls, with MLflow's own error codes, so resolution and error mapping
-stay the contract's. Downloads, and registries this client does not speak for (other schemes, MLflow auth plugins,
-SigV4, workspaces), go through the MLflow client in a child (`registry_worker`).
+`ortserve.contract.registry.resolve_version` and `ortserve.contract.cache.fetch_registered_artifact` call, with
+MLflow's own error codes, so resolution, verification and error mapping stay the contract's; its `get_json` and
+`download` carry the artifact routes of `registry_rest_artifacts`. Registries this client does not speak for (other
+schemes, MLflow auth plugins, SigV4, workspaces) go through the MLflow client in a child (`registry_worker`).
 
 Authentication as MLflow does it: `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD` (or user-info in the URI)
 as basic auth, else `MLFLOW_TRACKING_TOKEN` as a bearer token; TLS with `MLFLOW_TRACKING_INSECURE_TLS`,
@@ -15,14 +16,18 @@ as basic auth, else `MLFLOW_TRACKING_TOKEN` as a bearer token; TLS with `MLFLOW_
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import shutil
 import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 #: Settings whose behaviour only the MLflow client implements: with any of them set, resolution uses the child.
@@ -32,6 +37,10 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 API = "/api/2.0/mlflow/"
 #: Page size of a version search (MLflow's server caps what it returns per page).
 SEARCH_PAGE = 1000
+#: Bytes read at a time while a file streams to disk.
+CHUNK = 1 << 20
+
+_T = TypeVar("_T")
 
 
 class RestRegistryError(Exception):
@@ -51,6 +60,9 @@ class RestModelVersion:
     version: str
     current_stage: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    """Where the version was registered from (`models:/m-<id>` for an MLflow 3 logged model, else a location)."""
+    run_id: str = ""
 
 
 @dataclass
@@ -117,18 +129,49 @@ class RestRegistryClient:
         aliases = {a["alias"]: str(a["version"]) for a in model.get("aliases", [])}
         return RestRegisteredModel(model.get("name", name), aliases)
 
+    def get_model_version_download_uri(self, name: str, version: str) -> str:
+        """Where the version's files are (`mlflow-artifacts:/...`, a path on the server's side, `s3://...`)."""
+        return str(self._get("model-versions/get-download-uri", {"name": name, "version": version})["artifact_uri"])
+
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         """Set one tag on a model version (the challenger write-back, `server/challenger.py`)."""
-        self._request("model-versions/set-tag", {}, {"name": name, "version": version, "key": key, "value": value})
+        self._post("model-versions/set-tag", {"name": name, "version": version, "key": key, "value": value})
 
     # --- HTTP -------------------------------------------------------------------------------------------------------
 
-    def _get(self, endpoint: str, params: dict[str, str]) -> Any:
-        return self._request(endpoint, params)
+    @property
+    def base_url(self) -> str:
+        """The tracking server's root URL (path prefix included, no credentials)."""
+        return self._base
 
-    def _request(self, endpoint: str, params: dict[str, str], body: dict[str, str] | None = None) -> Any:
-        """GET `endpoint` with `params`, or POST `body` as JSON when given; retried like MLflow does."""
-        url = f"{self._base}{API}{endpoint}" + (f"?{urlencode(params)}" if params else "")
+    def get_json(self, path: str, params: dict[str, str]) -> Any:
+        """GET `base_url` + `path` (e.g. `/api/2.0/mlflow/runs/get`) with `params`; the JSON answer."""
+        return self._with_retries(f"{self._base}{path}?{urlencode(params)}", lambda r: json.loads(r.read() or b"{}"))
+
+    def download(self, url: str, destination: Path) -> int:
+        """Stream `url` (on this tracking server) into the new file `destination`, retried from its start like any
+        request; return its size. A body shorter than its Content-Length fails like a reset connection."""
+
+        def save(response: http.client.HTTPResponse) -> int:
+            with destination.open("wb") as out:
+                shutil.copyfileobj(response, out, CHUNK)
+                return out.tell()
+
+        return self._with_retries(url, save)
+
+    def _get(self, endpoint: str, params: dict[str, str]) -> Any:
+        return self.get_json(API + endpoint, params)
+
+    def _post(self, endpoint: str, body: dict[str, str]) -> Any:
+        """POST `body` as JSON to `endpoint`; the JSON answer."""
+        return self._with_retries(f"{self._base}{API}{endpoint}", lambda r: json.loads(r.read() or b"{}"), body)
+
+    def _with_retries(
+        self, url: str, read: Callable[[http.client.HTTPResponse], _T], body: dict[str, str] | None = None
+    ) -> _T:
+        """Open `url` (GET, or POST of `body` as JSON when given) and `read` the response, retried with backoff like
+        MLflow's client: connection errors and RETRY_STATUSES. Raises `RestRegistryError` with MLflow's error code
+        when the server answered one."""
         if body is None:
             request = urllib.request.Request(url, headers=self._headers)
         else:
@@ -138,12 +181,13 @@ class RestRegistryClient:
             last = attempt == self.max_retries
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._ssl) as response:
-                    return json.loads(response.read() or b"{}")
+                    return read(response)
             except urllib.error.HTTPError as exc:
                 error = _http_error(url, exc)
                 if exc.code not in RETRY_STATUSES or last:
                     raise error from None
-            except (OSError, ValueError) as exc:  # refused, reset, timed out, DNS, TLS; or a body that is not JSON
+            # refused, reset, timed out, DNS, TLS, a body cut short; or a body that is not JSON
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 if last:
                     raise RestRegistryError(f"API request to {url} failed: {exc}") from None
             time.sleep(self.backoff_factor * 2**attempt if attempt else 0)  # urllib3's schedule: 0, 2f, 4f, ...
@@ -152,7 +196,14 @@ class RestRegistryClient:
 
 def _version(data: dict[str, Any]) -> RestModelVersion:
     tags = {t["key"]: t.get("value", "") for t in data.get("tags", [])}
-    return RestModelVersion(data["name"], str(data["version"]), data.get("current_stage", ""), tags)
+    return RestModelVersion(
+        data["name"],
+        str(data["version"]),
+        data.get("current_stage", ""),
+        tags,
+        data.get("source", ""),
+        data.get("run_id", ""),
+    )
 
 
 def _http_error(url: str, exc: urllib.error.HTTPError) -> RestRegistryError:

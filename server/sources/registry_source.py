@@ -1,9 +1,11 @@
 """MLflow Model Registry sources: resolve `models:/` URIs, keep each version once in a verified local cache.
 
-Resolution, downloads, the integrity marker and MLflow error mapping are the contract's (`ortserve.contract`);
-the MLflow client runs only in short-lived child processes (`registry_worker`; http(s) registries are resolved over
-REST, `registry_rest`), so that it never stays resident in the server. This module adds the server's cache policy
-(verification, quarantine, the last resolved versions). Cache layout under `--cache-dir`:
+Resolution, downloads, the integrity marker and MLflow error mapping are the contract's (`ortserve.contract`).
+An http(s) registry is asked over REST in this process, for resolution (`registry_rest`) and downloads
+(`registry_rest_artifacts`); other registries (SQLite, file stores, artifacts in `s3://` and the like) through the
+MLflow client in a short-lived child process (`registry_worker`), one child resolving and downloading together, so
+that the MLflow client never stays resident in the server. This module adds the server's cache policy (verification,
+quarantine, the last resolved versions, at most MAX_CONCURRENT_DOWNLOADS at once). Cache layout under `--cache-dir`:
     <name>/<version>/            one complete artifact directory (model.onnx, tokenizer.json, ortserve.json)
     <name>/<version>/.complete   written last; every file with its size and sha256, verified before each load
     <name>/resolved/<ref>.json   the last version each alias or stage resolved to (used when the registry is down)
@@ -42,11 +44,17 @@ from ..artifact import as_server_error
 from ..errors import ArtifactError
 from .model_source import FetchedArtifact, ModelSource
 from .registry_rest import RestRegistryClient, RestRegistryError, rest_registry_client
+from .registry_rest_artifacts import RestArtifactsUnsupported, fetch_version_over_rest
 from .registry_worker import RegistryWorker, registry_worker
 
 __all__ = ["COMPLETE_MARKER", "RegistrySource", "RegistryUri", "default_cache_dir", "open_registry_source"]
 
 log = logging.getLogger(__name__)
+
+#: Downloads over REST at once in this process (several models at start): enough to overlap one model's latency with
+#: another's transfer, few enough that a start with many models does not flood the registry or the disk.
+MAX_CONCURRENT_DOWNLOADS = 4
+_DOWNLOAD_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_DOWNLOADS)
 
 
 def default_cache_dir() -> Path:
@@ -57,9 +65,9 @@ def default_cache_dir() -> Path:
 class RegistrySource(ModelSource):
     """A `models:/` URI served through the MLflow client, with a local cache keyed by registered name and version.
 
-    Resolution goes over MLflow's REST API in this process when the registry is an http(s) tracking server (one GET);
-    otherwise, and for every download, the registry is asked through `worker` (default: the process's shared
-    `RegistryWorker` of `tracking_uri`, which runs the MLflow client in short-lived child processes).
+    Resolution and downloads go over MLflow's REST API in this process when the registry is an http(s) tracking
+    server; otherwise (and for files the server does not serve) the registry is asked through `worker` (default: the
+    process's shared `RegistryWorker` of `tracking_uri`, which runs the MLflow client in short-lived child processes).
     Creating one removes the scratch directories that killed downloads of this model left in the cache.
     """
 
@@ -76,6 +84,8 @@ class RegistrySource(ModelSource):
         self.worker = worker or registry_worker(tracking_uri)
         configure_mlflow_client(SERVER_HTTP)  # environment only: the REST client and the worker's children read it
         self.rest: RestRegistryClient | None = rest_registry_client(tracking_uri)
+        if self.rest is None:  # the first fetch needs a child: let it import the MLflow client while the server starts
+            self.worker.prepare()
         for removed in remove_stale_scratch(self._model_dir()):
             log.warning("%s: removed %s, left by an interrupted download", uri, removed.name)
 
@@ -96,17 +106,18 @@ class RegistrySource(ModelSource):
 
         If the registry cannot be reached, the version this URI last resolved to is served from the cache.
         """
-        note = ""
+        note, downloaded = "", False
         try:
             if version is None:
                 try:
-                    version = self._resolve()
+                    version, downloaded = self._resolve_and_download()
                 except RegistryUnavailableError as exc:
                     version, note = self._last_resolved_or_raise(exc)
                 else:
                     self._remember_resolved(version)
             directory = self._version_dir(version)
-            self._ensure_cached(version, directory)
+            if not downloaded:
+                self._ensure_cached(version, directory)
         except ContractError as exc:
             raise self._server_error(exc) from None
         except OSError as exc:  # the cache directory itself: its path belongs in the log, not in the message
@@ -145,6 +156,20 @@ class RegistrySource(ModelSource):
             return str(resolve_version(self.rest, self.parsed).version)
         return self.worker.resolve(self.uri)
 
+    def _resolve_and_download(self) -> tuple[str, bool]:
+        """The version the URI points at now, and True if its cache entry was just downloaded (complete, marked).
+
+        Over REST this only resolves (milliseconds; the download follows in this process). Through the worker, one
+        child resolves and, when the version has no marked cache entry yet, downloads it too: the MLflow client's
+        import is paid once per start, not once for each step."""
+        if self.rest is not None:
+            return self._resolve(), False
+        try:
+            return self.worker.fetch(self.uri, self._model_dir())
+        except (ContractError, OSError):
+            remove_stale_scratch(self._model_dir())  # a killed child leaves its scratch directory behind
+            raise
+
     def _server_error(self, exc: ContractError) -> ArtifactError:
         # The log gets the detail (redacted MLflow text, paths); the caller only the safe message.
         log.warning("%s: %s%s", self.uri, exc, f" [{exc.detail}]" if exc.detail else "")
@@ -174,10 +199,22 @@ class RegistrySource(ModelSource):
                     )
             log.info("%s: downloading version %s", self.uri, version)
             try:
-                self.worker.download(self.parsed.name, version, directory)
+                self._download(version, directory)
             except (ContractError, OSError):
                 remove_stale_scratch(self._model_dir())  # a killed child leaves its scratch directory behind
                 raise
+
+    def _download(self, version: str, directory: Path) -> None:
+        """Download `version` into `directory` (verified, marked): over REST when the tracking server serves its
+        files, else through the worker's MLflow client."""
+        if self.rest is not None:
+            try:
+                with _DOWNLOAD_SLOTS:
+                    fetch_version_over_rest(self.rest, self.parsed.name, version, directory)
+                return
+            except RestArtifactsUnsupported as exc:
+                log.info("%s: %s; the MLflow client downloads version %s", self.uri, exc, version)
+        self.worker.download(self.parsed.name, version, directory)
 
     def _model_dir(self) -> Path:
         return self.cache_dir / quote(self.parsed.name, safe="")

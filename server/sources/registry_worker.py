@@ -3,12 +3,15 @@
 `import mlflow` costs about 3.4 s and 200 MB that stay resident for the life of a process (issue 15). The server
 asks the registry rarely (at start, once per poll round, for a new version), so each such round runs in a child:
 `python -m ortserve.contract.registry_jobs` reads one JSON request on stdin (the tracking URI and a list of jobs:
-resolve a `models:/` URI, or download a registered version into the cache), does them with the MLflow client and
-the contract's functions, writes one JSON answer on stdout and exits; its memory goes with it.
+resolve a `models:/` URI; download a registered version into the cache; or both at once, `fetch`), does them with
+the MLflow client and the contract's functions, writes one JSON line per job as soon as that job is done, and exits;
+its memory goes with it.
 
 `RegistryWorker` is the server's side: jobs submitted from several threads within a short window (every model of
-one poll round, or of the start-up) share one child. Errors come back as the contract's errors, with the caller-safe
-message and the (redacted) `detail` for the log; a child that crashes or hangs becomes `RegistryUnavailableError`.
+one poll round, or of the start-up) share one child, and each caller gets its answer as soon as its own line arrives
+(a model whose files are ready starts loading while the child downloads the next). Errors come back as the
+contract's errors, with the caller-safe message and the (redacted) `detail` for the log; a child that crashes or
+hangs becomes `RegistryUnavailableError`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -79,6 +83,18 @@ class RegistryWorker:
         self._lock = threading.Lock()
         self._pending: list[_Job] = []
         self._leader_waiting = False
+        self._prepared: _Child | None = None
+
+    def prepare(self) -> None:
+        """Start the child of the next round of jobs now (idempotent): it imports the MLflow client while the server
+        starts, and the start-up's jobs, when they come, find it ready. Only for the start: between poll rounds no
+        child waits (its memory is what the worker exists to give back)."""
+        with self._lock:
+            if self._prepared is None:
+                try:
+                    self._prepared = self._start_child()
+                except OSError as exc:  # the round itself will try again, and report it
+                    log.debug("registry worker: cannot prepare a child: %s", exc)
 
     def resolve(self, uri: str) -> str:
         """The version `uri` (a `models:/` URI) points at now. Raises the contract's errors."""
@@ -88,6 +104,12 @@ class RegistryWorker:
         """Download registered `name`/`version` as a verified artifact directory with its completeness marker at
         `destination` (replacing what is there). Raises the contract's errors, or `OSError` for the cache."""
         self._submit("download", {"name": name, "version": version, "destination": str(destination)})
+
+    def fetch(self, uri: str, model_dir: Path) -> tuple[str, bool]:
+        """Resolve `uri`, and download the version into `model_dir`/VERSION unless a marked entry is already there
+        (the caller verifies that one): one child for both. Returns (version, True if it was downloaded)."""
+        result = self._submit("fetch", {"uri": uri, "model_dir": str(model_dir)})
+        return str(result["version"]), bool(result.get("downloaded"))
 
     def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
         """Set `tags` on registered `name`/`version` (the challenger write-back). Raises the contract's errors."""
@@ -110,52 +132,105 @@ class RegistryWorker:
 
     def _run(self, jobs: list[_Job]) -> None:
         request = {"tracking_uri": self.tracking_uri, "jobs": [{"op": j.op, **j.args} for j in jobs]}
-        timeout = DOWNLOAD_TIMEOUT_S if any(j.op == "download" for j in jobs) else RESOLVE_TIMEOUT_S
+        timeout = RESOLVE_TIMEOUT_S if all(j.op == "resolve" for j in jobs) else DOWNLOAD_TIMEOUT_S
         try:
-            results = self._spawn(request, timeout)
+            self._spawn(request, jobs, timeout)
         except Exception as exc:  # every waiter must get an answer, whatever happened
             detail = f"{exc}: {exc.detail}" if isinstance(exc, ContractError) else redact_text(repr(exc))
-            results = [
-                error_dict(RegistryUnavailableError(f"{j.what}: registry unreachable", detail=detail)) for j in jobs
-            ]
-        for job, result in zip(jobs, results, strict=True):
-            job.result = result
-            job.done.set()
+            for job in jobs:
+                if not job.done.is_set():
+                    job.result = error_dict(
+                        RegistryUnavailableError(f"{job.what}: registry unreachable", detail=detail)
+                    )
+                    job.done.set()
 
-    def _spawn(self, request: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
-        self.children_started += 1
-        started = time.monotonic()
+    def _start_child(self) -> _Child:
+        stderr_file = tempfile.TemporaryFile()
         try:
-            completed = subprocess.run(
+            process = subprocess.Popen(
                 [sys.executable, "-m", CHILD_MODULE],
-                input=json.dumps(request),
-                capture_output=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
                 text=True,
-                timeout=timeout,
             )
-        except subprocess.TimeoutExpired:
-            raise RegistryUnavailableError(
-                "registry unreachable (no answer in time)", detail=f"registry worker killed after {timeout:.0f}s"
-            ) from None
+            assert process.stdin is not None
+            process.stdin.write(json.dumps({"tracking_uri": self.tracking_uri}) + "\n")
+            process.stdin.flush()
+        except OSError:
+            stderr_file.close()
+            raise
+        self.children_started += 1
+        return _Child(process, stderr_file)
+
+    def _spawn(self, request: dict[str, Any], jobs: list[_Job], timeout: float) -> None:
+        """Run one child for `jobs` (the prepared one if it is there), handing each job its result as soon as the
+        child reports it."""
+        started = time.monotonic()
+        with self._lock:
+            prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared.process.poll() is not None:
+            prepared.stderr_file.close()
+            prepared = None
+        try:
+            spawned = prepared or self._start_child()
         except OSError as exc:
             raise RegistryUnavailableError("registry worker cannot start", detail=str(exc)) from None
-        stderr = redact_text(completed.stderr.strip())
-        try:
-            answer = json.loads(completed.stdout.strip().splitlines()[-1])
-            results: list[dict[str, Any]] = answer["results"]
-            if len(results) != len(request["jobs"]):
-                raise ValueError(f"{len(results)} results for {len(request['jobs'])} jobs")
-        except (IndexError, ValueError, KeyError, TypeError) as exc:
+        child, stderr_file = spawned.process, spawned.stderr_file
+        with stderr_file:
+            killer = threading.Timer(timeout, child.kill)  # a hung child: its jobs fail below, as unreachable
+            killer.start()
+            try:
+                assert child.stdin is not None and child.stdout is not None
+                child.stdin.write(json.dumps({"jobs": request["jobs"]}) + "\n")
+                child.stdin.close()
+                for line in child.stdout:
+                    _deliver(line, jobs)
+                returncode = child.wait()
+            finally:
+                killer.cancel()
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+            stderr_file.seek(0)
+            stderr = redact_text(stderr_file.read().decode(errors="replace").strip())
+        missing = [job for job in jobs if not job.done.is_set()]
+        if missing:
+            timed_out = time.monotonic() - started >= timeout
             log.warning(
-                "registry worker failed (exit %s): %s; its output: %s", completed.returncode, exc, stderr[-2000:]
+                "registry worker failed (exit %s)%s; its output: %s",
+                returncode,
+                " after its time limit" if timed_out else "",
+                stderr[-2000:],
             )
-            raise RegistryUnavailableError(
-                "registry worker failed", detail=f"exit {completed.returncode}: {stderr[-500:]}"
-            ) from None
+            if timed_out:
+                raise RegistryUnavailableError(
+                    "registry unreachable (no answer in time)", detail=f"registry worker killed after {timeout:.0f}s"
+                )
+            raise RegistryUnavailableError("registry worker failed", detail=f"exit {returncode}: {stderr[-500:]}")
         if stderr:
             log.debug("registry worker said: %s", stderr[-2000:])
-        log.debug("registry worker: %d job(s) in %.2fs", len(results), time.monotonic() - started)
-        return results
+        log.debug("registry worker: %d job(s) in %.2fs", len(jobs), time.monotonic() - started)
+
+
+@dataclass
+class _Child:
+    """A started child and the file its stderr goes to (read for the log when it is done)."""
+
+    process: subprocess.Popen[str]
+    stderr_file: Any
+
+
+def _deliver(line: str, jobs: list[_Job]) -> None:
+    """Hand a child's result line (`{"job": INDEX, "result": {...}}`) to its job; other output is ignored."""
+    try:
+        message = json.loads(line)
+        job, result = jobs[int(message["job"])], message["result"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return
+    if isinstance(result, dict) and not job.done.is_set():
+        job.result = result
+        job.done.set()
 
 
 def _unpack(result: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,77 @@
+"""`--log-format json` means every stderr line is JSON, gRPC core's own lines included (a failed TLS handshake makes
+gRPC core log `I... ssl_transport_security.cc ... Handshake failed`), and a start that fails says why in JSON."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .helpers import free_port, serve_command
+from .security_helpers import TestPki
+
+
+def json_lines(stderr: str) -> list[dict[str, object]]:
+    lines = []
+    for line in stderr.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"a stderr line is not JSON: {line!r}")
+    return lines
+
+
+def wait_until_serving_tls(target: str, ca: Path, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    credentials = grpc.ssl_channel_credentials(ca.read_bytes())
+    deadline = time.monotonic() + timeout
+    with grpc.secure_channel(target, credentials) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    pytest.fail("the TLS server did not become SERVING")
+
+
+def test_grpc_core_lines_become_json_records(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    pki = TestPki(tmp_path)
+    server = pki.issue("server")
+    port = free_port()
+    tls = ["--tls-cert-file", str(server.cert), "--tls-key-file", str(server.key)]
+    command = serve_command(port, "--model", f"bert={artifacts['bert']}", "--log-format", "json", *tls)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_serving_tls(f"127.0.0.1:{port}", pki.ca, process)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plaintext:  # plaintext to a TLS port: handshake fails
+            with pytest.raises(grpc.FutureTimeoutError):
+                grpc.channel_ready_future(plaintext).result(timeout=3)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    lines = json_lines(stderr)
+    handshakes = [line for line in lines if "Handshake failed" in str(line["message"])]
+    assert handshakes and all(line["logger"] == "grpc.core" for line in handshakes)
+    assert any(str(line["message"]).startswith("ortserve listening") for line in lines)
+
+
+def test_a_failed_start_reports_in_json(tmp_path: Path) -> None:
+    run = subprocess.run(
+        serve_command(0, "--model", f"m={tmp_path / 'missing'}", "--log-format", "json"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    (line,) = json_lines(run.stderr)
+    assert line["level"] == "ERROR" and "does not exist" in str(line["message"])
