@@ -33,6 +33,9 @@ TEXTS = [
     for tail in ("today.", "after the report", "again this week")
 ]
 
+#: Tests of the challenger artifact: a tiny Hugging Face model initialised with another seed and exported, with torch.
+needs_torch = pytest.mark.torch
+
 
 @pytest.fixture(scope="module")
 def challenger_artifact(tmp_path_factory: pytest.TempPathFactory, artifacts: dict[str, Path]) -> Path:
@@ -158,6 +161,7 @@ def shadowed(artifacts: dict[str, Path], challenger_artifact: Path) -> Iterator[
         yield server
 
 
+@needs_torch
 def test_shadow_counts_equal_an_offline_comparison_through_onnx_runtime(
     shadowed: RunningServer, artifacts: dict[str, Path], challenger_artifact: Path
 ) -> None:
@@ -193,6 +197,7 @@ def test_shadow_counts_equal_an_offline_comparison_through_onnx_runtime(
     assert 'ortserve_shadow_dropped_texts_total{model="sentiment",reason="queue"} 0.0' in metrics
 
 
+@needs_torch
 def test_v2_model_metadata_carries_the_comparison_as_parameters(shadowed: RunningServer) -> None:
     from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
     from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
@@ -228,6 +233,41 @@ def test_v2_model_metadata_carries_the_comparison_as_parameters(shadowed: Runnin
     assert native["version"] == info.version and native["comparing"] is True
 
 
+@needs_torch
+@pytest.mark.slow  # a real Prometheus scraping the server
+def test_prometheus_reads_the_flip_matrix(shadowed: RunningServer, tmp_path: Path) -> None:
+    from .observability_helpers import prometheus_binary
+    from .test_metrics_prometheus import Prometheus
+
+    binary = prometheus_binary("prometheus")
+    before = get_model(shadowed.target, "sentiment").challenger.texts_compared
+    classify(shadowed.target, "sentiment", TEXTS)
+    wait_for(lambda: get_model(shadowed.target, "sentiment").challenger.texts_compared == before + len(TEXTS))
+    info = get_model(shadowed.target, "sentiment").challenger
+    flips = {
+        (p.champion_label, p.challenger_label): float(p.texts)
+        for p in info.label_pairs
+        if p.champion_label != p.challenger_label
+    }
+    assert flips, "the two versions should flip some labels"
+    assert shadowed.server is not None and shadowed.server.metrics_endpoint is not None
+    prometheus = Prometheus(binary, tmp_path, f"127.0.0.1:{shadowed.server.metrics_endpoint.port}")
+    query = 'sum by (champion_label, challenger_label) (ortserve_challenger_label_flips_total{model="sentiment"})'
+    read: dict[tuple[str, str], float] = {}
+    try:
+        prometheus.wait_ready()
+        deadline = time.monotonic() + 60
+        while read != flips and time.monotonic() < deadline:  # scrapes are 1 s apart
+            time.sleep(0.5)
+            result = prometheus.query(query)
+            read = {
+                (r["metric"]["champion_label"], r["metric"]["challenger_label"]): float(r["value"][1]) for r in result
+            }
+    finally:
+        prometheus.stop()
+    assert read == flips
+
+
 def scrape(server: RunningServer) -> str:
     assert server.server is not None and server.server.metrics_endpoint is not None
     url = f"http://127.0.0.1:{server.server.metrics_endpoint.port}/metrics"
@@ -235,6 +275,7 @@ def scrape(server: RunningServer) -> str:
         return response.read().decode()
 
 
+@needs_torch
 def test_the_cli_reports_the_comparison_as_text_and_json(shadowed: RunningServer) -> None:
     classify(shadowed.target, "sentiment", TEXTS[:5])
     wait_for(lambda: get_model(shadowed.target, "sentiment").challenger.texts_compared >= 5)
@@ -251,6 +292,7 @@ def test_the_cli_reports_the_comparison_as_text_and_json(shadowed: RunningServer
     assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@needs_torch
 def test_shadow_work_beyond_its_queue_is_dropped_and_counted(
     artifacts: dict[str, Path], challenger_artifact: Path
 ) -> None:
@@ -279,6 +321,7 @@ def test_shadow_work_beyond_its_queue_is_dropped_and_counted(
 # --- canary ------------------------------------------------------------------------------------------------------
 
 
+@needs_torch
 def test_canary_share_is_within_its_binomial_interval_and_a_key_is_sticky(
     artifacts: dict[str, Path], challenger_artifact: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,15 @@ import pytest
 from .helpers import running_server
 from .mlflow_server import MlflowServer
 from .registry_helpers import register_artifact
-from .test_challenger import TEXTS, classify, get_model, wait_for
+from .test_challenger import TEXTS, classify, get_model, offline_top_labels, wait_for
 from .test_challenger import challenger_artifact as challenger_artifact_fixture
 
 #: The differently initialised sentiment version of test_challenger.py, as a fixture of this module too.
 challenger = challenger_artifact_fixture
 
 POLL = 0.5
+
+pytestmark = [pytest.mark.torch, pytest.mark.registry]  # the challenger is exported with torch; MLflow registries
 
 
 def test_both_aliases_are_followed_and_the_comparison_is_written_back(
@@ -45,6 +48,12 @@ def test_both_aliases_are_followed_and_the_comparison_is_written_back(
         wait_for(lambda: get_model(target, "sentiment").challenger.texts_compared == 20)
         info = get_model(target, "sentiment").challenger
         assert (info.champion_version, info.version, info.comparing) == (v1, v2, True)
+        # Exact: the counts are those of the same texts through raw ONNX Runtime, version by version.
+        champion_labels = offline_top_labels(artifacts["bert"], TEXTS[:20])
+        challenger_labels = offline_top_labels(challenger, TEXTS[:20])
+        pairs = Counter(zip(champion_labels, challenger_labels, strict=True))
+        assert {(p.champion_label, p.challenger_label): p.texts for p in info.label_pairs} == dict(pairs)
+        assert info.agreements == sum(n for (a, b), n in pairs.items() if a == b)
 
         def tags(version: str) -> dict[str, str]:
             return dict(client.get_model_version(name, version).tags)
