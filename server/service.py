@@ -6,7 +6,8 @@ import asyncio
 import time
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,13 @@ from .types import (
     TruncatedClassification,
 )
 from .windows import LongTextPolicy, LongTextRequest, TextWindows, aggregate_scores
+
+if TYPE_CHECKING:
+    from .challenger import Challenger
+
+#: gRPC metadata key (and V2 request parameter) of a call's canary key: calls with one key are always answered by
+#: one side, champion or challenger (`Challenger.answers`).
+CANARY_KEY = "x-ortserve-canary-key"
 
 #: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
 #: cannot exist here, so it is INVALID_ARGUMENT, and it is never echoed back.
@@ -67,11 +75,14 @@ class InferenceService:
         table: ModelTable,
         limits: RequestLimits | None = None,
         cache: ResultCache | None = None,
+        challengers: Mapping[str, Challenger] | None = None,
         long_text: Mapping[str, LongTextPolicy] | None = None,
     ):
         self.table = table
         self.limits = limits or RequestLimits()
         self.cache = cache if cache is not None else ResultCache(0)
+        self.challengers: Mapping[str, Challenger] = challengers or {}
+        """The challenger of each model that has one, by the model's name."""
         self.long_text = dict(long_text or {})
         """Each model's long-text defaults by name (`LongTextPolicy()` for a model not listed)."""
 
@@ -81,6 +92,7 @@ class InferenceService:
         texts: Sequence[str],
         top_k: int = 0,
         deadline: float | None = None,
+        canary_key: str | None = None,
         long_text: LongTextRequest | None = None,
     ) -> ClassifyResult:
         """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None.
@@ -89,9 +101,12 @@ class InferenceService:
         says it was truncated, as the result of any text longer than the model reads does; one with nothing to
         classify gets an empty result with its error, while the others are classified.
 
+        With a challenger, the call may be answered by it (canary, sticky by `canary_key`), or its texts shadowed
+        through it after the champion answered (`Challenger.after_answer`: queued, never awaited here).
+
         `long_text` chooses how a text longer than the model's window is read (`windows.py`; default: the model's
         policy). With `chunk`, every window of every text is a row of one batcher call: admission counts each window,
-        one model version answers them all, and the deadline covers them all.
+        one model version answers them all, and the deadline covers them all (a challenger gets the same windows).
         """
         check_model_name(model)
         self._validate(texts, top_k)
@@ -106,12 +121,20 @@ class InferenceService:
         runnable = [cut_text(text, limit) for text, error in zip(texts, errors, strict=True) if not error]
         windows = await text_windows(current, runnable, policy) if policy.strategy == "chunk" else None
         rows_in = [w for text in windows for w in text.windows] if windows is not None else runnable
+        challenger = self.challengers.get(model)
+        rows: Sequence[Classification]
         started = time.monotonic()
         try:
-            if rows_in:
-                version, rows = await self._ranked_rows(served, rows_in, deadline)
-            else:  # nothing to run: answer with the version that would have
+            if not rows_in:  # nothing to run: answer with the version that would have
                 version, rows = current.version, []
+            elif challenger is not None and challenger.answers(canary_key):
+                output = await challenger.model.batcher.submit(rows_in, deadline, current_call())
+                challenger.canary_calls += 1
+                version, rows = output.version, output.rows
+            else:
+                version, rows = await self._ranked_rows(served, rows_in, deadline)
+                if challenger is not None:
+                    challenger.after_answer(rows_in, rows, version, time.monotonic() - started)
         except BaseException:
             served.statistics.record_call(len(rows_in), time.monotonic() - started, ok=False)
             raise
@@ -162,11 +185,13 @@ class InferenceService:
         return output.version, rows
 
     def list_models(self) -> list[ModelDescription]:
-        return [model.describe() for model in self.table]
+        return [self.get_model(model.name) for model in self.table]
 
     def get_model(self, name: str) -> ModelDescription:
         check_model_name(name)
-        return self.table.get(name).describe()
+        description = self.table.get(name).describe()
+        challenger = self.challengers.get(name)
+        return description if challenger is None else replace(description, challenger=challenger.describe())
 
     def model_statistics(self, name: str = "") -> list[tuple[ModelDescription, StatisticsSnapshot]]:
         """Each model's description and statistics since start: the model `name`, or every model if it is ""."""
