@@ -295,6 +295,13 @@ def test_http_v2_and_native_routes(long_server: RunningServer) -> None:
             "/ortserve.v1.Inference/Classify", json={"model": "bert", "texts": [ARTICLE], "longText": "chunk"}
         )
         assert native.status_code == 200 and native.json()["results"][0]["windows"] == CAP
+        mlflow = http.post(
+            "/models/bert/invocations", json={"inputs": [ARTICLE, "short"], "params": {"long_text": "chunk"}}
+        )
+        assert mlflow.status_code == 200, mlflow.text
+        assert [p["windows"] for p in mlflow.json()["predictions"]] == [CAP, 1]
+        plain = http.post("/models/bert/invocations", json={"inputs": [ARTICLE]}).json()["predictions"][0]
+        assert set(plain) == {"label", "score"}
 
 
 def test_python_clients_and_compat(long_server: RunningServer, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,8 @@ model, and the same under `/models/{name}/` for every model. A caller that posts
 most its URL.
 
 Accepted bodies, as MLflow accepts them: JSON with exactly one of `inputs`, `instances`, `dataframe_split`,
-`dataframe_records` (plus an optional `params` object), or `text/csv` with a header row. The answer is
+`dataframe_records` (plus an optional `params` object, which may choose how long texts are read:
+`{"long_text": "chunk", "aggregate": "mean", "max_chunks": 8}`), or `text/csv` with a header row. The answer is
 `{"predictions": [{"label": ..., "score": ...}, ...]}`: the best label of each text and its probability. Errors are
 `{"error_code": ..., "message": ...}` (400 for a bad body), and 415 in plain text for a content type MLflow would
 refuse too.
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ErrorStatus, InvalidInputError, ModelNotFoundError, UnsupportedMediaTypeError
+from ..open_inference import long_text_parameters
 from ..service import InferenceService
 from ..types import ClassifyResult, ModelState
 from .messages import HttpRequest, HttpResponse, Route, RouteDocs, json_type, model_parameter
@@ -120,18 +122,24 @@ def mlflow_routes(
             name = root_model()
             request.use_model(name)
         service.get_model(name)  # 404 before any complaint about the body
-        texts = texts_of(request)
-        result = await service.classify(name, texts, 1, request.deadline, request.canary_key)
+        params: dict[str, Any] = {}
+        texts = texts_of(request, params)
+        long_text = long_text_parameters(params)  # `params`: {"long_text": "chunk"}, as the V2 parameters
+        result = await service.classify(name, texts, 1, request.deadline, request.canary_key, long_text)
         predictions = [prediction(result, row) for row in range(len(result.results))]
         return HttpResponse.json({"predictions": predictions}, model_version=result.model_version)
 
     def prediction(result: ClassifyResult, row: int) -> dict[str, Any]:
         """`mlflow models serve`'s answer for one text; a text that could not be classified (no visible character,
-        invalid Unicode) gets null label and score and its `error`, and the other texts are answered as usual."""
+        invalid Unicode) gets null label and score and its `error`, and the other texts are answered as usual. With
+        `long_text` `chunk`, the windows read (`windows`) too."""
         ranked = result.results[row]
         if not ranked:
             return {"label": None, "score": None, "error": result.error_at(row)}
-        return {"label": ranked[0].label, "score": ranked[0].score}
+        answer: dict[str, Any] = {"label": ranked[0].label, "score": ranked[0].score}
+        if result.windows:
+            answer["windows"] = result.windows_at(row)
+        return answer
 
     def docs(summary: str, **more: Any) -> RouteDocs:
         return RouteDocs(summary, TAG, error_schema=ERROR_SCHEMA, **more)
@@ -154,8 +162,9 @@ def mlflow_routes(
     return routes
 
 
-def texts_of(request: HttpRequest) -> list[str]:
-    """The texts of an invocation body, in any form MLflow accepts for a text classifier."""
+def texts_of(request: HttpRequest, params_out: dict[str, Any] | None = None) -> list[str]:
+    """The texts of an invocation body, in any form MLflow accepts for a text classifier; its `params` object, if
+    any, into `params_out`."""
     media_type, _, parameters = request.headers.get("content-type", "").partition(";")
     media_type = media_type.strip().lower()
     charset = ""
@@ -183,6 +192,8 @@ def texts_of(request: HttpRequest) -> list[str]:
     params = body.get("params")
     if params is not None and not isinstance(params, dict):
         raise InvalidInputError(f'"params" must be an object, not {json_type(params)}')
+    if params is not None and params_out is not None:
+        params_out.update(params)
     formats = [key for key in FORMATS if key in body]
     if len(formats) != 1:
         raise InvalidInputError(f"{required_format()}. Received dictionary with input fields: {sorted(body)[:8]}.")
