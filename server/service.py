@@ -26,7 +26,7 @@ from .types import (
     ServingConfig,
     TruncatedClassification,
 )
-from .windows import LongTextPolicy, LongTextRequest, TextWindows, aggregate_scores
+from .windows import DEFAULT_POLICY, LongTextPolicy, LongTextRequest, TextWindows, aggregate_scores
 
 if TYPE_CHECKING:
     from .challenger import Challenger
@@ -111,7 +111,7 @@ class InferenceService:
         check_model_name(model)
         self._validate(texts, top_k)
         served = self.table.get(model)
-        policy = self.long_text.get(model, LongTextPolicy()).resolved(long_text.checked() if long_text else None)
+        policy = self.long_text.get(model, DEFAULT_POLICY).resolved(long_text.checked() if long_text else None)
         current = served.current
         if current is None:
             detail = f": {served.last_error}" if served.last_error else ""

@@ -53,6 +53,10 @@ class LongTextPolicy:
         )
 
 
+#: The policy of a model that sets none: `truncate` (built once: a call must not pay for building it).
+DEFAULT_POLICY = LongTextPolicy()
+
+
 @dataclass(frozen=True)
 class LongTextRequest:
     """One call's long-text choice, as a request carries it; empty fields keep the model's default."""
