@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import struct
@@ -53,6 +54,7 @@ def long_server(artifacts: dict[str, Path]) -> Iterator[RunningServer]:
             f"bert={artifacts['bert']}?{window}",
             f"chunked={artifacts['bert']}?{window}&long_text=chunk&chunk_aggregate=max",
             f"multi={artifacts['multilabel']}?{window}",
+            f"pinned={artifacts['bert']}?{window}&max_batch_size=1&concurrent_runs=1",
         ],
         http_port=0,
     ) as running:
@@ -224,6 +226,36 @@ def test_every_window_of_a_call_is_one_submission(long_server: RunningServer, wi
     assert len(submitted) == 1 and submitted[0][0] == sum(windows) and windows[0] == CAP and windows[2] == 1
     assert submitted[0][1] is not None  # the caller's deadline
     assert answer.model_version == served.current.version  # type: ignore[union-attr]
+
+
+def test_the_windows_of_a_call_are_answered_by_one_version_across_a_swap(long_server: RunningServer) -> None:
+    """One window per run: a version swapped in after the first window ran does not answer the call's other
+    windows; the next call gets it."""
+    assert long_server.server is not None
+    service, served = long_server.server.service, long_server.server.table.get("pinned")
+    first = served.current
+    assert first is not None
+
+    async def scenario() -> tuple[str, bool, str]:
+        runs = served.statistics.snapshot().runs
+        call = asyncio.ensure_future(service.classify("pinned", [ARTICLE], long_text=LongTextRequest("chunk")))
+        while served.statistics.snapshot().runs == runs:  # until the first window has run
+            await asyncio.sleep(0.001)
+        served.serve(dataclasses.replace(first, version="swapped"))
+        pending = not call.done()
+        answer = await call
+        after = await service.classify("pinned", ["short"])
+        return answer.model_version, pending and answer.windows == [CAP], after.model_version
+
+    try:
+        version, pinned_across_runs, after = long_server.call(scenario())
+    finally:
+        long_server.call(_serve(served, first))
+    assert pinned_across_runs and version == first.version and after == "swapped"
+
+
+async def _serve(served: Any, loaded: Any) -> None:
+    served.serve(loaded)
 
 
 def test_admission_counts_every_window(artifacts: dict[str, Path]) -> None:
