@@ -227,6 +227,7 @@ class ServerSettings(BaseSettings):
     chunk_stride: int = Field(16, ge=0)
     """Tokens shared by consecutive windows with `chunk` (at most half a window), so that a sentence cut at a
     window's end is read whole in the next."""
+
     challenger_report_interval_s: float = Field(60.0, ge=0)
     """Seconds between write-backs of each model's champion/challenger comparison to the challenger's registry model
     version (tags `ortserve.challenger.*`, see README "Rolling out a new version"); 0 never writes."""

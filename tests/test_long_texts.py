@@ -121,6 +121,19 @@ def test_the_serve_time_max_length_is_checked_against_what_the_model_reads(artif
         OnnxClassifier.load(artifacts["bert"], SessionConfig(max_length=4096))
 
 
+def test_long_text_settings_per_model_from_spec_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ortserve.server.settings import ServerSettings
+
+    monkeypatch.setenv("ORTSERVE_MODEL_TOPIC_LONG_TEXT", "chunk")
+    settings = ServerSettings(models=["topic=/m?max_chunks=4&max_length=128", "other=/n"], chunk_aggregate="max")
+    topic, other = settings.models
+    assert settings.long_text_policy(topic) == LongTextPolicy("chunk", "max", max_chunks=4, stride=16)
+    assert settings.long_text_policy(other) == LongTextPolicy("truncate", "max", max_chunks=16, stride=16)
+    assert (settings.session_config(topic).max_length, settings.session_config(other).max_length) == (128, 0)
+    with pytest.raises(ValueError, match="long_text='everything'"):
+        ServerSettings(models=["topic=/m?long_text=everything"])
+
+
 # --- aggregation and the call's choice ---------------------------------------------------------------------------
 
 
