@@ -4,8 +4,9 @@ For each artifact (`--model NAME=DIR`, several allowed), one `ortserve serve` is
 from `Popen` to health SERVING are measured, and the warm-up's calibration time is read from the server's log (the
 line "cost model calibrated ... in N ms", absent from servers older than issue 27). Then, for each width (8, 64, 256,
 512 tokens, capped at the model's max length), `--calls` Classify calls of one text of that width are sent one after
-the other, and after each the server's `ortserve_run_estimate_ratio` histogram is read: the change of its sum is that
-run's estimated/measured ratio. The first ratio is a fresh server's (warm-up only); the median is over all calls.
+the other (the widths take turns), and after each the server's `ortserve_run_estimate_ratio` histogram is read: the
+change of its sum is that run's estimated/measured ratio. The first ratio at a width is a fresh server's (the warm-up's
+estimate alone); the median is over all calls (the estimate then also learns from the runs).
 
     .venv/bin/python -m benchmarks.cost_calibration --model topic=DIR [--model ...] [--calls 8] [--out FILE]
 
@@ -71,25 +72,28 @@ def measure_model(name: str, artifact: Path, calls: int, log_file: Path) -> dict
             "calibration_ms": int(logged[-1][1]) if logged else None,
             "widths": {},
         }
+        widths = sorted({min(w, max_length) for w in WIDTHS})
+        ratios: dict[int, list[float]] = {width: [] for width in widths}
+        seconds: dict[int, list[float]] = {width: [] for width in widths}
         with grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel:
             stub = pb_grpc.InferenceStub(channel)
-            for width in sorted({min(w, max_length) for w in WIDTHS}):
-                ratios, seconds = [], []
-                for _ in range(calls):
+            for _ in range(calls):  # the widths take turns, so that other work on the machine weighs on each alike
+                for width in widths:
                     before = _ratio_sums(metrics_port, name)
                     start = time.perf_counter()
                     stub.Classify(pb.ClassifyRequest(model=name, texts=[text_of(width)]), timeout=60)
-                    seconds.append(time.perf_counter() - start)
+                    seconds[width].append(time.perf_counter() - start)
                     after = _ratio_sums(metrics_port, name)
                     changed = [k for k in after if after[k][1] > before.get(k, (0.0, 0.0))[1]]
                     if len(changed) == 1:
-                        ratios.append(after[changed[0]][0] - before.get(changed[0], (0.0, 0.0))[0])
-                result["widths"][str(width)] = {
-                    "first_ratio": round(ratios[0], 3) if ratios else None,
-                    "median_ratio": round(statistics.median(ratios), 3) if ratios else None,
-                    "ratios": [round(r, 3) for r in ratios],
-                    "median_call_ms": round(1000 * statistics.median(seconds), 2),
-                }
+                        ratios[width].append(after[changed[0]][0] - before.get(changed[0], (0.0, 0.0))[0])
+        for width in widths:
+            result["widths"][str(width)] = {
+                "first_ratio": round(ratios[width][0], 3) if ratios[width] else None,
+                "median_ratio": round(statistics.median(ratios[width]), 3) if ratios[width] else None,
+                "ratios": [round(r, 3) for r in ratios[width]],
+                "median_call_ms": round(1000 * statistics.median(seconds[width]), 2),
+            }
     return result
 
 

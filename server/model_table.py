@@ -34,6 +34,10 @@ DEFAULT_MAX_LENGTH = 512
 #: Widths (tokens per text) at which a version's warm-up times runs for the cost model, with its max length: enough
 #: to separate the fixed cost, the cost per token and attention's growth with the width (see `admission.RunCost`).
 CALIBRATION_WIDTHS = (8, 64, 256)
+#: Seconds after which the warm-up's timing stops repeating runs that disagree (it always times each shape twice):
+#: issue 27's target is at most 0.5 s added to start-up for the demo's models, and a busy machine would otherwise
+#: repeat its widest runs up to 8 times.
+CALIBRATION_BUDGET_S = 0.4
 #: Rows of one extra run at the narrowest width: the same tokens as a one-text run 8× as wide, without attention's
 #: growth, so that the fit can tell the cost of a row from that of the width.
 CALIBRATION_ROWS = 8
@@ -254,7 +258,7 @@ def calibration_runs(classifier: OnnxClassifier, executor: Executor) -> tuple[Me
     def run(texts: list[str]) -> Callable[[], object]:
         return lambda: executor.submit(classify_run, classifier, texts, BatchStages(texts=len(texts))).result()
 
-    seconds = fastest_seconds([run(texts) for texts in batches])
+    seconds = fastest_seconds([run(texts) for texts in batches], budget_s=CALIBRATION_BUDGET_S)
     measured = [
         MeasuredRun(len(texts), classifier.count_tokens(texts[0]), spent)
         for texts, spent in zip(batches, seconds, strict=True)

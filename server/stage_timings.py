@@ -44,6 +44,7 @@ def fastest_seconds(
     most: int = 8,
     agree: float = 0.15,
     cheap_s: float = 0.03,
+    budget_s: float = 0.0,
 ) -> list[float]:
     """Seconds of the fastest call of each of `actions`: a call is only ever slowed down by other work on the
     machine, so the fastest is the closest to its own cost.
@@ -52,11 +53,15 @@ def fastest_seconds(
     not all of them. Each is called at least `repeats` times, and again in further passes (at most `most` calls in
     all) while its two fastest calls disagree by more than `agree` (a share of the faster), or while its calls add
     up to less than `cheap_s` seconds: a quiet machine pays for `repeats` calls of the long actions, a busy one for
-    as many as it takes to see an undisturbed call twice, and repeating a short action costs next to nothing.
+    as many as it takes to see an undisturbed call twice, and repeating a short action costs next to nothing. With a
+    `budget_s`, no further pass starts once the calls took that long in all (the first `repeats` passes always run):
+    on a machine too busy to settle, what time allows is kept.
     """
     times: list[list[float]] = [[] for _ in actions]
     pending = list(range(len(actions)))
     while pending:
+        if budget_s and sum(map(sum, times)) >= budget_s and all(len(each) >= repeats for each in times):
+            break
         for index in pending:
             start = time.perf_counter()
             actions[index]()

@@ -4,6 +4,7 @@ width to show (4 layers, 256 wide, 512 positions); it is built with torch here, 
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import time
@@ -99,6 +100,9 @@ def test_timing_takes_turns_and_repeats_an_action_until_its_fastest_calls_agree(
     assert fastest == pytest.approx([0.1, 0.05, 0.001])
     assert calls[:3] == ["long", "noisy", "short"]  # one pass calls each once
     assert (calls.count("long"), calls.count("noisy"), calls.count("short")) == (2, 5, 5)
+    calls.clear()
+    fastest = stage_timings.fastest_seconds([action("noisy")], most=8, budget_s=0.6)  # its 3rd call would exceed it
+    assert calls == ["noisy", "noisy"] and fastest == pytest.approx([0.2])
 
 
 def test_a_fresh_server_answers_a_first_call_of_36_long_texts_within_10_s(fresh_server: RunningServer) -> None:
@@ -144,6 +148,18 @@ def _warm_up_ratios(server: RunningServer, rounds: int = 5) -> dict[int, float]:
     return {tokens: warm_up[tokens] / statistics.median(runs) for tokens, runs in measured.items()}
 
 
+def _machine_busy() -> bool:
+    """Whether other work holds the cores (1-minute load average above one per core): a timing ratio measured then
+    measures that work. Measured on 2 cores shared with other test suites: at load averages of 9 to 10 the check
+    below failed in 2 of 4 runs (of up to three servers each)."""
+    return os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
+@pytest.mark.skipif(
+    _machine_busy() and not os.environ.get("ORTSERVE_TIMING_TESTS"),
+    reason="a timing ratio, and the machine is busy (load average above one per core); ORTSERVE_TIMING_TESTS=1 runs "
+    "it anyway",
+)
 def test_the_estimate_stays_within_1_5x_of_the_run_time_at_each_width(
     fresh_server: RunningServer, wide_model: Path
 ) -> None:
