@@ -4,9 +4,7 @@ width to show (4 layers, 256 wide, 512 positions); it is built with torch here, 
 
 from __future__ import annotations
 
-import os
 import re
-import statistics
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -123,12 +121,14 @@ def _estimate_ratio_sums(server: RunningServer) -> dict[str, float]:
 
 
 def _warm_up_ratios(server: RunningServer, rounds: int = 5) -> dict[int, float]:
-    """A fresh server's estimate of one run at widths 8 to 512 over the median of `rounds` measured runs of it.
+    """A fresh server's estimate of one run at widths 8 to 512 over the fastest of `rounds` measured runs of it.
 
     Each run's measured time is what the batcher measured (the server's estimated/measured metric, divided into the
     estimate the batcher used, read just before the call; calls go one at a time, so each is one run). The widths
-    take turns, so that other work on the machine weighs on every width alike, and the median drops a run slowed by
-    it. Only the warm-up's estimate is judged, not the correction that the runs then teach the cost model."""
+    take turns, so that other work on the machine weighs on every width alike. The warm-up times the fastest of its
+    runs too: both sides are then what a run costs when no other work slows it down, which is what the cost model
+    estimates (the batcher's wait factor and per-width corrections learn the rest from the runs). Only the warm-up's
+    estimate is judged, not the correction that the runs then teach the cost model."""
     assert server.server is not None
     model = server.server.table.get("wide")
     cost = model.batcher.run_cost
@@ -145,29 +145,19 @@ def _warm_up_ratios(server: RunningServer, rounds: int = 5) -> dict[int, float]:
             ratio = _estimate_ratio_sums(server)[band] - before
             assert estimate is not None and ratio > 0
             measured[tokens].append(estimate / ratio)
-    return {tokens: warm_up[tokens] / statistics.median(runs) for tokens, runs in measured.items()}
+    return {tokens: warm_up[tokens] / min(runs) for tokens, runs in measured.items()}
 
 
-def _machine_busy() -> bool:
-    """Whether other work holds the cores (1-minute load average above one per core): a timing ratio measured then
-    measures that work. Measured on 2 cores shared with other test suites: at load averages of 9 to 10 the check
-    below failed in 2 of 4 runs (of up to three servers each)."""
-    return os.getloadavg()[0] > (os.cpu_count() or 1)
-
-
-@pytest.mark.skipif(
-    _machine_busy() and not os.environ.get("ORTSERVE_TIMING_TESTS"),
-    reason="a timing ratio, and the machine is busy (load average above one per core); ORTSERVE_TIMING_TESTS=1 runs "
-    "it anyway",
-)
 def test_the_estimate_stays_within_1_5x_of_the_run_time_at_each_width(
     fresh_server: RunningServer, wide_model: Path
 ) -> None:
     """Issue 27's target, after warm-up: estimated/measured between 0.67 and 1.5 at widths 8, 64, 256 and 512.
 
-    A timing ratio, so other work on the machine can push one fresh server's figures out (measured on 2 busy cores:
-    a load average of 5 did, once in 6 servers); a wrong cost model is wrong on every server. So up to three fresh
-    servers are measured, and one within bounds at every width passes."""
+    A timing ratio, so other work on the machine can push one fresh server's figures out; a wrong cost model is
+    wrong on every server. So up to three fresh servers are measured, and one within bounds at every width passes.
+    Measured on 2 cores shared with other test suites (load averages 6 to 9): passed in 7 of 7 runs; with the
+    previous warm-up (bare ONNX Runtime runs, each shape's fastest of two) it failed in 2 of 2 (width 8 at 0.47-0.59,
+    the wider ones up to 3.3 from a disturbed timing)."""
     seen = []
     for attempt in range(3):
         if attempt == 0:
@@ -177,6 +167,7 @@ def test_the_estimate_stays_within_1_5x_of_the_run_time_at_each_width(
                 ratios = _warm_up_ratios(server)
         seen.append({tokens: round(ratio, 2) for tokens, ratio in ratios.items()})
         if all(1 / 1.5 <= ratio <= 1.5 for ratio in ratios.values()):
+            print(f"estimated/measured per width, fresh servers in turn: {seen}")  # shown by pytest -rP
             return
     pytest.fail(f"estimated/measured run time outside 0.67-1.5 on three fresh servers: {seen}")
 
