@@ -38,9 +38,6 @@ CALIBRATION_WIDTHS = (8, 64, 256)
 #: issue 27's target is at most 0.5 s added to start-up for the demo's models, and a busy machine would otherwise
 #: repeat its widest runs up to 8 times.
 CALIBRATION_BUDGET_S = 0.4
-#: Rows of one extra run at the narrowest width: the same tokens as a one-text run 8× as wide, without attention's
-#: growth, so that the fit can tell the cost of a row from that of the width.
-CALIBRATION_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -246,14 +243,16 @@ def classify_run(
 
 
 def calibration_runs(classifier: OnnxClassifier, executor: Executor) -> tuple[MeasuredRun, ...]:
-    """Time runs of `classifier` as the server runs them, for the cost model: `classify_run` on texts of
-    `CALIBRATION_WIDTHS` tokens and of its max length (one text each, and `CALIBRATION_ROWS` texts at the narrowest
-    width), each handed to `executor` and waited for, as the batcher does, so that a run's fixed cost includes the
-    tokenizer, the ranking and the thread hop, not only ONNX Runtime's. Each shape's fastest run is kept
-    (`fastest_seconds`: twice on a quiet machine, more on a busy one)."""
+    """Time runs of `classifier` as the server runs them, for the cost model: `classify_run` on one text of
+    `CALIBRATION_WIDTHS` tokens and one of its max length, each handed to `executor` and waited for, as the batcher
+    does, so that a run's fixed cost includes the tokenizer, the ranking and the thread hop, not only ONNX Runtime's.
+    Each width's fastest run is kept (`fastest_seconds`: twice on a quiet machine, more on a busy one).
+
+    One text a run: four widths fit the three coefficients, and the cost model is linear in the rows. (A run of 8
+    texts of 8 tokens, timed here before, read 1.2-4× the cost of one text of 64 tokens on a busy machine, against
+    0.8× on a quiet one: it made the fitted cost per token the noisiest coefficient.)"""
     widths = sorted({w for w in CALIBRATION_WIDTHS if w < classifier.max_length} | {classifier.max_length})
-    shapes = [(1, width) for width in widths] + [(CALIBRATION_ROWS, widths[0])]
-    batches = [[calibration_text(classifier, width)] * rows for rows, width in shapes]
+    batches = [[calibration_text(classifier, width)] for width in widths]
 
     def run(texts: list[str]) -> Callable[[], object]:
         return lambda: executor.submit(classify_run, classifier, texts, BatchStages(texts=len(texts))).result()
