@@ -38,6 +38,10 @@ CALIBRATION_WIDTHS = (8, 64, 256)
 #: issue 27's target is at most 0.5 s added to start-up for the demo's models, and a busy machine would otherwise
 #: repeat its widest runs up to 8 times.
 CALIBRATION_BUDGET_S = 0.4
+#: Rows of one extra run at the narrowest width: a second narrow run, so that one disturbed timing cannot set the fixed
+#: cost alone (measured on 2 busy cores: without it, 3 of 6 fresh servers over-estimated width 8 by 3.7-6×, with it
+#: 3 of 11 by 2.3-3.6×), and the same tokens as a one-text run 8× as wide without attention's growth.
+CALIBRATION_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -243,16 +247,14 @@ def classify_run(
 
 
 def calibration_runs(classifier: OnnxClassifier, executor: Executor) -> tuple[MeasuredRun, ...]:
-    """Time runs of `classifier` as the server runs them, for the cost model: `classify_run` on one text of
-    `CALIBRATION_WIDTHS` tokens and one of its max length, each handed to `executor` and waited for, as the batcher
-    does, so that a run's fixed cost includes the tokenizer, the ranking and the thread hop, not only ONNX Runtime's.
-    Each width's fastest run is kept (`fastest_seconds`: twice on a quiet machine, more on a busy one).
-
-    One text a run: four widths fit the three coefficients, and the cost model is linear in the rows. (A run of 8
-    texts of 8 tokens, timed here before, read 1.2-4× the cost of one text of 64 tokens on a busy machine, against
-    0.8× on a quiet one: it made the fitted cost per token the noisiest coefficient.)"""
+    """Time runs of `classifier` as the server runs them, for the cost model: `classify_run` on texts of
+    `CALIBRATION_WIDTHS` tokens and of its max length (one text each, and `CALIBRATION_ROWS` texts at the narrowest
+    width), each handed to `executor` and waited for, as the batcher does, so that a run's fixed cost includes the
+    tokenizer, the ranking and the thread hop, not only ONNX Runtime's. Each shape's fastest run is kept
+    (`fastest_seconds`: twice on a quiet machine, more on a busy one)."""
     widths = sorted({w for w in CALIBRATION_WIDTHS if w < classifier.max_length} | {classifier.max_length})
-    batches = [[calibration_text(classifier, width)] for width in widths]
+    shapes = [(1, width) for width in widths] + [(CALIBRATION_ROWS, widths[0])]
+    batches = [[calibration_text(classifier, width)] * rows for rows, width in shapes]
 
     def run(texts: list[str]) -> Callable[[], object]:
         return lambda: executor.submit(classify_run, classifier, texts, BatchStages(texts=len(texts))).result()
