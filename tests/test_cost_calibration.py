@@ -151,7 +151,7 @@ def _warm_up_ratios(server: RunningServer, rounds: int = 5) -> dict[int, float]:
 
 #: Load average per core above which the per-width check is skipped: a timing ratio measured then measures the other
 #: work. Measured on 2 cores shared with other helpers' test suites, at load averages 6 to 12 (3 to 6 per core): it
-#: passed in 10 of 14 runs (the failures: the warm-up timed while other work held the cores, so a width read 2-6× its
+#: passed in 10 of 12 runs (the failures: the warm-up timed while other work held the cores, so a width read 2-6× its
 #: later runs); the previous warm-up failed in 5 of 5 (width 8 at 0.45-0.81 on every server).
 BUSY_LOAD_PER_CORE = 2.0
 
