@@ -51,6 +51,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "max_batch_size",
         "max_batch_tokens",
         "max_batch_delay_ms",
+        "max_run_ms",
         "max_queue_texts",
         "max_queue_tokens",
         "max_calls_in_flight",

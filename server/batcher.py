@@ -180,7 +180,7 @@ class AdaptiveBatcher(Generic[Row]):
             if self._waiting_for_more():
                 break
             now = time.monotonic()
-            formed = self._queue.take_batch(self.limits, now, self._optimistic_run_seconds)
+            formed = self._queue.take_batch(self.limits, now, self._optimistic_run_seconds, self.run_cost.run_seconds)
             for call, error in formed.refused:
                 self._fail(call, error)
             if formed.parts:

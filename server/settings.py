@@ -29,6 +29,7 @@ PER_MODEL_SETTINGS = (
     "max_queue_tokens",
     "max_calls_in_flight",
     "concurrent_runs",
+    "max_run_ms",
 )
 
 
@@ -176,6 +177,12 @@ class ServerSettings(BaseSettings):
     may use 2 or more cores, else 1. A second run keeps the cores busy while the server returns one run's answers and
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
+
+    max_run_ms: float = Field(50.0, ge=0)
+    """While other calls wait, the longest one model run may be expected to take (from the measured run cost): a
+    run stops taking texts there, so a call that arrives beside bulk work waits for short runs, not for whole
+    --max-batch-tokens budgets, and bulk calls take turns with it between runs. A call alone still runs full budgets.
+    0 for no bound (see BENCHMARKS.md, "Fair runs")."""
 
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's

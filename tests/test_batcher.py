@@ -158,12 +158,13 @@ def test_batches_respect_max_batch_size_and_spread_a_large_call_over_runs(execut
 
     outputs = run(scenario())
     assert all(len(batch) <= 4 for batch in fake.batches)
-    # 3+1, 2+2, four of the 5, then the last 1-text call (least served) with the fifth text of the 5.
+    # 3+1, 2+2, four of the 5, then the last 1-text call (least served) with the fifth text of the 5, each run's
+    # texts in the order their calls came.
     assert fake.batches[1:] == [
         ["3-0", "3-1", "3-2", "1-0"],
         ["2-0", "2-1", "2-0", "2-1"],
         ["5-0", "5-1", "5-2", "5-3"],
-        ["1-0", "5-4"],
+        ["5-4", "1-0"],
     ]
     for n, output in zip(sizes, outputs, strict=True):  # every call answered whole, rows in its own order
         assert list(output.rows) == [f"row:{n}-{j}" for j in range(n)]
