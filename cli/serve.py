@@ -55,6 +55,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "max_queue_texts",
         "max_queue_tokens",
         "max_calls_in_flight",
+        "max_concurrent_rpcs",
     ),
     "runtime": ("intra_op_threads", "allow_spinning", "concurrent_runs", "shared_arena", "result_cache_bytes"),
     "registry and cache": ("tracking_uri", "cache_dir", "poll_interval", "registry_timeout_s"),

@@ -4,9 +4,10 @@ next-batch step.
 
 A run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the queued calls, and, while other
 calls wait, texts for at most `max_run_ms` of estimated run time (so that a call that arrives waits for short runs, not
-whole token budgets, and bulk work yields to it between runs); the least served call first, texts of similar length only (`LENGTH_SPREAD`), and texts of calls pinned to one model version only. A
-call whose deadline passed, or passes before the run would end, is refused while forming (`FormedRun.refused`): running
-it would only spend the model on an answer nobody reads. Beside a long run, whole short calls may form an express run.
+whole token budgets, and bulk work yields to it between runs); the least served call first, texts of similar length
+only (`LENGTH_SPREAD`), and texts of calls pinned to one model version only. A call whose deadline passed, or passes
+before the run would end, is refused while forming (`FormedRun.refused`): running it would only spend the model on an
+answer nobody reads. Beside a long run, whole short calls may form an express run.
 """
 
 from __future__ import annotations

@@ -33,6 +33,11 @@ PER_MODEL_SETTINGS = (
 )
 
 
+#: RPCs beyond the batchers' capacity that the default `max_concurrent_rpcs` lets in: health probes, metadata and
+#: listing calls, which must still be answered while every model is busy.
+RPC_HEADROOM = 16
+
+
 def per_model_env_var(model: str, setting: str) -> str:
     """The environment variable of `setting` for `model`: `ORTSERVE_MODEL_<NAME>_<SETTING>`, NAME upper-cased with
     every character other than a letter or digit as '_' (model `topic-v2`: `ORTSERVE_MODEL_TOPIC_V2_MAX_BATCH_SIZE`)."""
@@ -178,6 +183,13 @@ class ServerSettings(BaseSettings):
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
 
+    max_concurrent_rpcs: int = Field(0, ge=0)
+    """Most RPCs of the gRPC port in progress at once, over every service (health checks included). Past it, the
+    gRPC core refuses a call with RESOURCE_EXHAUSTED before any Python code runs for it, which costs a small share of
+    answering it: under 10x overload the server keeps answering the calls it let in instead of spending itself on
+    refusals. 0 sizes it from the batchers: for each model, (its --concurrent-runs + 1) x its --max-batch-size calls
+    (every run slot full and the next run formed), plus 16 for health and metadata calls. Clients retry such a
+    refusal after a jittered back-off (the ortserve client does, see RetryPolicy)."""
     max_run_ms: float = Field(50.0, ge=0)
     """While other calls wait, the longest one model run may be expected to take (from the measured run cost): a
     run stops taking texts there, so a call that arrives beside bulk work waits for short runs, not for whole
@@ -234,6 +246,13 @@ class ServerSettings(BaseSettings):
     def runs_per_model(self) -> int:
         """The server-wide `concurrent_runs`, with 0 resolved for this machine."""
         return _resolve_runs(self.concurrent_runs)
+
+    def concurrent_rpc_limit(self) -> int:
+        """`max_concurrent_rpcs`, with 0 sized from the batchers of the models served."""
+        if self.max_concurrent_rpcs:
+            return self.max_concurrent_rpcs
+        calls = sum((self.runs_for(spec) + 1) * self.model_setting(spec, "max_batch_size") for spec in self.models)
+        return RPC_HEADROOM + calls
 
     def runs_for(self, spec: ModelSpec) -> int:
         """`concurrent_runs` of one model (its own, else the server-wide one), with 0 resolved for this machine."""
