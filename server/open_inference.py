@@ -147,6 +147,15 @@ def check_outputs(names: Sequence[str]) -> list[str]:
     return wanted
 
 
+def check_output_count(count: int) -> None:
+    """Refuse a request that names more outputs than there are before reading their names: some would be named twice
+    (an amplification probe names one output 100,000 times, and merely listing the names costs milliseconds)."""
+    if count > len(OUTPUTS):
+        raise InvalidInputError(
+            f"the request asks for {count} outputs; there are {len(OUTPUTS)} ({', '.join(OUTPUTS)}): name each once"
+        )
+
+
 def check_request_id(request_id: str) -> str:
     """The request's `id`, to echo in the answer; over `MAX_REQUEST_ID_CHARS` it is INVALID_ARGUMENT (not echoed)."""
     if len(request_id) > MAX_REQUEST_ID_CHARS:

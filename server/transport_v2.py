@@ -37,6 +37,7 @@ from .open_inference import (
     SERVER_NAME,
     TOP_K_PARAMETER,
     check_input_count,
+    check_output_count,
     check_outputs,
     check_request_id,
     check_text_input,
@@ -95,6 +96,7 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         described(self._service, request.model_name, request.model_version)  # NOT_FOUND before input errors
         request_id = check_request_id(request.id)
+        check_output_count(len(request.outputs))
         texts = input_texts(request)
         top_k = top_k_parameter(request)
         wanted = check_outputs([output.name for output in request.outputs])

@@ -68,12 +68,18 @@ def grpc_refusal(infer: grpc.UnaryUnaryMultiCallable, request: v2.ModelInferRequ
 
 
 def test_an_output_named_twice_is_refused_on_both_doors(infer, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
-    amplifying = ["probabilities"] * 1000
-    code, details = grpc_refusal(infer, grpc_request(TEXTS, amplifying))
+    twice = ["top_labels", "probabilities", "probabilities"]
+    code, details = grpc_refusal(infer, grpc_request(TEXTS, twice))
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert "'probabilities' is asked for more than once" in details
-    response = http.post("/v2/models/roberta/infer", json=http_body(TEXTS, amplifying))
+    response = http.post("/v2/models/roberta/infer", json=http_body(TEXTS, twice))
     assert response.status_code == 400 and "more than once" in response.json()["error"]
+    # The probe: one output named 100,000 times is refused on the count, before the names are read.
+    amplifying = ["probabilities"] * 100_000
+    code, details = grpc_refusal(infer, grpc_request(TEXTS, amplifying))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "asks for 100000 outputs; there are 6" in details
+    response = http.post("/v2/models/roberta/infer", json=http_body(TEXTS, amplifying))
+    assert response.status_code == 400 and "100000 outputs" in response.json()["error"]
     # Each output once, in any order, is still answered, once each.
     answer = infer(grpc_request(TEXTS, ["top_scores", "probabilities"]), timeout=30)
     assert [output.name for output in answer.outputs] == ["top_scores", "probabilities"]

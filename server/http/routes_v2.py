@@ -17,6 +17,7 @@ from ..open_inference import (
     TOP_K_PARAMETER,
     InferAnswer,
     check_input_count,
+    check_output_count,
     check_outputs,
     check_request_id,
     check_text_input,
@@ -250,6 +251,8 @@ def requested_outputs(body: dict[str, Any]) -> tuple[list[str], set[str]]:
     outputs = body.get("outputs", [])
     parameters = body.get("parameters") or {}
     all_binary = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    if isinstance(outputs, list):
+        check_output_count(len(outputs))
     named = isinstance(outputs, list) and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     if not named:
         raise InvalidInputError('"outputs" must be an array of objects with a "name"')
