@@ -11,7 +11,7 @@ benchmarks/work/trees/, on this venv's interpreter (its source shadows the insta
   two callers send that request in a loop: its p99.
 - **overload**: 50 and 500 closed-loop single-text callers with a 100 ms deadline, 500 with 500 ms (the backing-off
   callers of `under_load.overload_level`): answers per second, and the refusals' p50.
-- **fair runs**: a caller with one ~300-token text (0.2 s think time) beside two bulk callers that send 256 texts of
+- **fair runs**: a caller with one ~300-token text (0.2 s think time) beside two bulk callers that send 16 texts of
   10,000 characters back to back: the medium caller's p50 and p99, the bulk callers' texts per second.
 - **one caller**: p50 of single-text Classify calls, one caller, no think time.
 
@@ -49,15 +49,18 @@ from .models import build_models
 from .paths import RESULTS, WORK
 from .processes import _stop, free_port, rss_mb, serve_command
 from .texts import make_texts
-from .under_load import BULK_CHARS, BULK_TEXTS, _percentile, long_text, overload_level
+from .under_load import BULK_CHARS, _percentile, long_text, overload_level
 
 log = logging.getLogger("benchmarks.hostile_load")
 
 #: How often the amplifying request names its output (the issue's probe: 1.71 MB in, 310 MB built before issue 25).
 AMPLIFICATION_OUTPUTS = 100_000
 AMPLIFICATION_TEXTS = 256
-#: Tokens of the medium text (the issue's "~300-token caller"), estimated at 4 characters a token.
-MEDIUM_CHARS = 1_200
+#: Texts per call of a bulk caller: 16 texts of 10,000 characters (512 tokens each: one full token budget), so that
+#: many bulk calls complete within the window and their throughput can be counted from answered calls.
+FAIR_BULK_TEXTS = 16
+#: Characters of the medium text: about 300 tokens of the benchmark texts (the issue's "~300-token caller").
+MEDIUM_CHARS = 2_400
 #: The source folders of the package, and where each installs under `ortserve.` (pyproject's package-dir).
 PACKAGE_DIRS = {
     "cli": "cli",
@@ -189,24 +192,21 @@ def fair_runs(port: int, model: str, medium_text: str, bulk_text: str, seconds: 
             stub = pb_grpc.InferenceStub(channel)
             await stub.Classify(pb.ClassifyRequest(model=model, texts=[medium_text]), timeout=60)
             stop = asyncio.Event()
-            bulk_texts = 0
-            measuring_from = 0.0
 
             async def bulk() -> None:
-                nonlocal bulk_texts
                 while not stop.is_set():
                     try:
                         await stub.Classify(
-                            pb.ClassifyRequest(model=model, texts=[bulk_text] * BULK_TEXTS), timeout=600
+                            pb.ClassifyRequest(model=model, texts=[bulk_text] * FAIR_BULK_TEXTS), timeout=600
                         )
                     except grpc.aio.AioRpcError:
                         await asyncio.sleep(0.1)
-                        continue
-                    if measuring_from and not stop.is_set():
-                        bulk_texts += BULK_TEXTS
 
             bulk_tasks = [asyncio.create_task(bulk()) for _ in range(2)]
             await asyncio.sleep(2.0)  # both bulk callers are queued and running
+            # Bulk throughput: the texts of the calls answered over the window (V2 ModelStatistics), less the medium
+            # caller's; a bulk call in progress at either end is off by at most one call per bulk caller.
+            classified_before = await texts_classified(channel, model)
             measuring_from = time.monotonic()
             medium: list[float] = []
             while time.monotonic() - measuring_from < seconds:
@@ -214,9 +214,8 @@ def fair_runs(port: int, model: str, medium_text: str, bulk_text: str, seconds: 
                 await stub.Classify(pb.ClassifyRequest(model=model, texts=[medium_text]), timeout=60)
                 medium.append((time.perf_counter() - start) * 1000)
                 await asyncio.sleep(0.2)
-            # Bulk texts per second: calls answered whole within the window, over the window (a bulk call answered
-            # after the window is not counted: cancelled with the tasks).
             window = time.monotonic() - measuring_from
+            bulk_texts = await texts_classified(channel, model) - classified_before - len(medium)
             stop.set()
             for task in bulk_tasks:
                 task.cancel()
@@ -225,11 +224,19 @@ def fair_runs(port: int, model: str, medium_text: str, bulk_text: str, seconds: 
                 "medium_p50_ms": statistics.median(medium),
                 "medium_p99_ms": _percentile(medium, 99),
                 "medium_calls": len(medium),
+                "medium_ms": medium,
                 "bulk_texts_per_s": bulk_texts / window,
                 "seconds": window,
             }
 
     return asyncio.run(main())
+
+
+async def texts_classified(channel: grpc.aio.Channel, model: str) -> int:
+    """Texts the model has classified since the server started (V2 ModelStatistics' inference_count)."""
+    stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    stats = await stub.ModelStatistics(v2.ModelStatisticsRequest(name=model), timeout=30)
+    return int(stats.model_stats[0].inference_count)
 
 
 def one_caller_p50(port: int, model: str, texts: Sequence[str], calls: int) -> float:
@@ -249,33 +256,55 @@ def one_caller_p50(port: int, model: str, texts: Sequence[str], calls: int) -> f
 # --- all of it -----------------------------------------------------------------------------------------------------
 
 
+SCENARIOS = ("one_caller", "fair_runs", "overload", "amplification")
+
+
 def measure_tree(
-    artifact: Path, model: str, pythonpath: Path | None, log_file: Path, texts: Sequence[str], scale: float
+    artifact: Path,
+    model: str,
+    pythonpath: Path | None,
+    log_file: Path,
+    texts: Sequence[str],
+    scale: float,
+    scenarios: Sequence[str] = SCENARIOS,
 ) -> dict[str, Any]:
     words = " ".join(texts).split()
     bulk_text = long_text(words, BULK_CHARS, 2)
     medium_text = long_text(words, MEDIUM_CHARS, 3)
     results: dict[str, Any] = {}
     with server_process(artifact, model, log_file, pythonpath) as (port, pid):
-        log.info("  one caller")
-        results["one_caller_p50_ms"] = one_caller_p50(port, model, texts, int(400 * scale))
-        log.info("  fair runs")
-        results["fair_runs"] = fair_runs(port, model, medium_text, bulk_text, 20 * scale)
-        log.info("  overload")
-        results["overload"] = {
-            f"{callers}x{int(deadline * 1000)}ms": overload_level(port, model, texts, callers, 4 * scale, deadline)
-            for callers, deadline in [(50, 0.1), (500, 0.1), (50, 0.5), (500, 0.5)]
-        }
-        log.info("  amplification")
-        results["amplification"] = amplification(port, pid, model, texts, 4 * scale)
+        if "one_caller" in scenarios:
+            log.info("  one caller")
+            results["one_caller_p50_ms"] = one_caller_p50(port, model, texts, int(400 * scale))
+        if "fair_runs" in scenarios:
+            log.info("  fair runs")
+            results["fair_runs"] = fair_runs(port, model, medium_text, bulk_text, 20 * scale)
+        if "overload" in scenarios:
+            log.info("  overload")
+            results["overload"] = {
+                f"{callers}x{int(deadline * 1000)}ms": overload_level(port, model, texts, callers, 4 * scale, deadline)
+                for callers, deadline in [(50, 0.1), (500, 0.1), (50, 0.5), (500, 0.5)]
+            }
+        if "amplification" in scenarios:
+            log.info("  amplification")
+            results["amplification"] = amplification(port, pid, model, texts, 4 * scale)
     return results
 
 
-def measure(work: Path, baseline_ref: str, model_name: str, rounds: int, quick: bool) -> dict[str, Any]:
+def measure(
+    work: Path,
+    baseline_ref: str,
+    model_name: str,
+    rounds: int,
+    quick: bool,
+    scenarios: Sequence[str] = SCENARIOS,
+    this_only: bool = False,
+) -> dict[str, Any]:
     models, _ = build_models(work)
     model = next(m for m in models if m.name == model_name)
     texts = make_texts(model.artifact / "tokenizer.json", 256, mixed=False)
-    trees: dict[str, Path | None] = {baseline_ref: baseline_tree(baseline_ref, work), "this tree": None}
+    trees: dict[str, Path | None] = {} if this_only else {baseline_ref: baseline_tree(baseline_ref, work)}
+    trees["this tree"] = None
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     scale = 0.5 if quick else 1.0
@@ -284,7 +313,7 @@ def measure(work: Path, baseline_ref: str, model_name: str, rounds: int, quick: 
         for name, pythonpath in trees.items():
             log.info("round %d: %s", round_ + 1, name)
             runs[name].append(
-                measure_tree(model.artifact, model.name, pythonpath, logs / "hostile-load.log", texts, scale)
+                measure_tree(model.artifact, model.name, pythonpath, logs / "hostile-load.log", texts, scale, scenarios)
             )
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {
@@ -305,10 +334,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--this-only", action="store_true", help="measure this tree only (no baseline)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    results = measure(args.work, args.baseline_ref, args.model, args.rounds, args.quick)
+    scenarios = [name for name in args.scenarios.split(",") if name]
+    results = measure(args.work, args.baseline_ref, args.model, args.rounds, args.quick, scenarios, args.this_only)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "hostile-load.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     text = markdown(results)

@@ -57,7 +57,8 @@ def _median(runs: list[dict[str, Any]], read: Callable[[dict[str, Any]], float])
 
 
 def markdown(results: dict[str, Any]) -> str:
-    baseline, this = list(results["runs"])
+    names = list(results["runs"])
+    baseline, this = names[0], names[-1]
     lines = [
         f"Model `{results['model']}`, {results['rounds']} round(s), {baseline} against this tree "
         f"(`{results['head'][:10]}`), load average {', '.join(f'{v:.1f}' for v in results['load_average'])}.",
