@@ -16,13 +16,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from .service import EMPTY_TEXT_ERROR, INVALID_UNICODE_ERROR, InferenceService
-from .types import ClassifyResult, ModelDescription, ModelState
+from .types import ChallengerDescription, ClassifyResult, ModelDescription, ModelState
 
 INPUT_TEXT = "text"
 OUTPUT_PROBABILITIES = "probabilities"
@@ -90,6 +91,31 @@ def model_tensors(description: ModelDescription) -> tuple[list[TensorMetadata], 
         TensorMetadata(OUTPUT_ERRORS, "BYTES", [-1]),
     ]
     return inputs, outputs
+
+
+def model_parameters(description: ModelDescription) -> dict[str, bool | int | str]:
+    """ModelMetadata's `parameters` (both doors): a model with a challenger reports its comparison there."""
+    return {} if description.challenger is None else challenger_parameters(description.challenger)
+
+
+def challenger_parameters(challenger: ChallengerDescription) -> dict[str, bool | int | str]:
+    """The comparison as metadata parameters (`challenger_*`): counts as int64, shares and figures as strings
+    (this protocol's parameters have no double), the label flips and drops as JSON objects."""
+    report = challenger.comparison
+    return {
+        "challenger_version": challenger.version,
+        "challenger_champion_version": report.champion_version,
+        "challenger_comparing": challenger.comparing,
+        "challenger_stopped_reason": challenger.stopped_reason,
+        "challenger_texts_compared": report.texts_compared,
+        "challenger_agreements": report.agreements,
+        "challenger_agreement": f"{report.agreement:.6f}",
+        "challenger_label_flips": json.dumps(report.flips_by_name()),
+        "challenger_score_delta_mean": f"{report.score_delta_mean:.6f}",
+        "challenger_score_delta_p99": f"{report.score_delta_p99:.6f}",
+        "challenger_canary_calls": challenger.canary_calls,
+        "challenger_shadow_dropped": json.dumps(challenger.shadow_dropped, sort_keys=True),
+    }
 
 
 def described(service: InferenceService, name: str, version: str) -> ModelDescription:
@@ -223,12 +249,13 @@ async def infer(
     deadline: float | None,
     wanted: Sequence[str],
     text_format: bool = False,
+    canary_key: str | None = None,
 ) -> InferAnswer:
-    """ModelInfer over the service's Classify: same validation, limits, batching, cache and errors. The outputs
-    `wanted` (from `check_outputs`) are the ones built; their size is checked first (`check_answer_size`)."""
+    """ModelInfer over the service's Classify: same validation, limits, batching, cache, canary and errors. The
+    outputs `wanted` (from `check_outputs`) are the ones built; their size is checked first (`check_answer_size`)."""
     description = described(service, name, version)
     check_answer_size(description.labels, len(texts), top_k, wanted, text_format)
-    result = await service.classify(name, texts, top_k, deadline)
+    result = await service.classify(name, texts, top_k, deadline, canary_key)
     if result.model_version != description.version:  # a new version was swapped in during the call
         description = service.get_model(name)
     return InferAnswer(result, output_tensors(description.labels, result, wanted))
