@@ -288,8 +288,8 @@ class OnnxClassifier:
             labels = self.labels
             ranked_rows = []
             for row in probabilities.tolist():
-                order = sorted(range(len(row)), key=row.__getitem__, reverse=True)[:keep]  # stable, as argsort
-                ranked_rows.append([LabelScore(labels[j], row[j]) for j in order])
+                best = sorted(range(len(row)), key=row.__getitem__, reverse=True)[:keep]  # stable, as argsort
+                ranked_rows.append([LabelScore(labels[j], row[j]) for j in best])
             return ranked_rows
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :keep]
         return [

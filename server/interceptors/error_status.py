@@ -205,7 +205,7 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
 
 def _trailers(code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
     request_id = current_request_id()
-    trailers = ((REQUEST_ID_KEY, request_id),) if request_id else ()
+    trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_KEY, request_id),) if request_id else ()
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         trailers += ((PUSHBACK_TRAILER, retry_pushback_ms()),)
     return trailers
