@@ -74,32 +74,26 @@ def test_calls_past_the_rpc_limit_are_refused_by_the_grpc_core(held_server) -> N
         assert all(len(call.result(WAIT_S).results) == 1 for call in in_progress)
 
 
-def test_an_overloaded_model_sends_a_jittered_retry_pushback(artifacts: dict[str, Path]) -> None:
-    with running_server(models=[f"bert={artifacts['bert']}"]) as server:
-        assert server.server is not None
-        batcher = server.server.table.get("bert").batcher
-        gate = GatedRun(wrapped=batcher._run_batch)
-        batcher._run_batch = gate  # type: ignore[assignment]
-        batcher.limits = BatchLimits(max_queue_tokens=20)
-        gate.hold()
-        held = asyncio.run_coroutine_threadsafe(batcher.submit(["the market rallied"]), server.loop)
-        gate.wait_started()
-        queued = asyncio.run_coroutine_threadsafe(batcher.submit(["stocks fell"]), server.loop)
-        end = time.monotonic() + WAIT_S
-        while batcher.queued_texts < 1:
-            assert time.monotonic() < end
-            time.sleep(0.005)
-        pushbacks = set()
-        with grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]) as channel:
-            stub = pb_grpc.InferenceStub(channel)
-            for _ in range(8):
-                with pytest.raises(grpc.RpcError) as refused:
-                    stub.Classify(pb.ClassifyRequest(model="bert", texts=["a long text " * 20]), timeout=30)
-                assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-                trailers = dict(refused.value.trailing_metadata())
-                pushbacks.add(int(trailers[PUSHBACK_TRAILER]))
-        gate.release()
-        held.result(WAIT_S), queued.result(WAIT_S)
+def test_an_overloaded_model_sends_a_jittered_retry_pushback(held_server) -> None:  # type: ignore[no-untyped-def]
+    server, gate = held_server
+    batcher = server.server.table.get("bert").batcher
+    batcher.limits = BatchLimits(max_queue_tokens=20)
+    queued = asyncio.run_coroutine_threadsafe(batcher.submit(["stocks fell"]), server.loop)
+    end = time.monotonic() + WAIT_S
+    while batcher.queued_texts < 1:
+        assert time.monotonic() < end
+        time.sleep(0.005)
+    pushbacks = set()
+    with grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        for _ in range(8):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Classify(pb.ClassifyRequest(model="bert", texts=["a long text " * 20]), timeout=30)
+            assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_queue_tokens=20" in refused.value.details()
+            pushbacks.add(int(dict(refused.value.trailing_metadata())[PUSHBACK_TRAILER]))
+    gate.release()
+    queued.result(WAIT_S)
     assert all(PUSHBACK_MS[0] <= value <= PUSHBACK_MS[1] for value in pushbacks)
     assert len(pushbacks) > 1  # drawn at random: refused callers do not come back together
 
