@@ -2,12 +2,12 @@
 its own (the caller passes `now`), no model; tests drive it directly, as text-embeddings-inference tests its
 next-batch step.
 
-A run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the queued calls, and, while other
-calls wait, texts for at most `max_run_ms` of estimated run time (so that a call that arrives waits for short runs, not
-whole token budgets, and bulk work yields to it between runs); the least served call first, texts of similar length
-only (`LENGTH_SPREAD`), and texts of calls pinned to one model version only. A call whose deadline passed, or passes
-before the run would end, is refused while forming (`FormedRun.refused`): running it would only spend the model on an
-answer nobody reads. Beside a long run, whole short calls may form an express run.
+A run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the queued calls, and texts for at
+most `max_run_ms` of estimated run time (so that a call that arrives beside bulk work waits for a short run, not a
+whole token budget, and joins the next one: bulk work yields between runs); the least served call first, texts of
+similar length only (`LENGTH_SPREAD`), and texts of calls pinned to one model version only. A call whose deadline
+passed, or passes before the run would end, is refused while forming (`FormedRun.refused`): running it would only
+spend the model on an answer nobody reads. Beside a long run, whole short calls may form an express run.
 """
 
 from __future__ import annotations
@@ -204,10 +204,10 @@ class RunQueue(Generic[Row]):
         """Take the texts of one main run: the least served call first, then others, within `limits`.
 
         A run holds texts of similar estimated length only (`LENGTH_SPREAD`), and of calls pinned to the same version
-        (or not pinned yet). The first text always runs, even if it alone exceeds `max_batch_tokens`. While more than
-        one call is queued, the run also stops where `run_estimate(rows, width)` (the expected seconds of a run of
-        that shape; None while unknown) would pass `max_run_ms`: one call alone still gets whole token budgets, which
-        run fastest. Calls whose caller went away are dropped; calls past their deadline, or whose deadline passes
+        (or not pinned yet). The first text always runs, even if it alone exceeds `max_batch_tokens`. The run also
+        stops where `run_estimate(rows, width)` (the expected seconds of a run of that shape; None while unknown)
+        would pass `max_run_ms`, even for a call alone: a call that arrives a moment later must not wait for a whole
+        token budget. Calls whose caller went away are dropped; calls past their deadline, or whose deadline passes
         before the run would end (`run_seconds` of its rows and width, read optimistically), are refused.
         """
         refused: list[tuple[QueuedCall[Row], DeadlineExceededError]] = []
@@ -229,7 +229,7 @@ class RunQueue(Generic[Row]):
         parts: list[RunPart[Row]] = []
         rows = width = 0
         pin: object = None
-        time_bound = limits.max_run_ms / 1000 if limits.max_run_ms and len(self.calls) > 1 else None
+        time_bound = limits.max_run_ms / 1000 if limits.max_run_ms else None
         out_of_time = False
         for call in self._least_served_first():
             if (parts and call.pin is not pin) or call.waits_for_its_version:

@@ -206,10 +206,10 @@ class ServerSettings(BaseSettings):
     (every run slot full and the next run formed), plus 16 for health and metadata calls. Clients retry such a
     refusal after a jittered back-off (the ortserve client does, see RetryPolicy)."""
     max_run_ms: float = Field(50.0, ge=0)
-    """While other calls wait, the longest one model run may be expected to take (from the measured run cost): a
-    run stops taking texts there, so a call that arrives beside bulk work waits for short runs, not for whole
-    --max-batch-tokens budgets, and bulk calls take turns with it between runs. A call alone still runs full budgets.
-    0 for no bound (see BENCHMARKS.md, "Fair runs")."""
+    """The longest one model run may be expected to take (from the run cost the warm-up measured): a run stops
+    taking texts there (its first text always runs), so a call that arrives beside bulk work waits for a short run,
+    not for a whole --max-batch-tokens budget, and joins the next: bulk work yields between runs. 0 for no bound
+    (see BENCHMARKS.md, "Fair runs")."""
 
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's

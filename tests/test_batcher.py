@@ -465,7 +465,7 @@ def test_grpc_failed_batch_fails_its_callers_with_internal_and_the_next_succeeds
     assert len(result.labels) == 3
 
 
-def test_runs_are_bounded_in_time_beside_waiting_calls_once_calibrated(executor: ThreadPoolExecutor) -> None:
+def test_runs_are_bounded_in_time_once_calibrated(executor: ThreadPoolExecutor) -> None:
     """Issue 25: with the cost model calibrated (10 µs a token here), two bulk calls of 500-token texts take turns in
     runs of `max_run_ms` (25 ms: 5 texts), not of whole token budgets (16 texts); uncalibrated, runs are not bounded
     in time (a rate learned from whatever ran first is no evidence)."""
