@@ -38,7 +38,9 @@ from .open_inference import (
     SERVER_NAME,
     TOP_K_PARAMETER,
     check_input_count,
+    check_output_count,
     check_outputs,
+    check_request_id,
     check_text_input,
     decode_raw_bytes,
     described,
@@ -97,6 +99,8 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         described(self._service, request.model_name, request.model_version)  # NOT_FOUND before input errors
+        request_id = check_request_id(request.id)
+        check_output_count(len(request.outputs))
         texts = input_texts(request)
         top_k = top_k_parameter(request)
         long_text = long_text_parameters(parameter_values(request))
@@ -105,10 +109,18 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         deadline = time.monotonic() + remaining if remaining is not None else None
         key = canary_key(context)
         answer = await infer(
-            self._service, request.model_name, request.model_version, texts, top_k, deadline, key, long_text
+            self._service,
+            request.model_name,
+            request.model_version,
+            texts,
+            top_k,
+            deadline,
+            wanted,
+            canary_key=key,
+            long_text=long_text,
         )
         result = answer.result
-        response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request.id)
+        response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request_id)
         raw = len(request.raw_input_contents) > 0
         for name in wanted:
             datatype, shape, values = answer.tensors[name]
