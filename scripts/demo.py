@@ -14,9 +14,10 @@
 7. stop the server with SIGTERM.
 
 `--serve-only` serves the registry of an earlier run in the foreground, for trying the README's grpcurl commands.
-`--challenger` (optional: it trains a second sentiment model, minutes more on the first run) also registers a
-differently trained sentiment version as `challenger`, serves it in shadow of every sentiment text, and prints
-`ortserve challenger report` after the example calls (README "Rolling out a new version").
+Champion and challenger (README "Rolling out a new version"): the demo also trains a second, differently trained
+sentiment version (one epoch, another seed; a minute or two more on the first run), registers it as `challenger`,
+serves it in shadow of every sentiment text, and prints `ortserve challenger report` after the example calls;
+`--no-challenger` leaves it out.
 """
 
 from __future__ import annotations
@@ -211,12 +212,34 @@ def ask(target: str) -> None:
     run(grpcurl, "-plaintext", "-d", '{"service": "sentiment"}', target, "grpc.health.v1.Health/Check")
 
 
+def wait_for_shadow_work(target: str, timeout: float = 60) -> None:
+    """Until the challenger has compared what it was given: shadow work runs after the answers, while the server is
+    idle, so the count grows for a moment after the last call; it is done when it stops growing."""
+    import grpc
+
+    from ortserve.v1 import inference_pb2 as pb
+    from ortserve.v1 import inference_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        last, end = -1, time.monotonic() + timeout
+        while time.monotonic() < end:
+            compared = stub.GetModel(pb.GetModelRequest(name="sentiment"), timeout=10).challenger.texts_compared
+            if compared == last:
+                return
+            last = compared
+            time.sleep(1.0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--serve-only", action="store_true", help="serve the registry of an earlier demo run")
     parser.add_argument(
-        "--challenger", action="store_true", help="also shadow a second sentiment version and print its report"
+        "--challenger",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shadow a second sentiment version and print its report (default: on)",
     )
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
@@ -258,7 +281,7 @@ def main() -> int:
         ask(target)
         if args.challenger:
             banner("9b. the shadow report: how the challenger compares with the champion on the texts above")
-            time.sleep(1)  # shadow work runs after the answers, while the server is idle
+            wait_for_shadow_work(target)
             run(str(BIN / "ortserve"), "challenger", "report", "--target", target, "--model", "sentiment")
     finally:
         banner("10. stop the server (SIGTERM: in-flight calls finish first)")
