@@ -14,7 +14,8 @@ figures are those of a challenger of the same architecture). Measured:
   dropped;
 - shadow 100 % under overload (500 callers): goodput vs off (target ≥ 0.95×), with the shed shadow texts counted;
 - canary 5 %: the share of 10,000 calls the challenger answered, against the binomial 99 % interval;
-- RSS: one model, it with a challenger, and the same two artifacts as two models of their own (`--memory-only`).
+- RSS: one model, it with a challenger, and the same two artifacts as two models of their own called at the same
+  time (`--memory-only`).
 
 Writes challenger.json to --out.
 """
@@ -31,6 +32,7 @@ import shutil
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -162,13 +164,13 @@ def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[
     return result
 
 
-def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int = 2) -> dict[str, list[float]]:
-    """VmRSS after 400 calls (8 callers) to each model, `starts` fresh processes per configuration: one model; it
-    with a challenger shadowing 10 %; the same two artifacts as two models of their own (what the challenger's own
-    session and tokenizer cost)."""
+def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int = 4) -> dict[str, list[float]]:
+    """VmRSS after 400 calls (8 callers), `starts` fresh processes per configuration: one model; it with a challenger
+    shadowing every text; the same two artifacts as two models of their own, called at the same time (what the
+    challenger's own session and tokenizer cost, under the same overlap of the two sessions' runs)."""
     configs = {
         "one_model": ["--model", f"{model.name}={model.artifact}"],
-        "with_challenger": ["--model", f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1"],
+        "with_challenger": ["--model", f"{model.name}={model.artifact}?challenger={challenger}&shadow=1"],
         "two_models": ["--model", f"{model.name}={model.artifact}", "--model", f"second={challenger}"],
     }
     texts = ["markets rallied today after the report"] * 50
@@ -176,8 +178,11 @@ def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int 
     for name, args in configs.items():
         for _ in range(starts):
             with ortserve_process({}, logs / "ortserve-challenger-memory.log", args) as process:
-                for served in (model.name, "second") if name == "two_models" else (model.name,):
-                    grpc_load(process.port, served, texts, 8, max_calls=400)
+                served = (model.name, "second") if name == "two_models" else (model.name,)
+                with ThreadPoolExecutor(len(served)) as pool:
+                    list(pool.map(lambda name: grpc_load(process.port, name, texts, 8, max_calls=400), served))
+                if name == "with_challenger":
+                    settle(process.port, model.name)
                 rss[name].append(rss_mb(process.process.pid))
     return rss
 
