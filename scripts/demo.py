@@ -90,7 +90,18 @@ def register_challenger(result: Any) -> None:
     banner(f"2b. register it as models:/{name}@challenger, export it, register the ONNX version @challenger")
     version = log_trained_model(result, TRACKING_URI, LOGGED_AS[name], alias="challenger", stage=None)
     print(f"registered models:/{name}/{version} (alias challenger)")
-    run(str(BIN / "ortserve"), "export", f"models:/{name}@challenger", "--alias", "challenger")
+    # The production exports' gate texts (step 3); fp32 is fine for a version on trial where int8 misses the gate.
+    texts = WORK / f"gate-texts-{name}.txt"
+    run(
+        str(BIN / "ortserve"),
+        "export",
+        f"models:/{name}@challenger",
+        "--alias",
+        "challenger",
+        "--validation-texts",
+        str(texts),
+        "--allow-fp32",
+    )
 
 
 def register(results: dict) -> None:
