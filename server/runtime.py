@@ -16,7 +16,7 @@ from tokenizers import Encoding, Tokenizer
 from .artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, check_artifact_dir
 from .errors import ArtifactError
 from .memory import shared_cpu_arena_registered
-from .stage_timings import BatchStages, MeasuredRun
+from .stage_timings import BatchStages
 from .text_cost import CHARS_PER_TOKEN_BOUND
 from .types import Classification, LabelScore
 
@@ -234,26 +234,6 @@ class OnnxClassifier:
             stages.inference_end = end
             stages.inference_s += end - start
             stages.padded_tokens += batch.padded_tokens
-
-    def time_runs(self, shapes: Sequence[tuple[int, int]], repeats: int = 2) -> list[MeasuredRun]:
-        """Time runs of each (rows, width) shape on inputs of exactly that shape (the token ids do not change the
-        cost), after an untimed run of the same shape (the first run of a shape plans and allocates); the fastest of
-        `repeats` runs is kept (a run is only ever slowed down by other work on the machine). For the server's cost
-        model, before the model serves."""
-        measured = []
-        for rows, width in shapes:
-            ids = np.full((rows, width), self.manifest.pad_token_id, dtype=np.int64)
-            ones = np.ones((rows, width), dtype=np.int64)
-            arrays = {"input_ids": ids, "attention_mask": ones, "token_type_ids": np.zeros_like(ids)}
-            batch = TokenizedBatch({name: arrays[name] for name in self._input_names}, [width] * rows)
-            self.run(batch)
-            fastest = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                self.run(batch)
-                fastest = min(fastest, time.perf_counter() - start)
-            measured.append(MeasuredRun(rows, width, fastest))
-        return measured
 
     def _encode(self, texts: Sequence[str]) -> list[Encoding]:
         """Tokenize and truncate at `max_length`, reading no more of a text than the model can use.
