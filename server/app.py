@@ -50,6 +50,9 @@ SERVER_HEALTH = ""
 #: Health service name that is SERVING as soon as the server answers, whatever its models do: for liveness probes,
 #: which must not restart a process that is loading or retrying a model (readiness probes use SERVER_HEALTH).
 LIVENESS_HEALTH = "liveness"
+#: Health service names answered without a token when tokens are on (unless --auth-health): the server's, not a
+#: model's, so that a caller without a token cannot learn which models are served.
+OPEN_HEALTH = frozenset({SERVER_HEALTH, LIVENESS_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE})
 
 
 class OrtServer:
@@ -96,7 +99,7 @@ class OrtServer:
         observability = [ObservabilityInterceptor(self.table, self.metrics, self.tracer)] if observing else []
         # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
         self._server = grpc.aio.server(
-            interceptors=build_interceptors(settings, extra=observability),
+            interceptors=build_interceptors(settings, extra=observability, open_health=OPEN_HEALTH),
             # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
             # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
             options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],

@@ -138,8 +138,9 @@ class ServerSettings(BaseSettings):
     """Name of an environment variable holding bearer tokens in the same form as --auth-token-file, entries separated
     by newlines or ';' (read once at start)."""
     auth_health: bool = False
-    """Require a token for grpc.health.v1 too. Off so that load balancers and Kubernetes probes, which
-    send no token, can check health."""
+    """Require a token for the server's own health checks too (grpc.health.v1 service "" and liveness, /v2/health/*,
+    /ping). Off so that load balancers and Kubernetes probes, which send no token, can check health. A model's own
+    health check needs a token either way (open, it would tell anyone which models are served)."""
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
