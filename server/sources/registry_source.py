@@ -10,7 +10,8 @@ quarantine, the last resolved versions, at most MAX_CONCURRENT_DOWNLOADS at once
     <name>/<version>/.complete   written last; every file with its size and sha256, verified before each load
     <name>/resolved/<ref>.json   the last version each alias or stage resolved to (used when the registry is down)
     <name>/.partial-*            scratch of a download in progress (left by a killed one: removed at start)
-    <name>/.corrupt-*            entries that failed verification, moved aside (and logged) before a new download
+    <name>/.corrupt-*            entries that failed verification, moved aside (and logged) before a new download;
+                                 only the newest 3 are kept (`contract.cache.KEEP_QUARANTINED`)
 """
 
 from __future__ import annotations
