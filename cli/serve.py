@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
+from ortserve.contract.redact import PASSWORD_ON_COMMAND_LINE, register_secret_uri, uri_has_password
 from ortserve.server.app import serve
 from ortserve.server.errors import ModelConfigError, OrtServeError
 from ortserve.server.observability.logs import NativeStderrRouter, configure_logging
@@ -146,6 +147,9 @@ def main(argv: Sequence[str]) -> int:
     # In JSON mode every stderr line must be JSON, gRPC core's own lines included: route file descriptor 2.
     router = NativeStderrRouter() if settings.log_format == "json" else None
     configure_logging(settings.log_level, settings.log_format, router.start() if router else None)
+    register_secret_uri(settings.tracking_uri)  # removed by value from every log line and message from now on
+    if uri_has_password(args.tracking_uri):  # on the command line, not from ORTSERVE_TRACKING_URI
+        logging.getLogger("ortserve.serve").warning("%s", PASSWORD_ON_COMMAND_LINE)
     try:
         asyncio.run(serve(settings))
     except ModelConfigError as exc:  # a usage error, like an invalid flag: nothing to retry

@@ -127,7 +127,7 @@ def main() -> None:
     """Child entry point: the tracking URI, then the jobs, on stdin; one JSON line per job's result on stdout."""
     import threading
 
-    from .redact import RedactingFilter
+    from .redact import RedactingFilter, register_secret_uri
     from .settings import huggingface_offline
 
     if len(sys.argv) == 3 and sys.argv[1] == "--parent-pid":
@@ -140,6 +140,7 @@ def main() -> None:
     if not header.strip():
         os._exit(0)  # the parent went away before sending anything
     tracking_uri = json.loads(header).get("tracking_uri")
+    register_secret_uri(tracking_uri)
     client = _mlflow_client(tracking_uri)  # before the jobs arrive: a prepared child pays its import meanwhile
     idle = threading.Timer(IDLE_EXIT_S, os._exit, (0,))
     idle.daemon = True

@@ -13,6 +13,8 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Literal, TextIO
 
+from ortserve.contract.redact import RedactingFilter
+
 from .call_context import current_call
 
 LogFormat = Literal["text", "json"]
@@ -47,8 +49,8 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, "")
             if value:
                 entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_text or record.exc_info:  # exc_text: the traceback as `RedactingFilter` left it
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -56,6 +58,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text", strea
     """Send the process's logs to `stream` (stderr) in `log_format`, replacing handlers set up earlier."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(CallContextFilter())
+    handler.addFilter(RedactingFilter())  # the configured credentials, by value, whichever logger a line comes from
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):

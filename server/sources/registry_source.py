@@ -36,7 +36,7 @@ from ortserve.contract.errors import (
     IntegrityError,
     RegistryUnavailableError,
 )
-from ortserve.contract.redact import redact_uri
+from ortserve.contract.redact import redact_uri, register_secret_uri
 from ortserve.contract.registry import resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
@@ -82,6 +82,7 @@ class RegistrySource(ModelSource):
             raise as_server_error(exc) from None
         self.cache_dir = Path(cache_dir)
         self.tracking_uri = tracking_uri
+        register_secret_uri(tracking_uri)  # its credentials are removed by value from every message and log line
         self.worker = worker or registry_worker(tracking_uri)
         configure_mlflow_client(SERVER_HTTP)  # environment only: the REST client and the worker's children read it
         self.rest: RestRegistryClient | None = rest_registry_client(tracking_uri)
