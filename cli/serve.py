@@ -58,7 +58,16 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "runtime": ("intra_op_threads", "allow_spinning", "concurrent_runs", "shared_arena", "result_cache_bytes"),
     "registry and cache": ("tracking_uri", "cache_dir", "poll_interval", "registry_timeout_s"),
-    "observability": ("log_level", "log_format", "metrics_port", "metrics_host", "tracing", "otlp_endpoint"),
+    "observability": (
+        "log_level",
+        "log_format",
+        "metrics_port",
+        "metrics_host",
+        "metrics_tls",
+        "metrics_auth_env",
+        "tracing",
+        "otlp_endpoint",
+    ),
     "shutdown": ("drain_period_s", "grace_period_s"),
 }
 OTHER_GROUP = "other settings"

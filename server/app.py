@@ -24,7 +24,8 @@ from .interceptors.chain import build_interceptors
 from .interceptors.observing import ObservabilityInterceptor
 from .model_table import ModelTable, ServedModel
 from .observability.logs import NativeStderrCapture
-from .observability.metrics import MetricsEndpoint, ServerMetrics
+from .observability.metrics import ServerMetrics
+from .observability.metrics_endpoint import MetricsEndpoint, ScrapeSecurity
 from .observability.tracing import configure_tracing
 from .result_cache import ResultCache
 from .security.bearer_tokens import TokenAuthenticator
@@ -148,8 +149,19 @@ class OrtServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.metrics is not None and self.settings.metrics_port is not None:
             metrics_host = self.settings.metrics_host or self.settings.host
-            self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_host, self.settings.metrics_port)
-            log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
+            self.metrics_endpoint = MetricsEndpoint(
+                self.metrics.registry,
+                metrics_host,
+                self.settings.metrics_port,
+                ScrapeSecurity.chosen(
+                    self.settings.metrics_tls,
+                    self.settings.tls_cert_file,
+                    self.settings.tls_key_file,
+                    self.settings.metrics_auth_env,
+                ),
+            )
+            scheme = self.metrics_endpoint.scheme
+            log.info("metrics on %s://%s:%d/metrics", scheme, metrics_host, self.metrics_endpoint.port)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             # gRPC core writes its own line about a failed bind to stderr: held back, as the error below says it in
