@@ -79,7 +79,7 @@ def _raw_secrets() -> tuple[str, ...]:
 
 
 def _forms(raw: tuple[str, ...]) -> tuple[str, ...]:
-    forms = set()
+    forms: set[str] = set()
     for value in raw:
         forms.update((value, quote(value, safe=""), quote(value), repr(value)[1:-1], json.dumps(value)[1:-1]))
         forms.add(json.dumps(value, ensure_ascii=False)[1:-1])

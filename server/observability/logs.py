@@ -89,8 +89,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, "")
             if value:
                 entry[key] = value
-        if record.exc_text or record.exc_info:  # exc_text: the traceback as `RedactingFilter` left it
-            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:  # the traceback as `RedactingFilter` left it
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 

@@ -153,7 +153,7 @@ class MetricsEndpoint:
             connection.settimeout(CONNECTION_TIMEOUT_S)
             if self._tls is not None:
                 connection = self._tls.context().wrap_socket(connection, server_side=True)
-            _ScrapeHandler(connection, address, self)
+            _ScrapeHandler(connection, address, self)  # type: ignore[arg-type]  # the handler needs no socketserver
         except (OSError, ssl.SSLError) as exc:  # a client that went away, sent garbage or failed its handshake
             log.debug("metrics connection from %s: %s", address, exc)
         finally:
