@@ -87,27 +87,32 @@ def _refusing(refusal: UnauthenticatedError) -> Wrappers:
     return Wrappers(unary, streaming, unary, streaming)
 
 
-def _limited_to_models(grant: TokenGrant) -> Wrappers:
-    """Behaviors that check the model a request names against `grant` (streamed requests are not checked)."""
+def _checking_first(check: Callable[[Any, grpc.aio.ServicerContext], None]) -> Wrappers:
+    """Behaviors of unary requests that run `check(request, context)` (which raises to refuse) before the call."""
 
     def unary_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         inner = awaiting(behavior)
 
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            _check_model(grant, request)
+            check(request, context)
             return await inner(request, context)
 
         return checked
 
     def unary_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            _check_model(grant, request)
+            check(request, context)
             async for response in responses(behavior(request, context)):
                 yield response
 
         return checked
 
     return Wrappers(unary_unary=unary_unary, unary_stream=unary_stream)
+
+
+def _limited_to_models(grant: TokenGrant) -> Wrappers:
+    """Behaviors that check the model a request names against `grant` (streamed requests are not checked)."""
+    return _checking_first(lambda request, context: _check_model(grant, request))
 
 
 def _health_by_name(authenticator: TokenAuthenticator, open_health: frozenset[str]) -> Wrappers:
@@ -118,24 +123,7 @@ def _health_by_name(authenticator: TokenAuthenticator, open_health: frozenset[st
         if service not in open_health:
             authenticator.authenticate(context.invocation_metadata() or ()).check_model(service)
 
-    def unary_unary(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        inner = awaiting(behavior)
-
-        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            check(request, context)
-            return await inner(request, context)
-
-        return checked
-
-    def unary_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        async def checked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            check(request, context)
-            async for response in responses(behavior(request, context)):
-                yield response
-
-        return checked
-
-    return Wrappers(unary_unary=unary_unary, unary_stream=unary_stream)
+    return _checking_first(check)
 
 
 def _check_model(grant: TokenGrant, request: Any) -> None:
