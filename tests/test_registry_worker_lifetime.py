@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -130,3 +131,22 @@ def test_sigkill_of_the_server_ends_the_registry_child(hung_registry: HungRegist
     for pid in survivors:  # clean up before failing: the test must leave no process behind
         os.kill(pid, signal.SIGKILL)
     assert not survivors, f"registry child(ren) {survivors} outlived the SIGKILLed server"
+
+
+def test_a_child_whose_parent_is_already_gone_exits_at_once() -> None:
+    """The parent-pid check: a child told that its parent is a process that is not its parent (the parent died
+    before the child could ask the kernel for a signal) exits instead of waiting for jobs."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ortserve.contract.registry_jobs", "--parent-pid", str(os.getpid() + 999_999)],
+        stdin=subprocess.PIPE,  # held open: a child that waits for its jobs would wait here
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        assert child.stdin is not None
+        child.stdin.close()
