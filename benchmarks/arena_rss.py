@@ -11,6 +11,11 @@ calls and of the bursts. Options: the per-session arena (ONNX Runtime's default)
 (the server's default, `--shared-arena`), each with arena shrinkage after every run (run option
 `memory.enable_memory_arena_shrinkage`), and no arena (`enable_cpu_mem_arena` off). Writes
 benchmarks/work/results/arena_rss.json.
+
+    python -m benchmarks.arena_rss --shrink-cost [--calls 1000]
+
+measures what shrinkage costs a short call, in one session, calls with and without the run option alternating (so
+that both see the same machine load): p50 of each.
 """
 
 from __future__ import annotations
@@ -85,6 +90,30 @@ def measure(model_path: str, arena: bool, shared: bool, shrink: bool, bursts: in
     }
 
 
+def shrink_cost(model_path: str, calls: int) -> dict[str, float]:
+    """p50 ms of one-text runs (16 tokens) with and without arena shrinkage, alternating in one session."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from ortserve.server.runtime import SessionConfig
+
+    session = ort.InferenceSession(model_path, SessionConfig().session_options(), providers=["CPUExecutionProvider"])
+    shrinking = ort.RunOptions()
+    shrinking.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    plain = ort.RunOptions()
+    ids = np.random.default_rng(0).integers(1000, 20000, size=(1, 16), dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    seconds: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(20):
+        session.run(None, feed, plain)
+    for _ in range(calls):
+        for name, options in (("without", plain), ("with", shrinking)):
+            start = time.perf_counter()
+            session.run(None, feed, options)
+            seconds[name].append((time.perf_counter() - start) * 1000)
+    return {f"{name}_shrinkage_p50_ms": round(statistics.median(ms), 3) for name, ms in seconds.items()}
+
+
 def _child(queue: Any, *args: Any) -> None:
     queue.put(measure(*args))
 
@@ -95,11 +124,16 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--shrink-cost", action="store_true", help="measure what shrinkage costs a short call")
+    parser.add_argument("--calls", type=int, default=1000, help="calls of each kind, with --shrink-cost")
     parser.add_argument("--out", type=Path, default=RESULTS / "arena_rss.json")
     args = parser.parse_args()
 
     models, _ = build_models(WORK)
     model = next(m for m in models if m.name == args.model)
+    if args.shrink_cost:
+        print(args.model, shrink_cost(str(model.artifact / "model.onnx"), args.calls))
+        return
     context = multiprocessing.get_context("spawn")
     results = {}
     for name, (arena, shared, shrink) in OPTIONS.items():
