@@ -5,6 +5,7 @@ process nothing), and a scrape can require TLS and basic auth."""
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import ssl
 import threading
@@ -148,3 +149,37 @@ def test_a_missing_scrape_credential_is_a_clear_start_error(monkeypatch: pytest.
     monkeypatch.setenv("ORTSERVE_TEST_NO_SUCH_VAR", "no-colon")
     with pytest.raises(ServerStartError, match="USER:PASSWORD"):
         metrics_endpoint.ScrapeSecurity.chosen(False, None, None, "ORTSERVE_TEST_NO_SUCH_VAR")
+
+
+@pytest.mark.slow
+def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(
+    artifacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .observability_helpers import prometheus_binary
+    from .test_metrics_prometheus import Prometheus
+
+    pki = TestPki(tmp_path)
+    issued = pki.issue("server")
+    monkeypatch.setenv("ORTSERVE_TEST_SCRAPER", SCRAPER)
+    user, password = SCRAPER.split(":", 1)
+    with running_server(
+        models=[f"bert={artifacts['bert']}"],
+        metrics_port=0,
+        metrics_tls=True,
+        metrics_auth_env="ORTSERVE_TEST_SCRAPER",
+        tls_cert_file=issued.cert,
+        tls_key_file=issued.key,
+    ) as server:
+        settings = (
+            f"scheme: https, tls_config: {{ca_file: {json.dumps(str(pki.ca))}}}, "
+            f"basic_auth: {{username: {json.dumps(user)}, password: {json.dumps(password)}}}"
+        )
+        work = tmp_path / "prometheus"
+        work.mkdir()
+        prometheus = Prometheus(prometheus_binary("prometheus"), work, f"127.0.0.1:{metrics_port(server)}", settings)
+        try:
+            prometheus.wait_ready()
+            prometheus.wait_for('up{job="ortserve"}', 1)
+            prometheus.wait_for('ortserve_model_state{job="ortserve",model="bert",state="serving"}', 1)
+        finally:
+            prometheus.stop()
