@@ -105,5 +105,6 @@ def test_failed_tls_handshakes_are_rate_limited(artifacts: dict[str, Path], tmp_
         _, stderr = process.communicate(timeout=60)
     handshakes = [line for line in stderr.splitlines() if "Handshake failed" in line]
     suppressed = [line for line in stderr.splitlines() if "suppressed" in line]
-    assert 1 <= len(handshakes) <= CORE_LINES_PER_SOURCE + 2, len(handshakes)  # not one per connection
+    # Not one per connection: at most CORE_LINES_PER_SOURCE per 10 s window (two windows if the loop was slow).
+    assert 1 <= len(handshakes) <= 2 * CORE_LINES_PER_SOURCE + 2 < attempts, len(handshakes)
     assert suppressed, stderr[-2000:]
