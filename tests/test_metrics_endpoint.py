@@ -5,6 +5,7 @@ process nothing), and a scrape can require TLS and basic auth."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import ssl
@@ -100,10 +101,11 @@ def scrape_with_timeout(port: int, timeout: float) -> str:
         return text
 
 
-def test_tls_and_basic_auth_on_the_scrape(
-    artifacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pki = TestPki(tmp_path)
+@contextlib.contextmanager
+def protected_server(
+    artifacts: dict[str, Path], pki: TestPki, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningServer]:
+    """A server whose metrics need TLS (a certificate of `pki`) and basic auth with SCRAPER."""
     issued = pki.issue("server")
     monkeypatch.setenv("ORTSERVE_TEST_SCRAPER", SCRAPER)
     with running_server(
@@ -114,6 +116,14 @@ def test_tls_and_basic_auth_on_the_scrape(
         tls_cert_file=issued.cert,
         tls_key_file=issued.key,
     ) as server:
+        yield server
+
+
+def test_tls_and_basic_auth_on_the_scrape(
+    artifacts: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pki = TestPki(tmp_path)
+    with protected_server(artifacts, pki, monkeypatch) as server:
         url = f"https://127.0.0.1:{metrics_port(server)}/metrics"
         context = ssl.create_default_context(cafile=str(pki.ca))
 
@@ -159,17 +169,8 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth(
     from .test_metrics_prometheus import Prometheus
 
     pki = TestPki(tmp_path)
-    issued = pki.issue("server")
-    monkeypatch.setenv("ORTSERVE_TEST_SCRAPER", SCRAPER)
     user, password = SCRAPER.split(":", 1)
-    with running_server(
-        models=[f"bert={artifacts['bert']}"],
-        metrics_port=0,
-        metrics_tls=True,
-        metrics_auth_env="ORTSERVE_TEST_SCRAPER",
-        tls_cert_file=issued.cert,
-        tls_key_file=issued.key,
-    ) as server:
+    with protected_server(artifacts, pki, monkeypatch) as server:
         settings = (
             f"scheme: https, tls_config: {{ca_file: {json.dumps(str(pki.ca))}}}, "
             f"basic_auth: {{username: {json.dumps(user)}, password: {json.dumps(password)}}}"
