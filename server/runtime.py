@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -261,8 +262,15 @@ class OnnxClassifier:
         return encodings
 
     def rank(self, probabilities: np.ndarray, top_k: int = 0) -> list[Classification]:
-        """Turn a (texts, labels) probability matrix into label scores sorted highest first."""
+        """Turn a (texts, labels) probability matrix into label scores sorted highest first (ties: label order)."""
         keep = top_k if 0 < top_k < len(self.labels) else len(self.labels)
+        if probabilities.size <= SMALL_OUTPUT:
+            labels = self.labels
+            ranked_rows = []
+            for row in probabilities.tolist():
+                best = sorted(range(len(row)), key=row.__getitem__, reverse=True)[:keep]  # stable, as argsort
+                ranked_rows.append([LabelScore(labels[j], row[j]) for j in best])
+            return ranked_rows
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :keep]
         return [
             [LabelScore(self.labels[j], float(row[j])) for j in ranked]
@@ -341,11 +349,35 @@ def group_by_length(
     return groups
 
 
+#: Outputs of at most this many values (texts × labels) are post-processed in plain Python: numpy's fixed cost per
+#: operation (tens of microseconds for softmax and ranking together) is most of the work for one text's few labels.
+SMALL_OUTPUT = 64
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
+    if logits.size <= SMALL_OUTPUT:
+        rows = []
+        for row in logits.tolist():
+            top = max(row)
+            exp = [math.exp(value - top) for value in row]
+            total = sum(exp)
+            rows.append([value / total for value in exp])
+        return np.array(rows, dtype=np.float32)
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    if logits.size <= SMALL_OUTPUT:
+        rows = [[_logistic(value) for value in row] for row in logits.tolist()]
+        return np.array(rows, dtype=np.float32)
     return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _logistic(value: float) -> float:
+    """The sigmoid of one value, in the form that cannot overflow."""
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    exp = math.exp(value)
+    return exp / (1.0 + exp)

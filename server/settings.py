@@ -29,6 +29,7 @@ PER_MODEL_SETTINGS = (
     "max_queue_tokens",
     "max_calls_in_flight",
     "concurrent_runs",
+    "max_run_ms",
 )
 
 #: Settings that only a model has (no server-wide field): its challenger and how traffic reaches it (see
@@ -44,6 +45,11 @@ ROLLOUT_SETTINGS: dict[str, Any] = {
     # Share of calls (0 to 1, e.g. 0.05) answered by the challenger instead, sticky by the caller's canary key.
     "canary": Annotated[float, Field(ge=0.0, le=1.0)],
 }
+
+
+#: RPCs beyond the batchers' capacity that the default `max_concurrent_rpcs` lets in: health probes, metadata and
+#: listing calls, which must still be answered while every model is busy.
+RPC_HEADROOM = 16
 
 
 def per_model_env_var(model: str, setting: str) -> str:
@@ -153,8 +159,9 @@ class ServerSettings(BaseSettings):
     """Name of an environment variable holding bearer tokens in the same form as --auth-token-file, entries separated
     by newlines or ';' (read once at start)."""
     auth_health: bool = False
-    """Require a token for grpc.health.v1 too. Off so that load balancers and Kubernetes probes, which
-    send no token, can check health."""
+    """Require a token for the server's own health checks too (grpc.health.v1 service "" and liveness, /v2/health/*,
+    /ping). Off so that load balancers and Kubernetes probes, which send no token, can check health. A model's own
+    health check needs a token either way (open, it would tell anyone which models are served)."""
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
@@ -166,7 +173,14 @@ class ServerSettings(BaseSettings):
     """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a
     free port (logged)."""
     metrics_host: str | None = None
-    """Address the metrics endpoint binds (default: the --host address)."""
+    """Address the metrics endpoint binds (default: the --host address); 127.0.0.1 keeps it to this machine (a
+    Prometheus sidecar or agent)."""
+    metrics_tls: bool = False
+    """Serve the metrics endpoint over TLS with the server's --tls-cert-file and --tls-key-file (re-read when they
+    change), so that a scrape from outside the pod is encrypted."""
+    metrics_auth_env: str | None = None
+    """Name of an environment variable holding `USER:PASSWORD`: every scrape must then send it as HTTP basic auth
+    (Prometheus's `basic_auth`), else 401. Unset: the metrics need no credentials."""
     log_format: Literal["text", "json"] = "text"
     """Log lines as plain text, or as one JSON object per line carrying the request id, model and version of the
     call a line is about."""
@@ -191,6 +205,19 @@ class ServerSettings(BaseSettings):
     may use 2 or more cores, else 1. A second run keeps the cores busy while the server returns one run's answers and
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
+
+    max_concurrent_rpcs: int = Field(0, ge=0)
+    """Most RPCs of the gRPC port in progress at once, over every service (health checks included). Past it, the
+    gRPC core refuses a call with RESOURCE_EXHAUSTED before any Python code runs for it, which costs a small share of
+    answering it: under 10x overload the server keeps answering the calls it let in instead of spending itself on
+    refusals. 0 sizes it from the batchers: for each model, (its --concurrent-runs + 1) x its --max-batch-size calls
+    (every run slot full and the next run formed), plus 16 for health and metadata calls. Clients retry such a
+    refusal after a jittered back-off (the ortserve client does, see RetryPolicy)."""
+    max_run_ms: float = Field(50.0, ge=0)
+    """The longest one model run may be expected to take (from the run cost the warm-up measured): a run stops
+    taking texts there (its first text always runs), so a call that arrives beside bulk work waits for a short run,
+    not for a whole --max-batch-tokens budget, and joins the next: bulk work yields between runs. 0 for no bound
+    (see BENCHMARKS.md, "Fair runs")."""
 
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's
@@ -256,6 +283,13 @@ class ServerSettings(BaseSettings):
         """The server-wide `concurrent_runs`, with 0 resolved for this machine."""
         return _resolve_runs(self.concurrent_runs)
 
+    def concurrent_rpc_limit(self) -> int:
+        """`max_concurrent_rpcs`, with 0 sized from the batchers of the models served."""
+        if self.max_concurrent_rpcs:
+            return self.max_concurrent_rpcs
+        calls = sum((self.runs_for(spec) + 1) * self.model_setting(spec, "max_batch_size") for spec in self.models)
+        return RPC_HEADROOM + calls
+
     def runs_for(self, spec: ModelSpec) -> int:
         """`concurrent_runs` of one model (its own, else the server-wide one), with 0 resolved for this machine."""
         return _resolve_runs(self.model_setting(spec, "concurrent_runs"))
@@ -266,6 +300,12 @@ class ServerSettings(BaseSettings):
         if self.http_default_model is not None and names and self.http_default_model not in names:
             known = ", ".join(names)
             raise ValueError(f"http_default_model {self.http_default_model!r} is not one of the models ({known})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_metrics_tls(self) -> ServerSettings:
+        if self.metrics_tls and self.tls_cert_file is None:
+            raise ValueError("metrics_tls serves the metrics with --tls-cert-file and --tls-key-file: give them")
         return self
 
     @model_validator(mode="after")

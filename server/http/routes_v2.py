@@ -17,7 +17,9 @@ from ..open_inference import (
     TOP_K_PARAMETER,
     InferAnswer,
     check_input_count,
+    check_output_count,
     check_outputs,
+    check_request_id,
     check_text_input,
     decode_raw_bytes,
     described,
@@ -121,11 +123,15 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
         model_version = request.path_params.get("version", "")
         described(service, name, model_version)  # NOT_FOUND before input errors, as over gRPC
         body, binary = split_body(request)
+        request_id = request_id_of(body)
         texts = request_texts(body, binary)
         top_k = top_k_of(body.get("parameters"))
         wanted, binary_outputs = requested_outputs(body)
-        answer = await infer(service, name, model_version, texts, top_k, request.deadline, request.canary_key)
-        return infer_response(answer, body.get("id"), wanted, binary_outputs)
+        text_format = any(output not in binary_outputs for output in wanted)
+        answer = await infer(
+            service, name, model_version, texts, top_k, request.deadline, wanted, text_format, request.canary_key
+        )
+        return infer_response(answer, request_id, wanted, binary_outputs)
 
     def docs(summary: str, response: dict[str, Any] | None = None, **more: Any) -> RouteDocs:
         return RouteDocs(summary, TAG, response_schema=response, error_schema=ERROR_SCHEMA, **more)
@@ -145,7 +151,7 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [
             Route("GET", prefix, model_metadata, render_error, docs("Model metadata", METADATA_SCHEMA)),
-            Route("GET", f"{prefix}/ready", ready_model, render_error, docs("Model readiness"), open=True),
+            Route("GET", f"{prefix}/ready", ready_model, render_error, docs("Model readiness")),  # token: see ping
             Route("POST", f"{prefix}/infer", model_infer, render_error, infer_docs, reads_body=True),
         ]
     return routes
@@ -229,6 +235,14 @@ def flat_strings(data: Any) -> list[str]:
     return flat
 
 
+def request_id_of(body: dict[str, Any]) -> str:
+    """The request's `id` ("" when absent), bounded as over gRPC (`check_request_id`)."""
+    request_id = body.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidInputError('"id" must be a string')
+    return check_request_id(request_id)
+
+
 def top_k_of(parameters: Any) -> int:
     if parameters is None:
         return 0
@@ -245,6 +259,8 @@ def requested_outputs(body: dict[str, Any]) -> tuple[list[str], set[str]]:
     outputs = body.get("outputs", [])
     parameters = body.get("parameters") or {}
     all_binary = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    if isinstance(outputs, list):
+        check_output_count(len(outputs))
     named = isinstance(outputs, list) and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     if not named:
         raise InvalidInputError('"outputs" must be an array of objects with a "name"')
@@ -259,10 +275,10 @@ def requested_outputs(body: dict[str, Any]) -> tuple[list[str], set[str]]:
     return wanted, binary
 
 
-def infer_response(answer: InferAnswer, request_id: Any, wanted: list[str], binary: set[str]) -> HttpResponse:
+def infer_response(answer: InferAnswer, request_id: str, wanted: list[str], binary: set[str]) -> HttpResponse:
     result = answer.result
     body: dict[str, Any] = {"model_name": result.model, "model_version": result.model_version}
-    if isinstance(request_id, str) and request_id:
+    if request_id:
         body["id"] = request_id
     outputs, blobs = [], []
     for name in wanted:

@@ -4,8 +4,7 @@ port maps through too), anything else INTERNAL."""
 from __future__ import annotations
 
 import logging
-import threading
-import time
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ import grpc
 from ortserve.contract.errors import first_line
 
 from ..errors import ERROR_STATUS, InvalidInputError, OrtServeError, caller_message
+from ..observability.logs import RateLimitedLog
 from .request_id import REQUEST_ID_KEY, current_request_id
 from .wrapping import HandlerWrappingInterceptor, Wrappers, awaiting, responses, wrap_handler
 
@@ -24,6 +24,18 @@ log = logging.getLogger(__name__)
 STATUS_FOR_ERROR: dict[type[OrtServeError], grpc.StatusCode] = {
     error_type: grpc.StatusCode[status.grpc_code] for error_type, status in ERROR_STATUS.items()
 }
+
+
+#: The trailer of gRPC's retry pushback: a client whose retry policy covers the status waits this many milliseconds
+#: before its next attempt (gRFC A6), instead of its own back-off.
+PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
+#: Pushback of an overloaded model's RESOURCE_EXHAUSTED, drawn at random between these bounds so that the callers
+#: refused together do not come back together.
+PUSHBACK_MS = (100, 300)
+
+
+def retry_pushback_ms() -> str:
+    return str(random.randint(*PUSHBACK_MS))
 
 
 # --- 3. errors → status --------------------------------------------------------------------------------------------
@@ -65,35 +77,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, error_type):
             return code, caller_message(str(exc))
     return grpc.StatusCode.INTERNAL, "internal error"
-
-
-class RateLimitedLog:
-    """At most `max_lines` lines per `interval_s`; the rest are counted and reported in one line afterwards, so a
-    caller who sends garbage in a loop cannot flood the log."""
-
-    def __init__(self, logger: logging.Logger, max_lines: int = 20, interval_s: float = 10.0):
-        self.logger = logger
-        self.max_lines = max_lines
-        self.interval_s = interval_s
-        self._lock = threading.Lock()
-        self._window_start = -float("inf")
-        self._lines = 0
-        self._suppressed = 0
-
-    def log(self, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._window_start >= self.interval_s:
-                if self._suppressed:
-                    self.logger.warning(
-                        "suppressed %d similar log lines in the last %.0fs", self._suppressed, self.interval_s
-                    )
-                self._window_start, self._lines, self._suppressed = now, 0, 0
-            if self._lines >= self.max_lines:
-                self._suppressed += 1
-                return
-            self._lines += 1
-        self.logger.log(level, message, *args, exc_info=exc_info)
 
 
 #: Refusals caused by the caller (bad input, no token, unknown model): INFO, they are not the server's fault.
@@ -187,12 +170,15 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
                 logging.ERROR, "request %s %s: unexpected error", current_request_id(), method, exc_info=True
             )
             code, message = status_for(Exception())
-        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(context))
+        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(code))
 
 
-def _trailers(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+def _trailers(code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
     request_id = current_request_id()
-    return ((REQUEST_ID_KEY, request_id),) if request_id else ()
+    trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_KEY, request_id),) if request_id else ()
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        trailers += ((PUSHBACK_TRAILER, retry_pushback_ms()),)
+    return trailers
 
 
 async def _checked(requests: Any) -> AsyncIterator[Any]:
