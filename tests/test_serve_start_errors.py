@@ -1,10 +1,14 @@
 """What cannot work stops `ortserve serve` at start with one line naming the problem and the fix: a port in use
-(exit 1), a `--model` that no wait can heal (exit 2). Each runs the real CLI in its own process."""
+(exit 1), a `--model` that no wait can heal (exit 2). Each runs the real CLI in its own process. And `make demo` on a
+port in use stops before it touches anything."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from .helpers import running_server, serve_command
 
 START_TIMEOUT_S = 60
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_serve(
@@ -70,3 +75,29 @@ def test_a_registry_model_without_a_tracking_uri_names_both_ways_and_creates_not
     (line,) = ortserve_lines(run.stderr)
     assert "--tracking-uri" in line and "MLFLOW_TRACKING_URI" in line
     assert list(tmp_path.iterdir()) == []  # no ./mlflow.db, no ./mlruns
+
+
+def test_make_demo_on_a_port_in_use_stops_before_touching_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` while `make demo-server` runs: refused at once, naming the port and the fix, before the demo wipes
+    its registry and cache (under the running server) and trains or exports for minutes."""
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    work = tmp_path / "demo-work"
+    (work / "cache").mkdir(parents=True)
+    (work / "mlflow.db").write_text("the running server's registry")
+    monkeypatch.setattr(demo, "WORK", work)  # never the checkout's own demo-work, should the check ever fail
+    monkeypatch.setattr(demo, "train", lambda: pytest.fail("the demo went on past a port in use"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        monkeypatch.setattr(sys, "argv", ["demo.py", "--port", str(port)])
+        with pytest.raises(SystemExit) as stopped:
+            demo.main()
+    message = str(stopped.value.code)
+    assert f"port {port}" in message and "make demo-server" in message and f"DEMO_PORT={port + 1}" in message
+    assert (work / "mlflow.db").read_text() == "the running server's registry" and (work / "cache").is_dir()
