@@ -32,7 +32,7 @@ from ..open_inference import (
     model_tensors,
     server_version,
 )
-from ..open_inference_extensions import model_config, model_statistics, repository_index
+from ..open_inference_extensions import REPOSITORY_STATES, model_config, model_statistics, repository_index
 from ..service import InferenceService
 from ..types import ModelDescription
 from .messages import HttpRequest, HttpResponse, Route, RouteDocs, dump_json, json_type, model_parameter
@@ -98,7 +98,7 @@ INDEX_SCHEMA = {
         "properties": {
             "name": {"type": "string"},
             "version": {"type": "string"},
-            "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]},
+            "state": {"type": "string", "enum": sorted(set(REPOSITORY_STATES.values()))},
             "reason": {"type": "string"},
         },
     },
