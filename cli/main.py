@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "serve": ("serve", "server", "serve exported models over gRPC"),
     "export": ("export", "export", "export a Hugging Face classifier to a validated ONNX artifact"),
     "predict": ("predict", None, "classify texts with a running server and print JSON lines"),
+    "challenger": ("challenger", None, "report how a model's challenger version compares with its champion"),
 }
 
 

@@ -24,7 +24,9 @@ _MODEL_FLAG_HELP = (
     "directory) under NAME; repeat for several. A model may override the server-wide "
     + ", ".join(f"--{key.replace('_', '-')}" for key in PER_MODEL_SETTINGS)
     + " for itself after a '?' (NAME=URI?max_batch_size=64&concurrent_runs=1) or in ORTSERVE_MODEL_<NAME>_<SETTING>"
-    " (NAME upper-cased, other characters than letters and digits as '_')"
+    " (NAME upper-cased, other characters than letters and digits as '_'). Likewise, a model's challenger: "
+    "challenger=URI, shadow=SHARE of texts also run through it, canary=SHARE of calls it answers "
+    "(NAME=URI?challenger=models:/name@challenger&shadow=0.1; see README 'Rolling out a new version')"
 )
 
 #: `--help` sections, in order, and the settings each shows. A setting in none of them is listed under "other
@@ -57,6 +59,10 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "runtime": ("intra_op_threads", "allow_spinning", "concurrent_runs", "shared_arena", "result_cache_bytes"),
     "registry and cache": ("tracking_uri", "cache_dir", "poll_interval", "registry_timeout_s"),
+    "champion and challenger (a model's challenger=URI, shadow=, canary=)": (
+        "shadow_queue_texts",
+        "challenger_report_interval_s",
+    ),
     "observability": ("log_level", "log_format", "metrics_port", "metrics_host", "tracing", "otlp_endpoint"),
     "shutdown": ("drain_period_s", "grace_period_s"),
 }

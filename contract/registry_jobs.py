@@ -7,7 +7,8 @@ ready when they come. On stdout: one JSON line `{"job": INDEX, "result": {...}}`
 in the contract, so that the child imports neither gRPC nor ONNX Runtime.
 
 Jobs: `resolve` (uri) → version; `download` (name, version, destination) → a verified, marked artifact directory;
-`fetch` (uri, model_dir) → both: the version, downloaded into model_dir/VERSION unless a marked entry is there."""
+`fetch` (uri, model_dir) → both: the version, downloaded into model_dir/VERSION unless a marked entry is there;
+`set_tags` (name, version, tags as a JSON object) → the tags set on that model version (the challenger write-back)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,10 @@ def _run_jobs(
                 if downloaded:
                     fetch_registered_artifact(client, parsed.name, version, destination, tracking_uri)
                 report(index, {"version": version, "downloaded": downloaded})
+            elif job["op"] == "set_tags":  # the challenger write-back of the server
+                for key, value in json.loads(job["tags"]).items():
+                    client.set_model_version_tag(job["name"], job["version"], key, value)
+                report(index, {})
             else:
                 raise ValueError(f"unknown job {job['op']!r}")
         except (ContractError, OSError) as exc:

@@ -14,6 +14,9 @@
 7. stop the server with SIGTERM.
 
 `--serve-only` serves the registry of an earlier run in the foreground, for trying the README's grpcurl commands.
+`--challenger` (optional: it trains a second sentiment model, minutes more on the first run) also registers a
+differently trained sentiment version as `challenger`, serves it in shadow of every sentiment text, and prints
+`ortserve challenger report` after the example calls (README "Rolling out a new version").
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the `demo` package (training code, not part of the installed ortserve)
@@ -68,6 +72,27 @@ def train() -> dict:
     return results
 
 
+# The challenger of the demo: sentiment trained differently (one epoch, another seed), so that it disagrees sometimes.
+def train_challenger() -> Any:
+    from demo.train import TrainingConfig, trained_model
+
+    banner("1b. fine-tune a second, differently trained sentiment model: the challenger")
+    config = TrainingConfig(train_per_label=600, heldout_per_label=150, epochs=1, seed=29)
+    result = trained_model(MODELS["sentiment"], TRAINED, config)
+    print(f"challenger: {result.params['epochs']} epoch(s), held-out accuracy {result.metrics['heldout_accuracy']:.1%}")
+    return result
+
+
+def register_challenger(result: Any) -> None:
+    from demo.publish import LOGGED_AS, log_trained_model
+
+    name = MODELS["sentiment"]
+    banner(f"2b. register it as models:/{name}@challenger, export it, register the ONNX version @challenger")
+    version = log_trained_model(result, TRACKING_URI, LOGGED_AS[name], alias="challenger", stage=None)
+    print(f"registered models:/{name}/{version} (alias challenger)")
+    run(str(BIN / "ortserve"), "export", f"models:/{name}@challenger", "--alias", "challenger")
+
+
 def register(results: dict) -> None:
     from demo.publish import LOGGED_AS, log_trained_model
 
@@ -101,8 +126,9 @@ def export() -> None:
         )
 
 
-def serve_command(port: int, cache: Path = WORK / "cache", *flags: str) -> list[str]:
-    """`ortserve serve` of the demo's two models (their `-onnx@production` versions) on 127.0.0.1:`port`."""
+def serve_command(port: int, cache: Path = WORK / "cache", *flags: str, challenger: bool = False) -> list[str]:
+    """`ortserve serve` of the demo's two models (their `-onnx@production` versions) on 127.0.0.1:`port`; with
+    `challenger`, sentiment's `-onnx@challenger` shadows every sentiment text."""
     command = [
         str(BIN / "ortserve"),
         "serve",
@@ -115,7 +141,10 @@ def serve_command(port: int, cache: Path = WORK / "cache", *flags: str) -> list[
         *flags,
     ]
     for served, registered in MODELS.items():
-        command += ["--model", f"{served}=models:/{registered}-onnx@production"]
+        spec = f"{served}=models:/{registered}-onnx@production"
+        if challenger and served == "sentiment":
+            spec += f"?challenger=models:/{registered}-onnx@challenger&shadow=1"
+        command += ["--model", spec]
     return command
 
 
@@ -202,6 +231,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--serve-only", action="store_true", help="serve the registry of an earlier demo run")
+    parser.add_argument(
+        "--challenger", action="store_true", help="also shadow a second sentiment version and print its report"
+    )
     args = parser.parse_args()
     if not args.serve_only:  # `ortserve serve` itself refuses a port in use, with the same advice
         refuse_a_port_in_use(args.port)
@@ -226,9 +258,11 @@ def main() -> int:
     results = train()
     register(results)
     export()
+    if args.challenger:
+        register_challenger(train_challenger())
     target = f"127.0.0.1:{args.port}"
     banner(f"4. serve the -onnx models by their production alias on {target}")
-    command = serve_command(args.port)
+    command = serve_command(args.port, challenger=args.challenger)
     print("$ " + " ".join(command), flush=True)
     server = subprocess.Popen(command, text=True)
     try:
@@ -240,6 +274,10 @@ def main() -> int:
             raise SystemExit(f"{exc}; is port {args.port} free?") from None
         measure(target, results)
         ask(target)
+        if args.challenger:
+            banner("9b. the shadow report: how the challenger compares with the champion on the texts above")
+            time.sleep(1)  # shadow work runs after the answers, while the server is idle
+            run(str(BIN / "ortserve"), "challenger", "report", "--target", target, "--model", "sentiment")
     finally:
         banner("10. stop the server (SIGTERM: in-flight calls finish first)")
         server.send_signal(signal.SIGTERM)

@@ -19,6 +19,7 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 
+from .challenger import ChallengerWatcher, RegistryWriteBack, build_challengers
 from .errors import ServerStartError
 from .interceptors.chain import build_interceptors
 from .interceptors.observing import ObservabilityInterceptor
@@ -64,9 +65,13 @@ class OrtServer:
             from .memory import register_shared_cpu_arena
 
             register_shared_cpu_arena()
-        # A thread per run slot of every model, plus one per model for its express lane (see batcher.py).
+        # A thread per run slot of every model, plus one per model for its express lane (see batcher.py); as many
+        # again for each model's challenger.
+        threads = sum(
+            (settings.runs_for(spec) + 1) * (2 if settings.rollout(spec)[0] else 1) for spec in settings.models
+        )
         self._executor = ThreadPoolExecutor(
-            max_workers=max(2, sum(settings.runs_for(spec) + 1 for spec in settings.models)),
+            max_workers=max(2, threads),
             thread_name_prefix="ortserve-model",
         )
         self._health = health_aio.HealthServicer()
@@ -81,15 +86,22 @@ class OrtServer:
             for spec in settings.models
         ]
         self.table = ModelTable(models, listener=self._on_state_change)
+        # Challengers (server/challenger.py): a table, watcher and registry write-back of their own.
+        self.challenger_table, self.challengers = build_challengers(settings, self.table, self._executor)
         self.service = InferenceService(
             self.table,
             RequestLimits(settings.max_texts_per_request, settings.max_text_chars, settings.max_request_chars),
             ResultCache(settings.result_cache_bytes),
+            {challenger.champion.name: challenger for challenger in self.challengers},
         )
         self.watcher = VersionWatcher(self.table, settings.poll_interval)
+        self.challenger_watcher = ChallengerWatcher(self.challenger_table, settings.poll_interval, self.challengers)
+        self.write_back = RegistryWriteBack(self.challengers, settings.challenger_report_interval_s)
         # Observability (metrics, request ids for logs, traces): one interceptor, only when something is on; it runs
         # inside the request id and outside error mapping and authentication, so refused calls are counted too.
-        self.metrics = ServerMetrics(self.table) if settings.metrics_port is not None else None
+        self.metrics = (
+            ServerMetrics(self.table, challengers=self.challengers) if settings.metrics_port is not None else None
+        )
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.tracer = configure_tracing(settings.tracing, settings.otlp_endpoint)
         observing = self.metrics is not None or self.tracer is not None or settings.log_format == "json"
@@ -171,10 +183,14 @@ class OrtServer:
             self.http_port = await self.http.start()
             scheme = "https" if self.http.tls else "http"
             log.info("HTTP on %s://%s:%d (docs at /docs)", scheme, self.settings.host, self.http_port)
-        await self.table.load_all()
+        await asyncio.gather(self.table.load_all(), self.challenger_table.load_all())
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))
         self.watcher.start()
+        self.challenger_watcher.start()
+        for challenger in self.challengers:
+            challenger.feeder.start()
+        self.write_back.start()
         return self.port
 
     def _protection(self) -> str:
@@ -204,6 +220,7 @@ class OrtServer:
         )
         self._draining = True  # V2 ServerReady/ModelReady turn false with gRPC health
         await self.watcher.stop()
+        await self.challenger_watcher.stop()
         await self._health.enter_graceful_shutdown()
         if drain > 0:
             try:
@@ -222,7 +239,10 @@ class OrtServer:
         unanswered = sum(model.batcher.calls_in_flight for model in self.table)
         if unanswered:
             log.warning("grace period over with %d calls unanswered: they were cancelled", unanswered)
-        await self.table.close()
+        for challenger in self.challengers:
+            await challenger.feeder.stop()
+        await self.write_back.stop()
+        await asyncio.gather(self.table.close(), self.challenger_table.close())
         self._executor.shutdown(wait=True)
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import numpy as np
 
 from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
 from .service import InferenceService
-from .types import ClassifyResult, ModelDescription, ModelState
+from .types import ChallengerDescription, ClassifyResult, ModelDescription, ModelState
 
 INPUT_TEXT = "text"
 OUTPUT_PROBABILITIES = "probabilities"
@@ -84,6 +85,31 @@ def model_tensors(description: ModelDescription) -> tuple[list[TensorMetadata], 
         TensorMetadata(OUTPUT_ERRORS, "BYTES", [-1]),
     ]
     return inputs, outputs
+
+
+def model_parameters(description: ModelDescription) -> dict[str, bool | int | str]:
+    """ModelMetadata's `parameters` (both doors): a model with a challenger reports its comparison there."""
+    return {} if description.challenger is None else challenger_parameters(description.challenger)
+
+
+def challenger_parameters(challenger: ChallengerDescription) -> dict[str, bool | int | str]:
+    """The comparison as metadata parameters (`challenger_*`): counts as int64, shares and figures as strings
+    (this protocol's parameters have no double), the label flips and drops as JSON objects."""
+    report = challenger.comparison
+    return {
+        "challenger_version": challenger.version,
+        "challenger_champion_version": report.champion_version,
+        "challenger_comparing": challenger.comparing,
+        "challenger_stopped_reason": challenger.stopped_reason,
+        "challenger_texts_compared": report.texts_compared,
+        "challenger_agreements": report.agreements,
+        "challenger_agreement": f"{report.agreement:.6f}",
+        "challenger_label_flips": json.dumps(report.flips_by_name()),
+        "challenger_score_delta_mean": f"{report.score_delta_mean:.6f}",
+        "challenger_score_delta_p99": f"{report.score_delta_p99:.6f}",
+        "challenger_canary_calls": challenger.canary_calls,
+        "challenger_shadow_dropped": json.dumps(challenger.shadow_dropped, sort_keys=True),
+    }
 
 
 def described(service: InferenceService, name: str, version: str) -> ModelDescription:
@@ -146,11 +172,17 @@ class InferAnswer:
 
 
 async def infer(
-    service: InferenceService, name: str, version: str, texts: list[str], top_k: int, deadline: float | None
+    service: InferenceService,
+    name: str,
+    version: str,
+    texts: list[str],
+    top_k: int,
+    deadline: float | None,
+    canary_key: str | None = None,
 ) -> InferAnswer:
-    """ModelInfer over the service's Classify: same validation, limits, batching, cache and errors."""
+    """ModelInfer over the service's Classify: same validation, limits, batching, cache, canary and errors."""
     description = described(service, name, version)
-    result = await service.classify(name, texts, top_k, deadline)
+    result = await service.classify(name, texts, top_k, deadline, canary_key)
     if result.model_version != description.version:  # a new version was swapped in during the call
         description = service.get_model(name)
     return InferAnswer(result, output_tensors(description.labels, result))

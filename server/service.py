@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .errors import InvalidInputError, ModelNotReadyError
 from .model_statistics import StatisticsSnapshot
@@ -21,6 +22,13 @@ from .types import (
     ServingConfig,
     TruncatedClassification,
 )
+
+if TYPE_CHECKING:
+    from .challenger import Challenger
+
+#: gRPC metadata key (and V2 request parameter) of a call's canary key: calls with one key are always answered by
+#: one side, champion or challenger (`Challenger.answers`).
+CANARY_KEY = "x-ortserve-canary-key"
 
 #: Longest model name a request may carry, the same bound as a served model's name (`ModelSpec`): a longer name
 #: cannot exist here, so it is INVALID_ARGUMENT, and it is never echoed back.
@@ -57,19 +65,35 @@ class RequestLimits:
 class InferenceService:
     """Classify, ListModels and GetModel, independent of gRPC."""
 
-    def __init__(self, table: ModelTable, limits: RequestLimits | None = None, cache: ResultCache | None = None):
+    def __init__(
+        self,
+        table: ModelTable,
+        limits: RequestLimits | None = None,
+        cache: ResultCache | None = None,
+        challengers: Mapping[str, Challenger] | None = None,
+    ):
         self.table = table
         self.limits = limits or RequestLimits()
         self.cache = cache if cache is not None else ResultCache(0)
+        self.challengers: Mapping[str, Challenger] = challengers or {}
+        """The challenger of each model that has one, by the model's name."""
 
     async def classify(
-        self, model: str, texts: Sequence[str], top_k: int = 0, deadline: float | None = None
+        self,
+        model: str,
+        texts: Sequence[str],
+        top_k: int = 0,
+        deadline: float | None = None,
+        canary_key: str | None = None,
     ) -> ClassifyResult:
         """Classify `texts` with `model`; `deadline` is an absolute `time.monotonic()` value or None.
 
         A text is never a reason to refuse the call: one longer than `max_text_chars` is cut there, and its result
         says it was truncated, as the result of any text longer than the model reads does; one with nothing to
         classify gets an empty result with its error, while the others are classified.
+
+        With a challenger, the call may be answered by it (canary, sticky by `canary_key`), or its texts shadowed
+        through it after the champion answered (`Challenger.after_answer`: queued, never awaited here).
         """
         check_model_name(model)
         self._validate(texts, top_k)
@@ -80,12 +104,20 @@ class InferenceService:
         errors = [empty_text_error(text) for text in texts]
         limit = self.limits.max_text_chars
         runnable = [cut_text(text, limit) for text, error in zip(texts, errors, strict=True) if not error]
+        challenger = self.challengers.get(model)
+        rows: Sequence[Classification]
         started = time.monotonic()
         try:
-            if runnable:
-                version, rows = await self._ranked_rows(served, runnable, deadline)
-            else:  # nothing to run: answer with the version that would have
+            if not runnable:  # nothing to run: answer with the version that would have
                 version, rows = served.current.version, []
+            elif challenger is not None and challenger.answers(canary_key):
+                output = await challenger.model.batcher.submit(runnable, deadline, current_call())
+                challenger.canary_calls += 1
+                version, rows = output.version, output.rows
+            else:
+                version, rows = await self._ranked_rows(served, runnable, deadline)
+                if challenger is not None:
+                    challenger.after_answer(runnable, rows, version, time.monotonic() - started)
         except BaseException:
             served.statistics.record_call(len(runnable), time.monotonic() - started, ok=False)
             raise
@@ -132,11 +164,13 @@ class InferenceService:
         return output.version, rows
 
     def list_models(self) -> list[ModelDescription]:
-        return [model.describe() for model in self.table]
+        return [self.get_model(model.name) for model in self.table]
 
     def get_model(self, name: str) -> ModelDescription:
         check_model_name(name)
-        return self.table.get(name).describe()
+        description = self.table.get(name).describe()
+        challenger = self.challengers.get(name)
+        return description if challenger is None else replace(description, challenger=challenger.describe())
 
     def model_statistics(self, name: str = "") -> list[tuple[ModelDescription, StatisticsSnapshot]]:
         """Each model's description and statistics since start: the model `name`, or every model if it is ""."""

@@ -31,6 +31,20 @@ PER_MODEL_SETTINGS = (
     "concurrent_runs",
 )
 
+#: Settings that only a model has (no server-wide field): its challenger and how traffic reaches it (see
+#: `server/challenger.py`). Set like the others: `NAME=URI?challenger=URI2&shadow=0.1` or
+#: `ORTSERVE_MODEL_<NAME>_CHALLENGER`, `..._SHADOW`, `..._CANARY`. A URI inside a spec that holds '?' or '&' must be
+#: percent-encoded (it is decoded like any query value).
+ROLLOUT_SETTINGS: dict[str, Any] = {
+    # `models:/` URI (or artifact directory) of the challenger version compared with this model (the champion).
+    "challenger": Annotated[str, Field(min_length=1)],
+    # Share of texts (0 to 1, e.g. 0.1) also run through the challenger after the champion answered: compared, never
+    # returned. 0 (the default) runs none.
+    "shadow": Annotated[float, Field(ge=0.0, le=1.0)],
+    # Share of calls (0 to 1, e.g. 0.05) answered by the challenger instead, sticky by the caller's canary key.
+    "canary": Annotated[float, Field(ge=0.0, le=1.0)],
+}
+
 
 def per_model_env_var(model: str, setting: str) -> str:
     """The environment variable of `setting` for `model`: `ORTSERVE_MODEL_<NAME>_<SETTING>`, NAME upper-cased with
@@ -76,7 +90,8 @@ class ServerSettings(BaseSettings):
     models: Annotated[list[ModelSpec], NoDecode] = Field(default_factory=list)
     """Models to serve as NAME=URI pairs; in the environment, separated by ';' (ORTSERVE_MODELS). A model may set
     its own batching and admission settings after a '?' (NAME=URI?max_batch_size=64&concurrent_runs=1) or in
-    ORTSERVE_MODEL_<NAME>_<SETTING> variables; see `PER_MODEL_SETTINGS`."""
+    ORTSERVE_MODEL_<NAME>_<SETTING> variables; see `PER_MODEL_SETTINGS`. Its challenger the same way:
+    NAME=URI?challenger=URI2&shadow=0.1&canary=0.05; see `ROLLOUT_SETTINGS`."""
     host: str = "0.0.0.0"
     """Address to bind; 0.0.0.0 for every IPv4 interface, 127.0.0.1 for this machine only."""
     port: int = Field(50051, ge=0, le=65535)
@@ -189,19 +204,32 @@ class ServerSettings(BaseSettings):
     """The model that answers MLflow's root routes (/invocations, /ping, /version); unset: the only served model,
     when exactly one is served (every model answers under /models/NAME/ as well)."""
 
+    challenger_report_interval_s: float = Field(60.0, ge=0)
+    """Seconds between write-backs of each model's champion/challenger comparison to the challenger's registry model
+    version (tags `ortserve.challenger.*`, see README "Rolling out a new version"); 0 never writes."""
+    shadow_queue_texts: int = Field(256, ge=1)
+    """Most texts per model waiting to be shadowed through its challenger; beyond it the oldest are dropped (counted
+    in `ortserve_shadow_dropped_texts`)."""
+
     @model_validator(mode="after")
     def _per_model_environment(self) -> ServerSettings:
         """Fill each model's settings from `ORTSERVE_MODEL_<NAME>_<SETTING>` where its spec does not set them."""
         for spec in self.models:
-            for key in PER_MODEL_SETTINGS:
+            for key in (*PER_MODEL_SETTINGS, *ROLLOUT_SETTINGS):
                 value = os.environ.get(per_model_env_var(spec.name, key))
                 if value is not None and key not in spec.settings:
                     spec.settings[key] = _model_setting(spec.name, key, value)
+            if ("shadow" in spec.settings or "canary" in spec.settings) and "challenger" not in spec.settings:
+                raise ValueError(f"model {spec.name!r}: shadow and canary need a challenger=URI to send texts to")
         return self
 
     def model_setting(self, spec: ModelSpec, key: str) -> Any:
         """`key` (one of `PER_MODEL_SETTINGS`) for the model of `spec`: its own value, else the server-wide one."""
         return spec.settings.get(key, getattr(self, key))
+
+    def rollout(self, spec: ModelSpec) -> tuple[str | None, float, float]:
+        """(challenger URI or None, shadow share, canary share) of the model of `spec`."""
+        return spec.settings.get("challenger"), spec.settings.get("shadow", 0.0), spec.settings.get("canary", 0.0)
 
     def batch_limits(self, spec: ModelSpec) -> BatchLimits:
         """The batcher bounds of one model: its own settings where given, else the server-wide ones."""
@@ -256,11 +284,15 @@ def _resolve_runs(concurrent_runs: int) -> int:
 
 
 def _model_setting(model: str, key: str, value: str) -> Any:
-    """`value` of per-model setting `key`, validated by the server-wide field of that name."""
-    if key not in PER_MODEL_SETTINGS:
-        raise ValueError(f"model {model!r}: unknown setting {key!r}; a model may set {', '.join(PER_MODEL_SETTINGS)}")
-    field_info = ServerSettings.model_fields[key]
+    """`value` of per-model setting `key`, validated by the server-wide field of that name (or, for a setting of
+    `ROLLOUT_SETTINGS`, by its own type)."""
+    if key not in PER_MODEL_SETTINGS and key not in ROLLOUT_SETTINGS:
+        known = ", ".join((*PER_MODEL_SETTINGS, *ROLLOUT_SETTINGS))
+        raise ValueError(f"model {model!r}: unknown setting {key!r}; a model may set {known}")
     try:
+        if key in ROLLOUT_SETTINGS:
+            return TypeAdapter(ROLLOUT_SETTINGS[key]).validate_python(value)
+        field_info = ServerSettings.model_fields[key]
         # The field's type with its constraints (ge=0, ...): Annotated[annotation, *metadata], spelled for Python 3.10.
         constrained: Any = Annotated.__class_getitem__((field_info.annotation, *field_info.metadata))  # type: ignore[attr-defined]
         return TypeAdapter(constrained).validate_python(value)

@@ -13,8 +13,9 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
+from .comparison import CHALLENGER, CHAMPION, ChallengerDescription
 from .errors import caller_message
-from .service import InferenceService
+from .service import CANARY_KEY, InferenceService
 from .types import ClassifyResult, ModelDescription, ModelState
 
 _STATE_TO_PROTO = {
@@ -33,7 +34,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        result = await self._service.classify(request.model, list(request.texts), request.top_k, deadline)
+        key = canary_key(context)
+        result = await self._service.classify(request.model, list(request.texts), request.top_k, deadline, key)
         return classify_response(result)
 
     async def ListModels(
@@ -43,6 +45,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def GetModel(self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext) -> pb.ModelInfo:
         return model_info(self._service.get_model(request.name))
+
+
+def canary_key(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's `x-ortserve-canary-key` metadata, if it sent one (see `Challenger.answers`)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == CANARY_KEY:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return None
 
 
 def classify_response(result: ClassifyResult) -> pb.ClassifyResponse:
@@ -75,4 +85,36 @@ def model_info(description: ModelDescription) -> pb.ModelInfo:
         loaded_at=description.loaded_at,
         note=caller_message(description.note),
         failed_updates=description.failed_updates,
+        challenger=challenger_info(description.challenger) if description.challenger is not None else None,
+    )
+
+
+def challenger_info(challenger: ChallengerDescription) -> pb.ChallengerInfo:
+    report = challenger.comparison
+    latency = report.latency_s
+    return pb.ChallengerInfo(
+        source_uri=challenger.source_uri,
+        version=challenger.version,
+        champion_version=report.champion_version,
+        comparing=challenger.comparing,
+        stopped_reason=challenger.stopped_reason,
+        shadow=challenger.shadow,
+        canary=challenger.canary,
+        canary_calls=challenger.canary_calls,
+        texts_compared=report.texts_compared,
+        agreements=report.agreements,
+        agreement=report.agreement,
+        label_pairs=[
+            pb.LabelPair(champion_label=a, challenger_label=b, texts=n)
+            for (a, b), n in sorted(report.label_pairs.items())
+        ],
+        score_delta_mean=report.score_delta_mean,
+        score_delta_p99=report.score_delta_p99,
+        champion_latency_p50_s=latency.get(CHAMPION, (0.0, 0.0))[0],
+        champion_latency_p95_s=latency.get(CHAMPION, (0.0, 0.0))[1],
+        challenger_latency_p50_s=latency.get(CHALLENGER, (0.0, 0.0))[0],
+        challenger_latency_p95_s=latency.get(CHALLENGER, (0.0, 0.0))[1],
+        champion_errors=report.errors.get(CHAMPION, 0),
+        challenger_errors=report.errors.get(CHALLENGER, 0),
+        shadow_dropped=challenger.shadow_dropped,
     )

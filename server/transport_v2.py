@@ -36,12 +36,14 @@ from .open_inference import (
     described,
     encode_raw,
     infer,
+    model_parameters,
     model_ready,
     model_tensors,
     server_version,
 )
 from .open_inference_extensions import model_config, model_statistics, repository_index
 from .service import InferenceService
+from .transport import canary_key
 from .types import ModelDescription
 
 __all__ = ["InferenceV2Servicer", "OUTPUTS", "decode_raw_bytes", "encode_raw"]
@@ -92,7 +94,8 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         wanted = check_outputs([output.name for output in request.outputs])
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
-        answer = await infer(self._service, request.model_name, request.model_version, texts, top_k, deadline)
+        key = canary_key(context)
+        answer = await infer(self._service, request.model_name, request.model_version, texts, top_k, deadline, key)
         result = answer.result
         response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request.id)
         raw = len(request.raw_input_contents) > 0
@@ -131,13 +134,22 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
 def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
     inputs, outputs = model_tensors(description)
     tensor = pb.ModelMetadataResponse.TensorMetadata
-    return pb.ModelMetadataResponse(
+    response = pb.ModelMetadataResponse(
         name=description.name,
         versions=[description.version] if description.version else [],
         platform=PLATFORM,
         inputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in inputs],
         outputs=[tensor(name=t.name, datatype=t.datatype, shape=t.shape) for t in outputs],
     )
+    for key, value in model_parameters(description).items():
+        parameter = response.parameters[key]
+        if isinstance(value, bool):
+            parameter.bool_param = value
+        elif isinstance(value, int):
+            parameter.int64_param = value
+        else:
+            parameter.string_param = value
+    return response
 
 
 def input_texts(request: pb.ModelInferRequest) -> list[str]:

@@ -58,6 +58,61 @@ class ModelState(enum.Enum):
     FAILED = "failed"
 
 
+@dataclass(frozen=True)
+class ComparisonReport:
+    """A snapshot of one comparison (what GetModel, the metrics, the CLI and the registry write-back show)."""
+
+    champion_version: str = ""
+    challenger_version: str = ""
+    texts_compared: int = 0
+    agreements: int = 0
+    """Texts whose top-1 label is the same for both versions."""
+    label_pairs: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(champion's top label, challenger's top label) → texts; off the diagonal are the flips."""
+    score_delta_mean: float = 0.0
+    """Mean of |challenger score − champion score| on the champion's top label."""
+    score_delta_p99: float = 0.0
+    latency_s: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Role → (p50, p95) seconds of that version on the compared texts (submit to answer, per call)."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """Role → shadowed calls that failed on that version (a champion failure is never shadowed: 0 unless the
+    champion's answer could not be compared)."""
+
+    @property
+    def agreement(self) -> float:
+        """Top-1 agreement in [0, 1]; 0 before anything was compared."""
+        return self.agreements / self.texts_compared if self.texts_compared else 0.0
+
+    @property
+    def flips(self) -> dict[tuple[str, str], int]:
+        """The label pairs that differ: champion label → challenger label."""
+        return {pair: count for pair, count in self.label_pairs.items() if pair[0] != pair[1]}
+
+    def flips_by_name(self) -> dict[str, int]:
+        """The flips keyed `"champion label->challenger label"` (for JSON: the registry tags, V2 metadata)."""
+        return {f"{a}->{b}": n for (a, b), n in sorted(self.flips.items())}
+
+
+@dataclass(frozen=True)
+class ChallengerDescription:
+    """What GetModel (and the CLI report) says about a model's challenger: where it comes from, whether it is
+    compared now (and why not), how traffic reaches it, and the comparison so far."""
+
+    source_uri: str
+    version: str
+    """The challenger version loaded, empty while none is."""
+    comparing: bool
+    stopped_reason: str
+    """Why nothing is compared now (empty while comparing)."""
+    shadow: float
+    canary: float
+    canary_calls: int
+    """Calls answered by the challenger (canary)."""
+    shadow_dropped: dict[str, int]
+    """Texts not shadowed, by reason (queue, admission, deadline, inactive)."""
+    comparison: ComparisonReport
+
+
 @dataclass(frozen=True, slots=True)
 class ModelDescription:
     """What ListModels/GetModel report about one model."""
@@ -73,6 +128,8 @@ class ModelDescription:
     loaded_at: str = ""
     note: str = ""
     failed_updates: int = 0
+    challenger: ChallengerDescription | None = None
+    """The model's challenger and its comparison with the serving version, if it has one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import ErrorStatus, InvalidInputError
 from ..observability.call_context import MAX_CALLER_VALUE_CHARS, current_call
 from ..security.bearer_tokens import TokenGrant
-from ..service import check_model_name
+from ..service import CANARY_KEY, check_model_name
 
 JSON_TYPE = "application/json"
 
@@ -57,6 +57,11 @@ class HttpRequest:
         if not isinstance(value, dict):
             raise InvalidInputError(f"the request body must be a JSON object, not {json_type(value)}")
         return value
+
+    @property
+    def canary_key(self) -> str | None:
+        """The caller's canary key (header `x-ortserve-canary-key`, as gRPC metadata): one key, one version."""
+        return self.headers.get(CANARY_KEY) or None
 
     def content_type(self) -> str:
         """The media type of the body, lower case, without parameters ('' when absent)."""

@@ -121,7 +121,7 @@ def mlflow_routes(
             request.use_model(name)
         service.get_model(name)  # 404 before any complaint about the body
         texts = texts_of(request)
-        result = await service.classify(name, texts, 1, request.deadline)
+        result = await service.classify(name, texts, 1, request.deadline, request.canary_key)
         predictions = [prediction(result, row) for row in range(len(result.results))]
         return HttpResponse.json({"predictions": predictions}, model_version=result.model_version)
 

@@ -72,7 +72,8 @@ def native_routes(service: InferenceService, example_model: str = "topic") -> li
     async def classify(request: HttpRequest) -> HttpResponse:
         message = parse(request, pb.ClassifyRequest())
         request.use_model(message.model)
-        result = await service.classify(message.model, list(message.texts), message.top_k, request.deadline)
+        texts = list(message.texts)
+        result = await service.classify(message.model, texts, message.top_k, request.deadline, request.canary_key)
         response = json_response(classify_response(result))
         response.model_version = result.model_version
         return response

@@ -28,6 +28,7 @@ from ..open_inference import (
     described,
     encode_raw,
     infer,
+    model_parameters,
     model_ready,
     model_tensors,
     server_version,
@@ -88,6 +89,7 @@ METADATA_SCHEMA = {
         "platform": {"type": "string"},
         "inputs": {"type": "array", "items": TENSOR_SCHEMA},
         "outputs": {"type": "array", "items": TENSOR_SCHEMA},
+        "parameters": {"type": "object", "description": "a model with a challenger: its comparison (challenger_*)"},
     },
 }
 INDEX_REQUEST_SCHEMA = {"type": "object", "properties": {"ready": {"type": "boolean"}}}
@@ -175,7 +177,7 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
         texts = request_texts(body, binary)
         top_k = top_k_of(body.get("parameters"))
         wanted, binary_outputs = requested_outputs(body)
-        answer = await infer(service, name, model_version, texts, top_k, request.deadline)
+        answer = await infer(service, name, model_version, texts, top_k, request.deadline, request.canary_key)
         return infer_response(answer, body.get("id"), wanted, binary_outputs)
 
     async def index(request: HttpRequest) -> HttpResponse:
@@ -243,13 +245,17 @@ def ready_only_of(request: HttpRequest) -> bool:
 
 def metadata_json(description: ModelDescription) -> dict[str, Any]:
     inputs, outputs = model_tensors(description)
-    return {
+    metadata: dict[str, Any] = {
         "name": description.name,
         "versions": [description.version] if description.version else [],
         "platform": PLATFORM,
         "inputs": [vars(tensor) for tensor in inputs],
         "outputs": [vars(tensor) for tensor in outputs],
     }
+    parameters = model_parameters(description)
+    if parameters:  # a model with a challenger: its comparison, as over gRPC
+        metadata["parameters"] = parameters
+    return metadata
 
 
 def split_body(request: HttpRequest) -> tuple[dict[str, Any], bytes]:

@@ -14,7 +14,7 @@ status name (over HTTP, the code of the same error in the shared error table: 42
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -36,6 +36,7 @@ from ..types import ModelState, PollStats
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
+    from ..challenger import Challenger
     from ..model_table import ModelTable, ServedModel
 
 access_log = logging.getLogger("ortserve.access")
@@ -60,7 +61,9 @@ class MetricsStartError(ServerStartError):
 class ServerMetrics:
     """The metrics of one server, in a registry of their own (several servers may share a process, as in tests)."""
 
-    def __init__(self, table: ModelTable, registry: CollectorRegistry | None = None):
+    def __init__(
+        self, table: ModelTable, registry: CollectorRegistry | None = None, challengers: Sequence[Challenger] = ()
+    ):
         self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -124,6 +127,8 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.registry.register(ModelTableCollector(table, self.in_flight))
+        if challengers:
+            self.registry.register(ChallengerCollector(challengers))
         # Children resolved once: `.labels()` takes a lock and builds a key on every call.
         self._request_children: dict[tuple[str, str, str, str], Any] = {}
         self._duration_children: dict[tuple[str, ...], Any] = {}
@@ -224,6 +229,107 @@ class ModelTableCollector(Collector):
             if stats.last_success_unix is not None:
                 last_poll.add_metric([name], stats.last_success_unix)
         yield from (queued, in_flight, version, state, loaded, failed, polls, last_poll)
+
+
+class ChallengerCollector(Collector):
+    """The champion/challenger comparison of each model with a challenger, read at scrape time. Labels are bounded:
+    `model` is a served name, `role` champion or challenger, `reason` one of `challenger.DROP_REASONS`, and the label
+    pairs of the flip matrix are labels of the two versions (at most labels² series per model, only pairs seen)."""
+
+    def __init__(self, challengers: Sequence[Challenger]):
+        self._challengers = list(challengers)
+
+    def collect(self) -> Iterator[Metric]:
+        compared = CounterMetricFamily(
+            "ortserve_challenger_texts_compared", "Texts run through both versions and compared.", labels=["model"]
+        )
+        agreed = CounterMetricFamily(
+            "ortserve_challenger_agreements",
+            "Compared texts whose top-1 label both versions agree on.",
+            labels=["model"],
+        )
+        agreement = GaugeMetricFamily(
+            "ortserve_challenger_agreement_ratio",
+            "Top-1 agreement of challenger and champion (0 to 1).",
+            labels=["model"],
+        )
+        pairs = CounterMetricFamily(
+            "ortserve_challenger_label_pairs",
+            "Compared texts by the champion's and the challenger's top label (off the diagonal: the flips).",
+            labels=["model", "champion_label", "challenger_label"],
+        )
+        flips = CounterMetricFamily(
+            "ortserve_challenger_label_flips",
+            "Compared texts whose top label differs, by the champion's and the challenger's label.",
+            labels=["model", "champion_label", "challenger_label"],
+        )
+        delta = GaugeMetricFamily(
+            "ortserve_challenger_score_delta",
+            "|challenger score - champion score| on the champion's top label: mean over all, p99 of the recent.",
+            labels=["model", "stat"],
+        )
+        latency = GaugeMetricFamily(
+            "ortserve_challenger_latency_seconds",
+            "Latency of each version on the same shadowed texts (recent window), by quantile.",
+            labels=["model", "role", "quantile"],
+        )
+        errors = CounterMetricFamily(
+            "ortserve_challenger_errors", "Shadowed calls that failed, by version role.", labels=["model", "role"]
+        )
+        dropped = CounterMetricFamily(
+            "ortserve_shadow_dropped_texts",
+            "Shadow texts dropped instead of run, by reason.",
+            labels=["model", "reason"],
+        )
+        queued = GaugeMetricFamily("ortserve_shadow_queue_texts", "Texts waiting to be shadowed.", labels=["model"])
+        canary = CounterMetricFamily(
+            "ortserve_canary_calls", "Calls answered by the challenger (canary).", labels=["model"]
+        )
+        comparing = GaugeMetricFamily(
+            "ortserve_challenger_comparing", "1 while the two versions are compared, else 0.", labels=["model"]
+        )
+        version = GaugeMetricFamily(
+            "ortserve_challenger_version_info", "The challenger version loaded (value 1).", labels=["model", "version"]
+        )
+        for challenger in self._challengers:
+            name = challenger.champion.name
+            report = challenger.report()
+            compared.add_metric([name], report.texts_compared)
+            agreed.add_metric([name], report.agreements)
+            agreement.add_metric([name], report.agreement)
+            for (champion_label, challenger_label), count in sorted(report.label_pairs.items()):
+                pairs.add_metric([name, champion_label, challenger_label], count)
+                if champion_label != challenger_label:
+                    flips.add_metric([name, champion_label, challenger_label], count)
+            delta.add_metric([name, "mean"], report.score_delta_mean)
+            delta.add_metric([name, "p99"], report.score_delta_p99)
+            for role, (p50, p95) in report.latency_s.items():
+                latency.add_metric([name, role, "0.5"], p50)
+                latency.add_metric([name, role, "0.95"], p95)
+            for role, count in report.errors.items():
+                errors.add_metric([name, role], count)
+            for reason, count in challenger.feeder.dropped.items():
+                dropped.add_metric([name, reason], count)
+            queued.add_metric([name], challenger.feeder.queued_texts)
+            canary.add_metric([name], challenger.canary_calls)
+            comparing.add_metric([name], 1.0 if challenger.comparing else 0.0)
+            if challenger.model.current is not None:
+                version.add_metric([name, challenger.model.current.version], 1.0)
+        yield from (
+            compared,
+            agreed,
+            agreement,
+            pairs,
+            flips,
+            delta,
+            latency,
+            errors,
+            dropped,
+            queued,
+            canary,
+            comparing,
+        )
+        yield version
 
 
 def _poll_stats(model: ServedModel) -> PollStats:

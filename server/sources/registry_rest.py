@@ -133,6 +133,10 @@ class RestRegistryClient:
         """Where the version's files are (`mlflow-artifacts:/...`, a path on the server's side, `s3://...`)."""
         return str(self._get("model-versions/get-download-uri", {"name": name, "version": version})["artifact_uri"])
 
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        """Set one tag on a model version (the challenger write-back, `server/challenger.py`)."""
+        self._post("model-versions/set-tag", {"name": name, "version": version, "key": key, "value": value})
+
     # --- HTTP -------------------------------------------------------------------------------------------------------
 
     @property
@@ -158,10 +162,21 @@ class RestRegistryClient:
     def _get(self, endpoint: str, params: dict[str, str]) -> Any:
         return self.get_json(API + endpoint, params)
 
-    def _with_retries(self, url: str, read: Callable[[http.client.HTTPResponse], _T]) -> _T:
-        """Open `url` and `read` the response, retried with backoff like MLflow's client: connection errors and
-        RETRY_STATUSES. Raises `RestRegistryError` with MLflow's error code when the server answered one."""
-        request = urllib.request.Request(url, headers=self._headers)
+    def _post(self, endpoint: str, body: dict[str, str]) -> Any:
+        """POST `body` as JSON to `endpoint`; the JSON answer."""
+        return self._with_retries(f"{self._base}{API}{endpoint}", lambda r: json.loads(r.read() or b"{}"), body)
+
+    def _with_retries(
+        self, url: str, read: Callable[[http.client.HTTPResponse], _T], body: dict[str, str] | None = None
+    ) -> _T:
+        """Open `url` (GET, or POST of `body` as JSON when given) and `read` the response, retried with backoff like
+        MLflow's client: connection errors and RETRY_STATUSES. Raises `RestRegistryError` with MLflow's error code
+        when the server answered one."""
+        if body is None:
+            request = urllib.request.Request(url, headers=self._headers)
+        else:
+            headers = {**self._headers, "Content-Type": "application/json"}
+            request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:

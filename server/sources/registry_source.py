@@ -36,14 +36,14 @@ from ortserve.contract.errors import (
     RegistryUnavailableError,
 )
 from ortserve.contract.redact import redact_uri
-from ortserve.contract.registry import resolve_version
+from ortserve.contract.registry import mlflow_error, resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
 
 from ..artifact import as_server_error
 from ..errors import ArtifactError
 from .model_source import FetchedArtifact, ModelSource
-from .registry_rest import RestRegistryClient, rest_registry_client
+from .registry_rest import RestRegistryClient, RestRegistryError, rest_registry_client
 from .registry_rest_artifacts import RestArtifactsUnsupported, fetch_version_over_rest
 from .registry_worker import RegistryWorker, registry_worker
 
@@ -135,6 +135,21 @@ class RegistrySource(ModelSource):
             except (OSError, ValueError, KeyError, TypeError):
                 return None
         return version if self._version_dir(version).is_dir() else None
+
+    def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
+        """Set `tags` on `version` of this registered model (the challenger write-back): over REST for an http(s)
+        registry, else through the worker. Raises `ArtifactError` naming the URI."""
+        try:
+            if self.rest is not None:
+                for key, value in tags.items():
+                    try:
+                        self.rest.set_model_version_tag(self.parsed.name, version, key, value)
+                    except RestRegistryError as exc:
+                        raise mlflow_error(self.uri, exc) from None
+            else:
+                self.worker.set_tags(self.parsed.name, version, tags)
+        except ContractError as exc:
+            raise self._server_error(exc) from None
 
     def _resolve(self) -> str:
         if self.rest is not None:

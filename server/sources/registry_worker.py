@@ -111,6 +111,10 @@ class RegistryWorker:
         result = self._submit("fetch", {"uri": uri, "model_dir": str(model_dir)})
         return str(result["version"]), bool(result.get("downloaded"))
 
+    def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
+        """Set `tags` on registered `name`/`version` (the challenger write-back). Raises the contract's errors."""
+        self._submit("set_tags", {"name": name, "version": version, "tags": json.dumps(tags)})
+
     def _submit(self, op: str, args: dict[str, str]) -> dict[str, Any]:
         job = _Job(op, args)
         with self._lock:

@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bortserve/v1/inference.proto\x12\x0bortserve.v1\">\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\"f\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.ortserve.v1.Classification\"[\n\x0e\x43lassification\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.ortserve.v1.LabelScore\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ortserve.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xec\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nsource_uri\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.ortserve.v1.ModelState\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x13\n\x0bmulti_label\x18\x08 \x01(\x08\x12\x11\n\tloaded_at\x18\t \x01(\t\x12\x0c\n\x04note\x18\n \x01(\t\x12\x16\n\x0e\x66\x61iled_updates\x18\x0b \x01(\r*s\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x17\n\x13MODEL_STATE_SERVING\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32\xe5\x01\n\tInference\x12G\n\x08\x43lassify\x12\x1c.ortserve.v1.ClassifyRequest\x1a\x1d.ortserve.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.ortserve.v1.ListModelsRequest\x1a\x1f.ortserve.v1.ListModelsResponse\x12@\n\x08GetModel\x12\x1c.ortserve.v1.GetModelRequest\x1a\x16.ortserve.v1.ModelInfoBO\n\x0f\x64\x65v.ortserve.v1P\x01Z:github.com/ortserve/ortserve/gen/go/ortserve/v1;ortservev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bortserve/v1/inference.proto\x12\x0bortserve.v1\">\n\x0f\x43lassifyRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\"f\n\x10\x43lassifyResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12,\n\x07results\x18\x03 \x03(\x0b\x32\x1b.ortserve.v1.Classification\"[\n\x0e\x43lassification\x12\'\n\x06labels\x18\x01 \x03(\x0b\x32\x17.ortserve.v1.LabelScore\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"*\n\nLabelScore\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ortserve.v1.ModelInfo\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x9d\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x12\n\nsource_uri\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x12\n\nmax_length\x18\x05 \x01(\r\x12&\n\x05state\x18\x06 \x01(\x0e\x32\x17.ortserve.v1.ModelState\x12\x12\n\nlast_error\x18\x07 \x01(\t\x12\x13\n\x0bmulti_label\x18\x08 \x01(\x08\x12\x11\n\tloaded_at\x18\t \x01(\t\x12\x0c\n\x04note\x18\n \x01(\t\x12\x16\n\x0e\x66\x61iled_updates\x18\x0b \x01(\r\x12/\n\nchallenger\x18\x0c \x01(\x0b\x32\x1b.ortserve.v1.ChallengerInfo\"\x85\x05\n\x0e\x43hallengerInfo\x12\x12\n\nsource_uri\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x18\n\x10\x63hampion_version\x18\x03 \x01(\t\x12\x11\n\tcomparing\x18\x04 \x01(\x08\x12\x16\n\x0estopped_reason\x18\x05 \x01(\t\x12\x0e\n\x06shadow\x18\x06 \x01(\x01\x12\x0e\n\x06\x63\x61nary\x18\x07 \x01(\x01\x12\x14\n\x0c\x63\x61nary_calls\x18\x08 \x01(\x04\x12\x16\n\x0etexts_compared\x18\t \x01(\x04\x12\x12\n\nagreements\x18\n \x01(\x04\x12\x11\n\tagreement\x18\x0b \x01(\x01\x12+\n\x0blabel_pairs\x18\x0c \x03(\x0b\x32\x16.ortserve.v1.LabelPair\x12\x18\n\x10score_delta_mean\x18\r \x01(\x01\x12\x17\n\x0fscore_delta_p99\x18\x0e \x01(\x01\x12\x1e\n\x16\x63hampion_latency_p50_s\x18\x0f \x01(\x01\x12\x1e\n\x16\x63hampion_latency_p95_s\x18\x10 \x01(\x01\x12 \n\x18\x63hallenger_latency_p50_s\x18\x11 \x01(\x01\x12 \n\x18\x63hallenger_latency_p95_s\x18\x12 \x01(\x01\x12\x17\n\x0f\x63hampion_errors\x18\x13 \x01(\x04\x12\x19\n\x11\x63hallenger_errors\x18\x14 \x01(\x04\x12\x46\n\x0eshadow_dropped\x18\x15 \x03(\x0b\x32..ortserve.v1.ChallengerInfo.ShadowDroppedEntry\x1a\x34\n\x12ShadowDroppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"L\n\tLabelPair\x12\x16\n\x0e\x63hampion_label\x18\x01 \x01(\t\x12\x18\n\x10\x63hallenger_label\x18\x02 \x01(\t\x12\r\n\x05texts\x18\x03 \x01(\x04*s\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x17\n\x13MODEL_STATE_SERVING\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x32\xe5\x01\n\tInference\x12G\n\x08\x43lassify\x12\x1c.ortserve.v1.ClassifyRequest\x1a\x1d.ortserve.v1.ClassifyResponse\x12M\n\nListModels\x12\x1e.ortserve.v1.ListModelsRequest\x1a\x1f.ortserve.v1.ListModelsResponse\x12@\n\x08GetModel\x12\x1c.ortserve.v1.GetModelRequest\x1a\x16.ortserve.v1.ModelInfoBO\n\x0f\x64\x65v.ortserve.v1P\x01Z:github.com/ortserve/ortserve/gen/go/ortserve/v1;ortservev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -22,8 +22,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ortserve.v1.inference_pb2',
 if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['DESCRIPTOR']._options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.ortserve.v1P\001Z:github.com/ortserve/ortserve/gen/go/ortserve/v1;ortservev1'
-  _globals['_MODELSTATE']._serialized_start=704
-  _globals['_MODELSTATE']._serialized_end=819
+  _globals['_CHALLENGERINFO_SHADOWDROPPEDENTRY']._options = None
+  _globals['_CHALLENGERINFO_SHADOWDROPPEDENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSTATE']._serialized_start=1479
+  _globals['_MODELSTATE']._serialized_end=1594
   _globals['_CLASSIFYREQUEST']._serialized_start=44
   _globals['_CLASSIFYREQUEST']._serialized_end=106
   _globals['_CLASSIFYRESPONSE']._serialized_start=108
@@ -39,7 +41,13 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _globals['_GETMODELREQUEST']._serialized_start=432
   _globals['_GETMODELREQUEST']._serialized_end=463
   _globals['_MODELINFO']._serialized_start=466
-  _globals['_MODELINFO']._serialized_end=702
-  _globals['_INFERENCE']._serialized_start=822
-  _globals['_INFERENCE']._serialized_end=1051
+  _globals['_MODELINFO']._serialized_end=751
+  _globals['_CHALLENGERINFO']._serialized_start=754
+  _globals['_CHALLENGERINFO']._serialized_end=1399
+  _globals['_CHALLENGERINFO_SHADOWDROPPEDENTRY']._serialized_start=1347
+  _globals['_CHALLENGERINFO_SHADOWDROPPEDENTRY']._serialized_end=1399
+  _globals['_LABELPAIR']._serialized_start=1401
+  _globals['_LABELPAIR']._serialized_end=1477
+  _globals['_INFERENCE']._serialized_start=1597
+  _globals['_INFERENCE']._serialized_end=1826
 # @@protoc_insertion_point(module_scope)

@@ -72,7 +72,7 @@ class GetModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "source_uri", "labels", "max_length", "state", "last_error", "multi_label", "loaded_at", "note", "failed_updates")
+    __slots__ = ("name", "version", "source_uri", "labels", "max_length", "state", "last_error", "multi_label", "loaded_at", "note", "failed_updates", "challenger")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class ModelInfo(_message.Message):
     LOADED_AT_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     FAILED_UPDATES_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     source_uri: str
@@ -95,4 +96,68 @@ class ModelInfo(_message.Message):
     loaded_at: str
     note: str
     failed_updates: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., source_uri: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., last_error: _Optional[str] = ..., multi_label: bool = ..., loaded_at: _Optional[str] = ..., note: _Optional[str] = ..., failed_updates: _Optional[int] = ...) -> None: ...
+    challenger: ChallengerInfo
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., source_uri: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., max_length: _Optional[int] = ..., state: _Optional[_Union[ModelState, str]] = ..., last_error: _Optional[str] = ..., multi_label: bool = ..., loaded_at: _Optional[str] = ..., note: _Optional[str] = ..., failed_updates: _Optional[int] = ..., challenger: _Optional[_Union[ChallengerInfo, _Mapping]] = ...) -> None: ...
+
+class ChallengerInfo(_message.Message):
+    __slots__ = ("source_uri", "version", "champion_version", "comparing", "stopped_reason", "shadow", "canary", "canary_calls", "texts_compared", "agreements", "agreement", "label_pairs", "score_delta_mean", "score_delta_p99", "champion_latency_p50_s", "champion_latency_p95_s", "challenger_latency_p50_s", "challenger_latency_p95_s", "champion_errors", "challenger_errors", "shadow_dropped")
+    class ShadowDroppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SOURCE_URI_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPARING_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_REASON_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    CANARY_FIELD_NUMBER: _ClassVar[int]
+    CANARY_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_DELTA_MEAN_FIELD_NUMBER: _ClassVar[int]
+    SCORE_DELTA_P99_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_LATENCY_P95_S_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_LATENCY_P50_S_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_LATENCY_P95_S_FIELD_NUMBER: _ClassVar[int]
+    CHAMPION_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    source_uri: str
+    version: str
+    champion_version: str
+    comparing: bool
+    stopped_reason: str
+    shadow: float
+    canary: float
+    canary_calls: int
+    texts_compared: int
+    agreements: int
+    agreement: float
+    label_pairs: _containers.RepeatedCompositeFieldContainer[LabelPair]
+    score_delta_mean: float
+    score_delta_p99: float
+    champion_latency_p50_s: float
+    champion_latency_p95_s: float
+    challenger_latency_p50_s: float
+    challenger_latency_p95_s: float
+    champion_errors: int
+    challenger_errors: int
+    shadow_dropped: _containers.ScalarMap[str, int]
+    def __init__(self, source_uri: _Optional[str] = ..., version: _Optional[str] = ..., champion_version: _Optional[str] = ..., comparing: bool = ..., stopped_reason: _Optional[str] = ..., shadow: _Optional[float] = ..., canary: _Optional[float] = ..., canary_calls: _Optional[int] = ..., texts_compared: _Optional[int] = ..., agreements: _Optional[int] = ..., agreement: _Optional[float] = ..., label_pairs: _Optional[_Iterable[_Union[LabelPair, _Mapping]]] = ..., score_delta_mean: _Optional[float] = ..., score_delta_p99: _Optional[float] = ..., champion_latency_p50_s: _Optional[float] = ..., champion_latency_p95_s: _Optional[float] = ..., challenger_latency_p50_s: _Optional[float] = ..., challenger_latency_p95_s: _Optional[float] = ..., champion_errors: _Optional[int] = ..., challenger_errors: _Optional[int] = ..., shadow_dropped: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class LabelPair(_message.Message):
+    __slots__ = ("champion_label", "challenger_label", "texts")
+    CHAMPION_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CHALLENGER_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    champion_label: str
+    challenger_label: str
+    texts: int
+    def __init__(self, champion_label: _Optional[str] = ..., challenger_label: _Optional[str] = ..., texts: _Optional[int] = ...) -> None: ...

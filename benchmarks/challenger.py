@@ -1,0 +1,187 @@
+"""Champion and challenger under load: what shadowing and a canary cost the champion's callers.
+
+    python -m benchmarks.challenger [--work benchmarks/work] [--out benchmarks/work/results] [--model minilm]
+                                    [--rounds 2] [--seconds 8] [--memory-only]
+
+`ortserve serve` processes on the same champion artifact, measured in alternating rounds (so load from other
+processes falls on each alike): without a challenger, with one shadowing 10 % of texts, and with one shadowing 100 %.
+The challenger is a copy of the champion's artifact under another directory name (same cost per text, so the
+figures are those of a challenger of the same architecture). Measured:
+
+- shadow 10 %: texts/s of 32 single-text callers vs off (target ≥ 0.88×), and one caller's p50 vs off (≤ +0.3 ms);
+- shadow 100 % under overload (500 callers): goodput vs off (target ≥ 0.95×), with the shed shadow texts counted;
+- canary 5 %: the share of 10,000 calls the challenger answered, against the binomial 99 % interval;
+- RSS: one model, it with a challenger, and the same two artifacts as two models of their own (`--memory-only`).
+
+Writes challenger.json to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ortserve.v1 import inference_pb2 as pb
+from ortserve.v1 import inference_pb2_grpc as pb_grpc
+
+from .load import LOOPBACK, grpc_load
+from .models import BenchModel, build_models
+from .paths import RESULTS, WORK
+from .processes import ortserve_process
+from .processes import rss_mb as process_rss_mb
+from .texts import make_texts
+
+log = logging.getLogger(__name__)
+
+CALLERS = 32
+OVERLOAD_CALLERS = 500
+CANARY_SHARE = 0.05
+CANARY_CALLS = 10_000
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process now, in MB."""
+    return process_rss_mb(pid)[0]
+
+
+def challenger_report(port: int, model: str) -> dict[str, Any]:
+    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+        info = pb_grpc.InferenceStub(channel).GetModel(pb.GetModelRequest(name=model), timeout=10).challenger
+    return {
+        "texts_compared": info.texts_compared,
+        "agreement": info.agreement,
+        "shadow_dropped": dict(info.shadow_dropped),
+        "canary_calls": info.canary_calls,
+    }
+
+
+def challenger_copy(model: BenchModel, work: Path) -> Path:
+    """The champion's artifact copied under another name: a challenger of the same cost per text."""
+    challenger = work / "artifacts" / f"{model.name}-challenger"
+    if not challenger.is_dir():
+        shutil.copytree(model.artifact, challenger)
+    return challenger
+
+
+def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[str, Any]:
+    challenger = challenger_copy(model, work)
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    specs = {
+        "off": f"{model.name}={model.artifact}",
+        "shadow10": f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1",
+        "shadow100": f"{model.name}={model.artifact}?challenger={challenger}&shadow=1",
+    }
+    texts = make_texts(model.artifact / "tokenizer.json", 20_000, mixed=False, seed=5)
+    rates: dict[str, list[float]] = {name: [] for name in specs}
+    p50: dict[str, list[float]] = {name: [] for name in specs}
+    overload: dict[str, list[float]] = {"off": [], "shadow100": []}
+    result: dict[str, Any] = {"model": model.name, "callers": CALLERS, "overload_callers": OVERLOAD_CALLERS}
+    with contextlib.ExitStack() as stack:
+        running = {
+            name: stack.enter_context(ortserve_process({}, logs / f"ortserve-challenger-{name}.log", ["--model", spec]))
+            for name, spec in specs.items()
+        }
+        result["rss_mb"] = {name: rss_mb(p.process.pid) for name, p in running.items()}
+        for round_ in range(rounds):
+            for name, process in running.items():
+                log.info("%s: %s, round %d of %d", model.name, name, round_ + 1, rounds)
+                rates[name].append(grpc_load(process.port, model.name, texts, CALLERS, max_seconds=seconds).texts_per_s)
+                p50[name].append(grpc_load(process.port, model.name, texts, 1, max_calls=300, max_seconds=seconds).p50)
+            for name in overload:
+                load = grpc_load(
+                    running[name].port, model.name, texts, OVERLOAD_CALLERS, max_calls=20_000, max_seconds=seconds
+                )
+                overload[name].append(load.texts_per_s)
+        result["shadow_report"] = {
+            name: challenger_report(running[name].port, model.name) for name in ("shadow10", "shadow100")
+        }
+        result["rss_mb_loaded"] = {name: rss_mb(p.process.pid) for name, p in running.items()}
+    ratios = [s / o for s, o in zip(rates["shadow10"], rates["off"], strict=True)]
+    result["texts_per_s"] = {name: statistics.median(values) for name, values in rates.items()}
+    result["shadow10_throughput_ratio"] = statistics.median(ratios)
+    result["p50_ms"] = {name: statistics.median(values) for name, values in p50.items()}
+    result["shadow10_p50_delta_ms"] = result["p50_ms"]["shadow10"] - result["p50_ms"]["off"]
+    result["overload_goodput"] = {name: statistics.median(values) for name, values in overload.items()}
+    result["shadow100_overload_goodput_ratio"] = (
+        result["overload_goodput"]["shadow100"] / result["overload_goodput"]["off"]
+    )
+    result["canary"] = measure_canary(model, challenger, logs)
+    result["memory_rss_mb"] = measure_memory(model, challenger, logs)
+    return result
+
+
+def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int = 2) -> dict[str, list[float]]:
+    """VmRSS after 400 calls (8 callers) to each model, `starts` fresh processes per configuration: one model; it
+    with a challenger shadowing 10 %; the same two artifacts as two models of their own (what the challenger's own
+    session and tokenizer cost)."""
+    configs = {
+        "one_model": ["--model", f"{model.name}={model.artifact}"],
+        "with_challenger": ["--model", f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1"],
+        "two_models": ["--model", f"{model.name}={model.artifact}", "--model", f"second={challenger}"],
+    }
+    texts = ["markets rallied today after the report"] * 50
+    rss: dict[str, list[float]] = {name: [] for name in configs}
+    for name, args in configs.items():
+        for _ in range(starts):
+            with ortserve_process({}, logs / "ortserve-challenger-memory.log", args) as process:
+                for served in (model.name, "second") if name == "two_models" else (model.name,):
+                    grpc_load(process.port, served, texts, 8, max_calls=400)
+                rss[name].append(rss_mb(process.process.pid))
+    return rss
+
+
+def measure_canary(model: BenchModel, challenger: Path, logs: Path) -> dict[str, Any]:
+    """10,000 single-text calls without a key at a 5 % canary: the challenger's share and its 99 % interval."""
+    spec = f"{model.name}={model.artifact}?challenger={challenger}&canary={CANARY_SHARE}"
+    with ortserve_process({}, logs / "ortserve-challenger-canary.log", ["--model", spec]) as process:
+        load = grpc_load(process.port, model.name, ["steady"], CALLERS, max_calls=CANARY_CALLS, max_seconds=600)
+        answered = challenger_report(process.port, model.name)["canary_calls"]
+    calls = load.calls - load.errors
+    half = 2.576 * math.sqrt(CANARY_SHARE * (1 - CANARY_SHARE) / max(1, calls))
+    share = answered / max(1, calls)
+    return {
+        "calls": calls,
+        "challenger_calls": answered,
+        "share": share,
+        "interval_99": [CANARY_SHARE - half, CANARY_SHARE + half],
+        "within": CANARY_SHARE - half <= share <= CANARY_SHARE + half,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--memory-only", action="store_true", help="only the RSS comparison")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    models, _ = build_models(args.work)
+    (model,) = [m for m in models if m.name == args.model]
+    if args.memory_only:
+        logs = args.work / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        result = {"rss_mb": measure_memory(model, challenger_copy(model, args.work), logs)}
+    else:
+        result = measure(model, args.work, args.rounds, args.seconds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "challenger.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
