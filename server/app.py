@@ -155,6 +155,8 @@ class OrtServer:
             )
         for name in [SERVER_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http is not None:
+            self.http.bind()  # before anything is announced: a port in use stops the start with one line
         if self.metrics is not None and self.settings.metrics_port is not None:
             metrics_host = self.settings.metrics_host or self.settings.host
             self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_host, self.settings.metrics_port)

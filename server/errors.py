@@ -8,6 +8,7 @@ never leak to callers.
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 
@@ -74,6 +75,17 @@ class ModelWarmupError(OrtServeError):
 class ServerStartError(OrtServeError):
     """The server cannot start (for example, its port is taken, or its TLS files cannot be read). Raised before any
     call is answered: `ortserve serve` turns it into a message and an exit code, never a status."""
+
+    @classmethod
+    def cannot_bind(cls, what: str, host: str, port: int, flag: str, error: OSError) -> ServerStartError:
+        """`what` (e.g. "listen for HTTP") failed to bind `host`:`port`: the message names the port and the fix."""
+        if error.errno == errno.EADDRINUSE:
+            reason = "it is in use by another process; stop that process, or pass"
+        elif error.errno == errno.EADDRNOTAVAIL:
+            reason = "the address is not this machine's; pass --host with one of its addresses, or change"
+        else:
+            reason = f"{error.strerror or error}; check"
+        return cls(f"cannot {what} on port {port} of {host}: {reason} {flag} with a free port ({flag} 0 picks one)")
 
 
 class ModelConfigError(ServerStartError):

@@ -48,6 +48,19 @@ def test_a_second_server_on_a_port_in_use_exits_naming_the_port(artifacts: dict[
     assert "Traceback" not in second.stderr
 
 
+@pytest.mark.parametrize("flag", ["--http-port", "--metrics-port"])
+def test_an_http_or_metrics_port_in_use_exits_naming_the_port_and_flag(artifacts: dict[str, Path], flag: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = run_serve(0, "--model", f"bert={artifacts['bert']}", "--http-port", "0", flag, str(port))
+    assert run.returncode == 1, run.stderr
+    (line,) = run.stderr.splitlines()  # nothing announced before: every port is bound first
+    assert line.startswith("ortserve serve: ") and f"port {port}" in line and "in use" in line
+    assert f"pass {flag} with a free port" in line
+
+
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [

@@ -344,9 +344,7 @@ class MetricsEndpoint:
         try:
             self._httpd: WSGIServer = start_http_server(port, host, registry=metrics.registry)[0]
         except OSError as exc:
-            raise MetricsStartError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} (is the port in use?)"
-            ) from None
+            raise MetricsStartError.cannot_bind("serve metrics", host, port, "--metrics-port", exc) from None
         self.port: int = self._httpd.server_port
 
     def stop(self) -> None:
