@@ -135,7 +135,9 @@ def error_status(exc: BaseException) -> tuple[ErrorStatus, str]:
 # Each pattern starts only where a token starts (the lookbehinds): a long run of letters or dots from a caller would
 # otherwise be rescanned from every position (quadratic: 8 s for 60,000 letters in one message).
 _URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
-_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
+# A `models:/NAME@ALIAS` URI is no path: it names the model as `--model` and GetModel's source URI do, and the message
+# that names it ("models:/topic-onnx@production not found in the registry") tells the caller what to fix.
+_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))(?<!models:)~?/[^\s'\"()\[\],;]+")
 _HOST_PORT = re.compile(
     r"(?<![A-Za-z0-9.-])(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b"
 )
