@@ -32,7 +32,7 @@ from .security.bearer_tokens import TokenAuthenticator
 from .security.tls_credentials import server_credentials
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
-from .sources.open_source import open_source
+from .sources.open_source import open_source, registry_named
 from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
@@ -181,6 +181,9 @@ class OrtServer:
         await self._server.start()
         await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())
+        registry = registry_named([spec.uri for spec in self.settings.models], self.settings.tracking_uri)
+        if registry is not None:
+            log.info("models:/ URIs resolve in the MLflow registry at %s", registry)
         if self.http is not None:
             self.http_port = await self.http.start()
             scheme = "https" if self.http.tls else "http"

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,26 @@ def test_make_demo_on_a_port_in_use_stops_before_touching_anything(
     message = str(stopped.value.code)
     assert f"port {port}" in message and "make demo-server" in message and f"DEMO_PORT={port + 1}" in message
     assert (work / "mlflow.db").read_text() == "the running server's registry" and (work / "cache").is_dir()
+
+
+def test_the_start_log_names_the_registry_without_its_credentials(tmp_path: Path) -> None:
+    """A model "not found in the registry" is looked for in a registry the log names (the tracking URI in force,
+    user-info cut), so that a URI set in another shell or a wrong database is seen at once."""
+    command = serve_command(0, "--model", "topic=models:/topic-onnx@production", "--drain-period-s", "0")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://alice:s3cret@127.0.0.1:9"}  # nothing listens on port 9
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    watchdog = threading.Timer(START_TIMEOUT_S, server.terminate)  # ends the read below if the line never comes
+    watchdog.start()
+    try:
+        assert server.stderr is not None
+        lines = []
+        for line in server.stderr:  # the line comes right after "listening on", before any model loads
+            lines.append(line)
+            if "MLflow registry at" in line or len(lines) > 20:
+                break
+    finally:
+        watchdog.cancel()
+        server.terminate()
+        server.wait(START_TIMEOUT_S)
+    (named,) = [line for line in lines if "MLflow registry at" in line]
+    assert "http://***@127.0.0.1:9 (MLFLOW_TRACKING_URI)" in named and "s3cret" not in "".join(lines)
