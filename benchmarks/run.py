@@ -6,7 +6,8 @@ Builds (or reuses) the two benchmark models with random weights and the demo's t
 (`demo/`, trained on first use, shared with `make demo`; `--models` picks a subset), then measures in order: (a) the
 PyTorch pipeline in process, (b) raw ONNX Runtime in process, (c, d) `ortserve serve` as a separate process over
 gRPC on 127.0.0.1, (e) `mlflow models serve` of the same models saved with `mlflow.transformers`, (f) resident
-memory and start-to-SERVING time; then issue 10's scenarios under load, issue 15's result cache (off vs on) and
+memory and start-to-SERVING time; then issue 10's scenarios under load, issue 25's data-plane targets next to main's
+(`hostile_load`, in hostile-load.md), issue 15's result cache (off vs on) and
 issue 15's server memory with the two benchmark models served from the registry (SQLite and `mlflow server`) next to
 raw ONNX Runtime. Writes bench.json, bench.md (tables, and every target next to the previous round's figure from
 previous_round.json) and bench.png (throughput and p99 against concurrency) to --out.
@@ -29,6 +30,8 @@ from typing import Any
 from ortserve.server.runtime import SessionConfig
 
 from .baselines import RawOrt, TorchPipeline, batch_rate, latencies_ms, summarize
+from .hostile_load import measure as measure_hostile_load
+from .hostile_load_report import markdown as hostile_load_markdown
 from .load import blocking_caller, grpc_load, http_load, merge
 from .models import BenchModel, build_models, build_trained_models
 from .observability_cost import run as measure_observability_cost
@@ -227,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     results = measure(models, args.work, args.quick, args.work / "bench.partial.json")
     # Issue 10's scenarios (noisy neighbour, overload sweep, rolling restart) on the fastest model.
     results["under_load"] = measure_under_load(models, args.work, args.quick)
+    # Issue 25's data-plane targets (amplification, overload, fair runs), this tree next to main's in one run.
+    try:
+        results["hostile_load"] = measure_hostile_load(args.work, "main", "minilm", 1, args.quick)
+        (args.out / "hostile-load.md").write_text(hostile_load_markdown(results["hostile_load"]), encoding="utf-8")
+    except Exception as exc:  # no `main` ref (a shallow clone), or a failed server: the rest of the run goes on
+        log.exception("hostile load: failed")
+        results["hostile_load"] = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"}
     # Issue 15's result cache, off vs on in paired rounds, on a workload where half the texts repeat: on the issue's
     # BERT-base-sized model and on the fastest, where gRPC's own cost per call bounds what a cache hit saves.
     rounds, seconds = (2, 4.0) if args.quick else (3, 8.0)

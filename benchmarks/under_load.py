@@ -212,6 +212,7 @@ def overload_level(
             end = measure_from + seconds
             ok: list[float] = []
             refused: dict[str, list[float]] = {}
+            by_reason: dict[str, list[float]] = {}
             other: list[str] = []
 
             async def caller(offset: int) -> None:
@@ -230,7 +231,9 @@ def overload_level(
                     except grpc.aio.AioRpcError as error:
                         if started >= measure_from:
                             if error.code() in REFUSED:
-                                refused.setdefault(error.code().name, []).append((time.monotonic() - started) * 1000)
+                                elapsed_ms = (time.monotonic() - started) * 1000
+                                refused.setdefault(error.code().name, []).append(elapsed_ms)
+                                by_reason.setdefault(refusal_reason(error), []).append(elapsed_ms)
                             else:
                                 other.append(error.code().name)
                         await asyncio.sleep(random.uniform(0, backoff))
@@ -247,10 +250,25 @@ def overload_level(
                 "p99_ms": _percentile(ok, 99),
                 "refused": {code: len(values) for code, values in refused.items()},
                 "refused_p50_ms": {code: statistics.median(values) for code, values in refused.items()},
+                "refused_by_reason": {reason: len(values) for reason, values in by_reason.items()},
+                "refused_by_reason_p50_ms": {reason: statistics.median(values) for reason, values in by_reason.items()},
                 "other_errors": len(other),
             }
 
     return asyncio.run(main())
+
+
+def refusal_reason(error: grpc.aio.AioRpcError) -> str:
+    """Who refused a call, from its status and message: ortserve at admission, ortserve while forming a run (after
+    queueing), the gRPC core's concurrency limit, an overloaded queue, or the client's own deadline."""
+    details = error.details() or ""
+    if error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return "rpc limit (gRPC core)" if "request id" not in details else "queue bounds"
+    if "ms of work ahead" in details:
+        return "admission"
+    if "its next run takes" in details or "the deadline passed after" in details:
+        return "while queued"
+    return "client deadline"
 
 
 def _median_level(levels: list[dict[str, Any]]) -> dict[str, Any]:

@@ -27,13 +27,19 @@ INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 class RetryPolicy:
     """Transparent retries of failed calls, done by gRPC itself from the service config.
 
-    UNAVAILABLE and CANCELLED are retried by default. UNAVAILABLE means the call did not reach a model (a replica
-    draining or restarting, a connection dropped, a model still loading). A CANCELLED that comes from the server
-    means a replica stopped with the call still in its transport, not yet handed to ortserve (a call the caller
-    cancels itself is never retried). Classify is a pure function of its request, so sending either again, to the
-    next replica of the round-robin, is safe; with the server's drain (NOT_SERVING, then UNAVAILABLE, then stop), a
-    rolling restart is invisible to callers. RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED are left to the caller on
-    purpose: the server sends them when it is overloaded, and retrying at once only adds to the overload.
+    UNAVAILABLE, CANCELLED and RESOURCE_EXHAUSTED are retried by default. UNAVAILABLE means the call did not reach a
+    model (a replica draining or restarting, a connection dropped, a model still loading). A CANCELLED that comes
+    from the server means a replica stopped with the call still in its transport, not yet handed to ortserve (a call
+    the caller cancels itself is never retried). Classify is a pure function of its request, so sending either
+    again, to the next replica of the round-robin, is safe; with the server's drain (NOT_SERVING, then UNAVAILABLE,
+    then stop), a rolling restart is invisible to callers.
+
+    RESOURCE_EXHAUSTED means a replica is overloaded: it is retried, never at once. When the server says when
+    (its `grpc-retry-pushback-ms` trailer, sent with every refusal of an overloaded model), gRPC waits that long;
+    a refusal by the gRPC core's concurrency limit carries none, and gRPC waits a random time up to the current
+    back-off bound, which doubles per attempt (jittered exponential back-off). Retry throttling stops retries
+    altogether while most attempts fail. A call's deadline bounds all of it. DEADLINE_EXCEEDED is left to the
+    caller: the time it had is spent.
     """
 
     max_attempts: int = 5
@@ -44,7 +50,7 @@ class RetryPolicy:
     """Largest back-off bound."""
     backoff_multiplier: float = 2.0
     """Growth of the back-off bound per attempt."""
-    retryable_status_codes: tuple[str, ...] = ("UNAVAILABLE", "CANCELLED")
+    retryable_status_codes: tuple[str, ...] = ("UNAVAILABLE", "CANCELLED", "RESOURCE_EXHAUSTED")
     """Status names that are retried."""
     throttle_max_tokens: int = 100
     """Retry throttling (a token bucket per channel): every failure takes a token, every success gives back

@@ -112,6 +112,9 @@ class OrtServer:
             # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
             # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
             options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
+            # Overload is shed in the gRPC core, before any Python runs for a call: refusing in Python costs about as
+            # much as answering, so at 10x overload the server would spend itself on refusals (see BENCHMARKS.md).
+            maximum_concurrent_rpcs=settings.concurrent_rpc_limit(),
         )
         self._tls = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         self.http: HttpListener | None = None

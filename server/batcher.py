@@ -180,7 +180,9 @@ class AdaptiveBatcher(Generic[Row]):
             if self._waiting_for_more():
                 break
             now = time.monotonic()
-            formed = self._queue.take_batch(self.limits, now, self._optimistic_run_seconds)
+            formed = self._queue.take_batch(
+                self.limits, now, self._optimistic_run_seconds, self._calibrated_run_seconds
+            )
             for call, error in formed.refused:
                 self._fail(call, error)
             if formed.parts:
@@ -193,6 +195,11 @@ class AdaptiveBatcher(Generic[Row]):
         """A run's estimated duration read optimistically: a call is dropped as hopeless only on evidence."""
         seconds = self.run_cost.run_seconds(rows, width)
         return None if seconds is None else seconds / ESTIMATE_TOLERANCE
+
+    def _calibrated_run_seconds(self, rows: int, width: int) -> float | None:
+        """A run's estimated duration once the warm-up calibrated the cost model (None before): runs are bounded in
+        time (`max_run_ms`) only on that evidence, not on a rate learned from whatever ran first."""
+        return self.run_cost.run_seconds(rows, width) if self.run_cost.calibrated else None
 
     def _waiting_for_more(self) -> bool:
         """With a batch delay, whether the next run should wait for more calls: until `max_batch_size` texts are

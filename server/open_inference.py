@@ -21,10 +21,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from .errors import InvalidInputError, ModelNotFoundError, ModelNotReadyError
-from .service import InferenceService
+from .service import EMPTY_TEXT_ERROR, INVALID_UNICODE_ERROR, InferenceService
 from .types import ChallengerDescription, ClassifyResult, ModelDescription, ModelState
 
 INPUT_TEXT = "text"
@@ -50,6 +48,14 @@ SERVER_NAME = "ortserve"
 #: Triton's protocol extensions served here (ServerMetadata lists them): ModelConfig (read-only) and ModelStatistics.
 #: RepositoryIndex is served too, but not the rest of "model_repository" (load and unload), so it is not claimed.
 EXTENSIONS = ("model_configuration", "statistics")
+
+#: Longest request `id` accepted; a longer one is INVALID_ARGUMENT and never echoed back (an id names a call, and a
+#: request must not make the server send its own bytes back at any length).
+MAX_REQUEST_ID_CHARS = 256
+#: Largest answer built, in bytes of its encoding, computed from the request before the model runs (`answer_bytes`):
+#: gRPC clients (tritonclient included) refuse messages over 4 MiB by default, and an answer no client can read is
+#: CPU and memory spent for nothing.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 _LENGTH = struct.Struct("<I")
 
@@ -155,12 +161,75 @@ def check_input_count(count: int) -> None:
 
 
 def check_outputs(names: Sequence[str]) -> list[str]:
-    """The outputs to answer with: those asked for (every output when none is)."""
+    """The outputs to answer with: those asked for (every output when none is), each at most once. An output asked
+    for twice is INVALID_ARGUMENT: answering it once per mention let one small request build an answer of any size."""
     wanted = list(names) or list(OUTPUTS)
     unknown = [name for name in wanted if name not in OUTPUTS]
     if unknown:
-        raise InvalidInputError(f"unknown output {unknown[0]!r}: the outputs are {', '.join(OUTPUTS)}")
+        raise InvalidInputError(f"unknown output {unknown[0][:40]!r}: the outputs are {', '.join(OUTPUTS)}")
+    if len(set(wanted)) != len(wanted):
+        twice = next(name for index, name in enumerate(wanted) if name in wanted[:index])
+        raise InvalidInputError(f"output {twice!r} is asked for more than once: name each output once")
     return wanted
+
+
+def check_output_count(count: int) -> None:
+    """Refuse a request that names more outputs than there are before reading their names: some would be named twice
+    (an amplification probe names one output 100,000 times, and merely listing the names costs milliseconds)."""
+    if count > len(OUTPUTS):
+        raise InvalidInputError(
+            f"the request asks for {count} outputs; there are {len(OUTPUTS)} ({', '.join(OUTPUTS)}): name each once"
+        )
+
+
+def check_request_id(request_id: str) -> str:
+    """The request's `id`, to echo in the answer; over `MAX_REQUEST_ID_CHARS` it is INVALID_ARGUMENT (not echoed)."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidInputError(
+            f"the request id has {len(request_id)} characters, over the limit of {MAX_REQUEST_ID_CHARS}"
+        )
+    return request_id
+
+
+#: Bytes of one element of each datatype in the answer, beyond a BYTES element's own bytes: (binary, JSON). Binary
+#: is the protobuf or raw encoding (a float 4 bytes, a BYTES element its length prefix or tag); JSON is the longest
+#: text of one element with its separator (`-1.2345678901234567e-05,`, `false,`, quotes and comma).
+_ELEMENT_BYTES = {"FP32": (4, 25), "BOOL": (1, 6), "BYTES": (5, 3)}
+#: Bytes of one output's own fields (name, datatype, shape) in either encoding, rounded up.
+_OUTPUT_OVERHEAD_BYTES = 128
+
+
+def answer_bytes(labels: Sequence[str], texts: int, top_k: int, wanted: Sequence[str], text_format: bool) -> int:
+    """An upper bound of the size of the answer's outputs, known before anything runs: `texts` texts classified by a
+    model with `labels`, the `top_k` best of each (0: every label), the outputs `wanted`, in binary (protobuf, raw
+    tensors) or text (JSON) form. Per-text errors are bounded by the longest error message."""
+    column = 1 if text_format else 0
+    longest_label = max((len(label.encode()) for label in labels), default=0)
+    k = min(top_k, len(labels)) if top_k else len(labels)
+    longest_error = max(len(EMPTY_TEXT_ERROR), len(INVALID_UNICODE_ERROR))
+    elements = {
+        OUTPUT_PROBABILITIES: ("FP32", texts * len(labels), 0),
+        OUTPUT_LABELS: ("BYTES", len(labels), sum(len(label.encode()) for label in labels)),
+        OUTPUT_TOP_LABELS: ("BYTES", texts * k, texts * k * longest_label),
+        OUTPUT_TOP_SCORES: ("FP32", texts * k, 0),
+        OUTPUT_TRUNCATED: ("BOOL", texts, 0),
+        OUTPUT_ERRORS: ("BYTES", texts, texts * longest_error),
+    }
+    total = 0
+    for name in wanted:
+        datatype, count, payload = elements[name]
+        total += _OUTPUT_OVERHEAD_BYTES + count * _ELEMENT_BYTES[datatype][column] + payload
+    return total
+
+
+def check_answer_size(labels: Sequence[str], texts: int, top_k: int, wanted: Sequence[str], text_format: bool) -> None:
+    """Refuse (INVALID_ARGUMENT) a request whose answer would be over `MAX_ANSWER_BYTES`, before the model runs."""
+    size = answer_bytes(labels, texts, top_k, wanted, text_format)
+    if size > MAX_ANSWER_BYTES:
+        raise InvalidInputError(
+            f"the answer would take about {size // 1024} KiB, over the limit of {MAX_ANSWER_BYTES // 1024} KiB; "
+            "send fewer texts per request, ask for fewer outputs, or set top_k"
+        )
 
 
 @dataclass(frozen=True)
@@ -178,41 +247,60 @@ async def infer(
     texts: list[str],
     top_k: int,
     deadline: float | None,
+    wanted: Sequence[str],
+    text_format: bool = False,
     canary_key: str | None = None,
 ) -> InferAnswer:
-    """ModelInfer over the service's Classify: same validation, limits, batching, cache, canary and errors."""
+    """ModelInfer over the service's Classify: same validation, limits, batching, cache, canary and errors. The
+    outputs `wanted` (from `check_outputs`) are the ones built; their size is checked first (`check_answer_size`)."""
     description = described(service, name, version)
+    check_answer_size(description.labels, len(texts), top_k, wanted, text_format)
     result = await service.classify(name, texts, top_k, deadline, canary_key)
     if result.model_version != description.version:  # a new version was swapped in during the call
         description = service.get_model(name)
-    return InferAnswer(result, output_tensors(description.labels, result))
+    return InferAnswer(result, output_tensors(description.labels, result, wanted))
 
 
-def output_tensors(labels: Sequence[str], result: ClassifyResult) -> Tensors:
-    """The outputs from the ranked answer: `result.ranked` (every label, highest first) reordered to `labels`, the
-    top k of `result.results`, and the per-text marks. A text that was not classified has zeros and empty labels."""
-    ranked, top, texts = result.ranked, result.results, len(result.ranked)
+def output_tensors(labels: Sequence[str], result: ClassifyResult, wanted: Sequence[str] = OUTPUTS) -> Tensors:
+    """The outputs `wanted` from the ranked answer: `result.ranked` (every label, highest first) reordered to `labels`,
+    the top k of `result.results`, and the per-text marks. A text that was not classified has zeros and empty labels.
+    Only the outputs asked for are built."""
+    top, texts = result.results, len(result.ranked)
+    tensors: Tensors = {}
+    if OUTPUT_PROBABILITIES in wanted:
+        tensors[OUTPUT_PROBABILITIES] = ("FP32", [texts, len(labels)], probability_rows(labels, result))
+    if OUTPUT_LABELS in wanted:
+        tensors[OUTPUT_LABELS] = ("BYTES", [len(labels)], [label.encode() for label in labels])
+    k = max((len(row) for row in top), default=0)
+    if OUTPUT_TOP_LABELS in wanted:
+        top_labels = [row[i].label.encode() if i < len(row) else b"" for row in top for i in range(k)]
+        tensors[OUTPUT_TOP_LABELS] = ("BYTES", [len(top), k], top_labels)
+    if OUTPUT_TOP_SCORES in wanted:
+        top_scores = [row[i].score if i < len(row) else 0.0 for row in top for i in range(k)]
+        tensors[OUTPUT_TOP_SCORES] = ("FP32", [len(top), k], top_scores)
+    if OUTPUT_TRUNCATED in wanted:
+        tensors[OUTPUT_TRUNCATED] = ("BOOL", [texts], [result.truncated_at(row) for row in range(texts)])
+    if OUTPUT_ERRORS in wanted:
+        tensors[OUTPUT_ERRORS] = ("BYTES", [texts], [result.error_at(row).encode() for row in range(texts)])
+    return tensors
+
+
+def probability_rows(labels: Sequence[str], result: ClassifyResult) -> list[float]:
+    """Every text's probability of each label, flattened row by row, columns in the order of `labels` (zeros for a
+    text that was not classified). Plain lists: for the few values of a call, numpy costs more than it saves."""
     column = {label: index for index, label in enumerate(labels)}
-    probabilities = np.zeros((texts, len(labels)), dtype=np.float32)
-    for row, classification in enumerate(ranked):
+    width = len(labels)
+    flat = [0.0] * (len(result.ranked) * width)
+    for row, classification in enumerate(result.ranked):
         if not classification and result.error_at(row):
             continue
-        if len(classification) != len(labels) or any(score.label not in column for score in classification):
+        if len(classification) != width or any(score.label not in column for score in classification):
             # The version that answered has other labels than the one described (swapped in during the call).
             raise ModelNotReadyError("the model's labels changed during the call; retry")
+        offset = row * width
         for score in classification:
-            probabilities[row, column[score.label]] = score.score
-    k = max((len(row) for row in top), default=0)
-    top_labels = [row[i].label.encode() if i < len(row) else b"" for row in top for i in range(k)]
-    top_scores = [row[i].score if i < len(row) else 0.0 for row in top for i in range(k)]
-    return {
-        OUTPUT_PROBABILITIES: ("FP32", [texts, len(labels)], probabilities.ravel().tolist()),
-        OUTPUT_LABELS: ("BYTES", [len(labels)], [label.encode() for label in labels]),
-        OUTPUT_TOP_LABELS: ("BYTES", [len(top), k], top_labels),
-        OUTPUT_TOP_SCORES: ("FP32", [len(top), k], top_scores),
-        OUTPUT_TRUNCATED: ("BOOL", [texts], [result.truncated_at(row) for row in range(texts)]),
-        OUTPUT_ERRORS: ("BYTES", [texts], [result.error_at(row).encode() for row in range(texts)]),
-    }
+            flat[offset + column[score.label]] = score.score
+    return flat
 
 
 def decode_raw_bytes(raw: bytes) -> list[bytes]:
@@ -234,7 +322,7 @@ def encode_raw(datatype: str, values: list[float] | list[bytes] | list[bool]) ->
     """Raw contents of a tensor: FP32 as little-endian floats, BOOL as one byte each, BYTES as length-prefixed
     elements."""
     if datatype == "FP32":
-        return np.asarray(values, dtype="<f4").tobytes()
+        return struct.pack(f"<{len(values)}f", *values)
     if datatype == "BOOL":
-        return np.asarray(values, dtype=np.bool_).tobytes()
+        return bytes(bool(value) for value in values)
     return b"".join(_LENGTH.pack(len(element)) + element for element in values if isinstance(element, bytes))

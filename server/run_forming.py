@@ -2,10 +2,12 @@
 its own (the caller passes `now`), no model; tests drive it directly, as text-embeddings-inference tests its
 next-batch step.
 
-A run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the queued calls, the least served
-call first, texts of similar length only (`LENGTH_SPREAD`), and texts of calls pinned to one model version only. A
-call whose deadline passed, or passes before the run would end, is refused while forming (`FormedRun.refused`): running
-it would only spend the model on an answer nobody reads. Beside a long run, whole short calls may form an express run.
+A run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens from the queued calls, and texts for at
+most `max_run_ms` of estimated run time (so that a call that arrives beside bulk work waits for a short run, not a
+whole token budget, and joins the next one: bulk work yields between runs); the least served call first, texts of
+similar length only (`LENGTH_SPREAD`), and texts of calls pinned to one model version only. A call whose deadline
+passed, or passes before the run would end, is refused while forming (`FormedRun.refused`): running it would only
+spend the model on an answer nobody reads. Beside a long run, whole short calls may form an express run.
 """
 
 from __future__ import annotations
@@ -150,6 +152,17 @@ def _unknown_duration(rows: int, width: int) -> float | None:
     return None
 
 
+def _work_class(tokens: int) -> int:
+    """Calls of queued work within a factor of 4 of each other share a class; every short call (up to an express
+    run's tokens) is in the first."""
+    return max(tokens, EXPRESS_RUN_TOKENS).bit_length() // 2
+
+
+def _longer_than(estimate: float | None, bound: float) -> bool:
+    """Whether an estimated run time passes `bound`; an unknown one (nothing measured yet) does not."""
+    return estimate is not None and estimate > bound
+
+
 class RunQueue(Generic[Row]):
     """The queued calls of one model, with their queued texts and estimated tokens kept as running totals."""
 
@@ -176,20 +189,26 @@ class RunQueue(Generic[Row]):
         return calls
 
     def _least_served_first(self) -> list[QueuedCall[Row]]:
-        return sorted(self.calls, key=lambda c: (c.attained, c.seq))
+        """The calls by tokens served so far; among equals (calls not yet started), the one with much less work left
+        first (by factors of 4 of its queued tokens, short calls alike), then in arrival order: a medium text that
+        arrives beside a fresh bulk call goes ahead of it, not one run later."""
+        return sorted(self.calls, key=lambda c: (c.attained, _work_class(c.queued_tokens), c.seq))
 
     def take_batch(
         self,
         limits: BatchLimits,
         now: float,
         run_seconds: Callable[[int, int], float | None] = lambda rows, width: None,
+        run_estimate: Callable[[int, int], float | None] = lambda rows, width: None,
     ) -> FormedRun[Row]:
         """Take the texts of one main run: the least served call first, then others, within `limits`.
 
         A run holds texts of similar estimated length only (`LENGTH_SPREAD`), and of calls pinned to the same version
-        (or not pinned yet). The first text always runs, even if it alone exceeds `max_batch_tokens`. Calls whose
-        caller went away are dropped; calls past their deadline, or whose deadline passes before the run would end
-        (`run_seconds` of its rows and width), are refused.
+        (or not pinned yet). The first text always runs, even if it alone exceeds `max_batch_tokens`. The run also
+        stops where `run_estimate(rows, width)` (the expected seconds of a run of that shape; None while unknown)
+        would pass `max_run_ms`, even for a call alone: a call that arrives a moment later must not wait for a whole
+        token budget. Calls whose caller went away are dropped; calls past their deadline, or whose deadline passes
+        before the run would end (`run_seconds` of its rows and width, read optimistically), are refused.
         """
         refused: list[tuple[QueuedCall[Row], DeadlineExceededError]] = []
         for call in list(self.calls):
@@ -210,6 +229,8 @@ class RunQueue(Generic[Row]):
         parts: list[RunPart[Row]] = []
         rows = width = 0
         pin: object = None
+        time_bound = limits.max_run_ms / 1000 if limits.max_run_ms else None
+        out_of_time = False
         for call in self._least_served_first():
             if (parts and call.pin is not pin) or call.waits_for_its_version:
                 continue
@@ -221,6 +242,9 @@ class RunQueue(Generic[Row]):
                     if limits.max_batch_tokens and (rows + 1) * wider > limits.max_batch_tokens:
                         break
                     if wider > LENGTH_SPREAD * max(1, min(width, cost)):
+                        break
+                    if time_bound is not None and _longer_than(run_estimate(rows + 1, wider), time_bound):
+                        out_of_time = True
                         break
                 rows, width = rows + 1, max(width, cost)
                 end += 1
@@ -235,8 +259,9 @@ class RunQueue(Generic[Row]):
                 call.taken = end
                 if end == len(call.texts):
                     self.calls.remove(call)
-            if limits.max_batch_size and rows >= limits.max_batch_size:
+            if out_of_time or (limits.max_batch_size and rows >= limits.max_batch_size):
                 break
+        parts.sort(key=lambda part: part.call.seq)  # chosen least served first, run in the order the calls came
         kept = self._drop_hopeless(parts, run_seconds(rows, width) if parts else None, now, refused)
         return FormedRun(kept, refused)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from tokenizers import Encoding, Tokenizer
 from .artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, check_artifact_dir
 from .errors import ArtifactError
 from .memory import shared_cpu_arena_registered
-from .stage_timings import BatchStages, MeasuredRun
+from .stage_timings import BatchStages
 from .text_cost import CHARS_PER_TOKEN_BOUND
 from .types import Classification, LabelScore
 
@@ -235,26 +236,6 @@ class OnnxClassifier:
             stages.inference_s += end - start
             stages.padded_tokens += batch.padded_tokens
 
-    def time_runs(self, shapes: Sequence[tuple[int, int]], repeats: int = 2) -> list[MeasuredRun]:
-        """Time runs of each (rows, width) shape on inputs of exactly that shape (the token ids do not change the
-        cost), after an untimed run of the same shape (the first run of a shape plans and allocates); the fastest of
-        `repeats` runs is kept (a run is only ever slowed down by other work on the machine). For the server's cost
-        model, before the model serves."""
-        measured = []
-        for rows, width in shapes:
-            ids = np.full((rows, width), self.manifest.pad_token_id, dtype=np.int64)
-            ones = np.ones((rows, width), dtype=np.int64)
-            arrays = {"input_ids": ids, "attention_mask": ones, "token_type_ids": np.zeros_like(ids)}
-            batch = TokenizedBatch({name: arrays[name] for name in self._input_names}, [width] * rows)
-            self.run(batch)
-            fastest = float("inf")
-            for _ in range(repeats):
-                start = time.perf_counter()
-                self.run(batch)
-                fastest = min(fastest, time.perf_counter() - start)
-            measured.append(MeasuredRun(rows, width, fastest))
-        return measured
-
     def _encode(self, texts: Sequence[str]) -> list[Encoding]:
         """Tokenize and truncate at `max_length`, reading no more of a text than the model can use.
 
@@ -281,8 +262,15 @@ class OnnxClassifier:
         return encodings
 
     def rank(self, probabilities: np.ndarray, top_k: int = 0) -> list[Classification]:
-        """Turn a (texts, labels) probability matrix into label scores sorted highest first."""
+        """Turn a (texts, labels) probability matrix into label scores sorted highest first (ties: label order)."""
         keep = top_k if 0 < top_k < len(self.labels) else len(self.labels)
+        if probabilities.size <= SMALL_OUTPUT:
+            labels = self.labels
+            ranked_rows = []
+            for row in probabilities.tolist():
+                best = sorted(range(len(row)), key=row.__getitem__, reverse=True)[:keep]  # stable, as argsort
+                ranked_rows.append([LabelScore(labels[j], row[j]) for j in best])
+            return ranked_rows
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :keep]
         return [
             [LabelScore(self.labels[j], float(row[j])) for j in ranked]
@@ -361,11 +349,35 @@ def group_by_length(
     return groups
 
 
+#: Outputs of at most this many values (texts × labels) are post-processed in plain Python: numpy's fixed cost per
+#: operation (tens of microseconds for softmax and ranking together) is most of the work for one text's few labels.
+SMALL_OUTPUT = 64
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
+    if logits.size <= SMALL_OUTPUT:
+        rows = []
+        for row in logits.tolist():
+            top = max(row)
+            exp = [math.exp(value - top) for value in row]
+            total = sum(exp)
+            rows.append([value / total for value in exp])
+        return np.array(rows, dtype=np.float32)
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    if logits.size <= SMALL_OUTPUT:
+        rows = [[_logistic(value) for value in row] for row in logits.tolist()]
+        return np.array(rows, dtype=np.float32)
     return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _logistic(value: float) -> float:
+    """The sigmoid of one value, in the form that cannot overflow."""
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    exp = math.exp(value)
+    return exp / (1.0 + exp)

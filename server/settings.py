@@ -29,6 +29,7 @@ PER_MODEL_SETTINGS = (
     "max_queue_tokens",
     "max_calls_in_flight",
     "concurrent_runs",
+    "max_run_ms",
 )
 
 #: Settings that only a model has (no server-wide field): its challenger and how traffic reaches it (see
@@ -44,6 +45,11 @@ ROLLOUT_SETTINGS: dict[str, Any] = {
     # Share of calls (0 to 1, e.g. 0.05) answered by the challenger instead, sticky by the caller's canary key.
     "canary": Annotated[float, Field(ge=0.0, le=1.0)],
 }
+
+
+#: RPCs beyond the batchers' capacity that the default `max_concurrent_rpcs` lets in: health probes, metadata and
+#: listing calls, which must still be answered while every model is busy.
+RPC_HEADROOM = 16
 
 
 def per_model_env_var(model: str, setting: str) -> str:
@@ -192,6 +198,19 @@ class ServerSettings(BaseSettings):
     forms the next (32 callers: +5-12 % throughput on 2 cores, see BENCHMARKS.md). The runs share the session's
     intra-op thread pool: a run alone uses every pool thread, runs side by side split them."""
 
+    max_concurrent_rpcs: int = Field(0, ge=0)
+    """Most RPCs of the gRPC port in progress at once, over every service (health checks included). Past it, the
+    gRPC core refuses a call with RESOURCE_EXHAUSTED before any Python code runs for it, which costs a small share of
+    answering it: under 10x overload the server keeps answering the calls it let in instead of spending itself on
+    refusals. 0 sizes it from the batchers: for each model, (its --concurrent-runs + 1) x its --max-batch-size calls
+    (every run slot full and the next run formed), plus 16 for health and metadata calls. Clients retry such a
+    refusal after a jittered back-off (the ortserve client does, see RetryPolicy)."""
+    max_run_ms: float = Field(50.0, ge=0)
+    """The longest one model run may be expected to take (from the run cost the warm-up measured): a run stops
+    taking texts there (its first text always runs), so a call that arrives beside bulk work waits for a short run,
+    not for a whole --max-batch-tokens budget, and joins the next: bulk work yields between runs. 0 for no bound
+    (see BENCHMARKS.md, "Fair runs")."""
+
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's
     scoring protocol (/invocations, /ping), ortserve.v1 as JSON, /openapi.json and /docs. Unset serves
@@ -255,6 +274,13 @@ class ServerSettings(BaseSettings):
     def runs_per_model(self) -> int:
         """The server-wide `concurrent_runs`, with 0 resolved for this machine."""
         return _resolve_runs(self.concurrent_runs)
+
+    def concurrent_rpc_limit(self) -> int:
+        """`max_concurrent_rpcs`, with 0 sized from the batchers of the models served."""
+        if self.max_concurrent_rpcs:
+            return self.max_concurrent_rpcs
+        calls = sum((self.runs_for(spec) + 1) * self.model_setting(spec, "max_batch_size") for spec in self.models)
+        return RPC_HEADROOM + calls
 
     def runs_for(self, spec: ModelSpec) -> int:
         """`concurrent_runs` of one model (its own, else the server-wide one), with 0 resolved for this machine."""

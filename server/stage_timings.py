@@ -4,6 +4,7 @@ trace spans and the batcher's cost model. A leaf module (standard library only),
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -35,6 +36,45 @@ class MeasuredRun:
     rows: int
     width: int
     seconds: float
+
+
+def fastest_seconds(
+    actions: Sequence[Callable[[], object]],
+    repeats: int = 2,
+    most: int = 8,
+    agree: float = 0.15,
+    cheap_s: float = 0.03,
+    budget_s: float = 0.0,
+) -> list[float]:
+    """Seconds of the fastest call of each of `actions`: a call is only ever slowed down by other work on the
+    machine, so the fastest is the closest to its own cost.
+
+    The actions take turns (one pass calls each once), so that a burst of other work slows one call of an action,
+    not all of them. Each is called at least `repeats` times, and again in further passes (at most `most` calls in
+    all) while its two fastest calls disagree by more than `agree` (a share of the faster), or while its calls add
+    up to less than `cheap_s` seconds: a quiet machine pays for `repeats` calls of the long actions, a busy one for
+    as many as it takes to see an undisturbed call twice, and repeating a short action costs next to nothing. With a
+    `budget_s`, no further pass starts once the calls took that long in all (the first `repeats` passes always run):
+    on a machine too busy to settle, what time allows is kept.
+    """
+    times: list[list[float]] = [[] for _ in actions]
+    pending = list(range(len(actions)))
+    while pending:
+        if budget_s and sum(map(sum, times)) >= budget_s and all(len(each) >= repeats for each in times):
+            break
+        for index in pending:
+            start = time.perf_counter()
+            actions[index]()
+            times[index].append(time.perf_counter() - start)
+        pending = [i for i in pending if len(times[i]) < most and not _settled(times[i], repeats, agree, cheap_s)]
+    return [min(each) for each in times]
+
+
+def _settled(times: list[float], repeats: int, agree: float, cheap_s: float) -> bool:
+    if len(times) < max(2, repeats) or sum(times) < cheap_s:
+        return False
+    fastest, second = sorted(times)[:2]
+    return second <= fastest * (1 + agree)
 
 
 #: Width bands of the per-width correction factors and of the estimate-error metric: upper bounds in tokens.

@@ -30,7 +30,9 @@ from .open_inference import (
     SERVER_NAME,
     TOP_K_PARAMETER,
     check_input_count,
+    check_output_count,
     check_outputs,
+    check_request_id,
     check_text_input,
     decode_raw_bytes,
     described,
@@ -89,15 +91,19 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         described(self._service, request.model_name, request.model_version)  # NOT_FOUND before input errors
+        request_id = check_request_id(request.id)
+        check_output_count(len(request.outputs))
         texts = input_texts(request)
         top_k = top_k_parameter(request)
         wanted = check_outputs([output.name for output in request.outputs])
         remaining = context.time_remaining()
         deadline = time.monotonic() + remaining if remaining is not None else None
         key = canary_key(context)
-        answer = await infer(self._service, request.model_name, request.model_version, texts, top_k, deadline, key)
+        answer = await infer(
+            self._service, request.model_name, request.model_version, texts, top_k, deadline, wanted, canary_key=key
+        )
         result = answer.result
-        response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request.id)
+        response = pb.ModelInferResponse(model_name=result.model, model_version=result.model_version, id=request_id)
         raw = len(request.raw_input_contents) > 0
         for name in wanted:
             datatype, shape, values = answer.tensors[name]

@@ -158,12 +158,13 @@ def test_batches_respect_max_batch_size_and_spread_a_large_call_over_runs(execut
 
     outputs = run(scenario())
     assert all(len(batch) <= 4 for batch in fake.batches)
-    # 3+1, 2+2, four of the 5, then the last 1-text call (least served) with the fifth text of the 5.
+    # 3+1, 2+2, four of the 5, then the last 1-text call (least served) with the fifth text of the 5, each run's
+    # texts in the order their calls came.
     assert fake.batches[1:] == [
         ["3-0", "3-1", "3-2", "1-0"],
         ["2-0", "2-1", "2-0", "2-1"],
         ["5-0", "5-1", "5-2", "5-3"],
-        ["1-0", "5-4"],
+        ["5-4", "1-0"],
     ]
     for n, output in zip(sizes, outputs, strict=True):  # every call answered whole, rows in its own order
         assert list(output.rows) == [f"row:{n}-{j}" for j in range(n)]
@@ -462,3 +463,35 @@ def test_grpc_failed_batch_fails_its_callers_with_internal_and_the_next_succeeds
         assert "the model failed" not in caught.value.details  # internals stay in the server log
         (result,) = client.classify("bert", ["fine again"])
     assert len(result.labels) == 3
+
+
+def test_runs_are_bounded_in_time_once_calibrated(executor: ThreadPoolExecutor) -> None:
+    """Issue 25: with the cost model calibrated (10 µs a token here), two bulk calls of 500-token texts take turns in
+    runs of `max_run_ms` (25 ms: 5 texts), not of whole token budgets (16 texts); uncalibrated, runs are not bounded
+    in time (a rate learned from whatever ran first is no evidence)."""
+    from ortserve.server.stage_timings import MeasuredRun
+
+    limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=25, concurrent_runs=1)
+    sizes = {}
+    for calibrated in (True, False):
+        fake = GatedRun()
+        batcher = AdaptiveBatcher("m", fake, executor, limits, text_cost=lambda text: 500)
+        if calibrated:
+            batcher.run_cost.calibrate(
+                [MeasuredRun(1, 100, 0.001), MeasuredRun(4, 100, 0.004), MeasuredRun(1, 500, 0.005)]
+            )
+
+        async def scenario(fake: GatedRun, batcher: AdaptiveBatcher[str]) -> None:
+            fake.hold()
+            first = asyncio.create_task(batcher.submit(["first"]))
+            await started(fake)
+            bulk = [asyncio.create_task(batcher.submit([f"{c}{i}" for i in range(20)])) for c in "ab"]
+            await settle()
+            fake.release()
+            await asyncio.gather(first, *bulk)
+            await batcher.close()
+
+        run(scenario(fake, batcher))
+        sizes[calibrated] = [len(batch) for batch in fake.batches[1:]]
+    assert sizes[True][0] == 5  # later runs grow as each run's measured time corrects the estimate (fake runs are fast)
+    assert sizes[False][0] == 16

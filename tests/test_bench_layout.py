@@ -32,6 +32,7 @@ REPORTING = {
     "plots",
     "start_to_serving_report",
     "http_report",
+    "hostile_load_report",
 }
 #: What only reporting does: render Markdown tables and plots.
 RENDERING = re.compile(r"^(\s*import matplotlib|def (report|markdown|write_report|plot)\()", re.MULTILINE)

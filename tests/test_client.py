@@ -119,7 +119,7 @@ def test_service_config_balances_retries_and_throttles() -> None:
     (method,) = config["methodConfig"]
     assert method["name"] == [{"service": "ortserve.v1.Inference"}]
     assert method["retryPolicy"]["maxAttempts"] == 3
-    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED", "RESOURCE_EXHAUSTED"]
     assert "retryThrottling" in config and "healthCheckConfig" not in config
     options = dict(channel_options(ChannelConfig("x:1", retry=None, health_check_service="")))
     assert options["grpc.enable_retries"] == 0 and options["grpc.keepalive_time_ms"] == 60_000

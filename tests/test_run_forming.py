@@ -12,6 +12,7 @@ from ortserve.server.run_forming import (
     RunQueue,
     may_start_run,
     padded_tokens,
+    run_shape,
 )
 
 NOW = 1000.0
@@ -29,7 +30,7 @@ def test_a_run_takes_the_least_served_call_first_within_the_text_and_token_bound
     bulk.attained = 50  # served before
     fresh = queued(queue, 10, 10)
     formed = queue.take_batch(BatchLimits(max_batch_size=4, max_batch_tokens=0), NOW)
-    assert [(p.call, p.start, p.end) for p in formed.parts] == [(fresh, 0, 2), (bulk, 0, 2)]
+    assert [(p.call, p.start, p.end) for p in formed.parts] == [(bulk, 0, 2), (fresh, 0, 2)]  # in arrival order
     assert queue.queued_texts == 6 and queue.queued_tokens == 60
     assert fresh not in queue.calls and bulk in queue.calls
 
@@ -102,3 +103,55 @@ def test_the_express_lane_takes_whole_short_calls_only() -> None:
     parts = queue.take_express(BatchLimits(), NOW)
     assert [(p.call, p.start, p.end) for p in parts] == [(short, 0, 2)]
     assert started in queue.calls and long in queue.calls and short not in queue.calls
+
+
+def linear_estimate(rows: int, width: int) -> float:
+    """A run cost of 10 µs per padded token: a run of 8 texts of 500 tokens takes 40 ms."""
+    return rows * width * 10e-6
+
+
+def test_a_run_is_bounded_in_time_as_well_as_tokens() -> None:
+    """Issue 25: a ~300-token call beside two bulk callers joined a run of a whole token budget (8,192 tokens, most of
+    a second on the demo model) and waited for another such run ahead of it; now the runs it waits for and joins
+    stop at `max_run_ms` of estimated run time, and it goes first (least served)."""
+    limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=25)
+    queue: RunQueue[str] = RunQueue("m")
+    bulk_a = queued(queue, *[500] * 256)
+    bulk_b = queued(queue, *[500] * 256)
+    first = queue.take_batch(limits, NOW, run_estimate=linear_estimate)
+    assert [(p.call, p.end - p.start) for p in first.parts] == [(bulk_a, 5)]  # 5 x 500 x 10 µs = 25 ms
+    medium = queued(queue, 300)
+    second = queue.take_batch(limits, NOW, run_estimate=linear_estimate)
+    assert [(p.call, p.end - p.start) for p in second.parts] == [(bulk_b, 4), (medium, 1)]
+    assert linear_estimate(*run_shape(second.parts)) <= 0.025
+
+
+def test_bulk_work_alone_yields_between_runs_too() -> None:
+    """A bulk call alone runs short runs as well: a call that arrives while it runs (when one bulk caller is between
+    calls, the other is alone) waits for a short run, not for a whole token budget, and goes first in the next."""
+    limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=25)
+    queue: RunQueue[str] = RunQueue("m")
+    queued(queue, *[500] * 256)
+    assert padded_tokens(queue.take_batch(limits, NOW, run_estimate=linear_estimate).parts) == 5 * 500
+    medium = queued(queue, 300)
+    # The bulk call's next texts wait for its run in progress (its version is not known yet); the medium runs.
+    assert [p.call for p in queue.take_batch(limits, NOW, run_estimate=linear_estimate).parts] == [medium]
+
+
+def test_the_time_bound_is_off_at_zero_or_before_any_run_is_measured() -> None:
+    for limits, estimate in [
+        (BatchLimits(max_run_ms=0), linear_estimate),
+        (BatchLimits(max_run_ms=25), lambda rows, width: None),
+    ]:
+        queue: RunQueue[str] = RunQueue("m")
+        queued(queue, *[500] * 64)
+        queued(queue, *[500] * 64)
+        assert padded_tokens(queue.take_batch(limits, NOW, run_estimate=estimate).parts) == 16 * 500
+
+
+def test_a_first_text_longer_than_the_time_bound_still_runs() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    queued(queue, 4000, 4000)
+    queued(queue, 4000)
+    formed = queue.take_batch(BatchLimits(max_run_ms=1), NOW, run_estimate=linear_estimate)
+    assert run_shape(formed.parts) == (1, 4000)

@@ -48,3 +48,30 @@ def test_length_grouped_runs_give_the_same_probabilities(artifacts: dict[str, Pa
     grouped = classifier.probabilities(texts, max_batch_size=2, max_batch_tokens=256)
     alone = np.concatenate([classifier.probabilities([text]) for text in texts])
     np.testing.assert_allclose(grouped, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bert", "multilabel"])
+def test_a_tiny_output_is_post_processed_without_numpy_and_ranked_alike(
+    artifacts: dict[str, Path], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25: one text's few probabilities are computed and ranked in plain Python (numpy's fixed cost per
+    operation was most of the post-processing); the answer is numpy's, to float32 rounding, in the same order."""
+    from ortserve.server import runtime
+
+    classifier = OnnxClassifier.load(artifacts[name])
+    texts = ["the market rallied today", "Terrible service, the food was cold.", "x"]
+    small = [classifier.rank(classifier.probabilities([text])) for text in texts]
+    ties = np.array([[0.25, 0.5, 0.25]], dtype=np.float32)
+    small_ties = classifier.rank(ties[:, : len(classifier.labels)])
+    extremes = np.array([[-1000.0, 1000.0, 0.0]], dtype=np.float32)
+    small_extremes = runtime._sigmoid(extremes), runtime._softmax(extremes)
+    monkeypatch.setattr(runtime, "SMALL_OUTPUT", 0)  # every output through numpy
+    with np.errstate(over="ignore"):
+        assert np.allclose(runtime._sigmoid(extremes), small_extremes[0], atol=1e-7)
+    assert np.allclose(runtime._softmax(extremes), small_extremes[1], atol=1e-7)
+    for text, (ranked,) in zip(texts, small, strict=True):
+        (expected,) = classifier.rank(classifier.probabilities([text]))
+        assert [score.label for score in ranked] == [score.label for score in expected]
+        assert np.allclose([s.score for s in ranked], [s.score for s in expected], atol=1e-6)
+        assert all(type(score.score) is float for score in ranked)
+    assert [s.label for s in small_ties[0]] == [s.label for s in classifier.rank(ties[:, : len(classifier.labels)])[0]]

@@ -22,7 +22,9 @@ from ..open_inference import (
     TOP_K_PARAMETER,
     InferAnswer,
     check_input_count,
+    check_output_count,
     check_outputs,
+    check_request_id,
     check_text_input,
     decode_raw_bytes,
     described,
@@ -174,11 +176,15 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
         model_version = request.path_params.get("version", "")
         described(service, name, model_version)  # NOT_FOUND before input errors, as over gRPC
         body, binary = split_body(request)
+        request_id = request_id_of(body)
         texts = request_texts(body, binary)
         top_k = top_k_of(body.get("parameters"))
         wanted, binary_outputs = requested_outputs(body)
-        answer = await infer(service, name, model_version, texts, top_k, request.deadline, request.canary_key)
-        return infer_response(answer, body.get("id"), wanted, binary_outputs)
+        text_format = any(output not in binary_outputs for output in wanted)
+        answer = await infer(
+            service, name, model_version, texts, top_k, request.deadline, wanted, text_format, request.canary_key
+        )
+        return infer_response(answer, request_id, wanted, binary_outputs)
 
     async def index(request: HttpRequest) -> HttpResponse:
         return HttpResponse.json(repository_index(service, ready_only_of(request)))
@@ -321,6 +327,14 @@ def flat_strings(data: Any) -> list[str]:
     return flat
 
 
+def request_id_of(body: dict[str, Any]) -> str:
+    """The request's `id` ("" when absent), bounded as over gRPC (`check_request_id`)."""
+    request_id = body.get("id", "")
+    if not isinstance(request_id, str):
+        raise InvalidInputError('"id" must be a string')
+    return check_request_id(request_id)
+
+
 def top_k_of(parameters: Any) -> int:
     if parameters is None:
         return 0
@@ -337,6 +351,8 @@ def requested_outputs(body: dict[str, Any]) -> tuple[list[str], set[str]]:
     outputs = body.get("outputs", [])
     parameters = body.get("parameters") or {}
     all_binary = isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    if isinstance(outputs, list):
+        check_output_count(len(outputs))
     named = isinstance(outputs, list) and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     if not named:
         raise InvalidInputError('"outputs" must be an array of objects with a "name"')
@@ -351,10 +367,10 @@ def requested_outputs(body: dict[str, Any]) -> tuple[list[str], set[str]]:
     return wanted, binary
 
 
-def infer_response(answer: InferAnswer, request_id: Any, wanted: list[str], binary: set[str]) -> HttpResponse:
+def infer_response(answer: InferAnswer, request_id: str, wanted: list[str], binary: set[str]) -> HttpResponse:
     result = answer.result
     body: dict[str, Any] = {"model_name": result.model, "model_version": result.model_version}
-    if isinstance(request_id, str) and request_id:
+    if request_id:
         body["id"] = request_id
     outputs, blobs = [], []
     for name in wanted:

@@ -4,6 +4,7 @@ port maps through too), anything else INTERNAL."""
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,18 @@ log = logging.getLogger(__name__)
 STATUS_FOR_ERROR: dict[type[OrtServeError], grpc.StatusCode] = {
     error_type: grpc.StatusCode[status.grpc_code] for error_type, status in ERROR_STATUS.items()
 }
+
+
+#: The trailer of gRPC's retry pushback: a client whose retry policy covers the status waits this many milliseconds
+#: before its next attempt (gRFC A6), instead of its own back-off.
+PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
+#: Pushback of an overloaded model's RESOURCE_EXHAUSTED, drawn at random between these bounds so that the callers
+#: refused together do not come back together.
+PUSHBACK_MS = (100, 300)
+
+
+def retry_pushback_ms() -> str:
+    return str(random.randint(*PUSHBACK_MS))
 
 
 # --- 3. errors → status --------------------------------------------------------------------------------------------
@@ -187,12 +200,15 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
                 logging.ERROR, "request %s %s: unexpected error", current_request_id(), method, exc_info=True
             )
             code, message = status_for(Exception())
-        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(context))
+        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(code))
 
 
-def _trailers(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], ...]:
+def _trailers(code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
     request_id = current_request_id()
-    return ((REQUEST_ID_KEY, request_id),) if request_id else ()
+    trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_KEY, request_id),) if request_id else ()
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        trailers += ((PUSHBACK_TRAILER, retry_pushback_ms()),)
+    return trailers
 
 
 async def _checked(requests: Any) -> AsyncIterator[Any]:

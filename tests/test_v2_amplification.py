@@ -1,0 +1,150 @@
+"""Issue 25, item 1: a V2 ModelInfer request cannot make the server build an answer out of proportion to it, on
+either door: an output named twice (or unknown) is INVALID_ARGUMENT, the answer's size is computed from the request
+before the model runs and refused over `MAX_ANSWER_BYTES`, and a request `id` over `MAX_REQUEST_ID_CHARS` is refused
+without being echoed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from ortserve.server import open_inference
+from ortserve.server.open_inference import MAX_REQUEST_ID_CHARS, OUTPUTS, answer_bytes
+from ortserve.v2 import grpc_predict_v2_pb2 as v2
+from ortserve.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
+
+from .helpers import RunningServer, running_server
+
+TEXTS = ["the market rallied today", "Terrible service, the food was cold.", "x", " "]
+
+
+@pytest.fixture(scope="module")
+def both_doors(artifacts: dict[str, Path]) -> Iterator[RunningServer]:
+    with running_server(models=[f"roberta={artifacts['roberta']}"], http_port=0, max_text_chars=500) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def infer(both_doors: RunningServer) -> Iterator[grpc.UnaryUnaryMultiCallable]:
+    with grpc.insecure_channel(both_doors.target) as channel:
+        yield v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+
+
+@pytest.fixture(scope="module")
+def http(both_doors: RunningServer) -> Iterator[httpx.Client]:
+    assert both_doors.server is not None
+    with httpx.Client(base_url=f"http://127.0.0.1:{both_doors.server.http_port}", timeout=30) as client:
+        yield client
+
+
+def grpc_request(texts: list[str], outputs: list[str], request_id: str = "") -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="roberta", id=request_id)
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+    tensor.contents.bytes_contents.extend(t.encode() for t in texts)
+    for name in outputs:
+        request.outputs.add(name=name)
+    return request
+
+
+def http_body(texts: list[str], outputs: list[str], request_id: str = "") -> dict[str, object]:
+    body: dict[str, object] = {
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}],
+        "outputs": [{"name": name} for name in outputs],
+    }
+    if request_id:
+        body["id"] = request_id
+    return body
+
+
+def grpc_refusal(infer: grpc.UnaryUnaryMultiCallable, request: v2.ModelInferRequest) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        infer(request, timeout=30)
+    return caught.value.code(), caught.value.details()
+
+
+def test_an_output_named_twice_is_refused_on_both_doors(infer, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    twice = ["top_labels", "probabilities", "probabilities"]
+    code, details = grpc_refusal(infer, grpc_request(TEXTS, twice))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "'probabilities' is asked for more than once" in details
+    response = http.post("/v2/models/roberta/infer", json=http_body(TEXTS, twice))
+    assert response.status_code == 400 and "more than once" in response.json()["error"]
+    # The issue's probe: one output named 100,000 times is refused on the count, before the names are read.
+    amplifying = ["probabilities"] * 100_000
+    code, details = grpc_refusal(infer, grpc_request(TEXTS, amplifying))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "asks for 100000 outputs; there are 6" in details
+    response = http.post("/v2/models/roberta/infer", json=http_body(TEXTS, amplifying))
+    assert response.status_code == 400 and "100000 outputs" in response.json()["error"]
+    # Each output once, in any order, is still answered, once each.
+    answer = infer(grpc_request(TEXTS, ["top_scores", "probabilities"]), timeout=30)
+    assert [output.name for output in answer.outputs] == ["top_scores", "probabilities"]
+
+
+def test_an_unknown_output_is_refused_without_echoing_it(infer, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    long_name = "logits" + "x" * 10_000
+    code, details = grpc_refusal(infer, grpc_request(TEXTS, [long_name]))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "unknown output" in details
+    assert len(details) < 400
+    response = http.post("/v2/models/roberta/infer", json=http_body(TEXTS, [long_name]))
+    assert response.status_code == 400 and len(response.text) < 400
+
+
+def test_a_long_request_id_is_refused_and_never_echoed(infer, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    at_limit = "i" * MAX_REQUEST_ID_CHARS
+    assert infer(grpc_request(TEXTS, [], at_limit), timeout=30).id == at_limit
+    assert http.post("/v2/models/roberta/infer", json=http_body(TEXTS, [], at_limit)).json()["id"] == at_limit
+
+    over = "j" * (MAX_REQUEST_ID_CHARS + 1)
+    code, details = grpc_refusal(infer, grpc_request(TEXTS, [], over))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "request id has 257 characters" in details
+    assert "jjjj" not in details
+    response = http.post("/v2/models/roberta/infer", json=http_body(TEXTS, [], over))
+    assert response.status_code == 400 and "jjjj" not in response.text
+    not_a_string = http_body(TEXTS, [])
+    not_a_string["id"] = 7
+    assert http.post("/v2/models/roberta/infer", json=not_a_string).status_code == 400
+
+
+@pytest.mark.parametrize("top_k", [0, 2])
+def test_the_size_estimate_bounds_the_real_answer(  # type: ignore[no-untyped-def]
+    both_doors: RunningServer, infer, http: httpx.Client, top_k: int
+) -> None:
+    """The estimate made before the model runs is never below what is sent, in protobuf or in JSON."""
+    with grpc.insecure_channel(both_doors.target) as channel:
+        config = v2_grpc.GRPCInferenceServiceStub(channel).ModelConfig(
+            v2.ModelConfigRequest(name="roberta"), timeout=30
+        )
+    labels = json.loads(config.config.parameters["labels"].string_value)
+    texts = TEXTS * 8  # classified texts, a truncated one and an empty one (its error is in the answer)
+    texts.append("long " * 200)
+    request = grpc_request(texts, [])
+    request.parameters["top_k"].int64_param = top_k
+    answer = infer(request, timeout=30)
+    outputs_only = sum(output.ByteSize() for output in answer.outputs) + sum(
+        len(raw) for raw in answer.raw_output_contents
+    )
+    assert answer_bytes(labels, len(texts), top_k, OUTPUTS, text_format=False) >= outputs_only
+    body = http_body(texts, [])
+    body["parameters"] = {"top_k": top_k}
+    response = http.post("/v2/models/roberta/infer", json=body)
+    assert response.status_code == 200
+    sent = len(json.dumps(response.json()["outputs"]))
+    assert answer_bytes(labels, len(texts), top_k, OUTPUTS, text_format=True) >= sent
+
+
+def test_an_answer_over_the_limit_is_refused_before_it_is_built(  # type: ignore[no-untyped-def]
+    infer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(open_inference, "MAX_ANSWER_BYTES", 2048)
+    texts = ["a headline"] * 64
+    code, details = grpc_refusal(infer, grpc_request(texts, []))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "over the limit of 2 KiB" in details
+    response = http.post("/v2/models/roberta/infer", json=http_body(texts, []))
+    assert response.status_code == 400 and "over the limit" in response.json()["error"]
+    # Fewer outputs make the same texts fit.
+    assert infer(grpc_request(texts, ["truncated"]), timeout=30).outputs[0].shape == [64]
