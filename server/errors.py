@@ -12,6 +12,8 @@ import errno
 import re
 from dataclasses import dataclass
 
+from ortserve.contract.redact import redact_text
+
 #: Longest message a caller is sent; a domain message is never this long, a library's error text might be.
 MAX_CALLER_MESSAGE = 400
 
@@ -149,7 +151,7 @@ def caller_message(message: str) -> str:
     """`message` without paths, URLs, hosts or exception class names, on one line, at most `MAX_CALLER_MESSAGE`
     characters."""
     # Past this length nothing is shown anyway; the cut also bounds the work on a caller's very long input.
-    message = message[: 8 * MAX_CALLER_MESSAGE]
+    message = redact_text(message[: 8 * MAX_CALLER_MESSAGE])  # the configured credentials, whatever they hold
     message = _URL.sub("<uri>", message)
     message = _HOST_PORT.sub("<host>", message)
     message = _IPV4.sub("<host>", message)

@@ -229,7 +229,7 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [
             Route("GET", prefix, model_metadata, render_error, docs("Model metadata", METADATA_SCHEMA)),
-            Route("GET", f"{prefix}/ready", ready_model, render_error, docs("Model readiness"), open=True),
+            Route("GET", f"{prefix}/ready", ready_model, render_error, docs("Model readiness")),  # token: see ping
             Route("POST", f"{prefix}/infer", model_infer, render_error, infer_docs, reads_body=True),
             Route("GET", f"{prefix}/stats", statistics, render_error, docs("Model statistics", STATS_SCHEMA)),
             Route(
