@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -242,6 +243,21 @@ def wait_for_shadow_work(target: str, timeout: float = 60) -> None:
             time.sleep(1.0)
 
 
+def refuse_a_port_in_use(port: int) -> None:
+    """Exit with a message naming the fix if `port` is taken, before anything is deleted or trained: a `make demo`
+    while `make demo-server` runs would otherwise wipe the registry under the running server and fail minutes later."""
+    with socket.socket() as probe:
+        # As gRPC binds: connections of an earlier run in TIME_WAIT do not count, a listening socket does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(
+                f"make demo: port {port} on 127.0.0.1 is in use (is `make demo-server` still running? stop it with "
+                f"Ctrl-C), or give the demo another port: make demo DEMO_PORT={port + 1}"
+            ) from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=50051)
@@ -253,6 +269,8 @@ def main() -> int:
         help="shadow a second sentiment version and print its report (default: on)",
     )
     args = parser.parse_args()
+    if not args.serve_only:  # `ortserve serve` itself refuses a port in use, with the same advice
+        refuse_a_port_in_use(args.port)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("demo.train").setLevel(logging.INFO)  # training progress: the first run trains for minutes
     os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI  # for every command below, as a deployment would set it

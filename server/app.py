@@ -33,7 +33,7 @@ from .security.bearer_tokens import TokenAuthenticator
 from .security.tls_credentials import server_credentials
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
-from .sources.open_source import open_source
+from .sources.open_source import open_source, registry_named
 from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
@@ -162,6 +162,8 @@ class OrtServer:
             )
         for name in [SERVER_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http is not None:
+            self.http.bind()  # before anything is announced: a port in use stops the start with one line
         if self.metrics is not None and self.settings.metrics_port is not None:
             metrics_host = self.settings.metrics_host or self.settings.host
             self.metrics_endpoint = MetricsEndpoint(
@@ -197,6 +199,9 @@ class OrtServer:
         await self._server.start()
         await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())
+        registry = registry_named([spec.uri for spec in self.settings.models], self.settings.tracking_uri)
+        if registry is not None:
+            log.info("models:/ URIs resolve in the MLflow registry at %s", registry)
         if self.http is not None:
             self.http_port = await self.http.start()
             scheme = "https" if self.http.tls else "http"

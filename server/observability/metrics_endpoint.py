@@ -91,9 +91,7 @@ class MetricsEndpoint:
         try:
             self._socket = socket.create_server((host, port), backlog=64)
         except OSError as exc:
-            raise MetricsStartError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} (is the port in use?)"
-            ) from None
+            raise MetricsStartError.cannot_bind("serve metrics", host, port, "--metrics-port", exc) from None
         self._socket.settimeout(_ACCEPT_POLL_S)
         self.port: int = self._socket.getsockname()[1]
         self._thread = threading.Thread(target=self._accept_loop, name="ortserve-metrics-accept", daemon=True)
