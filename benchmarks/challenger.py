@@ -8,10 +8,14 @@ processes falls on each alike): without a challenger, with one shadowing 10 % of
 The challenger is a copy of the champion's artifact under another directory name (same cost per text, so the
 figures are those of a challenger of the same architecture). Measured:
 
-- shadow 10 %: texts/s of 32 single-text callers vs off (target ≥ 0.88×), and one caller's p50 vs off (≤ +0.3 ms);
+- shadow 10 %: texts/s of 32 single-text callers vs off (target ≥ 0.88×; the median of the rounds' paired ratios),
+  the server's CPU time per answered text with its shadow work (far less moved by other processes than texts/s), and
+  one caller's p50 vs off (≤ +0.3 ms); each measurement starts once the previous one's shadow work has run or been
+  dropped;
 - shadow 100 % under overload (500 callers): goodput vs off (target ≥ 0.95×), with the shed shadow texts counted;
 - canary 5 %: the share of 10,000 calls the challenger answered, against the binomial 99 % interval;
-- RSS: one model, it with a challenger, and the same two artifacts as two models of their own (`--memory-only`).
+- RSS: one model, it with a challenger, and the same two artifacts as two models of their own called at the same
+  time (`--memory-only`).
 
 Writes challenger.json to --out.
 """
@@ -23,9 +27,12 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import statistics
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +59,26 @@ CANARY_CALLS = 10_000
 def rss_mb(pid: int) -> float:
     """Resident memory of a process now, in MB."""
     return process_rss_mb(pid)[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(port: int, model: str, timeout: float = 30.0) -> None:
+    """Wait until the server's shadow work has run or been dropped (its counts stop moving for half a second), so
+    that one measurement's backlog does not fall on the next."""
+    last: tuple[int, int] | None = None
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        report = challenger_report(port, model)
+        now = (report["texts_compared"], sum(report["shadow_dropped"].values()))
+        if now == last:
+            return
+        last = now
+        time.sleep(0.5)
 
 
 def challenger_report(port: int, model: str) -> dict[str, Any]:
@@ -84,6 +111,7 @@ def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[
     }
     texts = make_texts(model.artifact / "tokenizer.json", 20_000, mixed=False, seed=5)
     rates: dict[str, list[float]] = {name: [] for name in specs}
+    cpu_ms_per_text: dict[str, list[float]] = {name: [] for name in specs}
     p50: dict[str, list[float]] = {name: [] for name in specs}
     overload: dict[str, list[float]] = {"off": [], "shadow100": []}
     result: dict[str, Any] = {"model": model.name, "callers": CALLERS, "overload_callers": OVERLOAD_CALLERS}
@@ -96,19 +124,34 @@ def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[
         for round_ in range(rounds):
             for name, process in running.items():
                 log.info("%s: %s, round %d of %d", model.name, name, round_ + 1, rounds)
-                rates[name].append(grpc_load(process.port, model.name, texts, CALLERS, max_seconds=seconds).texts_per_s)
+                pid = process.process.pid
+                cpu = cpu_seconds(pid)
+                load = grpc_load(process.port, model.name, texts, CALLERS, max_seconds=seconds)
+                if name != "off":
+                    settle(process.port, model.name)
+                rates[name].append(load.texts_per_s)
+                cpu_ms_per_text[name].append((cpu_seconds(pid) - cpu) * 1000 / max(1, load.calls - load.errors))
                 p50[name].append(grpc_load(process.port, model.name, texts, 1, max_calls=300, max_seconds=seconds).p50)
+                if name != "off":
+                    settle(process.port, model.name)
             for name in overload:
                 load = grpc_load(
                     running[name].port, model.name, texts, OVERLOAD_CALLERS, max_calls=20_000, max_seconds=seconds
                 )
                 overload[name].append(load.texts_per_s)
+                if name != "off":
+                    settle(running[name].port, model.name)
         result["shadow_report"] = {
             name: challenger_report(running[name].port, model.name) for name in ("shadow10", "shadow100")
         }
         result["rss_mb_loaded"] = {name: rss_mb(p.process.pid) for name, p in running.items()}
     ratios = [s / o for s, o in zip(rates["shadow10"], rates["off"], strict=True)]
     result["texts_per_s"] = {name: statistics.median(values) for name, values in rates.items()}
+    result["texts_per_s_rounds"] = rates
+    # CPU per answered text, shadow work included (measured until it has run or been dropped): what the shadow costs,
+    # far less moved by other processes' load than throughput is.
+    result["cpu_ms_per_text"] = {name: statistics.median(values) for name, values in cpu_ms_per_text.items()}
+    result["shadow10_throughput_ratio_rounds"] = ratios
     result["shadow10_throughput_ratio"] = statistics.median(ratios)
     result["p50_ms"] = {name: statistics.median(values) for name, values in p50.items()}
     result["shadow10_p50_delta_ms"] = result["p50_ms"]["shadow10"] - result["p50_ms"]["off"]
@@ -121,13 +164,13 @@ def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[
     return result
 
 
-def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int = 2) -> dict[str, list[float]]:
-    """VmRSS after 400 calls (8 callers) to each model, `starts` fresh processes per configuration: one model; it
-    with a challenger shadowing 10 %; the same two artifacts as two models of their own (what the challenger's own
-    session and tokenizer cost)."""
+def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int = 4) -> dict[str, list[float]]:
+    """VmRSS after 400 calls (8 callers), `starts` fresh processes per configuration: one model; it with a challenger
+    shadowing every text; the same two artifacts as two models of their own, called at the same time (what the
+    challenger's own session and tokenizer cost, under the same overlap of the two sessions' runs)."""
     configs = {
         "one_model": ["--model", f"{model.name}={model.artifact}"],
-        "with_challenger": ["--model", f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1"],
+        "with_challenger": ["--model", f"{model.name}={model.artifact}?challenger={challenger}&shadow=1"],
         "two_models": ["--model", f"{model.name}={model.artifact}", "--model", f"second={challenger}"],
     }
     texts = ["markets rallied today after the report"] * 50
@@ -135,8 +178,11 @@ def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int 
     for name, args in configs.items():
         for _ in range(starts):
             with ortserve_process({}, logs / "ortserve-challenger-memory.log", args) as process:
-                for served in (model.name, "second") if name == "two_models" else (model.name,):
-                    grpc_load(process.port, served, texts, 8, max_calls=400)
+                served = (model.name, "second") if name == "two_models" else (model.name,)
+                with ThreadPoolExecutor(len(served)) as pool:
+                    list(pool.map(lambda name: grpc_load(process.port, name, texts, 8, max_calls=400), served))
+                if name == "with_challenger":
+                    settle(process.port, model.name)
                 rss[name].append(rss_mb(process.process.pid))
     return rss
 

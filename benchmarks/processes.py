@@ -71,11 +71,16 @@ def serve_command(port: int, *args: str, executable: Sequence[str] = ()) -> list
 
 @contextmanager
 def ortserve_process(
-    models: dict[str, Path], log_file: Path, extra_args: Sequence[str] = (), timeout: float = 120
+    models: dict[str, Path],
+    log_file: Path,
+    extra_args: Sequence[str] = (),
+    timeout: float = 120,
+    executable: Sequence[str] = (),
 ) -> Iterator[OrtServeProcess]:
-    """Start `ortserve serve` with `models` on a free loopback port; yield once health reports SERVING."""
+    """Start `ortserve serve` (`executable`, default this venv's) with `models` on a free loopback port; yield once
+    health reports SERVING."""
     port = free_port()
-    command = serve_command(port, *extra_args)
+    command = serve_command(port, *extra_args, executable=executable)
     for name, path in models.items():
         command += ["--model", f"{name}={path}"]
     with log_file.open("ab") as log:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ortserve.contract.redact import PASSWORD_ON_COMMAND_LINE, register_secret_uri, uri_has_password
 from ortserve.export.errors import AliasNotMovedError, ExportError
 from ortserve.export.optimize import DEFAULT_INT8
 
@@ -174,6 +175,9 @@ def _export(args: argparse.Namespace) -> tuple[int, str | None]:
         is_uri = args.source.startswith(("models:", "runs:"))
         if output is None and not is_uri and not args.register_as:
             output = Path.cwd() / f"{Path(args.source).resolve().name}-onnx"
+        register_secret_uri(args.tracking_uri)  # removed by value from every message from now on
+        if uri_has_password(args.tracking_uri):
+            print(f"ortserve export: warning: {PASSWORD_ON_COMMAND_LINE}", file=sys.stderr)
         report = export_model(
             args.source,
             register_as=args.register_as,

@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import ValidationError
 
+from ortserve.contract.redact import PASSWORD_ON_COMMAND_LINE, register_secret_uri, uri_has_password
 from ortserve.server.app import serve
 from ortserve.server.errors import ModelConfigError, OrtServeError
 from ortserve.server.observability.logs import NativeStderrRouter, configure_logging
@@ -66,7 +67,16 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "shadow_queue_texts",
         "challenger_report_interval_s",
     ),
-    "observability": ("log_level", "log_format", "metrics_port", "metrics_host", "tracing", "otlp_endpoint"),
+    "observability": (
+        "log_level",
+        "log_format",
+        "metrics_port",
+        "metrics_host",
+        "metrics_tls",
+        "metrics_auth_env",
+        "tracing",
+        "otlp_endpoint",
+    ),
     "shutdown": ("drain_period_s", "grace_period_s"),
 }
 OTHER_GROUP = "other settings"
@@ -152,26 +162,30 @@ def main(argv: Sequence[str]) -> int:
     if not settings.models:
         print("ortserve serve: no models to serve; pass --model NAME=URI or set ORTSERVE_MODELS", file=sys.stderr)
         return 2
-    # In JSON mode every stderr line must be JSON, gRPC core's own lines included: route file descriptor 2.
-    router = NativeStderrRouter() if settings.log_format == "json" else None
-    configure_logging(settings.log_level, settings.log_format, router.start() if router else None)
+    # gRPC core's own lines (a failed TLS handshake writes one per connection) become rate-limited log records, so
+    # route file descriptor 2; in JSON mode every other line becomes a record too, in text mode it passes as it is.
+    router = NativeStderrRouter(passthrough=settings.log_format == "text")
+    configure_logging(settings.log_level, settings.log_format, router.start())
+    register_secret_uri(settings.tracking_uri)  # removed by value from every log line and message from now on
+    if uri_has_password(args.tracking_uri):  # on the command line, not from ORTSERVE_TRACKING_URI
+        logging.getLogger("ortserve.serve").warning("%s", PASSWORD_ON_COMMAND_LINE)
+    json_log = settings.log_format == "json"
     try:
         asyncio.run(serve(settings))
     except ModelConfigError as exc:  # a usage error, like an invalid flag: nothing to retry
-        _report_failure(str(exc), json_log=router is not None)
+        _report_failure(str(exc), json_log)
         return 2
     except OrtServeError as exc:
-        _report_failure(str(exc), json_log=router is not None)
+        _report_failure(str(exc), json_log)
         return 1
     except Exception:
-        if router is None:
+        if not json_log:
             raise
         # A JSON log stays JSON to the end: the traceback goes into the record's `exception` field.
         logging.getLogger("ortserve.serve").exception("ortserve serve: stopped by an unexpected error")
         return 1
     finally:
-        if router is not None:
-            router.stop()
+        router.stop()
     return 0
 
 

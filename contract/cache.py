@@ -42,6 +42,9 @@ MARKER_FORMAT = 2
 SCRATCH_PREFIX = ".partial-"
 #: Entries that failed verification are moved aside under this prefix (kept for inspection, never served).
 QUARANTINE_PREFIX = ".corrupt-"
+#: How many entries moved aside are kept per model, the newest: enough to inspect a failure, while a cache that keeps
+#: failing (a bad disk, a tampering neighbour) cannot fill the disk with copies of the model.
+KEEP_QUARANTINED = 3
 #: Scratch directories of ortserve before the marker recorded digests: `.<version>.<random>`.
 _LEGACY_SCRATCH = re.compile(r"^\.\d+\.[A-Za-z0-9_]+$")
 #: Scratch directories of downloads running in this process (never stale, even though their pid is ours).
@@ -161,7 +164,25 @@ def quarantine(directory: Path) -> Path:
     stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     target = directory.parent / f"{QUARANTINE_PREFIX}{directory.name}-{stamp}"
     directory.rename(target)
+    for removed in prune_quarantined(directory.parent):
+        log.info("removed %s: only the newest %d entries moved aside are kept", removed.name, KEEP_QUARANTINED)
     return target
+
+
+def prune_quarantined(parent: Path, keep: int = KEEP_QUARANTINED) -> list[Path]:
+    """Remove all but the `keep` newest entries moved aside in `parent` (one model's folder); return the removed."""
+    try:
+        moved = [entry for entry in Path(parent).iterdir() if entry.name.startswith(QUARANTINE_PREFIX)]
+        # Newest first: a rename sets the entry's ctime, the time it was moved aside.
+        moved.sort(key=lambda entry: entry.lstat().st_ctime_ns, reverse=True)
+    except OSError:
+        return []
+    for entry in moved[keep:]:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    return moved[keep:]
 
 
 def remove_stale_scratch(parent: Path) -> list[Path]:

@@ -8,7 +8,10 @@ in the contract, so that the child imports neither gRPC nor ONNX Runtime.
 
 Jobs: `resolve` (uri) → version; `download` (name, version, destination) → a verified, marked artifact directory;
 `fetch` (uri, model_dir) → both: the version, downloaded into model_dir/VERSION unless a marked entry is there;
-`set_tags` (name, version, tags as a JSON object) → the tags set on that model version (the challenger write-back)."""
+`set_tags` (name, version, tags as a JSON object) → the tags set on that model version (the challenger write-back).
+
+The child dies with its parent (`--parent-pid PID`): a server killed with SIGKILL must not leave a child writing
+into its cache, where the next server would find a download it did not start."""
 
 from __future__ import annotations
 
@@ -34,6 +37,10 @@ REPORTED_ERRORS = (
 )
 #: A child whose jobs never come (a server that stopped before asking) exits after this many seconds.
 IDLE_EXIT_S = 600.0
+#: Linux's prctl option that sends the child a signal when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+#: How often the fallback checks that the parent is still there (where PR_SET_PDEATHSIG is missing).
+PARENT_CHECK_S = 1.0
 
 
 def error_dict(exc: BaseException) -> dict[str, Any]:
@@ -95,13 +102,41 @@ def _run_jobs(
             report(index, error_dict(mlflow_error(what, exc)))
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when `parent_pid` (its parent) dies, even by SIGKILL: on Linux the kernel sends SIGKILL
+    (PR_SET_PDEATHSIG); everywhere a daemon thread also checks the parent pid every PARENT_CHECK_S. Exits at once if
+    the parent is already gone (it died before this ran)."""
+    import signal
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl in this libc: the thread below still works
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main() -> None:
     """Child entry point: the tracking URI, then the jobs, on stdin; one JSON line per job's result on stdout."""
     import threading
 
-    from .redact import RedactingFilter
+    from .redact import RedactingFilter, register_secret_uri
     from .settings import huggingface_offline
 
+    if len(sys.argv) == 3 and sys.argv[1] == "--parent-pid":
+        die_with_parent(int(sys.argv[2]))
     huggingface_offline()
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
@@ -110,6 +145,7 @@ def main() -> None:
     if not header.strip():
         os._exit(0)  # the parent went away before sending anything
     tracking_uri = json.loads(header).get("tracking_uri")
+    register_secret_uri(tracking_uri)
     client = _mlflow_client(tracking_uri)  # before the jobs arrive: a prepared child pays its import meanwhile
     idle = threading.Timer(IDLE_EXIT_S, os._exit, (0,))
     idle.daemon = True

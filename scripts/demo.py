@@ -15,9 +15,10 @@
 7. stop the server with SIGTERM.
 
 `--serve-only` serves the registry of an earlier run in the foreground, for trying the README's grpcurl commands.
-`--challenger` (optional: it trains a second sentiment model, minutes more on the first run) also registers a
-differently trained sentiment version as `challenger`, serves it in shadow of every sentiment text, and prints
-`ortserve challenger report` after the example calls (README "Rolling out a new version").
+Champion and challenger (README "Rolling out a new version"): the demo also trains a second, differently trained
+sentiment version (one epoch, another seed; a minute or two more on the first run), registers it as `challenger`,
+serves it in shadow of every sentiment text, and prints `ortserve challenger report` after the example calls;
+`--no-challenger` leaves it out.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,7 +102,18 @@ def register_challenger(result: Any) -> None:
     banner(f"2b. register it as models:/{name}@challenger, export it, register the ONNX version @challenger")
     version = log_trained_model(result, TRACKING_URI, LOGGED_AS[name], alias="challenger", stage=None)
     print(f"registered models:/{name}/{version} (alias challenger)")
-    run(str(BIN / "ortserve"), "export", f"models:/{name}@challenger", "--alias", "challenger")
+    # The production exports' gate texts (step 3); fp32 is fine for a version on trial where int8 misses the gate.
+    texts = WORK / f"gate-texts-{name}.txt"
+    run(
+        str(BIN / "ortserve"),
+        "export",
+        f"models:/{name}@challenger",
+        "--alias",
+        "challenger",
+        "--validation-texts",
+        str(texts),
+        "--allow-fp32",
+    )
 
 
 def register(results: dict) -> None:
@@ -247,14 +260,53 @@ def ask(target: str) -> None:
     run(grpcurl, "-plaintext", "-d", '{"service": "sentiment"}', target, "grpc.health.v1.Health/Check")
 
 
+def wait_for_shadow_work(target: str, timeout: float = 60) -> None:
+    """Until the challenger has compared what it was given: shadow work runs after the answers, while the server is
+    idle, so the count grows for a moment after the last call; it is done when it stops growing."""
+    import grpc
+
+    from ortserve.v1 import inference_pb2 as pb
+    from ortserve.v1 import inference_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        last, end = -1, time.monotonic() + timeout
+        while time.monotonic() < end:
+            compared = stub.GetModel(pb.GetModelRequest(name="sentiment"), timeout=10).challenger.texts_compared
+            if compared == last:
+                return
+            last = compared
+            time.sleep(1.0)
+
+
+def refuse_a_port_in_use(port: int) -> None:
+    """Exit with a message naming the fix if `port` is taken, before anything is deleted or trained: a `make demo`
+    while `make demo-server` runs would otherwise wipe the registry under the running server and fail minutes later."""
+    with socket.socket() as probe:
+        # As gRPC binds: connections of an earlier run in TIME_WAIT do not count, a listening socket does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise SystemExit(
+                f"make demo: port {port} on 127.0.0.1 is in use (is `make demo-server` still running? stop it with "
+                f"Ctrl-C), or give the demo another port: make demo DEMO_PORT={port + 1}"
+            ) from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--serve-only", action="store_true", help="serve the registry of an earlier demo run")
     parser.add_argument(
-        "--challenger", action="store_true", help="also shadow a second sentiment version and print its report"
+        "--challenger",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="shadow a second sentiment version and print its report (default: on)",
     )
     args = parser.parse_args()
+    if not args.serve_only:  # `ortserve serve` itself refuses a port in use, with the same advice
+        refuse_a_port_in_use(args.port)
     logging.basicConfig(format="%(asctime)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("demo.train").setLevel(logging.INFO)  # training progress: the first run trains for minutes
     os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI  # for every command below, as a deployment would set it
@@ -294,7 +346,7 @@ def main() -> int:
         ask(target)
         if args.challenger:
             banner("9b. the shadow report: how the challenger compares with the champion on the texts above")
-            time.sleep(1)  # shadow work runs after the answers, while the server is idle
+            wait_for_shadow_work(target)
             run(str(BIN / "ortserve"), "challenger", "report", "--target", target, "--model", "sentiment")
     finally:
         banner("10. stop the server (SIGTERM: in-flight calls finish first)")

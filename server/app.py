@@ -25,14 +25,15 @@ from .interceptors.chain import build_interceptors
 from .interceptors.observing import ObservabilityInterceptor
 from .model_table import ModelTable, ServedModel
 from .observability.logs import NativeStderrCapture
-from .observability.metrics import MetricsEndpoint, ServerMetrics
+from .observability.metrics import ServerMetrics
+from .observability.metrics_endpoint import MetricsEndpoint, ScrapeSecurity
 from .observability.tracing import configure_tracing
 from .result_cache import ResultCache
 from .security.bearer_tokens import TokenAuthenticator
 from .security.tls_credentials import server_credentials
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
-from .sources.open_source import open_source
+from .sources.open_source import open_source, registry_named
 from .transport import InferenceServicer
 from .transport_v2 import InferenceV2Servicer
 from .types import ModelState
@@ -51,6 +52,9 @@ SERVER_HEALTH = ""
 #: Health service name that is SERVING as soon as the server answers, whatever its models do: for liveness probes,
 #: which must not restart a process that is loading or retrying a model (readiness probes use SERVER_HEALTH).
 LIVENESS_HEALTH = "liveness"
+#: Health service names answered without a token when tokens are on (unless --auth-health): the server's, not a
+#: model's, so that a caller without a token cannot learn which models are served.
+OPEN_HEALTH = frozenset({SERVER_HEALTH, LIVENESS_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE})
 
 
 class OrtServer:
@@ -109,7 +113,7 @@ class OrtServer:
         observability = [ObservabilityInterceptor(self.table, self.metrics, self.tracer)] if observing else []
         # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
         self._server = grpc.aio.server(
-            interceptors=build_interceptors(settings, extra=observability),
+            interceptors=build_interceptors(settings, extra=observability, open_health=OPEN_HEALTH),
             # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
             # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
             options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
@@ -159,10 +163,23 @@ class OrtServer:
             )
         for name in [SERVER_HEALTH, INFERENCE_SERVICE, INFERENCE_V2_SERVICE, *(m.name for m in self.table)]:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.http is not None:
+            self.http.bind()  # before anything is announced: a port in use stops the start with one line
         if self.metrics is not None and self.settings.metrics_port is not None:
             metrics_host = self.settings.metrics_host or self.settings.host
-            self.metrics_endpoint = MetricsEndpoint(self.metrics, metrics_host, self.settings.metrics_port)
-            log.info("metrics on http://%s:%d/metrics", metrics_host, self.metrics_endpoint.port)
+            self.metrics_endpoint = MetricsEndpoint(
+                self.metrics.registry,
+                metrics_host,
+                self.settings.metrics_port,
+                ScrapeSecurity.chosen(
+                    self.settings.metrics_tls,
+                    self.settings.tls_cert_file,
+                    self.settings.tls_key_file,
+                    self.settings.metrics_auth_env,
+                ),
+            )
+            scheme = self.metrics_endpoint.scheme
+            log.info("metrics on %s://%s:%d/metrics", scheme, metrics_host, self.metrics_endpoint.port)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             # gRPC core writes its own line about a failed bind to stderr: held back, as the error below says it in
@@ -183,6 +200,9 @@ class OrtServer:
         await self._server.start()
         await self._health.set(LIVENESS_HEALTH, health_pb2.HealthCheckResponse.SERVING)
         log.info("ortserve listening on %s:%d (%s)", self.settings.host, self.port, self._protection())
+        registry = registry_named([spec.uri for spec in self.settings.models], self.settings.tracking_uri)
+        if registry is not None:
+            log.info("models:/ URIs resolve in the MLflow registry at %s", registry)
         if self.http is not None:
             self.http_port = await self.http.start()
             scheme = "https" if self.http.tls else "http"

@@ -10,7 +10,8 @@ challenger&shadow=0.1&canary=0.05'`. The design:
 - Shadow: after the champion answered a call, a `shadow` share of its texts is offered, with the champion's rows, to
   the `ShadowFeeder`: a bounded queue (`shadow_queue_texts`, the oldest dropped first) and one task that submits to
   the challenger's batcher only while the champion is idle enough (its queue empty, its calls in flight within one
-  batch), so no caller's text waits behind shadow work; at most one challenger batch of shadow texts runs at a time.
+  batch), so no caller's text waits behind shadow work; at most one small challenger batch of shadow texts
+  (`SHADOW_BATCH_TEXTS`) runs at a time.
   Shadow work is dropped, and counted by reason, when the shadow queue is full (`queue`), the challenger's admission
   refuses it (`admission`), it waited longer than `SHADOW_DEADLINE_S` (`deadline`), or nothing is compared now
   (`inactive`).
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: Shadow work that could not run within this many seconds of the champion's answer is dropped (`deadline`).
 SHADOW_DEADLINE_S = 5.0
+#: Most texts the feeder hands the challenger at a time (one small run): a caller that arrives while shadow work runs
+#: waits behind a small run at most, and the challenger's buffers stay those of a small batch.
+SHADOW_BATCH_TEXTS = 8
 #: How often the feeder looks again whether the champion's queue has emptied, while it has not.
 IDLE_POLL_S = 0.002
 #: Why shadow texts were dropped (the `reason` label of `ortserve_shadow_dropped_texts`).
@@ -199,7 +203,7 @@ class ShadowFeeder:
                 if not self._champion_idle_enough():  # callers come first: shadow work waits (and may expire)
                     await asyncio.sleep(IDLE_POLL_S)
                     continue
-                batch = self._take(self.challenger.model.batcher.limits.max_batch_size)
+                batch = self._take(min(SHADOW_BATCH_TEXTS, self.challenger.model.batcher.limits.max_batch_size))
                 await asyncio.gather(*(self._shadow(job) for job in batch))
 
     def _champion_idle_enough(self) -> bool:

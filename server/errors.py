@@ -8,8 +8,11 @@ never leak to callers.
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
+
+from ortserve.contract.redact import redact_text
 
 #: Longest message a caller is sent; a domain message is never this long, a library's error text might be.
 MAX_CALLER_MESSAGE = 400
@@ -75,6 +78,17 @@ class ServerStartError(OrtServeError):
     """The server cannot start (for example, its port is taken, or its TLS files cannot be read). Raised before any
     call is answered: `ortserve serve` turns it into a message and an exit code, never a status."""
 
+    @classmethod
+    def cannot_bind(cls, what: str, host: str, port: int, flag: str, error: OSError) -> ServerStartError:
+        """`what` (e.g. "listen for HTTP") failed to bind `host`:`port`: the message names the port and the fix."""
+        if error.errno == errno.EADDRINUSE:
+            reason = "it is in use by another process; stop that process, or pass"
+        elif error.errno == errno.EADDRNOTAVAIL:
+            reason = "the address is not this machine's; pass --host with one of its addresses, or change"
+        else:
+            reason = f"{error.strerror or error}; check"
+        return cls(f"cannot {what} on port {port} of {host}: {reason} {flag} with a free port ({flag} 0 picks one)")
+
 
 class ModelConfigError(ServerStartError):
     """A `--model` that cannot load as written, however long the server waits (a malformed URI, an unknown scheme, a
@@ -123,7 +137,9 @@ def error_status(exc: BaseException) -> tuple[ErrorStatus, str]:
 # Each pattern starts only where a token starts (the lookbehinds): a long run of letters or dots from a caller would
 # otherwise be rescanned from every position (quadratic: 8 s for 60,000 letters in one message).
 _URL = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"()<>\[\]]*")
-_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))~?/[^\s'\"()\[\],;]+")
+# A `models:/NAME@ALIAS` URI is no path: it names the model as `--model` and GetModel's source URI do, and the message
+# that names it ("models:/topic-onnx@production not found in the registry") tells the caller what to fix.
+_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,:]))(?<!models:)~?/[^\s'\"()\[\],;]+")
 _HOST_PORT = re.compile(
     r"(?<![A-Za-z0-9.-])(?:\d{1,3}(?:\.\d{1,3}){3}|localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+):\d{1,5}\b"
 )
@@ -135,7 +151,7 @@ def caller_message(message: str) -> str:
     """`message` without paths, URLs, hosts or exception class names, on one line, at most `MAX_CALLER_MESSAGE`
     characters."""
     # Past this length nothing is shown anyway; the cut also bounds the work on a caller's very long input.
-    message = message[: 8 * MAX_CALLER_MESSAGE]
+    message = redact_text(message[: 8 * MAX_CALLER_MESSAGE])  # the configured credentials, whatever they hold
     message = _URL.sub("<uri>", message)
     message = _HOST_PORT.sub("<host>", message)
     message = _IPV4.sub("<host>", message)

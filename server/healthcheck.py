@@ -57,11 +57,17 @@ def main() -> int:
     parser.add_argument("--cert-file", help="PEM client certificate for a server that requires one (mutual TLS)")
     parser.add_argument("--key-file", help="PEM private key of --cert-file")
     parser.add_argument("--server-name", help="name to verify the server certificate against instead of the host")
+    parser.add_argument(
+        "--token-env",
+        help="environment variable holding a bearer token: a model's health needs one when the server checks tokens",
+    )
     args = parser.parse_args()
+    token = os.environ.get(args.token_env, "") if args.token_env else ""
+    metadata = [("authorization", f"Bearer {token}")] if token else None
     try:
         with _channel(args) as channel:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout, metadata=metadata
             )
     except grpc.RpcError as error:
         print(f"{args.target}: {error.code().name}: {error.details()}", file=sys.stderr)

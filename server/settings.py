@@ -166,8 +166,9 @@ class ServerSettings(BaseSettings):
     """Name of an environment variable holding bearer tokens in the same form as --auth-token-file, entries separated
     by newlines or ';' (read once at start)."""
     auth_health: bool = False
-    """Require a token for grpc.health.v1 too. Off so that load balancers and Kubernetes probes, which
-    send no token, can check health."""
+    """Require a token for the server's own health checks too (grpc.health.v1 service "" and liveness, /v2/health/*,
+    /ping). Off so that load balancers and Kubernetes probes, which send no token, can check health. A model's own
+    health check needs a token either way (open, it would tell anyone which models are served)."""
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
@@ -179,7 +180,14 @@ class ServerSettings(BaseSettings):
     """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a
     free port (logged)."""
     metrics_host: str | None = None
-    """Address the metrics endpoint binds (default: the --host address)."""
+    """Address the metrics endpoint binds (default: the --host address); 127.0.0.1 keeps it to this machine (a
+    Prometheus sidecar or agent)."""
+    metrics_tls: bool = False
+    """Serve the metrics endpoint over TLS with the server's --tls-cert-file and --tls-key-file (re-read when they
+    change), so that a scrape from outside the pod is encrypted."""
+    metrics_auth_env: str | None = None
+    """Name of an environment variable holding `USER:PASSWORD`: every scrape must then send it as HTTP basic auth
+    (Prometheus's `basic_auth`), else 401. Unset: the metrics need no credentials."""
     log_format: Literal["text", "json"] = "text"
     """Log lines as plain text, or as one JSON object per line carrying the request id, model and version of the
     call a line is about."""
@@ -329,6 +337,12 @@ class ServerSettings(BaseSettings):
         if self.http_default_model is not None and names and self.http_default_model not in names:
             known = ", ".join(names)
             raise ValueError(f"http_default_model {self.http_default_model!r} is not one of the models ({known})")
+        return self
+
+    @model_validator(mode="after")
+    def _check_metrics_tls(self) -> ServerSettings:
+        if self.metrics_tls and self.tls_cert_file is None:
+            raise ValueError("metrics_tls serves the metrics with --tls-cert-file and --tls-key-file: give them")
         return self
 
     @model_validator(mode="after")

@@ -7,32 +7,24 @@ typed contents.
 
 Besides, three of Triton's extensions that tritonclient calls: RepositoryIndex (every model, its version and state),
 ModelStatistics (counts and cumulative times of each model's calls and runs since start) and ModelConfig (how a model
-is served, read-only: its tensors, limits, batching and labels).
+is served, read-only: its tensors, limits, batching and labels), built by `open_inference_extensions` as the REST
+routes send them and parsed here into their proto messages.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
 import grpc
+from google.protobuf import json_format
 
 from ortserve.v2 import grpc_predict_v2_pb2 as pb
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from .errors import InvalidInputError, caller_message
-from .model_statistics import Duration, StatisticsSnapshot
+from .errors import InvalidInputError
 from .open_inference import (
     EXTENSIONS,
-    INPUT_TEXT,
-    OUTPUT_ERRORS,
-    OUTPUT_LABELS,
-    OUTPUT_PROBABILITIES,
-    OUTPUT_TOP_LABELS,
-    OUTPUT_TOP_SCORES,
-    OUTPUT_TRUNCATED,
-    OUTPUT_WINDOWS,
     OUTPUTS,
     PLATFORM,
     SERVER_NAME,
@@ -52,9 +44,10 @@ from .open_inference import (
     model_tensors,
     server_version,
 )
+from .open_inference_extensions import model_config, model_statistics, repository_index
 from .service import InferenceService
 from .transport import canary_key
-from .types import ModelDescription, ModelState, ServingConfig
+from .types import ModelDescription
 
 __all__ = ["InferenceV2Servicer", "OUTPUTS", "decode_raw_bytes", "encode_raw"]
 
@@ -140,24 +133,20 @@ class InferenceV2Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
-        models = self._service.list_models()
-        if request.ready:
-            models = [d for d in models if d.state is ModelState.SERVING]
-        return pb.RepositoryIndexResponse(models=[repository_entry(d) for d in models])
+        models = repository_index(self._service, request.ready)
+        return json_format.ParseDict({"models": models}, pb.RepositoryIndexResponse())
 
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
-        if request.name:
-            described(self._service, request.name, request.version)  # NOT_FOUND for another version
-        stats = self._service.model_statistics(request.name)
-        return pb.ModelStatisticsResponse(model_stats=[model_statistics(d, s) for d, s in stats])
+        statistics = model_statistics(self._service, request.name, request.version)
+        return json_format.ParseDict(statistics, pb.ModelStatisticsResponse())
 
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
-        described(self._service, request.name, request.version)
-        return pb.ModelConfigResponse(config=model_config(self._service.model_config(request.name)))
+        config = model_config(self._service, request.name, request.version)
+        return json_format.ParseDict({"config": config}, pb.ModelConfigResponse())
 
 
 def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
@@ -179,84 +168,6 @@ def model_metadata(description: ModelDescription) -> pb.ModelMetadataResponse:
         else:
             parameter.string_param = value
     return response
-
-
-#: Triton's model states of the repository index, from ours.
-_REPOSITORY_STATES = {ModelState.SERVING: "READY", ModelState.LOADING: "LOADING", ModelState.FAILED: "UNAVAILABLE"}
-
-
-def repository_entry(description: ModelDescription) -> pb.RepositoryIndexResponse.ModelIndex:
-    return pb.RepositoryIndexResponse.ModelIndex(
-        name=description.name,
-        version=description.version,
-        state=_REPOSITORY_STATES[description.state],
-        reason=caller_message(description.last_error),
-    )
-
-
-def model_statistics(description: ModelDescription, stats: StatisticsSnapshot) -> pb.ModelStatistics:
-    def duration(value: Duration) -> pb.StatisticDuration:
-        return pb.StatisticDuration(count=value.count, ns=value.ns)
-
-    return pb.ModelStatistics(
-        name=description.name,
-        version=description.version,
-        last_inference=stats.last_call_ms,
-        inference_count=stats.texts,
-        execution_count=stats.runs,
-        inference_stats=pb.InferStatistics(
-            success=duration(stats.success),
-            fail=duration(stats.fail),
-            queue=pb.StatisticDuration(),
-            compute_input=duration(stats.tokenize),
-            compute_infer=duration(stats.infer),
-            compute_output=duration(stats.rank),
-        ),
-    )
-
-
-#: The model configuration's element type of each datatype of the protocol.
-_CONFIG_TYPES = {"BYTES": pb.TYPE_STRING, "FP32": pb.TYPE_FP32, "BOOL": pb.TYPE_BOOL, "INT32": pb.TYPE_INT32}
-
-
-def model_config(config: ServingConfig) -> pb.ModelConfig:
-    """The model's configuration in Triton's terms. Shapes leave out the batch dimension (one row per text)."""
-    description = config.description
-    labels = len(description.labels) or -1
-    metadata = model_metadata(description)
-    batch_free = {
-        OUTPUT_PROBABILITIES: [labels],
-        OUTPUT_LABELS: [labels],
-        OUTPUT_TOP_LABELS: [-1],
-        OUTPUT_TOP_SCORES: [-1],
-        OUTPUT_TRUNCATED: [1],
-        OUTPUT_ERRORS: [1],
-        OUTPUT_WINDOWS: [1],
-    }
-    parameters = {
-        "labels": json.dumps(description.labels),
-        "max_length": str(description.max_length),
-        "multi_label": json.dumps(description.multi_label),
-        "version": description.version,
-        "source_uri": description.source_uri,
-        "state": description.state.value,
-    }
-    return pb.ModelConfig(
-        name=description.name,
-        platform=PLATFORM,
-        backend="onnxruntime",
-        max_batch_size=config.max_texts_per_request,
-        input=[pb.ModelInput(name=INPUT_TEXT, data_type=pb.TYPE_STRING, dims=[1])],
-        output=[
-            pb.ModelOutput(name=o.name, data_type=_CONFIG_TYPES[o.datatype], dims=batch_free[o.name])
-            for o in metadata.outputs
-        ],
-        dynamic_batching=pb.ModelDynamicBatching(
-            preferred_batch_size=[config.max_batch_size],
-            max_queue_delay_microseconds=int(config.max_batch_delay_ms * 1000),
-        ),
-        parameters={key: pb.ModelParameter(string_value=value) for key, value in parameters.items()},
-    )
 
 
 def input_texts(request: pb.ModelInferRequest) -> list[str]:

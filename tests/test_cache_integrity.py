@@ -108,3 +108,20 @@ def test_an_unusable_cache_fails_the_model_without_naming_its_path(registered: t
             info = client.get_model("m")
     assert info.state == "failed" and "the cache cannot be used" in info.last_error
     assert str(tmp_path) not in info.last_error
+
+
+def test_entries_moved_aside_are_bounded_to_the_newest_few(tmp_path: Path) -> None:
+    from ortserve.contract.cache import KEEP_QUARANTINED, quarantine
+
+    model_dir = tmp_path / "topic"
+    moved = []
+    for attempt in range(KEEP_QUARANTINED + 4):  # a cache that keeps failing verification
+        entry = model_dir / "1"
+        entry.mkdir(parents=True)
+        (entry / "model.onnx").write_bytes(b"x" * 1024)
+        (entry / "attempt").write_text(str(attempt))
+        moved.append(quarantine(entry))
+    kept = sorted(p for p in model_dir.iterdir() if p.name.startswith(".corrupt-"))
+    assert 1 <= KEEP_QUARANTINED <= 5
+    assert kept == sorted(moved[-KEEP_QUARANTINED:])  # the newest, for inspection; the older ones are gone
+    assert {(p / "attempt").read_text() for p in kept} == {str(n) for n in range(4, KEEP_QUARANTINED + 4)}

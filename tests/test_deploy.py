@@ -197,7 +197,7 @@ def test_pods_pass_the_restricted_pod_security_standard(rendered: dict[str, Doc]
     assert namespace["pod-security.kubernetes.io/enforce"] == "restricted"
     for docs in (rendered, rendered_tls):
         assert restricted_pod_security_violations(docs["Deployment/ortserve"]["spec"]["template"]["spec"]) == []
-    (runtime,) = load_all(DEPLOY / "kserve" / "servingruntime.yaml")
+    (runtime,) = load_all(DEPLOY / "kserve" / "base" / "servingruntime.yaml")
     kserve_pod = {"containers": runtime["spec"]["containers"], "volumes": runtime["spec"]["volumes"]}
     assert restricted_pod_security_violations(kserve_pod) == []
     # The check itself sees what a restricted namespace refuses.
@@ -329,10 +329,15 @@ def test_tls_and_token_wiring(rendered_tls: dict[str, Doc]) -> None:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     pod = rendered_tls["Deployment/ortserve"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
+    check_tls_and_token_wiring(container, pod["volumes"], rendered_tls["Secret/ortserve-tokens"])
+
+
+def check_tls_and_token_wiring(container: Doc, volumes: list[Doc], tokens: Doc) -> None:
+    """The container reads the TLS files and the token file from the mounted Secrets (the token one generated, with a
+    content hash in its name), and its probes are the healthcheck with the same certificates."""
     env = {e["name"]: e["value"] for e in container.get("env", [])}
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-    tokens = rendered_tls["Secret/ortserve-tokens"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in volumes if "secret" in v}
     assert secrets == {"tls": "ortserve-tls", "tokens": tokens["metadata"]["name"]}  # generated: hashed name
     assert HASH_SUFFIX.search(tokens["metadata"]["name"]) and tokens["metadata"]["namespace"] == "ml-serving"
     for setting, volume, key in [
@@ -353,16 +358,10 @@ def test_tls_and_token_wiring(rendered_tls: dict[str, Doc]) -> None:
             env["ORTSERVE_TLS_CERT_FILE"],
             env["ORTSERVE_TLS_KEY_FILE"],
         )
-    assert (
-        dict(
-            zip(
-                container["readinessProbe"]["exec"]["command"][3::2],
-                container["readinessProbe"]["exec"]["command"][4::2],
-                strict=True,
-            )
-        )["--service"]
-        == ""
-    )
+        assert flags["--service"] == ("" if probe == "readinessProbe" else "liveness"), probe
+        if "--target" in flags:  # the serving port, where it is not the default (ORTSERVE_PORT or 50051)
+            args = container["args"]
+            assert flags["--target"] == f"127.0.0.1:{args[args.index('--port') + 1]}"
 
 
 # --- KServe: no CRD schema is vendored; the resources are parsed and field-checked, and the containers they embed
@@ -377,11 +376,12 @@ def as_pod(containers: list[Doc], volumes: list[Doc] | None = None) -> Doc:
 
 
 def test_kserve_serving_runtime() -> None:
-    (runtime,) = load_all(DEPLOY / "kserve" / "servingruntime.yaml")
+    (runtime,) = load_all(DEPLOY / "kserve" / "base" / "servingruntime.yaml")
     assert (runtime["apiVersion"], runtime["kind"]) == ("serving.kserve.io/v1alpha1", "ServingRuntime")
     spec = runtime["spec"]
     assert set(spec) <= {
         "annotations",
+        "labels",
         "supportedModelFormats",
         "protocolVersions",
         "multiModel",
@@ -416,8 +416,8 @@ def test_kserve_serving_runtime() -> None:
 
 
 def test_kserve_inference_service_uses_the_runtime() -> None:
-    (runtime,) = load_all(DEPLOY / "kserve" / "servingruntime.yaml")
-    (service,) = load_all(DEPLOY / "kserve" / "inferenceservice.yaml")
+    (runtime,) = load_all(DEPLOY / "kserve" / "base" / "servingruntime.yaml")
+    (service,) = load_all(DEPLOY / "kserve" / "base" / "inferenceservice.yaml")
     assert (service["apiVersion"], service["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     predictor = service["spec"]["predictor"]
     model = predictor["model"]
@@ -437,6 +437,91 @@ def test_kserve_inference_service_uses_the_runtime() -> None:
     runtime_env = {e["name"]: e["value"] for e in runtime["spec"]["containers"][0]["env"]}
     drain, grace = float(runtime_env["ORTSERVE_DRAIN_PERIOD_S"]), float(runtime_env["ORTSERVE_GRACE_PERIOD_S"])
     assert predictor["terminationGracePeriodSeconds"] >= drain + grace + MIN_MARGIN_S
+
+
+@pytest.fixture(scope="module")
+def rendered_kserve() -> dict[str, Doc]:
+    """deploy/kserve/overlays/example (the base and a PodMonitor) rendered by `kubectl kustomize`."""
+    return by_name(render(DEPLOY / "kserve" / "overlays" / "example"))
+
+
+@pytest.fixture(scope="module")
+def rendered_kserve_tls() -> dict[str, Doc]:
+    """deploy/kserve/overlays/tls-auth (the example overlay with components/tls-auth) rendered."""
+    return by_name(render(DEPLOY / "kserve" / "overlays" / "tls-auth"))
+
+
+def kserve_predictor_pod(runtime: Doc, service: Doc) -> Doc:
+    """The predictor pod KServe makes of `runtime` for `service`, as far as scraping sees it (a model of KServe's
+    controller and pod mutator, which do not run here): the runtime's labels and annotations, KServe's own
+    `serving.kserve.io/inferenceservice` label, and, with `serving.kserve.io/enable-prometheus-scraping`, the
+    prometheus.io/* annotations taken from the runtime's prometheus.kserve.io/* ones."""
+    spec = runtime["spec"]
+    annotations = dict(spec.get("annotations", {}))
+    if service["metadata"]["annotations"].get("serving.kserve.io/enable-prometheus-scraping") == "true":
+        annotations["prometheus.io/scrape"] = "true"
+        annotations["prometheus.io/port"] = annotations["prometheus.kserve.io/port"]
+        annotations["prometheus.io/path"] = annotations["prometheus.kserve.io/path"]
+    labels = {**spec.get("labels", {}), "serving.kserve.io/inferenceservice": service["metadata"]["name"]}
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": {"containers": spec["containers"]}}
+
+
+def test_kserve_overlays_render(rendered_kserve: dict[str, Doc], rendered_kserve_tls: dict[str, Doc]) -> None:
+    assert sorted(rendered_kserve) == [
+        "InferenceService/sentiment",
+        "PodMonitor/ortserve-kserve",
+        "ServingRuntime/ortserve",
+    ]
+    assert sorted(rendered_kserve_tls) == sorted([*rendered_kserve, "Secret/ortserve-tokens"])
+    for docs in (rendered_kserve, rendered_kserve_tls):
+        assert {doc["metadata"]["namespace"] for doc in docs.values()} == {"ml-serving"}
+        spec = docs["ServingRuntime/ortserve"]["spec"]
+        kubernetes_validate.validate(as_pod(spec["containers"], spec["volumes"]), KUBERNETES_VERSION, strict=True)
+        pod_security = docs["InferenceService/sentiment"]["spec"]["predictor"].get("securityContext", {})
+        pod = {**spec, "securityContext": pod_security}
+        assert restricted_pod_security_violations(pod) == []
+    kubernetes_validate.validate(rendered_kserve_tls["Secret/ortserve-tokens"], KUBERNETES_VERSION, strict=True)
+
+
+def test_kserve_metrics_wiring(rendered_kserve: dict[str, Doc]) -> None:
+    runtime, service = rendered_kserve["ServingRuntime/ortserve"], rendered_kserve["InferenceService/sentiment"]
+    pod = kserve_predictor_pod(runtime, service)
+    port = runtime["spec"]["annotations"]["prometheus.kserve.io/port"]
+    # A Prometheus without the operator (deploy/observability/prometheus-kubernetes.yml) keeps the metrics port only,
+    # with the label the OrtserveMetricsDown alert keys on.
+    config = yaml.safe_load((DEPLOY / "observability" / "prometheus-kubernetes.yml").read_text())
+    (job,) = config["scrape_configs"]
+    kept = [t for t in (relabel(t, job["relabel_configs"]) for t in pod_targets(pod, "10.1.2.5")) if t]
+    assert [(t["__address__"], t["__metrics_path__"]) for t in kept] == [(f"10.1.2.5:{port}", "/metrics")]
+    assert kept[0]["app_kubernetes_io_name"] == "ortserve"
+    # With the operator: the PodMonitor selects the predictor pods (and not deploy/kubernetes' pods) by the labels
+    # they carry, on the container port that serves /metrics, and copies the alert's label onto the series.
+    monitor = rendered_kserve["PodMonitor/ortserve-kserve"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]
+    labels = pod["metadata"]["labels"]
+    assert selector["matchLabels"].items() <= labels.items()
+    assert all(e["operator"] == "Exists" and e["key"] in labels for e in selector["matchExpressions"])
+    (deployment,) = load_all(DEPLOY / "kubernetes" / "base" / "deployment.yaml")
+    assert not all(
+        e["key"] in deployment["spec"]["template"]["metadata"]["labels"] for e in selector["matchExpressions"]
+    )
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (container,) = runtime["spec"]["containers"]
+    (metrics,) = [p for p in container["ports"] if p["name"] == endpoint["port"]]
+    assert str(metrics["containerPort"]) == port and endpoint["path"] == "/metrics"
+    assert "app.kubernetes.io/name" in monitor["spec"]["podTargetLabels"]
+    assert set(monitor["spec"]["podTargetLabels"]) <= set(labels)
+
+
+def test_kserve_tls_and_token_wiring(rendered_kserve_tls: dict[str, Doc]) -> None:
+    spec = rendered_kserve_tls["ServingRuntime/ortserve"]["spec"]
+    (container,) = spec["containers"]
+    check_tls_and_token_wiring(container, spec["volumes"], rendered_kserve_tls["Secret/ortserve-tokens"])
+    # The Secrets' files are mode 0440: readable by the container's user through the pod's fsGroup.
+    predictor = rendered_kserve_tls["InferenceService/sentiment"]["spec"]["predictor"]
+    assert predictor["securityContext"]["fsGroup"] == container["securityContext"]["runAsGroup"]
+    assert {v["secret"]["defaultMode"] for v in spec["volumes"] if "secret" in v} == {0o440}
 
 
 # --- docker compose

@@ -112,8 +112,13 @@ def test_bearer_tokens_and_model_scopes(artifacts: dict[str, Path], tmp_path: Pa
             assert refused.status_code == 403, path
             assert "bert" not in refused.text  # the name is the caller's own; never echoed in a refusal
         assert post("/v2/models/roberta/infer", INFER_BODY, "only-roberta").status_code == 200
-        for path in ("/v2/health/live", "/v2/health/ready", "/ping", "/models/bert/health", "/v2/models/bert/ready"):
+        for path in ("/v2/health/live", "/v2/health/ready", "/ping"):
             assert client.get(path).status_code == (401 if auth_health else 200), path
+        # A model's own health needs a token either way: open, it would tell anyone which models are served.
+        for path in ("/models/bert/health", "/models/bert/ping", "/v2/models/bert/ready", "/v2/models/nope/ready"):
+            assert client.get(path).status_code == 401, path
+            assert client.get(path, headers={"Authorization": "Bearer only-roberta"}).status_code == 403, path
+        assert client.get("/v2/models/bert/ready", headers={"Authorization": "Bearer every-model"}).status_code == 200
         assert client.get("/v2/models/bert").status_code == 401  # metadata is not health
 
 

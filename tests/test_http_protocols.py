@@ -62,7 +62,7 @@ def test_v2_server_routes(http: httpx.Client) -> None:
     ready = http.get("/v2/health/ready")
     assert ready.status_code == 200 and ready.json() == {"ready": True}
     metadata = http.get("/v2").json()
-    assert metadata["name"] == "ortserve" and metadata["extensions"] == []
+    assert metadata["name"] == "ortserve" and metadata["extensions"] == ["model_configuration", "statistics"]
 
 
 def test_v2_model_metadata_and_ready(http: httpx.Client, grpc_stub: pb_grpc.InferenceStub) -> None:

@@ -51,6 +51,9 @@ def test_readme_curl_command_works(command: str, demo_like: RunningServer) -> No
     elif "/infer" in command:
         assert answer["model_name"] == "sentiment" and answer["outputs"][0]["name"] == "top_labels"
         assert answer["outputs"][0]["shape"] == [1, 1]
+    elif "/stats" in command:
+        (stats,) = answer["model_stats"]
+        assert stats["name"] == "sentiment" and set(stats["inference_stats"]) >= {"success", "compute_infer"}
     elif "/invocations" in command:
         assert set(answer["predictions"][0]) == {"label", "score"}
     else:

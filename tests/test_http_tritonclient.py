@@ -157,3 +157,83 @@ def test_errors_have_the_statuses_of_the_table(report: dict) -> None:  # type: i
     for case in ["wrong_datatype", "wrong_shape"]:  # an empty text is answered per text (its `errors` entry)
         assert errors[case] is not None and errors[case][0] == "400", (case, errors[case])
     assert "send BYTES" in errors["wrong_datatype"][1]
+
+
+#: Runs in the tritonclient venv: Triton's REST extensions (repository index, statistics, model config) after exactly
+#: two inference calls of 3 and 1 texts.
+EXTENSIONS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    target, model = sys.argv[1], sys.argv[2]
+    client = httpclient.InferenceServerClient(url=target)
+    for texts in ([b"markets rallied", b"rain again", b"a vote"], [b"one more"]):
+        text = httpclient.InferInput("text", [len(texts)], "BYTES")
+        text.set_data_from_numpy(np.array(texts, dtype=object))
+        client.infer(model, [text])
+    version = client.get_model_metadata(model)["versions"][0]
+    report = {
+        "server_metadata": client.get_server_metadata(),
+        "index": client.get_model_repository_index(),
+        "stats": client.get_inference_statistics(model_name=model),
+        "version_stats": client.get_inference_statistics(model_name=model, model_version=version),
+        "all_stats": client.get_inference_statistics(),
+        "config": client.get_model_config(model),
+        "version_config": client.get_model_config(model, model_version=version),
+    }
+    for name, call in [("unknown_config", lambda: client.get_model_config("nope")),
+                       ("other_version_stats", lambda: client.get_inference_statistics(model, model_version="999"))]:
+        try:
+            call()
+        except InferenceServerException as exc:
+            report[name] = [exc.status(), exc.message()]
+    client.close()
+    print(json.dumps(report))
+""")
+
+
+def test_repository_index_statistics_and_config(artifacts: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()  # exists, but holds no artifact: FAILED, listed as UNAVAILABLE with its reason
+    models = [f"bert={artifacts['bert']}", f"broken={broken}"]
+    with running_server(models=models, http_port=0, max_texts_per_request=16) as server:
+        assert server.server is not None
+        run = subprocess.run(
+            [str(TRITON_PYTHON), "-c", EXTENSIONS, f"127.0.0.1:{server.server.http_port}", "bert"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        with grpc.insecure_channel(server.target) as channel:
+            info = pb_grpc.InferenceStub(channel).GetModel(pb.GetModelRequest(name="bert"), timeout=10)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert {"model_configuration", "statistics"} <= set(report["server_metadata"]["extensions"])
+
+    index = {entry["name"]: entry for entry in report["index"]}
+    assert index["bert"]["state"] == "READY" and index["bert"]["version"] == info.version
+    assert index["broken"]["state"] == "UNAVAILABLE" and index["broken"]["reason"]
+
+    (stats,) = report["stats"]["model_stats"]
+    assert report["version_stats"] == report["stats"]
+    assert stats["name"] == "bert" and stats["version"] == info.version
+    assert stats["inference_count"] == 4 and stats["execution_count"] == 2  # numbers, as Triton's REST API sends
+    infer = stats["inference_stats"]
+    assert infer["success"]["count"] == 2 and infer["success"]["ns"] > 0
+    for stage in ("compute_input", "compute_infer", "compute_output"):
+        assert infer[stage]["count"] == 2 and infer[stage]["ns"] > 0, stage
+    assert stats["last_inference"] > 0
+    assert [s["name"] for s in report["all_stats"]["model_stats"]] == ["bert", "broken"]
+
+    config = report["config"]
+    assert report["version_config"] == config
+    assert config["name"] == "bert" and config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 16
+    assert config["input"] == [{"name": "text", "data_type": "TYPE_STRING", "dims": [1]}]
+    outputs = {o["name"]: (o["data_type"], o["dims"]) for o in config["output"]}
+    assert outputs["probabilities"] == ("TYPE_FP32", [len(info.labels)])
+    assert outputs["truncated"] == ("TYPE_BOOL", [1]) and outputs["errors"] == ("TYPE_STRING", [1])
+    assert json.loads(config["parameters"]["labels"]["string_value"]) == list(info.labels)
+    assert report["unknown_config"][0] == "404" and "nope" in report["unknown_config"][1]
+    assert report["other_version_stats"][0] == "404" and "999" in report["other_version_stats"][1]

@@ -158,6 +158,9 @@ def test_caller_message_cuts_paths_hosts_and_urls() -> None:
         "[<error>] : 7 : <error>"
     )
     assert len(caller_message("x" * 5000)) == 400
+    registry = "models:/topic-onnx@production: not found in the registry: no registered model 'topic-onnx'"
+    assert caller_message(registry) == registry  # a model URI names the model, as GetModel's source_uri does
+    assert caller_message("models:/x@y in /srv/cache") == "models:/x@y in <path>"
 
 
 # --- a service the chain must cover without opting in -------------------------------------------------------------

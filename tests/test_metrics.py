@@ -140,7 +140,9 @@ def test_a_taken_metrics_port_is_a_clear_start_error(artifacts: dict[str, Path])
             )
         )
         try:
-            with pytest.raises(OrtServeError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
+            with pytest.raises(
+                OrtServeError, match=f"cannot serve metrics on port {port} of 127.0.0.1: it is in use.*--metrics-port"
+            ):
                 running.start()
         finally:
             running.stop()

@@ -28,14 +28,16 @@ TEXTS = ["markets rallied after the report", "rain stopped play", "a third text,
 class Prometheus:
     """`prometheus` on 127.0.0.1 scraping one target every second, with the shipped alert rules."""
 
-    def __init__(self, binary: str, work: Path, target: str):
+    def __init__(self, binary: str, work: Path, target: str, scrape_settings: str = ""):
+        """`scrape_settings`: more keys of the scrape config, as YAML flow entries (`scheme: https, ...`)."""
         self.port = free_port()
         config = work / "prometheus.yml"
+        extra = f", {scrape_settings}" if scrape_settings else ""
         config.write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             f"rule_files: [{json.dumps(str(OBSERVABILITY_DIR / 'alerts.yml'))}]\n"
             "scrape_configs:\n"
-            f"  - {{job_name: ortserve, static_configs: [{{targets: [{json.dumps(target)}]}}]}}\n"
+            f"  - {{job_name: ortserve, static_configs: [{{targets: [{json.dumps(target)}]}}]{extra}}}\n"
         )
         self.log = work / "prometheus.log"
         with self.log.open("wb") as log:

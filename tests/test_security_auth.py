@@ -105,6 +105,40 @@ def test_health_stays_open_for_probes(auth_server: RunningServer) -> None:
     assert status.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def health_check(target: str, service: str, token: str | None = None, watch: bool = False) -> grpc.StatusCode:
+    """The status code of a health Check (or the first answer of a Watch) of `service`."""
+    metadata = [("authorization", f"Bearer {token}")] if token is not None else []
+    request = health_pb2.HealthCheckRequest(service=service)
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            if watch:
+                next(iter(stub.Watch(request, metadata=metadata, timeout=5)))
+            else:
+                stub.Check(request, metadata=metadata, timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("watch", [False, True])
+def test_a_models_health_needs_a_token_so_that_no_one_enumerates_models(
+    auth_server: RunningServer, watch: bool
+) -> None:
+    target = auth_server.target
+    for open_name in ("", "liveness", "ortserve.v1.Inference"):  # probes need no token
+        assert health_check(target, open_name, watch=watch) == grpc.StatusCode.OK, open_name
+    # Without a token a served model and an unknown name get the same answer: nothing to tell them apart.
+    assert health_check(target, "bert", watch=watch) == grpc.StatusCode.UNAUTHENTICATED
+    assert health_check(target, "no-such-model", watch=watch) == grpc.StatusCode.UNAUTHENTICATED
+    assert health_check(target, "bert", "x", watch=watch) == grpc.StatusCode.UNAUTHENTICATED
+    assert health_check(target, "bert", "all-models-token", watch=watch) == grpc.StatusCode.OK
+    assert health_check(target, "bert", "sentiment-only", watch=watch) == grpc.StatusCode.OK
+    assert health_check(target, "roberta", "sentiment-only", watch=watch) == grpc.StatusCode.PERMISSION_DENIED
+    if not watch:  # a Watch of an unknown name waits for it to appear (SERVICE_UNKNOWN), it does not fail
+        assert health_check(target, "no-such-model", "all-models-token") == grpc.StatusCode.NOT_FOUND
+
+
 def test_reflection_needs_a_token_like_everything_else(auth_server: RunningServer) -> None:
     if not GRPCURL.exists():
         pytest.skip("grpcurl is installed by `make test` into .venv")

@@ -78,8 +78,11 @@ class HttpListener:
     def tls(self) -> bool:
         return self._tls is not None
 
-    async def start(self) -> int:
-        """Bind and start serving; return the bound port."""
+    def bind(self) -> None:
+        """Bind the port, not serving yet: the server binds every port before it announces any, so that a port in
+        use stops the start with one line (`ServerStartError`). `start` binds if this was not called."""
+        if self._socket is not None:
+            return
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP, and the
         # accepted sockets inherit it. With Nagle on, uvicorn's second write of a response (the body after the
@@ -90,15 +93,21 @@ class HttpListener:
             sock.bind((self.host, self.requested_port))
         except OSError as exc:
             sock.close()
-            raise ServerStartError(
-                f"cannot listen for HTTP on {self.host}:{self.requested_port}: {exc.strerror} (is the port in use?)"
+            raise ServerStartError.cannot_bind(
+                "listen for HTTP", self.host, self.requested_port, "--http-port", exc
             ) from None
         sock.set_inheritable(True)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+
+    async def start(self) -> int:
+        """Bind (unless `bind` did) and start serving; return the bound port."""
+        self.bind()
+        sock = self._socket
+        assert sock is not None
         self._config.load()
         if self._tls is not None:
             self._config.ssl = self._tls.context
-        self._socket = sock
-        self.port = sock.getsockname()[1]
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():  # uvicorn gave up (it logs why)
@@ -110,7 +119,10 @@ class HttpListener:
     async def stop(self, grace: float) -> None:
         """Stop accepting connections, close idle ones, let requests in flight finish for up to `grace` seconds,
         then cancel what is left."""
-        if self._task is None:
+        if self._task is None:  # never served: release a port that `bind` took
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
             return
         self._config.timeout_graceful_shutdown = math.ceil(grace)  # whole seconds in uvicorn's type
         self._server.should_exit = True

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ErrorStatus
 from ..observability.call_context import MAX_CALLER_VALUE_CHARS, CallRecord, enter_call, exit_call
+from ..observability.logs import access_failures
 from ..observability.metrics import NO_MODEL, UNKNOWN_MODEL
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class HttpObserver:
         if self._tracer is not None:
             self._tracer.finish_http(record, code, http_status)
         if http_status >= 400:
-            access_log.info("%s %d %s in %.1f ms", record.rpc, http_status, code, seconds * 1000)
+            access_failures.log(logging.INFO, "%s %d %s in %.1f ms", record.rpc, http_status, code, seconds * 1000)
         elif access_log.isEnabledFor(logging.DEBUG):
             access_log.debug("%s %d in %.1f ms", record.rpc, http_status, seconds * 1000)
         exit_call(observed.token)

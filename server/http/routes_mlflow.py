@@ -155,8 +155,9 @@ def mlflow_routes(
     for prefix in ("", "/models/{name}"):
         routes += [
             Route("POST", f"{prefix}/invocations", invocations, render_error, invocation_docs, reads_body=True),
-            Route("GET", f"{prefix}/ping", ping, render_error, docs("Health (503 while not ready)"), open=True),
-            Route("GET", f"{prefix}/health", ping, render_error, docs("Health (same as ping)"), open=True),
+            # Open without a token at the root only: a model's own health would tell anyone which models are served.
+            Route("GET", f"{prefix}/ping", ping, render_error, docs("Health (503 while not ready)"), open=not prefix),
+            Route("GET", f"{prefix}/health", ping, render_error, docs("Health (same as ping)"), open=not prefix),
             Route("GET", f"{prefix}/version", version, render_error, docs("Version of the MLflow protocol")),
         ]
     return routes

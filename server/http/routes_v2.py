@@ -1,6 +1,10 @@
 """The Open Inference Protocol (KServe V2) over REST: JSON ⇄ `open_inference` calls, as `transport_v2` does for
 gRPC. Also speaks Triton's binary tensor data extension (what `tritonclient.http` sends by default): a request or
-response body is a JSON header of `Inference-Header-Content-Length` bytes followed by raw tensors."""
+response body is a JSON header of `Inference-Header-Content-Length` bytes followed by raw tensors.
+
+Besides, Triton's REST extensions that tritonclient calls, built by `open_inference_extensions` as gRPC's are:
+`POST /v2/repository/index`, `GET /v2/models[/{name}[/versions/{version}]]/stats` and
+`GET /v2/models/{name}[/versions/{version}]/config`."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 from ..errors import ErrorStatus, InvalidInputError, UnsupportedMediaTypeError
 from ..open_inference import (
     AGGREGATE_PARAMETER,
+    EXTENSIONS,
     LONG_TEXT_PARAMETER,
     MAX_CHUNKS_PARAMETER,
     OUTPUT_TOP_LABELS,
@@ -34,6 +39,7 @@ from ..open_inference import (
     model_tensors,
     server_version,
 )
+from ..open_inference_extensions import REPOSITORY_STATES, model_config, model_statistics, repository_index
 from ..service import InferenceService
 from ..types import ModelDescription
 from .messages import HttpRequest, HttpResponse, Route, RouteDocs, dump_json, json_type, model_parameter
@@ -100,6 +106,53 @@ METADATA_SCHEMA = {
         "parameters": {"type": "object", "description": "a model with a challenger: its comparison (challenger_*)"},
     },
 }
+INDEX_REQUEST_SCHEMA = {"type": "object", "properties": {"ready": {"type": "boolean"}}}
+INDEX_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "state": {"type": "string", "enum": sorted(set(REPOSITORY_STATES.values()))},
+            "reason": {"type": "string"},
+        },
+    },
+}
+DURATION_SCHEMA = {"type": "object", "properties": {"count": {"type": "integer"}, "ns": {"type": "integer"}}}
+STATS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "model_stats": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "version": {"type": "string"},
+                    "last_inference": {"type": "integer", "description": "milliseconds since the epoch"},
+                    "inference_count": {"type": "integer", "description": "texts classified"},
+                    "execution_count": {"type": "integer", "description": "ONNX Runtime runs"},
+                    "inference_stats": {"type": "object", "additionalProperties": DURATION_SCHEMA},
+                },
+            },
+        }
+    },
+}
+CONFIG_SCHEMA = {
+    "type": "object",
+    "description": "Triton's ModelConfig as JSON (the fields ortserve fills)",
+    "properties": {
+        "name": {"type": "string"},
+        "platform": {"type": "string"},
+        "backend": {"type": "string"},
+        "max_batch_size": {"type": "integer"},
+        "input": {"type": "array", "items": {"type": "object"}},
+        "output": {"type": "array", "items": {"type": "object"}},
+        "dynamic_batching": {"type": "object"},
+        "parameters": {"type": "object"},
+    },
+}
 
 
 def render_error(status: ErrorStatus, message: str, request_id: str) -> HttpResponse:
@@ -112,7 +165,7 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
     version = server_version()
 
     async def server_metadata(request: HttpRequest) -> HttpResponse:
-        return HttpResponse.json({"name": SERVER_NAME, "version": version, "extensions": []})
+        return HttpResponse.json({"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)})
 
     async def live(request: HttpRequest) -> HttpResponse:
         return HttpResponse.json({"live": True})
@@ -155,6 +208,17 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
         )
         return infer_response(answer, request_id, wanted, binary_outputs)
 
+    async def index(request: HttpRequest) -> HttpResponse:
+        return HttpResponse.json(repository_index(service, ready_only_of(request)))
+
+    async def statistics(request: HttpRequest) -> HttpResponse:
+        name = model_parameter(request) if "name" in request.path_params else ""
+        return HttpResponse.json(model_statistics(service, name, request.path_params.get("version", "")))
+
+    async def config(request: HttpRequest) -> HttpResponse:
+        name = model_parameter(request)
+        return HttpResponse.json(model_config(service, name, request.path_params.get("version", "")))
+
     def docs(summary: str, response: dict[str, Any] | None = None, **more: Any) -> RouteDocs:
         return RouteDocs(summary, TAG, response_schema=response, error_schema=ERROR_SCHEMA, **more)
 
@@ -163,6 +227,20 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
         Route("GET", "/v2", server_metadata, render_error, docs("Server metadata")),
         Route("GET", "/v2/health/live", live, render_error, docs("Liveness", ready_schema), open=True),
         Route("GET", "/v2/health/ready", ready, render_error, docs("Readiness (503 while not ready)"), open=True),
+        Route(
+            "POST",
+            "/v2/repository/index",
+            index,
+            render_error,
+            docs(
+                "Every model, its version and state (Triton's repository index; the body may be empty)",
+                INDEX_SCHEMA,
+                request_schema=INDEX_REQUEST_SCHEMA,
+                request_example={"ready": False},
+            ),
+            reads_body=True,
+        ),
+        Route("GET", "/v2/models/stats", statistics, render_error, docs("Every model's statistics", STATS_SCHEMA)),
     ]
     infer_docs = docs(
         "Classify texts (input `text`, BYTES)",
@@ -173,10 +251,24 @@ def v2_routes(service: InferenceService, accepting: Callable[[], bool]) -> list[
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [
             Route("GET", prefix, model_metadata, render_error, docs("Model metadata", METADATA_SCHEMA)),
-            Route("GET", f"{prefix}/ready", ready_model, render_error, docs("Model readiness"), open=True),
+            Route("GET", f"{prefix}/ready", ready_model, render_error, docs("Model readiness")),  # token: see ping
             Route("POST", f"{prefix}/infer", model_infer, render_error, infer_docs, reads_body=True),
+            Route("GET", f"{prefix}/stats", statistics, render_error, docs("Model statistics", STATS_SCHEMA)),
+            Route(
+                "GET", f"{prefix}/config", config, render_error, docs("Model configuration (read-only)", CONFIG_SCHEMA)
+            ),
         ]
     return routes
+
+
+def ready_only_of(request: HttpRequest) -> bool:
+    """The repository index request's `ready` flag; tritonclient sends no body at all."""
+    if not request.body.strip():
+        return False
+    ready = request.json_object().get("ready", False)
+    if not isinstance(ready, bool):
+        raise InvalidInputError(f'"ready" must be a boolean, not {json_type(ready)}')
+    return ready
 
 
 def metadata_json(description: ModelDescription) -> dict[str, Any]:

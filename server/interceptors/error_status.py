@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +14,7 @@ import grpc
 from ortserve.contract.errors import first_line
 
 from ..errors import ERROR_STATUS, InvalidInputError, OrtServeError, caller_message
+from ..observability.logs import RateLimitedLog
 from .request_id import REQUEST_ID_KEY, current_request_id
 from .wrapping import HandlerWrappingInterceptor, Wrappers, awaiting, responses, wrap_handler
 
@@ -78,35 +77,6 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, error_type):
             return code, caller_message(str(exc))
     return grpc.StatusCode.INTERNAL, "internal error"
-
-
-class RateLimitedLog:
-    """At most `max_lines` lines per `interval_s`; the rest are counted and reported in one line afterwards, so a
-    caller who sends garbage in a loop cannot flood the log."""
-
-    def __init__(self, logger: logging.Logger, max_lines: int = 20, interval_s: float = 10.0):
-        self.logger = logger
-        self.max_lines = max_lines
-        self.interval_s = interval_s
-        self._lock = threading.Lock()
-        self._window_start = -float("inf")
-        self._lines = 0
-        self._suppressed = 0
-
-    def log(self, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._window_start >= self.interval_s:
-                if self._suppressed:
-                    self.logger.warning(
-                        "suppressed %d similar log lines in the last %.0fs", self._suppressed, self.interval_s
-                    )
-                self._window_start, self._lines, self._suppressed = now, 0, 0
-            if self._lines >= self.max_lines:
-                self._suppressed += 1
-                return
-            self._lines += 1
-        self.logger.log(level, message, *args, exc_info=exc_info)
 
 
 #: Refusals caused by the caller (bad input, no token, unknown model): INFO, they are not the server's fault.

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..observability.call_context import MAX_CALLER_VALUE_CHARS, CallRecord, enter_call, exit_call
+from ..observability.logs import access_failures
 from ..observability.metrics import NO_MODEL, UNKNOWN_MODEL, UNOBSERVED_PREFIXES, ServerMetrics
 from .request_id import current_request_id
 from .requested_model import requested_model
@@ -91,7 +92,7 @@ class ObservabilityInterceptor(HandlerWrappingInterceptor):
                 if tracer is not None:
                     tracer.finish(record, code)
                 if code != "OK":
-                    access_log.info("%s %s in %.1f ms", rpc, code, seconds * 1000)
+                    access_failures.log(logging.INFO, "%s %s in %.1f ms", rpc, code, seconds * 1000)
                 elif access_log.isEnabledFor(logging.DEBUG):
                     access_log.debug("%s %s in %.1f ms", rpc, code, seconds * 1000)
                 exit_call(token)

@@ -10,10 +10,52 @@ import re
 import sys
 import tempfile
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Literal, TextIO
 
+from ortserve.contract.redact import RedactingFilter
+
 from .call_context import current_call
+
+
+class RateLimitedLog:
+    """At most `max_lines` lines per `interval_s`; the rest are counted and reported in one line afterwards
+    ("suppressed N similar log lines"), so a caller who sends garbage in a loop cannot flood the log. Used for
+    refusals, failures, the access log and gRPC core's lines (failed TLS handshakes)."""
+
+    def __init__(self, logger: logging.Logger, max_lines: int = 20, interval_s: float = 10.0):
+        self.logger = logger
+        self.max_lines = max_lines
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        self._window_start = -float("inf")
+        self._lines = 0
+        self._suppressed = 0
+
+    def log(self, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._window_start >= self.interval_s:
+                if self._suppressed:
+                    self.logger.warning(
+                        "suppressed %d similar log lines in the last %.0fs", self._suppressed, self.interval_s
+                    )
+                self._window_start, self._lines, self._suppressed = now, 0, 0
+            if self._lines >= self.max_lines:
+                self._suppressed += 1
+                return
+            self._lines += 1
+        self.logger.log(level, message, *args, exc_info=exc_info)
+
+
+#: Failed calls logged by the access log (`ortserve.access`) per ACCESS_LOG_INTERVAL_S, gRPC and HTTP together; the
+#: rest are counted in one "suppressed N" line, so that a client looping on a wrong token cannot flood the log.
+ACCESS_LOG_LINES = 50
+ACCESS_LOG_INTERVAL_S = 10.0
+#: The access log's failure lines, shared by both protocols (every call's line at DEBUG is not limited: asked for).
+access_failures = RateLimitedLog(logging.getLogger("ortserve.access"), ACCESS_LOG_LINES, ACCESS_LOG_INTERVAL_S)
+
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -47,7 +89,9 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, "")
             if value:
                 entry[key] = value
-        if record.exc_info:
+        if record.exc_text:  # the traceback as `RedactingFilter` left it
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
@@ -56,6 +100,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text", strea
     """Send the process's logs to `stream` (stderr) in `log_format`, replacing handlers set up earlier."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(CallContextFilter())
+    handler.addFilter(RedactingFilter())  # the configured credentials, by value, whichever logger a line comes from
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -72,19 +117,30 @@ _GRPC_CORE_LINE = re.compile(r"^(?P<severity>[IWEF])\d{4} [\d:.]+\s+\d+ (?P<sour
 _SEVERITIES = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
 
 
+#: gRPC core lines kept per source line (`ssl_transport_security.cc:2563`) per interval: a client that opens
+#: connections in a loop and fails each TLS handshake would otherwise write one line per connection.
+CORE_LINES_PER_SOURCE = 20
+CORE_LINES_INTERVAL_S = 10.0
+
+
 class NativeStderrRouter:
-    """Routes what is written to file descriptor 2 behind Python's back into log records, so that a JSON log stays
-    JSON: gRPC core's own lines (`I1204 ... ssl_transport_security.cc:2563] Handshake failed ...`, logger
-    `grpc.core`, their severity kept) and anything else native code or a crash writes there (logger `stderr`,
-    WARNING). File descriptor 2 becomes a pipe read by a thread; the log handler writes to a copy of the original.
+    """Routes what is written to file descriptor 2 behind Python's back into log records: gRPC core's own lines
+    (`I1204 ... ssl_transport_security.cc:2563] Handshake failed ...`, logger `grpc.core`, their severity kept,
+    at most CORE_LINES_PER_SOURCE per source line and CORE_LINES_INTERVAL_S, then one "suppressed N" line) and
+    anything else native code or a crash writes there (logger `stderr`, WARNING; with `passthrough`, written
+    to the original stderr as it came, for the text log). File descriptor 2 becomes a pipe read by a thread; the
+    log handler writes to a copy of the original.
 
     Use `start()` before the server starts and `stop()` when the process is about to exit, which also lets the
     thread turn the last lines into records.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, passthrough: bool = False) -> None:
+        self.passthrough = passthrough
         self._saved_fd: int | None = None
         self._thread: threading.Thread | None = None
+        self._raw: TextIO | None = None
+        self._core_logs: dict[str, RateLimitedLog] = {}
 
     def start(self) -> TextIO:
         """Start routing; return a stream to the original stderr for the log handler to write to."""
@@ -93,6 +149,7 @@ class NativeStderrRouter:
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 2)
         os.close(write_fd)
+        self._raw = os.fdopen(os.dup(self._saved_fd), "w", buffering=1, encoding="utf-8", errors="replace")
         self._thread = threading.Thread(target=self._forward, args=(read_fd,), name="ortserve-stderr", daemon=True)
         self._thread.start()
         return os.fdopen(os.dup(self._saved_fd), "w", buffering=1, encoding="utf-8", errors="replace")
@@ -107,9 +164,11 @@ class NativeStderrRouter:
         self._saved_fd = None
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
-    @staticmethod
-    def _forward(read_fd: int) -> None:
+    def _forward(self, read_fd: int) -> None:
         with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as pipe:
             for line in pipe:
                 text = line.rstrip("\r\n")
@@ -117,11 +176,21 @@ class NativeStderrRouter:
                     continue
                 core = _GRPC_CORE_LINE.match(text)
                 if core is not None:
-                    logging.getLogger("grpc.core").log(
+                    self._core_log(core["source"]).log(
                         _SEVERITIES[core["severity"]], "%s: %s", core["source"], core["message"]
                     )
+                elif self.passthrough and self._raw is not None:
+                    self._raw.write(line if line.endswith("\n") else line + "\n")
                 else:
                     logging.getLogger("stderr").warning("%s", text)
+
+    def _core_log(self, source: str) -> RateLimitedLog:
+        """The rate-limited log of one source line of gRPC core (a bounded set: the lines of its code)."""
+        limited = self._core_logs.get(source)
+        if limited is None:
+            logger = logging.getLogger("grpc.core")
+            limited = self._core_logs[source] = RateLimitedLog(logger, CORE_LINES_PER_SOURCE, CORE_LINES_INTERVAL_S)
+        return limited
 
 
 class NativeStderrCapture:

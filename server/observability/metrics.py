@@ -1,5 +1,5 @@
-"""Prometheus metrics of the server, served over HTTP on their own port (the interceptor that feeds them per RPC is
-`ortserve.server.interceptors.observing`).
+"""Prometheus metrics of the server, served over HTTP on their own port by `metrics_endpoint` (the interceptor that
+feeds them per RPC is `ortserve.server.interceptors.observing`).
 
 Hot path: per call, one counter and one histogram observation (interceptor) plus one queue-wait observation
 (batcher hook); per batch, four histogram observations. Everything else (queue depth, calls in flight, versions,
@@ -24,18 +24,14 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..errors import ServerStartError
 from ..stage_timings import BatchStages, width_band
 from ..types import ModelState, PollStats
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from ..challenger import Challenger
     from ..model_table import ModelTable, ServedModel
 
@@ -52,10 +48,6 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 BATCH_TEXTS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 ESTIMATE_RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 4.0)
 PADDED_TOKENS_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384)
-
-
-class MetricsStartError(ServerStartError):
-    """The metrics port cannot be bound."""
 
 
 class ServerMetrics:
@@ -335,20 +327,3 @@ class ChallengerCollector(Collector):
 def _poll_stats(model: ServedModel) -> PollStats:
     stats = getattr(model, "polls", None)  # absent on a model table built before polling existed (tests, tools)
     return stats if isinstance(stats, PollStats) else PollStats()
-
-
-class MetricsEndpoint:
-    """The HTTP server of `/metrics` (any path answers) in a daemon thread."""
-
-    def __init__(self, metrics: ServerMetrics, host: str, port: int):
-        try:
-            self._httpd: WSGIServer = start_http_server(port, host, registry=metrics.registry)[0]
-        except OSError as exc:
-            raise MetricsStartError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} (is the port in use?)"
-            ) from None
-        self.port: int = self._httpd.server_port
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from ortserve.contract.errors import ContractError
+from ortserve.contract.redact import redact_uri
 from ortserve.contract.uri import REGISTRY_SCHEME, URI_FORMS, RegistryUri
 
 from ..errors import ModelConfigError
@@ -53,3 +54,14 @@ def open_source(uri: str, cache_dir: Path | None = None, tracking_uri: str | Non
             "(model.onnx, tokenizer.json, ortserve.json), or a models:/ URI"
         )
     return LocalDirectorySource(uri)
+
+
+def registry_named(uris: list[str], tracking_uri: str | None = None) -> str | None:
+    """The MLflow registry the `models:/` URIs among `uris` resolve in, credentials redacted, for the start-up log
+    (a model "not found in the registry" is then found or not in a registry the operator can see); None without
+    any `models:/` URI."""
+    if not any(uri.startswith(REGISTRY_SCHEME.rstrip("/")) for uri in uris):
+        return None
+    registry = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    source = "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI"
+    return f"{redact_uri(registry)} ({source})" if registry else None

@@ -10,7 +10,8 @@ quarantine, the last resolved versions, at most MAX_CONCURRENT_DOWNLOADS at once
     <name>/<version>/.complete   written last; every file with its size and sha256, verified before each load
     <name>/resolved/<ref>.json   the last version each alias or stage resolved to (used when the registry is down)
     <name>/.partial-*            scratch of a download in progress (left by a killed one: removed at start)
-    <name>/.corrupt-*            entries that failed verification, moved aside (and logged) before a new download
+    <name>/.corrupt-*            entries that failed verification, moved aside (and logged) before a new download;
+                                 only the newest 3 are kept (`contract.cache.KEEP_QUARANTINED`)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from ortserve.contract.errors import (
     IntegrityError,
     RegistryUnavailableError,
 )
-from ortserve.contract.redact import redact_uri
+from ortserve.contract.redact import redact_uri, register_secret_uri
 from ortserve.contract.registry import mlflow_error, resolve_version
 from ortserve.contract.settings import SERVER_HTTP, configure_mlflow_client
 from ortserve.contract.uri import RegistryUri
@@ -81,6 +82,7 @@ class RegistrySource(ModelSource):
             raise as_server_error(exc) from None
         self.cache_dir = Path(cache_dir)
         self.tracking_uri = tracking_uri
+        register_secret_uri(tracking_uri)  # its credentials are removed by value from every message and log line
         self.worker = worker or registry_worker(tracking_uri)
         configure_mlflow_client(SERVER_HTTP)  # environment only: the REST client and the worker's children read it
         self.rest: RestRegistryClient | None = rest_registry_client(tracking_uri)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,7 @@ class RegistryWorker:
         stderr_file = tempfile.TemporaryFile()
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", CHILD_MODULE],
+                [sys.executable, "-m", CHILD_MODULE, "--parent-pid", str(os.getpid())],  # it dies with this process
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr_file,
