@@ -61,7 +61,14 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "max_concurrent_rpcs",
     ),
     "long texts": ("max_length", "long_text", "chunk_aggregate", "max_chunks", "chunk_stride"),
-    "runtime": ("intra_op_threads", "allow_spinning", "concurrent_runs", "shared_arena", "result_cache_bytes"),
+    "runtime": (
+        "intra_op_threads",
+        "allow_spinning",
+        "concurrent_runs",
+        "shared_arena",
+        "arena_shrink_width",
+        "result_cache_bytes",
+    ),
     "registry and cache": ("tracking_uri", "cache_dir", "poll_interval", "registry_timeout_s"),
     "champion and challenger (a model's challenger=URI, shadow=, canary=)": (
         "shadow_queue_texts",

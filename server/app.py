@@ -111,9 +111,11 @@ class OrtServer:
         self.tracer = configure_tracing(settings.tracing, settings.otlp_endpoint)
         observing = self.metrics is not None or self.tracer is not None or settings.log_format == "json"
         observability = [ObservabilityInterceptor(self.table, self.metrics, self.tracer)] if observing else []
+        # One token check for both doors: the token file is read once, and a reload applies to gRPC and HTTP alike.
+        authenticator = TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env)
         # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
         self._server = grpc.aio.server(
-            interceptors=build_interceptors(settings, extra=observability, open_health=OPEN_HEALTH),
+            interceptors=build_interceptors(settings, authenticator, extra=observability, open_health=OPEN_HEALTH),
             # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
             # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
             options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
@@ -131,7 +133,7 @@ class OrtServer:
                 settings,
                 self.service,
                 accepting=lambda: not self._draining,
-                authenticator=TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env),
+                authenticator=authenticator,
                 metrics=self.metrics,
                 tracer=self.tracer,
             )

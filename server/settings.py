@@ -172,6 +172,10 @@ class ServerSettings(BaseSettings):
     reflection: bool = True
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
+    arena_shrink_width: int = Field(256, ge=0)
+    """After a run padded to at least this many tokens, hand the memory arena's free memory back to the system, so a
+    burst of long texts does not keep hundreds of MB for good; 0 never does. Narrower runs skip it (it costs a short
+    call 3-6 %)."""
     shared_arena: bool = True
     """Let every model session allocate from one ONNX Runtime memory arena instead of one arena each, so memory freed
     by one model is reused by another (about 100 MB less for two models after heavy batches; see BENCHMARKS.md)."""
@@ -304,7 +308,10 @@ class ServerSettings(BaseSettings):
         """The runtime settings of one model (of every model when `spec` is None)."""
         max_length = self.max_length if spec is None else self.model_setting(spec, "max_length")
         return SessionConfig(
-            intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning, max_length=max_length
+            intra_op_threads=self.intra_op_threads,
+            allow_spinning=self.allow_spinning,
+            max_length=max_length,
+            arena_shrink_width=self.arena_shrink_width,
         )
 
     def long_text_policy(self, spec: ModelSpec) -> LongTextPolicy:

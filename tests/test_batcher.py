@@ -467,8 +467,8 @@ def test_grpc_failed_batch_fails_its_callers_with_internal_and_the_next_succeeds
 
 def test_runs_are_bounded_in_time_once_calibrated(executor: ThreadPoolExecutor) -> None:
     """Issue 25: with the cost model calibrated (10 µs a token here), two bulk calls of 500-token texts take turns in
-    runs of `max_run_ms` (27 ms: 5 texts of 5 ms), not of whole token budgets (16 texts); uncalibrated, runs are not bounded
-    in time (a rate learned from whatever ran first is no evidence)."""
+    runs of `max_run_ms` (27 ms: 5 texts of 5 ms), not of whole token budgets (16 texts); uncalibrated, runs are not
+    bounded in time (a rate learned from whatever ran first is no evidence)."""
     from ortserve.server.stage_timings import MeasuredRun
 
     limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=27, concurrent_runs=1)

@@ -194,7 +194,7 @@ def probe_server() -> Iterator[str]:
     async def start() -> tuple[grpc.aio.Server, int]:
         from ortserve.server.interceptors.chain import build_interceptors
 
-        server = grpc.aio.server(interceptors=build_interceptors(ServerSettings()))
+        server = grpc.aio.server(interceptors=build_interceptors(ServerSettings(), None))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
@@ -266,7 +266,7 @@ def test_the_chain_wraps_a_methods_handler_once_and_rewraps_a_new_one() -> None:
 
     from ortserve.server.interceptors.chain import build_interceptors
 
-    chain = build_interceptors(ServerSettings())
+    chain = build_interceptors(ServerSettings(), None)
     details = namedtuple("details", "method invocation_metadata")(f"/{SERVICE}/Fine", ())
 
     async def resolve(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

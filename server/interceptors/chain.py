@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 def build_interceptors(
     settings: ServerSettings,
+    authenticator: TokenAuthenticator | None,
     extra: Sequence[grpc.aio.ServerInterceptor] = (),
     open_health: frozenset[str] = frozenset({""}),
 ) -> list[grpc.aio.ServerInterceptor]:
@@ -26,10 +27,11 @@ def build_interceptors(
     `extra` is the extension point for cross-cutting concerns that need to see every call, metrics first among them:
     they run inside the request id (use `current_request_id()`) and outside the error mapping and authentication,
     so a refused or failed call reaches them as a raised `grpc.aio.AbortError` with `context.code()` set.
+    `authenticator` checks bearer tokens (None: no tokens configured, every call is let in); the server builds one
+    from `settings` and shares it with the HTTP door, so both read the token file once and agree on every reload.
     `open_health` are the health service names that need no token (the server's own, not a model's).
     """
     chain: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor(), *extra, ErrorStatusInterceptor()]
-    authenticator = TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env)
     if authenticator is not None:
         chain.append(TokenAuthInterceptor(authenticator, settings.auth_health, open_health))
     return chain
