@@ -37,6 +37,10 @@ WIDTHS = (8, 64, 256, 512)
 CALIBRATED = re.compile(r"cost model calibrated from (\d+) warm-up runs in (\d+) ms")
 
 
+#: Seconds to wait before reading the metrics page again: the server renders it at most once a second.
+FRESH_PAGE_S = 1.05
+
+
 def text_of(tokens: int) -> str:
     """One text of `tokens` tokens for a BERT WordPiece vocabulary ([CLS] and [SEP] included), whose length-based
     estimate is `tokens - 1`, in the same width band."""
@@ -77,16 +81,18 @@ def measure_model(name: str, artifact: Path, calls: int, log_file: Path) -> dict
         seconds: dict[int, list[float]] = {width: [] for width in widths}
         with grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel:
             stub = pb_grpc.InferenceStub(channel)
+            before = _ratio_sums(metrics_port, name)
             for _ in range(calls):  # the widths take turns, so that other work on the machine weighs on each alike
                 for width in widths:
-                    before = _ratio_sums(metrics_port, name)
                     start = time.perf_counter()
                     stub.Classify(pb.ClassifyRequest(model=name, texts=[text_of(width)]), timeout=60)
                     seconds[width].append(time.perf_counter() - start)
+                    time.sleep(FRESH_PAGE_S)
                     after = _ratio_sums(metrics_port, name)
                     changed = [k for k in after if after[k][1] > before.get(k, (0.0, 0.0))[1]]
                     if len(changed) == 1:
                         ratios[width].append(after[changed[0]][0] - before.get(changed[0], (0.0, 0.0))[0])
+                    before = after
         for width in widths:
             result["widths"][str(width)] = {
                 "first_ratio": round(ratios[width][0], 3) if ratios[width] else None,

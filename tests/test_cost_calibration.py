@@ -5,9 +5,7 @@ width to show (4 layers, 256 wide, 512 positions); it is built with torch here, 
 from __future__ import annotations
 
 import os
-import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -111,13 +109,15 @@ def test_a_fresh_server_answers_a_first_call_of_36_long_texts_within_10_s(fresh_
 
 
 def _estimate_ratio_sums(server: RunningServer) -> dict[str, float]:
-    """The sum of the server's estimated/measured run-time ratios per width band, from its own metric."""
-    assert server.server is not None and server.server.metrics_endpoint is not None
-    url = f"http://127.0.0.1:{server.server.metrics_endpoint.port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
+    """The sum of the server's estimated/measured run-time ratios per width band, from its own metric (read from its
+    registry: the /metrics page is rendered at most once a second, and a run's ratio must be read right after it)."""
+    assert server.server is not None and server.server.metrics is not None
     return {
-        w: float(v) for w, v in re.findall(r'ortserve_run_estimate_ratio_sum\{model="wide",width="(\d+)"\} (\S+)', text)
+        sample.labels["width"]: sample.value
+        for metric in server.server.metrics.registry.collect()
+        if metric.name == "ortserve_run_estimate_ratio"
+        for sample in metric.samples
+        if sample.name.endswith("_sum") and sample.labels.get("model") == "wide"
     }
 
 
