@@ -106,9 +106,14 @@ class TokenizedBatch:
     lengths: list[int]
 
     @property
+    def width(self) -> int:
+        """Tokens of the longest row: every row is padded to it."""
+        return max(self.lengths, default=0)
+
+    @property
     def padded_tokens(self) -> int:
         """Tokens the model computes on, padding included (rows × longest row)."""
-        return len(self.lengths) * max(self.lengths, default=0)
+        return len(self.lengths) * self.width
 
 
 class OnnxClassifier:
@@ -252,7 +257,7 @@ class OnnxClassifier:
 
     def run(self, batch: TokenizedBatch) -> np.ndarray:
         """Run the model on a tokenized batch; return probabilities of shape (texts, labels)."""
-        shrink = self._arena_shrink_width and max(batch.lengths, default=0) >= self._arena_shrink_width
+        shrink = self._arena_shrink_width and batch.width >= self._arena_shrink_width
         (logits,) = self._session.run([self._output_name], batch.inputs, _SHRINK_ARENA if shrink else None)
         return _sigmoid(logits) if self.manifest.multi_label else _softmax(logits)
 
