@@ -2,6 +2,7 @@
 
     python -m benchmarks.challenger [--work benchmarks/work] [--out benchmarks/work/results] [--model minilm]
                                     [--rounds 2] [--seconds 8] [--memory-only]
+                                    [--scenarios shadow,overload,canary,memory] [--baseline ORTSERVE]
 
 `ortserve serve` processes on the same champion artifact, measured in alternating rounds (so load from other
 processes falls on each alike): without a challenger, with one shadowing 10 % of texts, and with one shadowing 100 %.
@@ -17,6 +18,11 @@ figures are those of a challenger of the same architecture). Measured:
 - RSS: one model, it with a challenger, and the same two artifacts as two models of their own called at the same
   time (`--memory-only`).
 
+`--scenarios` keeps a run short (e.g. `--scenarios shadow`: the 32-caller and one-caller figures only).
+`--baseline` names another checkout's `ortserve` command (e.g. `../main/.venv/bin/ortserve`; repeatable): its server
+with the same 10 % shadow is measured in the same rounds (`shadow10_baseline`, `shadow10_baseline2`...), so a change
+is compared side by side in one run.
+
 Writes challenger.json to --out.
 """
 
@@ -28,10 +34,12 @@ import json
 import logging
 import math
 import os
+import shlex
 import shutil
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,6 +62,7 @@ CALLERS = 32
 OVERLOAD_CALLERS = 500
 CANARY_SHARE = 0.05
 CANARY_CALLS = 10_000
+SCENARIOS = ("shadow", "overload", "canary", "memory")
 
 
 def rss_mb(pid: int) -> float:
@@ -100,29 +109,47 @@ def challenger_copy(model: BenchModel, work: Path) -> Path:
     return challenger
 
 
-def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[str, Any]:
+def measure(
+    model: BenchModel,
+    work: Path,
+    rounds: int,
+    seconds: float,
+    scenarios: Sequence[str] = SCENARIOS,
+    baselines: Sequence[Sequence[str]] = (),
+) -> dict[str, Any]:
     challenger = challenger_copy(model, work)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    specs = {
-        "off": f"{model.name}={model.artifact}",
-        "shadow10": f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1",
-        "shadow100": f"{model.name}={model.artifact}?challenger={challenger}&shadow=1",
-    }
+    shadow10 = f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1"
+    specs = {"off": f"{model.name}={model.artifact}", "shadow10": shadow10}
+    executables: dict[str, Sequence[str]] = {}
+    for number, baseline in enumerate(baselines, 1):
+        name = "shadow10_baseline" if number == 1 else f"shadow10_baseline{number}"
+        specs[name] = shadow10
+        executables[name] = baseline
+    if "overload" in scenarios:
+        specs["shadow100"] = f"{model.name}={model.artifact}?challenger={challenger}&shadow=1"
     texts = make_texts(model.artifact / "tokenizer.json", 20_000, mixed=False, seed=5)
     rates: dict[str, list[float]] = {name: [] for name in specs}
     cpu_ms_per_text: dict[str, list[float]] = {name: [] for name in specs}
     p50: dict[str, list[float]] = {name: [] for name in specs}
-    overload: dict[str, list[float]] = {"off": [], "shadow100": []}
+    overload: dict[str, list[float]] = {"off": [], "shadow100": []} if "overload" in scenarios else {}
     result: dict[str, Any] = {"model": model.name, "callers": CALLERS, "overload_callers": OVERLOAD_CALLERS}
     with contextlib.ExitStack() as stack:
         running = {
-            name: stack.enter_context(ortserve_process({}, logs / f"ortserve-challenger-{name}.log", ["--model", spec]))
+            name: stack.enter_context(
+                ortserve_process(
+                    {},
+                    logs / f"ortserve-challenger-{name}.log",
+                    ["--model", spec],
+                    executable=executables.get(name, ()),
+                )
+            )
             for name, spec in specs.items()
         }
         result["rss_mb"] = {name: rss_mb(p.process.pid) for name, p in running.items()}
         for round_ in range(rounds):
-            for name, process in running.items():
+            for name, process in running.items() if "shadow" in scenarios else ():
                 log.info("%s: %s, round %d of %d", model.name, name, round_ + 1, rounds)
                 pid = process.process.pid
                 cpu = cpu_seconds(pid)
@@ -142,26 +169,42 @@ def measure(model: BenchModel, work: Path, rounds: int, seconds: float) -> dict[
                 if name != "off":
                     settle(running[name].port, model.name)
         result["shadow_report"] = {
-            name: challenger_report(running[name].port, model.name) for name in ("shadow10", "shadow100")
+            name: challenger_report(process.port, model.name) for name, process in running.items() if name != "off"
         }
         result["rss_mb_loaded"] = {name: rss_mb(p.process.pid) for name, p in running.items()}
-    ratios = [s / o for s, o in zip(rates["shadow10"], rates["off"], strict=True)]
-    result["texts_per_s"] = {name: statistics.median(values) for name, values in rates.items()}
-    result["texts_per_s_rounds"] = rates
-    # CPU per answered text, shadow work included (measured until it has run or been dropped): what the shadow costs,
-    # far less moved by other processes' load than throughput is.
-    result["cpu_ms_per_text"] = {name: statistics.median(values) for name, values in cpu_ms_per_text.items()}
-    result["shadow10_throughput_ratio_rounds"] = ratios
-    result["shadow10_throughput_ratio"] = statistics.median(ratios)
-    result["p50_ms"] = {name: statistics.median(values) for name, values in p50.items()}
-    result["shadow10_p50_delta_ms"] = result["p50_ms"]["shadow10"] - result["p50_ms"]["off"]
-    result["overload_goodput"] = {name: statistics.median(values) for name, values in overload.items()}
-    result["shadow100_overload_goodput_ratio"] = (
-        result["overload_goodput"]["shadow100"] / result["overload_goodput"]["off"]
-    )
-    result["canary"] = measure_canary(model, challenger, logs)
-    result["memory_rss_mb"] = measure_memory(model, challenger, logs)
+    if "shadow" in scenarios:
+        result.update(shadow_figures(rates, cpu_ms_per_text, p50))
+    if overload:
+        result["overload_goodput"] = {name: statistics.median(values) for name, values in overload.items()}
+        result["shadow100_overload_goodput_ratio"] = (
+            result["overload_goodput"]["shadow100"] / result["overload_goodput"]["off"]
+        )
+    if "canary" in scenarios:
+        result["canary"] = measure_canary(model, challenger, logs)
+    if "memory" in scenarios:
+        result["memory_rss_mb"] = measure_memory(model, challenger, logs)
     return result
+
+
+def shadow_figures(
+    rates: dict[str, list[float]], cpu_ms_per_text: dict[str, list[float]], p50: dict[str, list[float]]
+) -> dict[str, Any]:
+    """The 32-caller and one-caller figures of each shadowing server against shadow off, paired by round."""
+    figures: dict[str, Any] = {
+        "texts_per_s": {name: statistics.median(values) for name, values in rates.items()},
+        "texts_per_s_rounds": rates,
+        # CPU per answered text, shadow work included (measured until it has run or been dropped): what the shadow
+        # costs, far less moved by other processes' load than throughput is.
+        "cpu_ms_per_text": {name: statistics.median(values) for name, values in cpu_ms_per_text.items()},
+        "p50_ms": {name: statistics.median(values) for name, values in p50.items()},
+        "p50_ms_rounds": p50,
+    }
+    for name in (name for name in rates if name.startswith("shadow10")):
+        ratios = [s / o for s, o in zip(rates[name], rates["off"], strict=True)]
+        figures[f"{name}_throughput_ratio_rounds"] = ratios
+        figures[f"{name}_throughput_ratio"] = statistics.median(ratios)
+        figures[f"{name}_p50_delta_ms"] = figures["p50_ms"][name] - figures["p50_ms"]["off"]
+    return figures
 
 
 def measure_memory(model: BenchModel, challenger: Path, logs: Path, starts: int = 4) -> dict[str, list[float]]:
@@ -213,7 +256,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--memory-only", action="store_true", help="only the RSS comparison")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="another checkout's ortserve command, measured beside this one (shadow 10 %%); may be repeated",
+    )
     args = parser.parse_args(argv)
+    scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}: choose from {', '.join(SCENARIOS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     models, _ = build_models(args.work)
     (model,) = [m for m in models if m.name == args.model]
@@ -222,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         logs.mkdir(parents=True, exist_ok=True)
         result = {"rss_mb": measure_memory(model, challenger_copy(model, args.work), logs)}
     else:
-        result = measure(model, args.work, args.rounds, args.seconds)
+        result = measure(
+            model, args.work, args.rounds, args.seconds, scenarios, [shlex.split(b) for b in args.baseline]
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "challenger.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -72,6 +72,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
     "registry and cache": ("tracking_uri", "cache_dir", "poll_interval", "registry_timeout_s"),
     "champion and challenger (a model's challenger=URI, shadow=, canary=)": (
         "shadow_queue_texts",
+        "shadow_nice",
         "challenger_report_interval_s",
     ),
     "observability": (

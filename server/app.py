@@ -269,6 +269,8 @@ class OrtServer:
             await challenger.feeder.stop()
         await self.write_back.stop()
         await asyncio.gather(self.table.close(), self.challenger_table.close())
+        for challenger in self.challengers:
+            challenger.close()
         self._executor.shutdown(wait=True)
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.stop()

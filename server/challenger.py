@@ -11,7 +11,13 @@ challenger&shadow=0.1&canary=0.05'`. The design:
   the `ShadowFeeder`: a bounded queue (`shadow_queue_texts`, the oldest dropped first) and one task that submits to
   the challenger's batcher only while the champion is idle enough (its queue empty, its calls in flight within one
   batch), so no caller's text waits behind shadow work; at most one small challenger batch of shadow texts
-  (`SHADOW_BATCH_TEXTS`) runs at a time.
+  (`SHADOW_BATCH_TEXTS`) runs at a time, gathered until it is full or its oldest text has waited `SHADOW_GATHER_S`
+  (one run per 8 shadow texts rather than one per call: a run overlaps far fewer calls, and costs less per text).
+- A challenger that only shadows (no canary share) answers no caller, so it runs in the background: on a thread of
+  its own at a low OS priority (`shadow_nice`), with one ONNX Runtime intra-op thread, so the whole run is on that
+  thread (pool threads would be created, at normal priority, by the thread that loads the session). The kernel then
+  gives the champion's runs the cores whenever both want them, and the shadow runs use what they leave. With a
+  canary share the challenger answers callers and runs like its champion (the shared executor, its threads).
   Shadow work is dropped, and counted by reason, when the shadow queue is full (`queue`), the challenger's admission
   refuses it (`admission`), it waited longer than `SHADOW_DEADLINE_S` (`deadline`), or nothing is compared now
   (`inactive`).
@@ -27,15 +33,18 @@ challenger&shadow=0.1&canary=0.05'`. The design:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Executor
-from dataclasses import dataclass
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from .comparison import CHALLENGER, ChallengerDescription, Comparison, ComparisonReport
@@ -53,6 +62,8 @@ SHADOW_DEADLINE_S = 5.0
 #: Most texts the feeder hands the challenger at a time (one small run): a caller that arrives while shadow work runs
 #: waits behind a small run at most, and the challenger's buffers stay those of a small batch.
 SHADOW_BATCH_TEXTS = 8
+#: How long the feeder waits for a batch of shadow texts to fill before it runs the texts it has.
+SHADOW_GATHER_S = 0.5
 #: How often the feeder looks again whether the champion's queue has emptied, while it has not.
 IDLE_POLL_S = 0.002
 #: Why shadow texts were dropped (the `reason` label of `ortserve_shadow_dropped_texts`).
@@ -78,7 +89,13 @@ class Challenger:
     """The challenger of one served model (the champion): its `ServedModel`, traffic shares and comparison."""
 
     def __init__(
-        self, champion: ServedModel, model: ServedModel, shadow: float, canary: float, shadow_queue_texts: int
+        self,
+        champion: ServedModel,
+        model: ServedModel,
+        shadow: float,
+        canary: float,
+        shadow_queue_texts: int,
+        background: ThreadPoolExecutor | None = None,
     ):
         self.champion = champion
         self.model = model
@@ -89,7 +106,14 @@ class Challenger:
         self.canary_calls = 0
         self.resolves = True
         """Whether the challenger's URI resolved at the watcher's last check (false: alias removed, or outage)."""
+        self.background = background
+        """The low-priority thread the challenger's runs use when it only shadows (None: the shared executor)."""
         self._random = random.Random()
+
+    def close(self) -> None:
+        """Stop the challenger's own thread, if it has one (after its batcher has closed)."""
+        if self.background is not None:
+            self.background.shutdown(wait=True)
 
     def stopped_reason(self) -> str:
         """Why the two versions are not compared now; empty while they are."""
@@ -164,12 +188,18 @@ class ShadowFeeder:
         """Texts dropped, by reason."""
         self._jobs: deque[_ShadowJob] = deque()
         self._texts = 0
+        self._running = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def queued_texts(self) -> int:
         return self._texts
+
+    @property
+    def pending_texts(self) -> int:
+        """Texts offered and not yet compared or dropped: queued, or in the shadow run in progress."""
+        return self._texts + self._running
 
     def offer(self, job: _ShadowJob) -> None:
         self._jobs.append(job)
@@ -200,11 +230,28 @@ class ShadowFeeder:
             self._wake.clear()
             while self._jobs:
                 self._drop_expired()
+                if not self._jobs:
+                    break
+                gathering = self._jobs[0].enqueued + SHADOW_GATHER_S - time.monotonic()
+                if self._texts < self._batch_texts and gathering > 0:  # wait for a fuller batch, or for its time
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), gathering)
+                    self._wake.clear()
+                    continue
                 if not self._champion_idle_enough():  # callers come first: shadow work waits (and may expire)
                     await asyncio.sleep(IDLE_POLL_S)
                     continue
-                batch = self._take(min(SHADOW_BATCH_TEXTS, self.challenger.model.batcher.limits.max_batch_size))
-                await asyncio.gather(*(self._shadow(job) for job in batch))
+                batch = self._take(self._batch_texts)
+                self._running = sum(len(job.texts) for job in batch)
+                try:
+                    await asyncio.gather(*(self._shadow(job) for job in batch))
+                finally:
+                    self._running = 0
+
+    @property
+    def _batch_texts(self) -> int:
+        """Texts of one shadow run: `SHADOW_BATCH_TEXTS`, within the challenger's batch and the queue's bounds."""
+        return min(SHADOW_BATCH_TEXTS, self.challenger.model.batcher.limits.max_batch_size, self.max_texts)
 
     def _champion_idle_enough(self) -> bool:
         """No caller's text is queued for the champion, and its calls in flight fit in one run: under overload
@@ -362,18 +409,45 @@ def build_challengers(
     settings: ServerSettings, champions: ModelTable, executor: Executor
 ) -> tuple[ModelTable, list[Challenger]]:
     """The challengers of the models of `settings` that name one, in a table of their own (no health listener: a
-    challenger's state never changes the server's readiness). Each batcher has its champion's limits."""
+    challenger's state never changes the server's readiness). Each batcher has its champion's limits; a challenger
+    that only shadows runs in the background (see the module docstring), unless `shadow_nice` is 0."""
     challengers = []
     for spec in settings.models:
         uri, shadow, canary = settings.rollout(spec)
         if uri is None:
             continue
+        name = spec.name + CHALLENGER_SUFFIX
+        session_config = settings.session_config(spec)  # its champion's window (max_length)
+        background = None
+        if canary <= 0 and settings.shadow_nice > 0:
+            background = background_executor(name, settings.shadow_nice)
+            session_config = replace(session_config, intra_op_threads=1)
         model = ServedModel(
-            spec.name + CHALLENGER_SUFFIX,
+            name,
             open_source(uri, settings.cache_dir, settings.tracking_uri),
-            executor,
+            background or executor,
             settings.batch_limits(spec),
-            settings.session_config(spec),  # its champion's window (max_length)
+            session_config,
         )
-        challengers.append(Challenger(champions.get(spec.name), model, shadow, canary, settings.shadow_queue_texts))
+        challengers.append(
+            Challenger(champions.get(spec.name), model, shadow, canary, settings.shadow_queue_texts, background)
+        )
     return ModelTable([challenger.model for challenger in challengers]), challengers
+
+
+def background_executor(name: str, nice: int) -> ThreadPoolExecutor:
+    """One thread at OS nice value `nice` (at least the process's own): a shadow-only challenger's runs."""
+    return ThreadPoolExecutor(
+        1, thread_name_prefix=f"ortserve-shadow-{name}", initializer=_lower_priority, initargs=(nice,)
+    )
+
+
+def _lower_priority(nice: int) -> None:
+    """Give the calling thread the nice value `nice`, or leave it where it is if it is already lower in priority.
+    Linux sets the nice value of one thread given its thread id; elsewhere this may fail, and the shadow runs then
+    rely on the feeder's idle check alone."""
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, max(nice, os.getpriority(os.PRIO_PROCESS, thread)))
+    except (AttributeError, OSError) as exc:
+        log.warning("cannot lower the priority of the shadow thread (%s): it runs at normal priority", exc)

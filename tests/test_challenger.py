@@ -240,6 +240,9 @@ def test_prometheus_reads_the_flip_matrix(shadowed: RunningServer, tmp_path: Pat
     from .test_metrics_prometheus import Prometheus
 
     binary = prometheus_binary("prometheus")
+    assert shadowed.server is not None
+    (challenger,) = shadowed.server.challengers
+    wait_for(lambda: challenger.feeder.pending_texts == 0)  # the earlier tests' shadow work, still gathering
     before = get_model(shadowed.target, "sentiment").challenger.texts_compared
     classify(shadowed.target, "sentiment", TEXTS)
     wait_for(lambda: get_model(shadowed.target, "sentiment").challenger.texts_compared == before + len(TEXTS))
@@ -304,6 +307,7 @@ def test_shadow_work_beyond_its_queue_is_dropped_and_counted(
         # Offered faster than anything can run (on the server's loop, in one step): the oldest beyond 4 texts go.
         rows = classify(server.target, "sentiment", TEXTS[:1])  # a real answer's shape
         assert rows.model_version
+        wait_for(lambda: challenger.comparison.report().texts_compared == 1)  # its shadow run, once gathered
 
         async def offer_many() -> None:
             assert server.server is not None
