@@ -206,7 +206,8 @@ class ShadowFeeder:
         self._texts += len(job.texts)
         while self._texts > self.max_texts:  # the oldest go first: the newest texts are the most telling
             self._drop(self._jobs.popleft(), "queue")
-        self._wake.set()
+        if len(self._jobs) == 1 or self._texts >= self._batch_texts:  # the feeder waits for the first, or a full run
+            self._wake.set()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._feed(), name=f"shadow-{self.challenger.model.name}")
@@ -244,7 +245,7 @@ class ShadowFeeder:
                 batch = self._take(self._batch_texts)
                 self._running = sum(len(job.texts) for job in batch)
                 try:
-                    await asyncio.gather(*(self._shadow(job) for job in batch))
+                    await self._shadow(batch)
                 finally:
                     self._running = 0
 
@@ -276,34 +277,44 @@ class ShadowFeeder:
             batch.append(job)
         return batch
 
-    async def _shadow(self, job: _ShadowJob) -> None:
+    async def _shadow(self, batch: list[_ShadowJob]) -> None:
+        """Run the texts of `batch` through the challenger as one call (one run), and compare each job's rows."""
         challenger = self.challenger
         champion = challenger.champion.current
-        if not challenger.comparing or champion is None or champion.version != job.champion_version:
-            self._drop(job, "inactive", dequeued=False)
+        jobs = []
+        for job in batch:
+            if not challenger.comparing or champion is None or champion.version != job.champion_version:
+                self._drop(job, "inactive", dequeued=False)
+            else:
+                jobs.append(job)
+        if not jobs:
             return
         started = time.monotonic()
         try:
-            output = await challenger.model.batcher.submit(job.texts, job.enqueued + SHADOW_DEADLINE_S)
-        except OverloadedError:
-            self._drop(job, "admission", dequeued=False)
-            return
-        except DeadlineExceededError:
-            self._drop(job, "deadline", dequeued=False)
-            return
-        except ModelNotReadyError:
-            self._drop(job, "inactive", dequeued=False)
+            texts = [text for job in jobs for text in job.texts]
+            output = await challenger.model.batcher.submit(texts, jobs[0].enqueued + SHADOW_DEADLINE_S)
+        except (OverloadedError, DeadlineExceededError, ModelNotReadyError) as exc:
+            reason = "admission" if isinstance(exc, OverloadedError) else "deadline"
+            for job in jobs:
+                self._drop(job, "inactive" if isinstance(exc, ModelNotReadyError) else reason, dequeued=False)
             return
         except Exception as exc:  # the challenger's run failed: counted against it, the champion is not concerned
             log.warning("model %s: a shadow run failed: %s", challenger.model.name, type(exc).__name__)
-            challenger.comparison.record_error(CHALLENGER)
+            for _ in jobs:  # one error per shadowed call, as a call that failed alone would count
+                challenger.comparison.record_error(CHALLENGER)
             return
         current = challenger.model.current
         if current is None or current.version != output.version:  # swapped meanwhile: a pair no longer compared
-            self._drop(job, "inactive", dequeued=False)
+            for job in jobs:
+                self._drop(job, "inactive", dequeued=False)
             return
-        challenger.comparison.observe_versions(job.champion_version, output.version)
-        challenger.comparison.record(job.champion_rows, output.rows, job.champion_s, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        challenger.comparison.observe_versions(jobs[0].champion_version, output.version)
+        offset = 0
+        for job in jobs:
+            rows = output.rows[offset : offset + len(job.texts)]
+            offset += len(job.texts)
+            challenger.comparison.record(job.champion_rows, rows, job.champion_s, seconds)
 
 
 class ChallengerWatcher(VersionWatcher):

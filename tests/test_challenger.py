@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -20,6 +22,7 @@ import pytest
 from fixtures.tiny_models import SENTIMENT_LABELS, build_tiny_classifier
 from ortserve.export.pipeline import ExportOptions, export_local_model
 from ortserve.server.artifact import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
+from ortserve.server.model_table import ServedModel
 from ortserve.server.settings import ModelSpec, ServerSettings
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
@@ -320,6 +323,35 @@ def test_shadow_work_beyond_its_queue_is_dropped_and_counted(
         wait_for(lambda: challenger.feeder.queued_texts == 0)
         assert challenger.feeder.dropped["queue"] == 12
         wait_for(lambda: challenger.comparison.report().texts_compared == 1 + 4)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is a Linux feature")
+def test_a_shadow_only_challenger_runs_on_a_low_priority_thread_with_one_onnx_runtime_thread(
+    artifacts: dict[str, Path],
+) -> None:
+    bert = artifacts["bert"]
+    with running_server(
+        models=[f"quiet={bert}?challenger={bert}&shadow=0.5", f"canary={bert}?challenger={bert}&shadow=0.5&canary=0.1"]
+    ) as server:
+        assert server.server is not None
+        shadow_only, with_canary = server.server.challengers
+
+        def intra_op_threads(model: ServedModel) -> int:
+            assert model.current is not None
+            return int(model.current.classifier._session.get_session_options().intra_op_num_threads)
+
+        def own_nice() -> int:
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        assert shadow_only.background is not None and shadow_only.model.batcher._executor is shadow_only.background
+        assert shadow_only.background.submit(own_nice).result(timeout=30) == 19
+        assert intra_op_threads(shadow_only.model) == 1
+        assert own_nice() == os.getpriority(os.PRIO_PROCESS, 0)  # the rest of the server keeps its priority
+        # With a canary share the challenger answers callers: it runs like its champion.
+        assert with_canary.background is None
+        assert intra_op_threads(with_canary.model) == intra_op_threads(with_canary.champion)
+    with pytest.raises(RuntimeError):  # stopped with the server
+        shadow_only.background.submit(own_nice)
 
 
 # --- canary ------------------------------------------------------------------------------------------------------
