@@ -270,8 +270,8 @@ class ServerSettings(BaseSettings):
     shadow_nice: int = Field(19, ge=0, le=19)
     """OS nice value (Linux) of the runs of a challenger that only shadows (no canary share): they run on a thread of
     their own at this priority, with one ONNX Runtime thread, so they take only the CPU the callers' runs leave
-    (10 % shadow at 32 callers: 0.9× → 1.0× throughput, BENCHMARKS.md). Its latency in the comparison then includes
-    that low priority. 0 runs it like its champion, on the shared executor with the champion's threads."""
+    (BENCHMARKS.md, "Champion and challenger"). Its latency in the comparison then includes that low priority. 0 runs
+    it like its champion, on the shared executor with the champion's threads."""
 
     @model_validator(mode="after")
     def _per_model_environment(self) -> ServerSettings:
