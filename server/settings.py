@@ -224,7 +224,7 @@ class ServerSettings(BaseSettings):
     refusals. 0 sizes it from the batchers: for each model, (its --concurrent-runs + 1) x its --max-batch-size calls
     (every run slot full and the next run formed), plus 16 for health and metadata calls. Clients retry such a
     refusal after a jittered back-off (the ortserve client does, see RetryPolicy)."""
-    max_run_ms: float = Field(0.0, ge=0)
+    max_run_ms: float = Field(100.0, ge=0)
     """The longest one model run may be expected to take (from the run cost the warm-up measured): a run stops
     taking texts there (its first text always runs), so a call that arrives beside bulk work waits for a short run,
     not for a whole --max-batch-tokens budget, and joins the next: bulk work yields between runs. Off (0) unless set:
