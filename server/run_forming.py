@@ -6,10 +6,9 @@ A run takes up to `max_batch_size` texts and `max_batch_tokens` padded tokens fr
 other calls share the model, wide texts for at most `max_run_ms` of estimated run time (so that a call that arrives
 beside bulk work waits for a short run, not a whole token budget, and leads the next one: bulk work yields between
 runs); the least served call first, texts of similar length only (`LENGTH_SPREAD`), and texts of calls answered by
-one model version only. A call whose deadline
-passed, or passes before the run would end, is refused while forming (`FormedRun.refused`): running it would only
-spend the model on an answer nobody reads. Beside a long run, whole short calls (or a medium call, beside bulk calls)
-may form an express run.
+one model version only. A call whose deadline passed, or passes before the run would end, is refused while forming
+(`FormedRun.refused`): running it would only spend the model on an answer nobody reads. Beside a long run, whole short
+calls (or a medium call, beside bulk calls) may form an express run.
 """
 
 from __future__ import annotations
@@ -34,21 +33,22 @@ Row = TypeVar("Row")
 #: one to the long one would cost more than a run of its own, and a short call must not wait behind long texts.
 LENGTH_SPREAD = 4
 
-
-#: While a long run is in progress (at least `EXPRESS_AFTER_TOKENS` padded tokens; no other main run starts beside
-#: it), whole calls that fit in `EXPRESS_RUN_TOKENS` may run beside it, on one more thread: a short call then waits
-#: for neither the long run nor the calls ahead of it. Runs of short calls (under uniform load, every run) never have
-#: an express run beside them, so this costs nothing in throughput where batching matters; beside a long run, a small
-#: one takes a few percent of the CPU.
+#: While a long run is in progress (`keeps_cores_busy`: at least `EXPRESS_AFTER_TOKENS` padded tokens, or texts of
+#: `WIDE_TEXT_TOKENS`; no other main run starts beside it), whole calls that fit in `EXPRESS_RUN_TOKENS` may run
+#: beside it, on one more thread: a short call then waits for neither the long run nor the calls ahead of it. Runs of
+#: short calls (under uniform load, every run) never have an express run beside them, so this costs nothing in
+#: throughput where batching matters; beside a long run, a small one takes a few percent of the CPU.
 EXPRESS_RUN_TOKENS = 256
 EXPRESS_AFTER_TOKENS = 2048
 
-#: Beside long runs of bulk calls only, the express lane also takes a whole medium call: one of at most
+#: Beside runs of `EXPRESS_AFTER_TOKENS` of bulk calls only (runs not cut in time: formed while their call was alone),
+#: the express lane also takes a whole medium call: one of at most
 #: `MEDIUM_CALL_TOKENS` estimated tokens and a `LENGTH_SPREAD`-th of the smallest call in those runs (a ~300-token
 #: text beside calls of 16 texts of 512 tokens). It would otherwise wait for the whole long run in progress, or, run
 #: after it, for texts of the bulk calls padded into its own run; beside it, it takes a share of the cores for the
 #: tens of milliseconds it needs, while the bulk runs keep their full size (and their efficiency). A run led by such a
-#: small call takes no texts of bulk calls (`BULK_CALL_TOKENS` queued or more): they form the next run.
+#: small call takes no texts of bulk calls (`BULK_CALL_TOKENS` queued or more): they form the next run (unless the
+#: run before kept them out already: a stream of small calls does not starve them).
 MEDIUM_CALL_TOKENS = 1024
 BULK_CALL_TOKENS = LENGTH_SPREAD * MEDIUM_CALL_TOKENS
 
@@ -209,6 +209,8 @@ class RunQueue(Generic[Row]):
         self.queued_tokens = 0
         self.latest_seq = -1
         """`seq` of the call queued last."""
+        self._kept_bulk_out = False
+        """Whether the main run formed last kept bulk calls out (it was led by a small call)."""
 
     def add(self, call: QueuedCall[Row]) -> None:
         self.calls.append(call)
@@ -252,7 +254,9 @@ class RunQueue(Generic[Row]):
         A run holds texts of similar estimated length only (`LENGTH_SPREAD`), and of calls answered by one version:
         calls pinned to the same version, with calls not pinned yet if that version is `current` (the version a run
         of unpinned calls would take now; after a swap they stay apart, so that fresh calls go to the new version).
-        A run led by a call of at most `MEDIUM_CALL_TOKENS` takes no texts of calls with `BULK_CALL_TOKENS` queued.
+        A run led by a call of at most `MEDIUM_CALL_TOKENS` takes no texts of calls with `BULK_CALL_TOKENS` queued,
+        unless the run before kept them out: a stream of small calls leaves bulk calls every other run to fill, and
+        does not starve them.
         The first text always runs, even if it alone exceeds `max_batch_tokens`. While the model is shared (another
         call is queued, came after the first call of the run, or has texts in `running`, the calls of the runs in
         progress), a run of wide texts (`WIDE_TEXT_TOKENS`) also stops where `run_estimate(rows, width)` (the
@@ -282,13 +286,14 @@ class RunQueue(Generic[Row]):
         pin: object = None
         time_bound = limits.max_run_ms / 1000
         out_of_time = False
-        small_leader = bounded = False
+        small_leader = bounded = kept_bulk_out = False
         for call in self._least_served_first(current):
             version = current if call.pin is None else call.pin
             if (parts and version is not pin) or call.waits_for_its_version:
                 continue
-            if small_leader and call.queued_tokens >= BULK_CALL_TOKENS:
-                continue  # a small call's run takes no bulk texts: they would make it wait as long as a bulk run
+            if small_leader and not self._kept_bulk_out and call.queued_tokens >= BULK_CALL_TOKENS:
+                kept_bulk_out = True
+                continue  # the small call waited for a bulk run: it does not wait for more bulk texts in its own
             if not parts:
                 bounded = time_bound > 0 and self._shared(call, running)
             end = call.taken
@@ -324,6 +329,8 @@ class RunQueue(Generic[Row]):
             if out_of_time or (limits.max_batch_size and rows >= limits.max_batch_size):
                 break
         parts.sort(key=lambda part: part.call.seq)  # chosen least served first, run in the order the calls came
+        if parts:
+            self._kept_bulk_out = kept_bulk_out
         kept = self._drop_hopeless(parts, run_seconds(rows, width) if parts else None, now, refused)
         return FormedRun(kept, refused)
 

@@ -191,6 +191,18 @@ def test_a_medium_call_leads_a_run_of_its_own_beside_bulk_calls() -> None:
     assert [p.call for p in queue.take_batch(BatchLimits(), NOW).parts] == [bulk]
 
 
+def test_a_stream_of_medium_calls_leaves_bulk_calls_every_other_run_to_fill() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    bulk = queued(queue, *[500] * 64)
+    bulk.attained = 500  # served before: each fresh medium call goes first
+    runs = []
+    for _ in range(4):
+        queued(queue, 300)
+        runs.append([p.call is bulk for p in queue.take_batch(BatchLimits(), NOW).parts])
+        bulk.answered = bulk.taken  # its run answered
+    assert runs == [[False], [True, False], [False], [True, False]]
+
+
 def test_the_express_lane_takes_a_medium_call_beside_bulk_calls_only() -> None:
     assert express_budget(0) == EXPRESS_RUN_TOKENS  # beside short calls' runs: short calls only
     assert express_budget(16 * 512) == MEDIUM_CALL_TOKENS
