@@ -230,8 +230,8 @@ class ServerSettings(BaseSettings):
     runs), so a call that arrives beside bulk work waits for a short run, not for a whole --max-batch-tokens budget,
     and leads the next: bulk work yields between runs. A call alone is not cut, and runs of short texts, which gain
     from their size, are never cut. Such texts cost the same per text in a run of one as in a full one, so the bound
-    costs bulk callers little (a ~300-token caller beside two bulk callers on minilm: p50 about 70 ms instead of
-    660, bulk throughput about 0.93x; see BENCHMARKS.md, "Fair runs"). 0 turns it off."""
+    costs bulk callers little (a ~300-token caller beside two bulk callers on minilm: p50 73-80 ms instead of
+    671-1,445, bulk throughput 0.91-1.29x by round; BENCHMARKS.md, "Fair runs for medium texts"). 0 turns it off."""
 
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's
