@@ -3,6 +3,7 @@ rounds, next to issue 25's target."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -69,7 +70,16 @@ def markdown(results: dict[str, Any]) -> str:
     for label, read, unit, target in ROWS:
         before = _median(results["runs"][baseline], read)
         after = _median(results["runs"][this], read)
+        if math.isnan(before) and math.isnan(after):
+            continue  # a scenario left out by --scenarios
         lines.append(f"| {label} | {before:,.1f} {unit} | {after:,.1f} {unit} | {target} |")
-    codes = [(name, run["amplification"]["code"]) for name, runs in results["runs"].items() for run in runs[:1]]
-    lines += ["", "Status of the amplification request: " + ", ".join(f"{name}: {code}" for name, code in codes)]
+    # A run of some --scenarios only has no amplification figures: say nothing about them.
+    codes = [
+        (name, run["amplification"]["code"])
+        for name, runs in results["runs"].items()
+        for run in runs[:1]
+        if "amplification" in run
+    ]
+    if codes:
+        lines += ["", "Status of the amplification request: " + ", ".join(f"{name}: {code}" for name, code in codes)]
     return "\n".join(lines) + "\n"
