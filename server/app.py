@@ -36,7 +36,7 @@ from .settings import ServerSettings
 from .sources.open_source import open_source, registry_named
 from .thread_priority import model_thread_pool
 from .transport import InferenceServicer
-from .transport_v2 import InferenceV2Servicer
+from .transport_v2 import REQUEST_SCREENS, InferenceV2Servicer
 from .types import ModelState
 from .watcher import VersionWatcher
 
@@ -114,7 +114,9 @@ class OrtServer:
         authenticator = TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env)
         # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
         self._server = grpc.aio.server(
-            interceptors=build_interceptors(settings, authenticator, extra=observability, open_health=OPEN_HEALTH),
+            interceptors=build_interceptors(
+                settings, authenticator, extra=observability, open_health=OPEN_HEALTH, screens=REQUEST_SCREENS
+            ),
             # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
             # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
             options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],

@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from ortserve.server import open_inference
+from ortserve.server.interceptors.error_status import ErrorStatusInterceptor
 from ortserve.server.open_inference import MAX_REQUEST_ID_CHARS, OUTPUTS, answer_bytes
+from ortserve.server.transport_v2 import REQUEST_SCREENS
 from ortserve.v2 import grpc_predict_v2_pb2 as v2
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 
@@ -148,3 +150,30 @@ def test_an_answer_over_the_limit_is_refused_before_it_is_built(  # type: ignore
     assert response.status_code == 400 and "over the limit" in response.json()["error"]
     # Fewer outputs make the same texts fit.
     assert infer(grpc_request(texts, ["truncated"]), timeout=30).outputs[0].shape == [64]
+
+
+def test_too_many_outputs_are_refused_from_the_bytes_before_the_request_is_parsed() -> None:
+    parsed: list[int] = []
+
+    def parse(data: bytes) -> v2.ModelInferRequest:
+        parsed.append(len(data))
+        return v2.ModelInferRequest.FromString(data)
+
+    (method,) = REQUEST_SCREENS
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: None, request_deserializer=parse)
+    deserialize = ErrorStatusInterceptor(screens=REQUEST_SCREENS).wrap(handler, method).request_deserializer
+    refused = deserialize(grpc_request(TEXTS, ["probabilities"] * 100_000).SerializeToString())
+    assert parsed == []  # 1.7 MB of outputs never parsed as a request
+    assert "asks for 100000 outputs" in str(refused.error())
+    wanted = deserialize(grpc_request(TEXTS, ["label", "probabilities"]).SerializeToString())
+    assert len(parsed) == 1 and [output.name for output in wanted.outputs] == ["label", "probabilities"]
+    # Bytes that are no request at all are left to the request's parser, which says so.
+    assert "not a valid protobuf message" in str(deserialize(b"\xff\xff\xff").error())
+
+
+def test_the_server_screens_model_infer_before_reading_the_request(infer) -> None:  # type: ignore[no-untyped-def]
+    # Judged on the outputs' count alone: the unknown model is never read (the servicer would say NOT_FOUND).
+    probe = grpc_request(TEXTS, ["probabilities"] * 100_000)
+    probe.model_name = "no-such-model"
+    code, details = grpc_refusal(infer, probe)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "asks for 100000 outputs" in details
