@@ -11,6 +11,7 @@ from typing import Any
 #: (label, how to read the figure from one tree's run, unit, target in words)
 ROWS: list[tuple[str, Callable[[dict[str, Any]], float], str, str]] = [
     ("V2 amplification request: time to its status", lambda r: r["amplification"]["answer_ms"], "ms", "≤ 10 ms"),
+    ("… the first one (cold method and connection)", lambda r: r["amplification"]["first_answer_ms"], "ms", ""),
     ("… server RSS growth", lambda r: r["amplification"]["rss_growth_mb"], "MB", "+0 MB"),
     ("… victim p99, quiet", lambda r: r["amplification"]["victim_quiet_p99_ms"], "ms", ""),
     ("… victim p99, two attackers looping", lambda r: r["amplification"]["victim_attacked_p99_ms"], "ms", "unchanged"),
