@@ -6,6 +6,7 @@ without being echoed."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,13 @@ import pytest
 
 from ortserve.server import open_inference
 from ortserve.server.interceptors.error_status import ErrorStatusInterceptor
+from ortserve.server.interceptors.repeat_offenders import (
+    FIRST_DELAY_S,
+    MAX_DELAY_S,
+    MAX_PEERS,
+    REPEAT_WINDOW_S,
+    RepeatOffenders,
+)
 from ortserve.server.open_inference import MAX_REQUEST_ID_CHARS, OUTPUTS, answer_bytes
 from ortserve.server.transport_v2 import REQUEST_SCREENS
 from ortserve.v2 import grpc_predict_v2_pb2 as v2
@@ -177,3 +185,31 @@ def test_the_server_screens_model_infer_before_reading_the_request(infer) -> Non
     probe.model_name = "no-such-model"
     code, details = grpc_refusal(infer, probe)
     assert code is grpc.StatusCode.INVALID_ARGUMENT and "asks for 100000 outputs" in details
+
+
+def test_repeat_offenders_wait_longer_each_time_and_are_forgotten() -> None:
+    now = [100.0]
+    offenders = RepeatOffenders(clock=lambda: now[0])
+    delays = [offenders.delay_s("ipv4:127.0.0.1:5000") for _ in range(9)]
+    assert delays[:3] == [0.0, FIRST_DELAY_S, 2 * FIRST_DELAY_S]  # the first refusal is immediate
+    assert delays[-1] == MAX_DELAY_S and delays == sorted(delays)
+    assert offenders.delay_s("ipv4:127.0.0.1:6000") == 0.0  # another connection is another caller
+    now[0] += REPEAT_WINDOW_S
+    assert offenders.delay_s("ipv4:127.0.0.1:5000") == 0.0  # quiet for a window: forgotten
+    for port in range(MAX_PEERS + 10):
+        offenders.delay_s(f"ipv4:10.0.0.1:{port}")
+    assert len(offenders._recent) == MAX_PEERS
+
+
+def test_a_probe_sent_again_on_one_connection_is_refused_later(both_doors: RunningServer) -> None:
+    probe = grpc_request(TEXTS, ["probabilities"] * 100_000)
+    seconds = []
+    with grpc.insecure_channel(both_doors.target) as channel:
+        infer = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        for _ in range(3):
+            start = time.monotonic()
+            code, _ = grpc_refusal(infer, probe)
+            seconds.append(time.monotonic() - start)
+            assert code is grpc.StatusCode.INVALID_ARGUMENT
+    # The third was held at least its delay (a lower bound: a loaded machine only adds to it).
+    assert seconds[2] >= 2 * FIRST_DELAY_S - 0.005

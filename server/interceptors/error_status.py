@@ -3,6 +3,7 @@ port maps through too), anything else INTERNAL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -15,6 +16,7 @@ from ortserve.contract.errors import first_line
 
 from ..errors import ERROR_STATUS, InvalidInputError, OrtServeError, caller_message
 from ..observability.logs import RateLimitedLog
+from .repeat_offenders import RepeatOffenders
 from .request_id import REQUEST_ID_KEY, current_request_id
 from .wrapping import HandlerWrappingInterceptor, Wrappers, awaiting, never_decoded, responses, wrap_handler
 
@@ -129,6 +131,7 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
         self.rejected_log = rejected_log or RateLimitedLog(log)
         self.failed_log = failed_log or RateLimitedLog(log)
         self.screens = dict(screens or {})
+        self.repeat_offenders = RepeatOffenders()
         super().__init__()
         self._wrappers = Wrappers(self._unary_unary, self._unary_stream, self._stream_unary, self._stream_stream)
 
@@ -143,6 +146,8 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 if type(request) in _NOT_A_REQUEST:
+                    if type(request) is ScreenedOut:
+                        await self._hold_repeat(context)
                     raise request.error()
                 return await inner(request, context)
             except grpc.aio.AbortError:
@@ -190,6 +195,13 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
                 await self._abort(exc, method, context)
 
         return stream_stream
+
+    async def _hold_repeat(self, context: grpc.aio.ServicerContext) -> None:
+        """Wait before refusing a screened request again to the same connection (`RepeatOffenders`): the wait costs
+        the server nothing, and a caller that loops on such requests no longer takes the loop from the others."""
+        delay = self.repeat_offenders.delay_s(context.peer())
+        if delay:
+            await asyncio.sleep(delay)
 
     async def _abort(self, exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
         """End the call with the status of `exc` (raises `grpc.aio.AbortError`); log what the caller is not told."""
