@@ -59,6 +59,8 @@ AMPLIFICATION_OUTPUTS = 100_000
 AMPLIFICATION_TEXTS = 256
 #: The V2 inference method, called with bytes serialized once.
 MODEL_INFER = f"/{v2.DESCRIPTOR.services_by_name['GRPCInferenceService'].full_name}/ModelInfer"
+#: Channel options for a connection of its own: channels to one target otherwise share one (gRPC's subchannel pool).
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 #: How often the amplifying request is sent again after the first, for the median time to its status.
 AMPLIFICATION_REPEATS = 9
 #: Texts per call of a bulk caller: 16 texts of 10,000 characters (512 tokens each: one full token budget), so that
@@ -165,7 +167,10 @@ def amplification(port: int, pid: int, model: str, texts: Sequence[str], seconds
         # gRPC's default 4 MiB receive limit, as any client: an amplified answer is built and sent by the server, and
         # refused by the client (RESOURCE_EXHAUSTED), as in the issue's probe. The victim is another caller, on its
         # own connection: on the attackers' one its small requests would queue behind their megabytes.
-        async with grpc.aio.insecure_channel(target) as attack_channel, grpc.aio.insecure_channel(target) as channel:
+        async with (
+            grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as attack_channel,
+            grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as channel,
+        ):
             infer = attack_channel.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
             classify = pb_grpc.InferenceStub(channel)
             await _victim(classify, model, texts, 1.0)  # warm-up
@@ -177,7 +182,7 @@ def amplification(port: int, pid: int, model: str, texts: Sequence[str], seconds
             # connection), shows what each costs, connection's window growing to 1.7 MB included.
             again: list[float] = []
             while len(again) < AMPLIFICATION_REPEATS and sum(again) < 2000:  # a tree that builds the answer: seconds
-                async with grpc.aio.insecure_channel(target) as fresh:
+                async with grpc.aio.insecure_channel(target, options=OWN_CONNECTION) as fresh:
                     call = fresh.unary_unary(MODEL_INFER, request_serializer=None, response_deserializer=None)
                     await fresh.channel_ready()
                     again.append((await _status_of(call, payload))[1])
