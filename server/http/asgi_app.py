@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: Header of the request id, read from the request and always sent back.
 REQUEST_ID_HEADER = "x-request-id"
+#: The model version that answered, on every answer that ran a model: what a canary caller of `/invocations` (whose
+#: MLflow body has no place for it) reads to know which side answered; the V2 and native bodies carry it too.
+MODEL_VERSION_HEADER = "x-ortserve-model-version"
 #: Header of the caller's time budget in milliseconds, mapped to the batcher's deadline (as gRPC's own deadline is).
 TIMEOUT_HEADER = "x-timeout-ms"
 #: Longest budget accepted: a day (anything longer is a mistake, not a deadline).
@@ -209,8 +212,10 @@ async def _send(send: Send, response: HttpResponse, request_id: str) -> None:
         (REQUEST_ID_HEADER.encode(), request_id.encode("latin-1")),
         *((key.encode("latin-1"), value.encode("latin-1")) for key, value in response.headers),
     ]
+    if response.model_version:
+        headers.append((MODEL_VERSION_HEADER.encode(), response.model_version.encode("latin-1")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
 
 
-__all__ = ["HttpApp", "REQUEST_ID_HEADER", "TIMEOUT_HEADER", "dump_json"]
+__all__ = ["HttpApp", "MODEL_VERSION_HEADER", "REQUEST_ID_HEADER", "TIMEOUT_HEADER", "dump_json"]

@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from ..errors import ServerStartError
+from .quiet_close import refuse_new_connections, wait_for_accept_queue
 from .tls import ReloadingSslContext
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,15 @@ class HttpListener:
 
     async def stop(self, grace: float) -> None:
         """Stop accepting connections, close idle ones, let requests in flight finish for up to `grace` seconds,
-        then cancel what is left."""
+        then cancel what is left. Connections the kernel accepted before the port closes are served, not reset
+        (`quiet_close`)."""
         if self._task is None:  # never served: release a port that `bind` took
             if self._socket is not None:
                 self._socket.close()
                 self._socket = None
             return
+        if self._socket is not None and refuse_new_connections(self._socket):
+            await wait_for_accept_queue(self._socket)
         self._config.timeout_graceful_shutdown = math.ceil(grace)  # whole seconds in uvicorn's type
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, SystemExit):

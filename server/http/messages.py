@@ -96,7 +96,8 @@ class HttpResponse:
     content_type: str = JSON_TYPE
     headers: list[tuple[str, str]] = field(default_factory=list)
     model_version: str = ""
-    """The version that answered, for the call's record (logs, metrics, spans); not sent."""
+    """The version that answered: for the call's record (logs, metrics, spans) and the `x-ortserve-model-version`
+    header."""
 
     @classmethod
     def json(cls, value: Any, status: int = 200, model_version: str = "") -> HttpResponse:
