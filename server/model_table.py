@@ -35,9 +35,9 @@ DEFAULT_MAX_LENGTH = 512
 #: to separate the fixed cost, the cost per token and attention's growth with the width (see `admission.RunCost`).
 CALIBRATION_WIDTHS = (8, 64, 256)
 #: Seconds after which the warm-up's timing stops repeating runs that disagree (it always times each shape twice):
-#: issue 27's target is at most 0.5 s added to start-up for the demo's models, about 0.16 s of which the runs after a
+#: issue 27's target is at most 0.5 s added to start-up for the demo's models, about 0.13 s of which the runs after a
 #: pause take (`CALIBRATION_PAUSE_S`), and a busy machine would otherwise repeat its widest runs up to 8 times.
-CALIBRATION_BUDGET_S = 0.3
+CALIBRATION_BUDGET_S = 0.25
 #: Rows of one extra run at the narrowest width: a second narrow run, so that one disturbed timing cannot set the fixed
 #: cost alone (measured on 2 busy cores: without it, 3 of 6 fresh servers over-estimated width 8 by 3.7-6×, with it
 #: 3 of 11 by 2.3-3.6×), and the same tokens as a one-text run 8× as wide without attention's growth.
@@ -49,7 +49,7 @@ CALIBRATION_ROWS = 8
 #: own run time of one-text calls 20 ms apart 1.87 ms, 0.2 s apart 2.35, 1 s apart 2.30 (fastest of 8; the 4-layer
 #: test model 1.53, 1.68, 1.64). The warm-up's other runs follow each other, as runs of a busy server do; the difference
 #: is paid once a run, so it is added to every warm-up run (a fixed cost, which the fit then reads as one).
-CALIBRATION_PAUSE_S = 0.05
+CALIBRATION_PAUSE_S = 0.04
 CALIBRATION_IDLE_RUNS = 3
 
 
