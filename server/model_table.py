@@ -92,7 +92,13 @@ class ServedModel:
         self._executor = executor
         # The batcher enforces `limits` where it forms runs; a run gets texts that already respect them.
         self.batcher: AdaptiveBatcher[Classification] = AdaptiveBatcher(
-            name, self._run_batch, executor, limits, text_cost=self.estimate_tokens, on_run=_observe_run
+            name,
+            self._run_batch,
+            executor,
+            limits,
+            text_cost=self.estimate_tokens,
+            on_run=_observe_run,
+            current_pin=lambda: self.current,
         )
 
     def estimate_tokens(self, text: str) -> int:
