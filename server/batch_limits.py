@@ -17,7 +17,7 @@ class BatchLimits:
     max_queue_tokens: int = 262_144
     max_calls_in_flight: int = 512
     concurrent_runs: int = 1
-    max_run_ms: float = 0.0
+    max_run_ms: float = 100.0
 
     def __post_init__(self) -> None:
         if self.concurrent_runs < 1:

@@ -34,7 +34,10 @@ from .run_forming import (
     Row,
     RunPart,
     RunQueue,
+    express_budget,
+    keeps_cores_busy,
     may_start_run,
+    run_pin,
     run_shape,
 )
 from .text_cost import estimate_tokens
@@ -70,11 +73,19 @@ RunObserver = Callable[[str, Sequence[tuple["CallRecord | None", float]], BatchO
 
 
 @dataclass(frozen=True)
-class _RunInProgress:
-    tokens: int
-    """Padded tokens of the run (estimated)."""
+class _RunInProgress(Generic[Row]):
+    rows: int
+    width: int
+    """Texts of the run, and the tokens (estimated) they are padded to."""
     until: float | None
     """When it should end (`time.monotonic()`), from the measured run cost; None before the first run."""
+    calls: tuple[QueuedCall[Row], ...]
+    """The calls with texts in the run."""
+
+    @property
+    def tokens(self) -> int:
+        """Padded tokens of the run (estimated)."""
+        return self.rows * self.width
 
 
 class AdaptiveBatcher(Generic[Row]):
@@ -86,7 +97,9 @@ class AdaptiveBatcher(Generic[Row]):
     that exception. Deadlines are absolute `time.monotonic()` values: a call that cannot meet its deadline is refused
     at admission or dropped before its next run. `limits` are enforced here, where runs are formed; `run_batch` gets
     runs that already respect them. `on_run`, if given, is called on the event loop after each run that answered
-    (the server's metrics and traces read the run's stage timings there).
+    (the server's metrics and traces read the run's stage timings there). `current_pin()` is the pin `run_batch`
+    would return for a run of unpinned calls started now (the serving version): calls pinned to it share runs with
+    fresh calls. Without it, pinned calls share runs only with calls pinned alike.
     """
 
     def __init__(
@@ -97,6 +110,7 @@ class AdaptiveBatcher(Generic[Row]):
         limits: BatchLimits | None = None,
         text_cost: TextCost = estimate_tokens,
         on_run: RunObserver[Row] | None = None,
+        current_pin: Callable[[], object] = lambda: None,
     ):
         self.name = name
         self.limits = limits or BatchLimits()
@@ -105,9 +119,10 @@ class AdaptiveBatcher(Generic[Row]):
         self._executor = executor
         self._text_cost = text_cost
         self._on_run = on_run
+        self._current_pin = current_pin
         self._queue: RunQueue[Row] = RunQueue(name)
         self._calls_in_flight = 0
-        self._runs: dict[asyncio.Task[None], _RunInProgress] = {}
+        self._runs: dict[asyncio.Task[None], _RunInProgress[Row]] = {}
         """Main runs in progress, with their estimated end and size."""
         self._express: asyncio.Task[None] | None = None
         self._delay_timer: asyncio.TimerHandle | None = None
@@ -176,12 +191,17 @@ class AdaptiveBatcher(Generic[Row]):
         """Start every run that should start now: main runs while a free slot may take one (after the batch delay,
         if any), then an express run of short calls beside a long run. Called whenever that may have changed: a call
         was queued, a run ended, the batch delay expired, the batcher is closing."""
-        while may_start_run(self._queue, [run.tokens for run in self._runs.values()], self.limits):
+        while may_start_run(self._queue, [(run.rows, run.width) for run in self._runs.values()], self.limits):
             if self._waiting_for_more():
                 break
             now = time.monotonic()
             formed = self._queue.take_batch(
-                self.limits, now, self._optimistic_run_seconds, self._calibrated_run_seconds
+                self.limits,
+                now,
+                self._optimistic_run_seconds,
+                self._calibrated_run_seconds,
+                self._current_pin(),
+                [call for run in self._runs.values() for call in run.calls],
             )
             for call, error in formed.refused:
                 self._fail(call, error)
@@ -226,22 +246,24 @@ class AdaptiveBatcher(Generic[Row]):
         estimate = self.run_cost.run_seconds(rows, width)
         started = time.monotonic()
         task = asyncio.get_running_loop().create_task(self._run(parts, main=True))
-        self._runs[task] = _RunInProgress(rows * width, started + estimate if estimate is not None else None)
+        until = started + estimate if estimate is not None else None
+        self._runs[task] = _RunInProgress(rows, width, until, tuple(part.call for part in parts))
         task.add_done_callback(self._run_done)
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         self._runs.pop(task, None)
         self._schedule()
 
-    @property
-    def _long_run_in_progress(self) -> bool:
-        return any(run.tokens >= EXPRESS_AFTER_TOKENS for run in self._runs.values())
-
     def _start_express(self) -> None:
-        """Start an express run of whole short calls if a long run is in progress and no express run is."""
-        if self._express is not None or self._closing or not self._long_run_in_progress:
+        """Start an express run of whole short calls (or a medium call, beside bulk calls only) if a long run is in
+        progress and no express run is."""
+        runs = self._runs.values()
+        if self._express is not None or self._closing or not any(keeps_cores_busy(r.rows, r.width) for r in runs):
             return
-        parts = self._queue.take_express(self.limits, time.monotonic())
+        # A medium call goes beside runs of bulk calls that were not cut (formed while their call was alone).
+        bulk = [sum(call.costs) for run in runs if run.tokens >= EXPRESS_AFTER_TOKENS for call in run.calls]
+        budget = express_budget(min(bulk, default=0))
+        parts = self._queue.take_express(self.limits, time.monotonic(), budget)
         if parts:
             self._express = asyncio.get_running_loop().create_task(self._run(parts, main=False))
             self._express.add_done_callback(self._express_done)
@@ -257,7 +279,7 @@ class AdaptiveBatcher(Generic[Row]):
         texts = [part.call.texts[i] for part in parts for i in range(part.start, part.end)]
         rows, width = run_shape(parts)
         estimate = self.run_cost.run_seconds(rows, width)
-        pin = parts[0].call.pin
+        pin = run_pin(parts)
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:

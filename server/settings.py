@@ -230,13 +230,14 @@ class ServerSettings(BaseSettings):
     refusals. 0 sizes it from the batchers: for each model, (its --concurrent-runs + 1) x its --max-batch-size calls
     (every run slot full and the next run formed), plus 16 for health and metadata calls. Clients retry such a
     refusal after a jittered back-off (the ortserve client does, see RetryPolicy)."""
-    max_run_ms: float = Field(0.0, ge=0)
-    """The longest one model run may be expected to take (from the run cost the warm-up measured): a run stops
-    taking texts there (its first text always runs), so a call that arrives beside bulk work waits for a short run,
-    not for a whole --max-batch-tokens budget, and joins the next: bulk work yields between runs. Off (0) unless set:
-    bounded runs of long texts are less efficient, and bulk callers lose throughput (measured on minilm, 512-token
-    texts: 100 ms halves it, 400 ms costs a quarter; see BENCHMARKS.md, "Fair runs"). Set it per model when
-    interactive callers share a model with bulk jobs."""
+    max_run_ms: float = Field(100.0, ge=0)
+    """The longest a run of wide texts (256 estimated tokens or more) may be expected to take (from the run cost the
+    warm-up measured) while other calls share the model: the run stops taking texts there (its first text always
+    runs), so a call that arrives beside bulk work waits for a short run, not for a whole --max-batch-tokens budget,
+    and leads the next: bulk work yields between runs. A call alone is not cut, and runs of short texts, which gain
+    from their size, are never cut. Such texts cost the same per text in a run of one as in a full one, so the bound
+    costs bulk callers little (a ~300-token caller beside two bulk callers on minilm: p50 73-80 ms instead of
+    671-1,445, bulk throughput 0.91-1.29x by round; BENCHMARKS.md, "Fair runs for medium texts"). 0 turns it off."""
 
     http_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port (same `host`) for the same models over REST/JSON: the Open Inference Protocol under /v2, MLflow's

@@ -497,3 +497,69 @@ def test_runs_are_bounded_in_time_once_calibrated(executor: ThreadPoolExecutor) 
         sizes[calibrated] = [len(batch) for batch in fake.batches[1:]]
     assert sizes[True][0] == 5  # later runs grow as each run's measured time corrects the estimate (fake runs are fast)
     assert sizes[False][0] == 16
+
+
+def calibrated_batcher(fake: GatedRun, executor: ThreadPoolExecutor, limits: BatchLimits) -> AdaptiveBatcher[str]:
+    """A batcher whose cost model is calibrated at 10 µs a padded token; texts starting with "m" are estimated at 300
+    tokens (a medium text), the others at 500."""
+    from ortserve.server.stage_timings import MeasuredRun
+
+    batcher = AdaptiveBatcher("m", fake, executor, limits, text_cost=lambda text: 300 if text[0] == "m" else 500)
+    batcher.run_cost.calibrate([MeasuredRun(1, 100, 0.001), MeasuredRun(4, 100, 0.004), MeasuredRun(1, 500, 0.005)])
+    return batcher
+
+
+def test_a_lone_bulk_call_runs_whole_budgets_and_a_medium_call_starts_in_the_next_run(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Issue 25: a bulk call alone is not cut into short runs (nobody waits for it); a medium call that arrives while
+    it runs leads the next run, alone (no bulk texts padded into it), and the bulk call's runs are bounded in time
+    from then on (the medium caller may come back)."""
+    limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=27, concurrent_runs=2)
+    fake = GatedRun()
+    batcher = calibrated_batcher(fake, executor, limits)
+
+    async def scenario() -> None:
+        fake.hold()
+        bulk = asyncio.create_task(batcher.submit([f"b{i}" for i in range(40)]))
+        await started(fake)
+        medium = asyncio.create_task(batcher.submit(["medium"]))
+        await settle()
+        fake.release()
+        await asyncio.gather(bulk, medium)
+        await batcher.close()
+
+    run(scenario())
+    assert len(fake.batches[0]) == 16  # 16 x 500 tokens: the whole token budget, not 27 ms of it
+    assert fake.batches[1] == ["medium"]
+    assert all(text.startswith("b") for text in fake.batches[2]) and len(fake.batches[2]) < 16
+
+
+def test_the_last_texts_of_a_pinned_call_share_the_next_run_with_fresh_calls(executor: ThreadPoolExecutor) -> None:
+    """Issue 25: a bulk call whose last text did not fit its first run is pinned to the version that run took; fresh
+    calls (unpinned) lead every run while bulk callers keep sending, and a pinned call could share none of them, so
+    one of two bulk callers waited for good. Pinned to the serving version, it joins the next run."""
+
+    def pinned(texts: list[str], pin: object) -> BatchOutput[str]:
+        return BatchOutput("v1", [f"row:{text}" for text in texts], pin="v1")
+
+    fake = GatedRun(wrapped=pinned)
+    limits = BatchLimits(max_batch_size=16, concurrent_runs=1, max_run_ms=0)
+    batcher = AdaptiveBatcher("m", fake, executor, limits, current_pin=lambda: "v1")
+
+    async def scenario() -> None:
+        fake.hold()
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await started(fake)
+        calls = [
+            asyncio.create_task(batcher.submit([f"{name}{i}" for i in range(count)]))
+            for name, count in [("a", 17), ("b", 8)]
+        ]
+        await settle()
+        fake.release()
+        await asyncio.gather(first, *calls)
+        await batcher.close()
+
+    run(scenario())
+    assert fake.batches[1] == [f"a{i}" for i in range(16)]
+    assert fake.batches[2] == ["a16", *[f"b{i}" for i in range(8)]]  # beside the fresh call b, not after it

@@ -109,17 +109,18 @@ def test_texts_of_very_different_lengths_do_not_share_a_run(executor: ThreadPool
 
 def test_a_queue_full_of_tokens_or_calls_refuses_at_once(executor: ThreadPoolExecutor) -> None:
     fake = GatedRun()
-    limits = BatchLimits(max_queue_tokens=250, max_calls_in_flight=4)
+    limits = BatchLimits(max_queue_tokens=350, max_calls_in_flight=4)
     batcher = AdaptiveBatcher("m", fake, executor, limits, text_cost=tokens_of)
 
     async def scenario() -> None:
         fake.hold()
         running = asyncio.create_task(batcher.submit(["t1000-big"]))  # over the budget, but the queue was empty
         await started(fake)
-        queued = asyncio.create_task(batcher.submit(["t200-queued"]))
+        # Over an express run's tokens: it waits beside the wide run in progress, in the queue.
+        queued = asyncio.create_task(batcher.submit(["t300-queued"]))
         await settle()
-        assert batcher.queued_tokens == 200
-        with pytest.raises(OverloadedError, match="max_queue_tokens=250"):
+        assert batcher.queued_tokens == 300
+        with pytest.raises(OverloadedError, match="max_queue_tokens=350"):
             await batcher.submit(["t100-refused"])
         small = [asyncio.create_task(batcher.submit([f"t10-{i}"])) for i in range(2)]
         await settle()

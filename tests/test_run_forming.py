@@ -7,11 +7,16 @@ from ortserve.server.batch_limits import BatchLimits
 from ortserve.server.errors import DeadlineExceededError
 from ortserve.server.run_forming import (
     EXPRESS_AFTER_TOKENS,
+    EXPRESS_RUN_TOKENS,
     LENGTH_SPREAD,
+    MEDIUM_CALL_TOKENS,
+    WIDE_TEXT_TOKENS,
     QueuedCall,
     RunQueue,
+    express_budget,
     may_start_run,
     padded_tokens,
+    run_pin,
     run_shape,
 )
 
@@ -87,11 +92,12 @@ def test_a_slot_takes_a_run_when_idle_after_a_share_of_a_batch_and_never_beside_
     assert not may_start_run(queue, [], limits)  # nothing queued
     queued(queue, 10)
     assert may_start_run(queue, [], limits)  # idle: at once
-    assert not may_start_run(queue, [40], limits)  # beside a short run: wait for 8 / 2 texts
+    assert not may_start_run(queue, [(4, 10)], limits)  # beside a short run: wait for 8 / 2 texts
     queued(queue, 10, 10, 10)
-    assert may_start_run(queue, [40], limits)
-    assert not may_start_run(queue, [EXPRESS_AFTER_TOKENS], limits)  # beside a long run: never
-    assert not may_start_run(queue, [40, 40], limits)  # every slot taken
+    assert may_start_run(queue, [(4, 10)], limits)
+    assert not may_start_run(queue, [(EXPRESS_AFTER_TOKENS // 8, 8)], limits)  # beside a long run: never
+    assert not may_start_run(queue, [(1, WIDE_TEXT_TOKENS)], limits)  # a run of one wide text is a long run
+    assert not may_start_run(queue, [(4, 10), (4, 10)], limits)  # every slot taken
 
 
 def test_the_express_lane_takes_whole_short_calls_only() -> None:
@@ -113,7 +119,8 @@ def linear_estimate(rows: int, width: int) -> float:
 def test_a_run_is_bounded_in_time_as_well_as_tokens() -> None:
     """Issue 25: a ~300-token call beside two bulk callers joined a run of a whole token budget (8,192 tokens, most of
     a second on the demo model) and waited for another such run ahead of it; now the runs it waits for and joins
-    stop at `max_run_ms` of estimated run time, and it goes first (least served)."""
+    stop at `max_run_ms` of estimated run time, and it goes first (least served), in a run of its own: bulk texts
+    padded into it would make it wait as long as a bulk run."""
     limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=25)
     queue: RunQueue[str] = RunQueue("m")
     bulk_a = queued(queue, *[500] * 256)
@@ -122,20 +129,87 @@ def test_a_run_is_bounded_in_time_as_well_as_tokens() -> None:
     assert [(p.call, p.end - p.start) for p in first.parts] == [(bulk_a, 5)]  # 5 x 500 x 10 µs = 25 ms
     medium = queued(queue, 300)
     second = queue.take_batch(limits, NOW, run_estimate=linear_estimate)
-    assert [(p.call, p.end - p.start) for p in second.parts] == [(bulk_b, 4), (medium, 1)]
-    assert linear_estimate(*run_shape(second.parts)) <= 0.025
+    assert [(p.call, p.end - p.start) for p in second.parts] == [(medium, 1)]
+    third = queue.take_batch(limits, NOW, run_estimate=linear_estimate)
+    assert [(p.call, p.end - p.start) for p in third.parts] == [(bulk_b, 5)]
 
 
-def test_bulk_work_alone_yields_between_runs_too() -> None:
-    """A bulk call alone runs short runs as well: a call that arrives while it runs (when one bulk caller is between
-    calls, the other is alone) waits for a short run, not for a whole token budget, and goes first in the next."""
+def test_a_lone_bulk_call_is_not_cut_but_yields_once_another_call_comes() -> None:
+    """A bulk call alone runs whole token budgets: nobody waits for it. Once another call came (it may come back: a
+    caller between calls) or has texts in a run in progress, its runs of wide texts stop at `max_run_ms`."""
     limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=25)
     queue: RunQueue[str] = RunQueue("m")
-    queued(queue, *[500] * 256)
-    assert padded_tokens(queue.take_batch(limits, NOW, run_estimate=linear_estimate).parts) == 5 * 500
+    bulk = queued(queue, *[500] * 64)
+    assert padded_tokens(queue.take_batch(limits, NOW, run_estimate=linear_estimate).parts) == 16 * 500
+    bulk.answered, bulk.pin = 16, "v1"
+    assert padded_tokens(queue.take_batch(limits, NOW, run_estimate=linear_estimate, current="v1").parts) == 16 * 500
+    other = queued(queue, 500)
+    assert [p.call for p in queue.take_batch(limits, NOW, run_estimate=linear_estimate, current="v1").parts] == [other]
+    formed = queue.take_batch(limits, NOW, run_estimate=linear_estimate, current="v1")  # `other` came after it
+    assert [(p.call, p.end - p.start) for p in formed.parts] == [(bulk, 5)]  # 5 x 500 x 10 µs = 25 ms
+    lone = RunQueue[str]("m")
+    later = queued(lone, *[500] * 64)
+    running = [queued(RunQueue[str]("n"), 500)]  # a call with texts in a run in progress
+    assert padded_tokens(lone.take_batch(limits, NOW, run_estimate=linear_estimate, running=running).parts) == 2500
+    assert later.taken == 5
+
+
+def test_short_texts_are_not_cut_in_time() -> None:
+    """Runs of short texts gain from their size: `max_run_ms` bounds runs of wide texts only."""
+    limits = BatchLimits(max_batch_size=32, max_batch_tokens=8192, max_run_ms=1)
+    queue: RunQueue[str] = RunQueue("m")
+    queued(queue, *[WIDE_TEXT_TOKENS // 2] * 8)
+    queued(queue, *[WIDE_TEXT_TOKENS // 2] * 8)
+    assert run_shape(queue.take_batch(limits, NOW, run_estimate=linear_estimate).parts) == (16, WIDE_TEXT_TOKENS // 2)
+
+
+def test_a_call_pinned_to_the_serving_version_shares_runs_with_fresh_calls() -> None:
+    """Issue 25: the last text of a bulk call (pinned to the version of its first run) never ran while fresh calls
+    came: every run was led by a fresh call, with which a pinned call could not share a run, so one of two bulk
+    callers waited for good. A call pinned to the serving version is a fresh call's equal; one pinned to an older
+    version goes first."""
+    queue: RunQueue[str] = RunQueue("m")
+    leftover = queued(queue, 500)
+    leftover.attained, leftover.pin = 15 * 500, "v1"
+    fresh = queued(queue, *[500] * 16)
+    formed = queue.take_batch(BatchLimits(max_batch_size=17, max_batch_tokens=17 * 500), NOW, current="v1")
+    assert [(p.call, p.end - p.start) for p in formed.parts] == [(leftover, 1), (fresh, 16)]
+    assert run_pin(formed.parts) == "v1"
+    swapped: RunQueue[str] = RunQueue("m")
+    old = queued(swapped, 500)
+    old.attained, old.pin = 15 * 500, "v1"
+    newer = queued(swapped, 500)
+    assert [p.call for p in swapped.take_batch(BatchLimits(), NOW, current="v2").parts] == [old]
+    assert [p.call for p in swapped.take_batch(BatchLimits(), NOW, current="v2").parts] == [newer]
+
+
+def test_a_medium_call_leads_a_run_of_its_own_beside_bulk_calls() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    bulk = queued(queue, *[500] * 16)
     medium = queued(queue, 300)
-    # The bulk call's next texts wait for its run in progress (its version is not known yet); the medium runs.
-    assert [p.call for p in queue.take_batch(limits, NOW, run_estimate=linear_estimate).parts] == [medium]
+    assert [p.call for p in queue.take_batch(BatchLimits(), NOW).parts] == [medium]
+    assert [p.call for p in queue.take_batch(BatchLimits(), NOW).parts] == [bulk]
+
+
+def test_a_stream_of_medium_calls_leaves_bulk_calls_every_other_run_to_fill() -> None:
+    queue: RunQueue[str] = RunQueue("m")
+    bulk = queued(queue, *[500] * 64)
+    bulk.attained = 500  # served before: each fresh medium call goes first
+    runs = []
+    for _ in range(4):
+        queued(queue, 300)
+        runs.append([p.call is bulk for p in queue.take_batch(BatchLimits(), NOW).parts])
+        bulk.answered = bulk.taken  # its run answered
+    assert runs == [[False], [True, False], [False], [True, False]]
+
+
+def test_the_express_lane_takes_a_medium_call_beside_bulk_calls_only() -> None:
+    assert express_budget(0) == EXPRESS_RUN_TOKENS  # beside short calls' runs: short calls only
+    assert express_budget(16 * 512) == MEDIUM_CALL_TOKENS
+    queue: RunQueue[str] = RunQueue("m")
+    medium = queued(queue, 300)
+    assert queue.take_express(BatchLimits(), NOW) == []
+    assert [p.call for p in queue.take_express(BatchLimits(), NOW, express_budget(16 * 512))] == [medium]
 
 
 def test_the_time_bound_is_off_at_zero_or_before_any_run_is_measured() -> None:
