@@ -8,7 +8,11 @@ the other (the widths take turns), and after each the server's `ortserve_run_est
 change of its sum is that run's estimated/measured ratio. The first ratio at a width is a fresh server's (the warm-up's
 estimate alone); the median is over all calls (the estimate then also learns from the runs).
 
-    .venv/bin/python -m benchmarks.cost_calibration --model topic=DIR [--model ...] [--calls 8] [--out FILE]
+    .venv/bin/python -m benchmarks.cost_calibration --model topic=DIR [--model ...] [--calls 8] [--rounds 3]
+        [--baseline-ref main] [--out FILE]
+
+With `--baseline-ref`, each round also starts a server of each model from a `git archive` of that ref (before this
+tree's, on the same venv), so before and after are measured side by side under the same load.
 
 Writes JSON (default benchmarks/work/results/cost_calibration.json) and prints one line per model and width.
 """
@@ -16,11 +20,14 @@ Writes JSON (default benchmarks/work/results/cost_calibration.json) and prints o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import statistics
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
+from .hostile_load import baseline_tree
 from .load import LOOPBACK
 from .paths import RESULTS, WORK
 from .processes import free_port, ortserve_process
@@ -131,6 +139,7 @@ def main() -> None:
     )
     parser.add_argument("--calls", type=int, default=8, help="calls of one text per width")
     parser.add_argument("--rounds", type=int, default=1, help="fresh servers per model")
+    parser.add_argument("--baseline-ref", help="also measure servers of this git ref, alternating (e.g. main)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/work/results/cost_calibration.json"))
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
@@ -138,14 +147,19 @@ def main() -> None:
     results = []
     if not args.model:
         args.model = [f"wide={test_model(WORK)}"]
+    trees: list[tuple[str, Path | None]] = [("this tree", None)]
+    if args.baseline_ref:
+        trees.insert(0, (args.baseline_ref, baseline_tree(args.baseline_ref, WORK)))
     for _ in range(args.rounds):
-        for spec in args.model:
+        for (tree, pythonpath), spec in [(tree, spec) for tree in trees for spec in args.model]:
             name, _, directory = spec.partition("=")
-            results.append(measure_model(name, Path(directory), args.calls, WORK / "cost_calibration.log"))
-            model = results[-1]
+            load = _load_average()
+            with _python_path(pythonpath):
+                model = measure_model(name, Path(directory), args.calls, WORK / "cost_calibration.log")
+            results.append({"tree": tree, "load": load, **model})
             print(
-                f"{name}: start-to-SERVING {model['start_to_serving_s']:.2f} s, calibration "
-                f"{model['calibration_ms']} ms ({model['calibration_runs']} runs)"
+                f"{name} ({tree}, load {load}): start-to-SERVING {model['start_to_serving_s']:.2f} s, "
+                f"calibration {model['calibration_ms']} ms ({model['calibration_runs']} runs)"
             )
             for width, figures in model["widths"].items():
                 print(
@@ -154,6 +168,21 @@ def main() -> None:
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"uptime_load": _load_average(), "models": results}, indent=2))
+
+
+@contextlib.contextmanager
+def _python_path(folder: Path | None) -> Iterator[None]:
+    """Servers started meanwhile import `ortserve` from `folder` first (None: this tree)."""
+    saved = os.environ.get("PYTHONPATH")
+    if folder is not None:
+        os.environ["PYTHONPATH"] = f"{folder}{os.pathsep}{saved or ''}"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def _load_average() -> str:

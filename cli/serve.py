@@ -64,6 +64,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
     "runtime": (
         "intra_op_threads",
         "allow_spinning",
+        "model_thread_nice",
         "concurrent_runs",
         "shared_arena",
         "arena_shrink_width",

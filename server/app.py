@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import grpc
@@ -34,8 +34,9 @@ from .security.tls_credentials import server_credentials
 from .service import InferenceService, RequestLimits
 from .settings import ServerSettings
 from .sources.open_source import open_source, registry_named
+from .thread_priority import model_thread_pool
 from .transport import InferenceServicer
-from .transport_v2 import InferenceV2Servicer
+from .transport_v2 import REQUEST_SCREENS, InferenceV2Servicer
 from .types import ModelState
 from .watcher import VersionWatcher
 
@@ -74,10 +75,8 @@ class OrtServer:
         threads = sum(
             (settings.runs_for(spec) + 1) * (2 if settings.rollout(spec)[0] else 1) for spec in settings.models
         )
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(2, threads),
-            thread_name_prefix="ortserve-model",
-        )
+        # Model threads run below the event loop's priority (settings.model_thread_nice, thread_priority.py).
+        self._executor = model_thread_pool(max(2, threads), "ortserve-model", settings.model_thread_nice)
         self._health = health_aio.HealthServicer()
         models = [
             ServedModel(
@@ -115,7 +114,9 @@ class OrtServer:
         authenticator = TokenAuthenticator.from_sources(settings.auth_token_file, settings.auth_token_env)
         # Every RPC of every service passes this one chain (request id, observability, error → status, auth).
         self._server = grpc.aio.server(
-            interceptors=build_interceptors(settings, authenticator, extra=observability, open_health=OPEN_HEALTH),
+            interceptors=build_interceptors(
+                settings, authenticator, extra=observability, open_health=OPEN_HEALTH, screens=REQUEST_SCREENS
+            ),
             # gRPC turns SO_REUSEPORT on by default: a second server on a port in use would then start without error
             # and take half the connections. Off unless asked for, so that binding a port in use fails at start.
             options=[("grpc.so_reuseport", 1 if settings.reuse_port else 0)],
@@ -209,6 +210,11 @@ class OrtServer:
             self.http_port = await self.http.start()
             scheme = "https" if self.http.tls else "http"
             log.info("HTTP on %s://%s:%d (docs at /docs)", scheme, self.settings.host, self.http_port)
+        # Sessions are created on the loop's default executor (asyncio.to_thread): ONNX Runtime's threads inherit
+        # the priority of the thread that creates them, so that executor's threads run below the loop too.
+        asyncio.get_running_loop().set_default_executor(
+            model_thread_pool(min(32, (os.cpu_count() or 1) + 4), "ortserve-load", self.settings.model_thread_nice)
+        )
         await asyncio.gather(self.table.load_all(), self.challenger_table.load_all())
         serving = sum(m.state is ModelState.SERVING for m in self.table)
         log.info("%d of %d models serving", serving, len(self.settings.models))

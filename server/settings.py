@@ -117,6 +117,12 @@ class ServerSettings(BaseSettings):
     allow_spinning: bool = False
     """Let ONNX Runtime worker threads spin between ops. Leave it off: spinning threads starve the event loop
     and the other models of the cores (see BENCHMARKS.md)."""
+    model_thread_nice: int = Field(10, ge=0, le=19)
+    """How much lower the scheduling priority of the threads that run models (ONNX Runtime's and the run threads)
+    is than the event loop's, as a Linux nice increment; 0 keeps them equal. The event loop takes, answers and refuses
+    every call: under overload, with model threads busy on every core, it got a small share of the CPU and calls
+    waited hundreds of milliseconds before the server even saw them (late refusals, lost goodput). Lowered, the model
+    threads still get every cycle the loop does not use. Linux only (elsewhere a thread's priority is the process's)."""
     max_texts_per_request: int = Field(256, ge=1)
     """Most texts one Classify call may carry; more is INVALID_ARGUMENT (the client splits larger inputs)."""
     max_text_chars: int = Field(10_000, ge=1)

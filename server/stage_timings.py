@@ -45,6 +45,7 @@ def fastest_seconds(
     agree: float = 0.15,
     cheap_s: float = 0.03,
     budget_s: float = 0.0,
+    pause_s: float = 0.0,
 ) -> list[float]:
     """Seconds of the fastest call of each of `actions`: a call is only ever slowed down by other work on the
     machine, so the fastest is the closest to its own cost.
@@ -55,7 +56,8 @@ def fastest_seconds(
     up to less than `cheap_s` seconds: a quiet machine pays for `repeats` calls of the long actions, a busy one for
     as many as it takes to see an undisturbed call twice, and repeating a short action costs next to nothing. With a
     `budget_s`, no further pass starts once the calls took that long in all (the first `repeats` passes always run):
-    on a machine too busy to settle, what time allows is kept.
+    on a machine too busy to settle, what time allows is kept. With a `pause_s`, each call follows a sleep that long
+    (not timed): a call after a pause pays what a call at an idle server pays, which back-to-back calls do not.
     """
     times: list[list[float]] = [[] for _ in actions]
     pending = list(range(len(actions)))
@@ -63,6 +65,8 @@ def fastest_seconds(
         if budget_s and sum(map(sum, times)) >= budget_s and all(len(each) >= repeats for each in times):
             break
         for index in pending:
+            if pause_s:
+                time.sleep(pause_s)
             start = time.perf_counter()
             actions[index]()
             times[index].append(time.perf_counter() - start)

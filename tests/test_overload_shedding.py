@@ -6,6 +6,9 @@ hot loop."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -96,6 +99,46 @@ def test_an_overloaded_model_sends_a_jittered_retry_pushback(held_server) -> Non
     queued.result(WAIT_S)
     assert all(PUSHBACK_MS[0] <= value <= PUSHBACK_MS[1] for value in pushbacks)
     assert len(pushbacks) > 1  # drawn at random: refused callers do not come back together
+
+
+def _nice_by_thread() -> dict[int, int]:
+    """The nice value of each thread of this process, by its native id (Linux /proc)."""
+    values = {}
+    for task in Path("/proc/self/task").iterdir():
+        stat = (task / "stat").read_text()
+        values[int(task.name)] = int(stat[stat.rindex(")") + 2 :].split()[16])
+    return values
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have priorities of their own on Linux only")
+def test_model_threads_run_below_the_event_loop(artifacts: dict[str, Path]) -> None:
+    # 7: a value no other server of the test session uses, so the threads found are this server's.
+    with running_server(models=[f"bert={artifacts['bert']}"], model_thread_nice=7, intra_op_threads=2) as server:
+        assert server.server is not None
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+
+        async def loop_priority() -> int:
+            return os.getpriority(os.PRIO_PROCESS, 0)
+
+        batcher = server.server.table.get("bert").batcher
+        run_batch = batcher._run_batch
+        run_priorities: list[int] = []
+
+        def recording(texts: list[str], pin: object = None) -> object:
+            run_priorities.append(os.getpriority(os.PRIO_PROCESS, 0))
+            return run_batch(texts, pin)
+
+        batcher._run_batch = recording  # type: ignore[assignment]
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            response = stub.Classify(pb.ClassifyRequest(model="bert", texts=["x"]), timeout=30)
+        assert len(response.results) == 1
+        assert server.call(loop_priority()) == base  # the loop, which takes and refuses calls, keeps its priority
+        assert run_priorities == [min(19, base + 7)]
+        # ONNX Runtime's own pool threads (not Python threads) were started by a lowered thread and inherit it.
+        python_threads = {thread.native_id for thread in threading.enumerate()}
+        lowered = {tid for tid, nice in _nice_by_thread().items() if nice == min(19, base + 7)}
+        assert lowered - python_threads
 
 
 class Refusing(pb_grpc.InferenceServicer):

@@ -6,6 +6,7 @@ without being echoed."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,16 @@ import httpx
 import pytest
 
 from ortserve.server import open_inference
+from ortserve.server.interceptors.error_status import ErrorStatusInterceptor
+from ortserve.server.interceptors.repeat_offenders import (
+    FIRST_DELAY_S,
+    MAX_DELAY_S,
+    MAX_PEERS,
+    REPEAT_WINDOW_S,
+    RepeatOffenders,
+)
 from ortserve.server.open_inference import MAX_REQUEST_ID_CHARS, OUTPUTS, answer_bytes
+from ortserve.server.transport_v2 import REQUEST_SCREENS
 from ortserve.v2 import grpc_predict_v2_pb2 as v2
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as v2_grpc
 
@@ -148,3 +158,58 @@ def test_an_answer_over_the_limit_is_refused_before_it_is_built(  # type: ignore
     assert response.status_code == 400 and "over the limit" in response.json()["error"]
     # Fewer outputs make the same texts fit.
     assert infer(grpc_request(texts, ["truncated"]), timeout=30).outputs[0].shape == [64]
+
+
+def test_too_many_outputs_are_refused_from_the_bytes_before_the_request_is_parsed() -> None:
+    parsed: list[int] = []
+
+    def parse(data: bytes) -> v2.ModelInferRequest:
+        parsed.append(len(data))
+        return v2.ModelInferRequest.FromString(data)
+
+    (method,) = REQUEST_SCREENS
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: None, request_deserializer=parse)
+    deserialize = ErrorStatusInterceptor(screens=REQUEST_SCREENS).wrap(handler, method).request_deserializer
+    refused = deserialize(grpc_request(TEXTS, ["probabilities"] * 100_000).SerializeToString())
+    assert parsed == []  # 1.7 MB of outputs never parsed as a request
+    assert "asks for 100000 outputs" in str(refused.error())
+    wanted = deserialize(grpc_request(TEXTS, ["label", "probabilities"]).SerializeToString())
+    assert len(parsed) == 1 and [output.name for output in wanted.outputs] == ["label", "probabilities"]
+    # Bytes that are no request at all are left to the request's parser, which says so.
+    assert "not a valid protobuf message" in str(deserialize(b"\xff\xff\xff").error())
+
+
+def test_the_server_screens_model_infer_before_reading_the_request(infer) -> None:  # type: ignore[no-untyped-def]
+    # Judged on the outputs' count alone: the unknown model is never read (the servicer would say NOT_FOUND).
+    probe = grpc_request(TEXTS, ["probabilities"] * 100_000)
+    probe.model_name = "no-such-model"
+    code, details = grpc_refusal(infer, probe)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and "asks for 100000 outputs" in details
+
+
+def test_repeat_offenders_wait_longer_each_time_and_are_forgotten() -> None:
+    now = [100.0]
+    offenders = RepeatOffenders(clock=lambda: now[0])
+    delays = [offenders.delay_s("ipv4:127.0.0.1:5000") for _ in range(9)]
+    assert delays[:3] == [0.0, FIRST_DELAY_S, 2 * FIRST_DELAY_S]  # the first refusal is immediate
+    assert delays[-1] == MAX_DELAY_S and delays == sorted(delays)
+    assert offenders.delay_s("ipv4:127.0.0.1:6000") == 0.0  # another connection is another caller
+    now[0] += REPEAT_WINDOW_S
+    assert offenders.delay_s("ipv4:127.0.0.1:5000") == 0.0  # quiet for a window: forgotten
+    for port in range(MAX_PEERS + 10):
+        offenders.delay_s(f"ipv4:10.0.0.1:{port}")
+    assert len(offenders._recent) == MAX_PEERS
+
+
+def test_a_probe_sent_again_on_one_connection_is_refused_later(both_doors: RunningServer) -> None:
+    probe = grpc_request(TEXTS, ["probabilities"] * 100_000)
+    seconds = []
+    with grpc.insecure_channel(both_doors.target) as channel:
+        infer = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        for _ in range(3):
+            start = time.monotonic()
+            code, _ = grpc_refusal(infer, probe)
+            seconds.append(time.monotonic() - start)
+            assert code is grpc.StatusCode.INVALID_ARGUMENT
+    # The third was held at least its delay (a lower bound: a loaded machine only adds to it).
+    assert seconds[2] >= 2 * FIRST_DELAY_S - 0.005

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 
 from ..security.bearer_tokens import TokenAuthenticator
 from ..settings import ServerSettings
-from .error_status import ErrorStatusInterceptor
+from .error_status import ErrorStatusInterceptor, RequestScreen
 from .request_id import RequestIdInterceptor
 from .token_auth import TokenAuthInterceptor
 
@@ -21,6 +21,7 @@ def build_interceptors(
     authenticator: TokenAuthenticator | None,
     extra: Sequence[grpc.aio.ServerInterceptor] = (),
     open_health: frozenset[str] = frozenset({""}),
+    screens: Mapping[str, RequestScreen] | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The server's interceptor chain, outermost first (see the module docstring).
 
@@ -30,8 +31,10 @@ def build_interceptors(
     `authenticator` checks bearer tokens (None: no tokens configured, every call is let in); the server builds one
     from `settings` and shares it with the HTTP door, so both read the token file once and agree on every reload.
     `open_health` are the health service names that need no token (the server's own, not a model's).
+    `screens` check a method's raw request bytes before they are parsed (by full method name; see
+    `ErrorStatusInterceptor`), for the transports to refuse what is costly to parse and can be judged on less.
     """
-    chain: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor(), *extra, ErrorStatusInterceptor()]
+    chain: list[grpc.aio.ServerInterceptor] = [RequestIdInterceptor(), *extra, ErrorStatusInterceptor(screens=screens)]
     if authenticator is not None:
         chain.append(TokenAuthInterceptor(authenticator, settings.auth_health, open_health))
     return chain

@@ -3,9 +3,10 @@ port maps through too), anything else INTERNAL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,9 @@ from ortserve.contract.errors import first_line
 
 from ..errors import ERROR_STATUS, InvalidInputError, OrtServeError, caller_message
 from ..observability.logs import RateLimitedLog
+from .repeat_offenders import RepeatOffenders
 from .request_id import REQUEST_ID_KEY, current_request_id
-from .wrapping import HandlerWrappingInterceptor, Wrappers, awaiting, responses, wrap_handler
+from .wrapping import HandlerWrappingInterceptor, Wrappers, awaiting, never_decoded, responses, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,38 @@ class UndecodableRequest:
         )
 
 
-def tolerant_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """`deserialize`, returning an `UndecodableRequest` instead of raising."""
+@dataclass(frozen=True)
+class ScreenedOut:
+    """Stands in for a request that a screen refused from its raw bytes, before they were parsed."""
+
+    refusal: OrtServeError
+
+    def error(self) -> OrtServeError:
+        return self.refusal
+
+
+#: What a tolerant deserializer returns instead of a request: the behavior raises its `error()` first thing.
+_NOT_A_REQUEST = (UndecodableRequest, ScreenedOut)
+
+#: A check of a method's raw request bytes before they are parsed, raising a domain error to refuse them: for
+#: requests whose parse alone costs much (an amplification probe's 100,000 outputs) and can be judged on less.
+RequestScreen = Callable[[bytes], None]
+
+
+def tolerant_deserializer(
+    deserialize: Callable[[bytes], Any] | None, screen: RequestScreen | None = None
+) -> Callable[[bytes], Any] | None:
+    """`deserialize`, returning an `UndecodableRequest` instead of raising, after `screen` (if any) passed the bytes
+    (else a `ScreenedOut`)."""
     if deserialize is None:
         return None
 
     def deserialize_or_mark(data: bytes) -> Any:
+        if screen is not None:
+            try:
+                screen(data)
+            except OrtServeError as refusal:
+                return ScreenedOut(refusal)
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, UnicodeDecodeError, ...: all mean "these bytes are not a request"
@@ -92,22 +120,34 @@ _CALLER_CODES = {
 class ErrorStatusInterceptor(HandlerWrappingInterceptor):
     """Maps every exception of a call to a status with a caller-safe message; logs the detail, rate-limited."""
 
-    def __init__(self, rejected_log: RateLimitedLog | None = None, failed_log: RateLimitedLog | None = None):
+    def __init__(
+        self,
+        rejected_log: RateLimitedLog | None = None,
+        failed_log: RateLimitedLog | None = None,
+        screens: Mapping[str, RequestScreen] | None = None,
+    ):
+        """`screens`: checks of raw request bytes by full method name (`/package.Service/Method`), made before the
+        bytes are parsed; a call whose bytes are never parsed (refused by authentication) is not screened."""
         self.rejected_log = rejected_log or RateLimitedLog(log)
         self.failed_log = failed_log or RateLimitedLog(log)
+        self.screens = dict(screens or {})
+        self.repeat_offenders = RepeatOffenders()
         super().__init__()
         self._wrappers = Wrappers(self._unary_unary, self._unary_stream, self._stream_unary, self._stream_stream)
 
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        deserializer = tolerant_deserializer(handler.request_deserializer)
-        return wrap_handler(handler, method, self._wrappers, deserializer)
+        parse = handler.request_deserializer
+        screen = self.screens.get(method) if parse is not never_decoded else None
+        return wrap_handler(handler, method, self._wrappers, tolerant_deserializer(parse, screen))
 
     def _unary_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         inner = awaiting(behavior)
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
-                if type(request) is UndecodableRequest:
+                if type(request) in _NOT_A_REQUEST:
+                    if type(request) is ScreenedOut:
+                        await self._hold_repeat(context)
                     raise request.error()
                 return await inner(request, context)
             except grpc.aio.AbortError:
@@ -120,7 +160,7 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
     def _unary_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                if type(request) is UndecodableRequest:
+                if type(request) in _NOT_A_REQUEST:
                     raise request.error()
                 async for response in responses(behavior(request, context)):
                     yield response
@@ -156,6 +196,13 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
 
         return stream_stream
 
+    async def _hold_repeat(self, context: grpc.aio.ServicerContext) -> None:
+        """Wait before refusing a screened request again to the same connection (`RepeatOffenders`): the wait costs
+        the server nothing, and a caller that loops on such requests no longer takes the loop from the others."""
+        delay = self.repeat_offenders.delay_s(context.peer())
+        if delay:
+            await asyncio.sleep(delay)
+
     async def _abort(self, exc: Exception, method: str, context: grpc.aio.ServicerContext) -> None:
         """End the call with the status of `exc` (raises `grpc.aio.AbortError`); log what the caller is not told."""
         if isinstance(exc, OrtServeError):
@@ -184,6 +231,6 @@ def _trailers(code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
 async def _checked(requests: Any) -> AsyncIterator[Any]:
     """A request stream in which an undecodable message raises `InvalidInputError` where it is read."""
     async for request in requests:
-        if isinstance(request, UndecodableRequest):
+        if type(request) in _NOT_A_REQUEST:
             raise request.error()
         yield request

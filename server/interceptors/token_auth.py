@@ -13,7 +13,7 @@ from ..errors import (
 )
 from ..security.bearer_tokens import TokenAuthenticator, TokenGrant
 from .requested_model import requested_model
-from .wrapping import WrappedHandlers, Wrappers, awaiting, responses, wrap_handler
+from .wrapping import WrappedHandlers, Wrappers, awaiting, never_decoded, responses, wrap_handler
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,10 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             grant = self.authenticator.authenticate(handler_call_details.invocation_metadata)
         except UnauthenticatedError as refusal:
-            return wrap_handler(handler, method, _refusing(refusal), deserializer=_raw_bytes)
+            return wrap_handler(handler, method, _refusing(refusal), deserializer=never_decoded)
         if grant.models is None:
             return handler
         return wrap_handler(handler, method, _limited_to_models(grant))
-
-
-def _raw_bytes(data: bytes) -> bytes:
-    """The deserializer of a refused call: its bytes are never parsed."""
-    return data
 
 
 def _refusing(refusal: UnauthenticatedError) -> Wrappers:

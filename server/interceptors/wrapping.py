@@ -57,6 +57,11 @@ def wrap_handler(
     return grpc.stream_stream_rpc_method_handler(behavior, request_deserializer, serializer)
 
 
+def never_decoded(data: bytes) -> bytes:
+    """The deserializer of a call refused before its request is read (authentication): its bytes are never parsed."""
+    return data
+
+
 def _wrapped(wrapper: BehaviorWrapper | None, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper(method, behavior) if wrapper is not None else behavior
 
