@@ -112,7 +112,13 @@ def server_process(artifact: Path, model: str, log_file: Path, pythonpath: Path 
     if pythonpath is not None:
         environment["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{environment.get('PYTHONPATH', '')}"
     with log_file.open("ab") as log_output:
-        process = subprocess.Popen(command, stdout=log_output, stderr=log_output, env=environment)
+        # A session of its own, as a server in its own container has: Linux's autogroup scheduling then shares the
+        # CPU between the server and this process's hundreds of callers by session, not by thread, and the server's
+        # own priorities (model threads below its event loop) decide within its share. In one session, the callers'
+        # threads would outrank the server's lowered model threads, which no deployment puts on one machine.
+        process = subprocess.Popen(
+            command, stdout=log_output, stderr=log_output, env=environment, start_new_session=True
+        )
         try:
             wait_until_serving(f"{LOOPBACK}:{port}", process, timeout=180, poll_s=0.05)
             yield port, process.pid
