@@ -37,9 +37,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import random
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -52,6 +50,7 @@ from .errors import DeadlineExceededError, ModelNotReadyError, OrtServeError, Ov
 from .model_table import ModelTable, ServedModel
 from .settings import ServerSettings
 from .sources.open_source import open_source
+from .thread_priority import PER_THREAD_PRIORITY, thread_pool_at_nice
 from .types import Classification
 from .watcher import VersionWatcher
 
@@ -447,18 +446,8 @@ def build_challengers(
 
 
 def background_executor(name: str, nice: int) -> ThreadPoolExecutor:
-    """One thread at OS nice value `nice` (at least the process's own): a shadow-only challenger's runs."""
-    return ThreadPoolExecutor(
-        1, thread_name_prefix=f"ortserve-shadow-{name}", initializer=_lower_priority, initargs=(nice,)
-    )
-
-
-def _lower_priority(nice: int) -> None:
-    """Give the calling thread the nice value `nice`, or leave it where it is if it is already lower in priority.
-    Linux sets the nice value of one thread given its thread id; elsewhere this may fail, and the shadow runs then
-    rely on the feeder's idle check alone."""
-    thread = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, thread, max(nice, os.getpriority(os.PRIO_PROCESS, thread)))
-    except (AttributeError, OSError) as exc:
-        log.warning("cannot lower the priority of the shadow thread (%s): it runs at normal priority", exc)
+    """One thread at OS nice value `nice` (at least the process's own): a shadow-only challenger's runs. Where a
+    thread's own priority cannot be set (not Linux), the shadow runs rely on the feeder's idle check alone."""
+    if not PER_THREAD_PRIORITY:
+        log.warning("cannot lower the priority of the shadow thread (not Linux): it runs at normal priority")
+    return thread_pool_at_nice(1, f"ortserve-shadow-{name}", nice)

@@ -24,15 +24,25 @@ def model_thread_pool(max_workers: int, name: str, increment: int) -> ThreadPool
     nice = None
     if increment > 0 and PER_THREAD_PRIORITY:
         nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
+    return thread_pool_at_nice(max_workers, name, nice)
+
+
+def thread_pool_at_nice(max_workers: int, name: str, nice: int | None) -> ThreadPoolExecutor:
+    """A thread pool whose threads run at nice value `nice` or lower in priority (a thread that starts lower, from a
+    lowered creator, stays where it is: priorities are only ever lowered). None, or a platform without per-thread
+    priorities (`PER_THREAD_PRIORITY`), leaves the threads at their creator's priority."""
     return ThreadPoolExecutor(
-        max_workers=max_workers, thread_name_prefix=name, initializer=_set_this_thread_nice, initargs=(nice,)
+        max_workers=max_workers,
+        thread_name_prefix=name,
+        initializer=_lower_this_thread,
+        initargs=(nice if PER_THREAD_PRIORITY else None,),
     )
 
 
-def _set_this_thread_nice(nice: int | None) -> None:
+def _lower_this_thread(nice: int | None) -> None:
     if nice is None:
         return
     try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    except OSError as exc:  # a sandbox that forbids it (or a thread already lower): leave the thread as it is
-        log.debug("could not set a model thread's priority to nice %d: %s", nice, exc)
+        os.setpriority(os.PRIO_PROCESS, 0, max(nice, os.getpriority(os.PRIO_PROCESS, 0)))
+    except OSError as exc:  # a sandbox that forbids it: leave the thread as it is
+        log.debug("could not set a thread's priority to nice %d: %s", nice, exc)
