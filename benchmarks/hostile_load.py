@@ -299,6 +299,13 @@ def one_caller_p50(port: int, model: str, texts: Sequence[str], calls: int) -> f
 # --- all of it -----------------------------------------------------------------------------------------------------
 
 
+#: (callers, deadline in seconds) of the overload levels, in the order they run.
+OVERLOAD_LEVELS = [(50, 0.1), (500, 0.1), (50, 0.5), (500, 0.5)]
+#: Quiet seconds before each overload level: longer than the longest retry pushback the server gives (2 s), so that
+#: no level starts at a server that still expects the previous level's callers back.
+LEVEL_PAUSE_S = 2.5
+
+
 SCENARIOS = ("one_caller", "fair_runs", "overload", "amplification")
 
 
@@ -324,10 +331,12 @@ def measure_tree(
             results["fair_runs"] = fair_runs(port, model, medium_text, bulk_text, 20 * scale)
         if "overload" in scenarios:
             log.info("  overload")
-            results["overload"] = {
-                f"{callers}x{int(deadline * 1000)}ms": overload_level(port, model, texts, callers, 4 * scale, deadline)
-                for callers, deadline in [(50, 0.1), (500, 0.1), (50, 0.5), (500, 0.5)]
-            }
+            results["overload"] = {}
+            for callers, deadline in OVERLOAD_LEVELS:
+                time.sleep(LEVEL_PAUSE_S)  # the previous level's callers are gone: let what they were told expire
+                results["overload"][f"{callers}x{int(deadline * 1000)}ms"] = overload_level(
+                    port, model, texts, callers, 4 * scale, deadline
+                )
         if "amplification" in scenarios:
             log.info("  amplification")
             results["amplification"] = amplification(port, pid, model, texts, 4 * scale)

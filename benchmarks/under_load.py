@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from ortserve.client.errors import retry_pushback_s
 from ortserve.contract.artifact import TOKENIZER_FILE
 from ortserve.server.healthcheck import wait_until_serving
 from ortserve.server.runtime import OnnxClassifier, SessionConfig
@@ -214,6 +215,7 @@ def overload_level(
             refused: dict[str, list[float]] = {}
             by_reason: dict[str, list[float]] = {}
             other: list[str] = []
+            pushbacks: list[float] = []
 
             async def caller(offset: int) -> None:
                 backoff = 0.05
@@ -236,8 +238,14 @@ def overload_level(
                                 by_reason.setdefault(refusal_reason(error), []).append(elapsed_ms)
                             else:
                                 other.append(error.code().name)
-                        await asyncio.sleep(random.uniform(0, backoff))
-                        backoff = min(2.0, backoff * 2)
+                        pushback_s = retry_pushback_s(error)
+                        if pushback_s is not None:  # the server said when: as the project's client does
+                            if started >= measure_from:
+                                pushbacks.append(pushback_s * 1000)
+                            await asyncio.sleep(pushback_s)
+                        else:
+                            await asyncio.sleep(random.uniform(0, backoff))
+                            backoff = min(2.0, backoff * 2)
 
             await asyncio.gather(*(caller(i * 7) for i in range(callers)))
             return {
@@ -253,6 +261,8 @@ def overload_level(
                 "refused_by_reason": {reason: len(values) for reason, values in by_reason.items()},
                 "refused_by_reason_p50_ms": {reason: statistics.median(values) for reason, values in by_reason.items()},
                 "other_errors": len(other),
+                "pushbacks": len(pushbacks),
+                "pushback_p50_ms": statistics.median(pushbacks) if pushbacks else float("nan"),
             }
 
     return asyncio.run(main())
