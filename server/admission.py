@@ -65,7 +65,9 @@ class ReturnSchedule:
     def pushback_s(self, now: float, room_in: float) -> float:
         """Seconds a caller refused at `now` should wait, if the work ahead leaves room for it in `room_in` seconds."""
         spacing = RETURN_SPACING * (self.pace_s or 0.0)
-        start = min(max(now + max(0.0, room_in), self.next_return), now + MAX_PUSHBACK_S)
+        start = max(now + max(0.0, room_in), self.next_return)
+        if start - now >= MAX_PUSHBACK_S:  # no slot within the longest pushback: spread over its second half
+            return random.uniform(MAX_PUSHBACK_S / 2, MAX_PUSHBACK_S)
         self.next_return = start + spacing
         return min(MAX_PUSHBACK_S, start - now + random.uniform(0.0, spacing))
 
