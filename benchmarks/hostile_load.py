@@ -11,8 +11,10 @@ benchmarks/work/trees/, on this venv's interpreter (its source shadows the insta
   and the server's RSS growth;
   then a victim (one short text per call) alone and while
   two callers send that request in a loop: its p99.
-- **overload**: 50 and 500 closed-loop single-text callers with a 100 ms deadline, 500 with 500 ms (the backing-off
-  callers of `under_load.overload_level`): answers per second, and the refusals' p50.
+- **overload**: 50 and 500 closed-loop single-text callers with a 100 ms deadline, 50 and 500 with 500 ms (the
+  callers of `under_load.overload_level`: after a refusal they wait the server's retry pushback when it sends one,
+  as the project's client tells its callers to, else back off on their own): answers per second, the refusals' p50,
+  and the refusals by who refused. Each level starts after a pause longer than the longest pushback.
 - **fair runs**: a caller with one ~300-token text (0.2 s think time) beside two bulk callers that send 16 texts of
   10,000 characters back to back: the medium caller's p50 and p99, the bulk callers' texts per second.
 - **one caller**: p50 of single-text Classify calls, one caller, no think time.

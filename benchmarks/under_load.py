@@ -204,7 +204,10 @@ def overload_level(
     warmup_s: float = 1.0,
 ) -> dict[str, Any]:
     """`callers` closed-loop callers, one text per call, each call with a `deadline_s` timeout. A caller told
-    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED backs off (exponential, jittered, 50 ms to 2 s) as a client should."""
+    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED waits as the project's client tells its callers to: the server's retry
+    pushback (`grpc-retry-pushback-ms`, read as `ortserve.client` reads it) when the refusal carries one, else its own
+    back-off (exponential, jittered, 50 ms to 2 s, reset by an answer). A baseline server that sends no pushback for a
+    refusal gets the back-off, so both trees are measured with the same callers."""
 
     async def main() -> dict[str, Any]:
         async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
