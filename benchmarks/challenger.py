@@ -25,7 +25,8 @@ with the same 10 % shadow is measured in the same rounds (`shadow10_baseline`, `
 is compared side by side in one run. `--control` adds a second server without a challenger (`off_control`), measured
 in the same rounds as the others: its figures against `off` are what two identical servers differ by in this run
 (the noise floor every other delta is read against). `--one-caller-calls` sets the calls behind each round's one-caller
-p50 (300 by default).
+p50 (300 by default); besides the median of the rounds' paired deltas, every round's calls are pooled per server and
+the pooled p50s compared (`*_p50_delta_ms_pooled`).
 
 Writes challenger.json to --out.
 """
@@ -154,6 +155,7 @@ def measure(
     rates: dict[str, list[float]] = {name: [] for name in specs}
     cpu_ms_per_text: dict[str, list[float]] = {name: [] for name in specs}
     p50: dict[str, list[float]] = {name: [] for name in specs}
+    one_caller_ms: dict[str, list[float]] = {name: [] for name in specs}
     overload: dict[str, list[float]] = {"off": [], "shadow100": []} if "overload" in scenarios else {}
     result: dict[str, Any] = {"model": model.name, "callers": CALLERS, "overload_callers": OVERLOAD_CALLERS}
     with contextlib.ExitStack() as stack:
@@ -180,6 +182,7 @@ def measure(
                 cpu_ms_per_text[name].append((cpu_seconds(pid) - cpu) * 1000 / max(1, load.calls - load.errors))
                 one = grpc_load(process.port, model.name, texts, 1, max_calls=one_caller_calls, max_seconds=seconds)
                 p50[name].append(one.p50)
+                one_caller_ms[name] += one.latencies_ms
                 settle_or_pause(process.port, model.name, name)
             for name in overload:
                 load = grpc_load(
@@ -195,7 +198,7 @@ def measure(
         }
         result["rss_mb_loaded"] = {name: rss_mb(p.process.pid) for name, p in running.items()}
     if "shadow" in scenarios:
-        result.update(shadow_figures(rates, cpu_ms_per_text, p50))
+        result.update(shadow_figures(rates, cpu_ms_per_text, p50, one_caller_ms))
     if overload:
         result["overload_goodput"] = {name: statistics.median(values) for name, values in overload.items()}
         result["shadow100_overload_goodput_ratio"] = (
@@ -209,7 +212,10 @@ def measure(
 
 
 def shadow_figures(
-    rates: dict[str, list[float]], cpu_ms_per_text: dict[str, list[float]], p50: dict[str, list[float]]
+    rates: dict[str, list[float]],
+    cpu_ms_per_text: dict[str, list[float]],
+    p50: dict[str, list[float]],
+    one_caller_ms: dict[str, list[float]],
 ) -> dict[str, Any]:
     """The 32-caller and one-caller figures of each shadowing server against shadow off, paired by round."""
     figures: dict[str, Any] = {
@@ -220,6 +226,8 @@ def shadow_figures(
         "cpu_ms_per_text": {name: statistics.median(values) for name, values in cpu_ms_per_text.items()},
         "p50_ms": {name: statistics.median(values) for name, values in p50.items()},
         "p50_ms_rounds": p50,
+        # Every round's one-caller calls pooled: the p50 of all of them, less moved by one round's outliers.
+        "p50_ms_pooled": {name: statistics.median(values) for name, values in one_caller_ms.items()},
     }
     for name in (name for name in rates if name != "off"):
         ratios = [s / o for s, o in zip(rates[name], rates["off"], strict=True)]
@@ -229,6 +237,7 @@ def shadow_figures(
         # The same paired by round, as the throughput ratio is: less moved by load that changes between rounds.
         deltas = [s - o for s, o in zip(p50[name], p50["off"], strict=True)]
         figures[f"{name}_p50_delta_ms_paired"] = statistics.median(deltas)
+        figures[f"{name}_p50_delta_ms_pooled"] = figures["p50_ms_pooled"][name] - figures["p50_ms_pooled"]["off"]
     return figures
 
 
