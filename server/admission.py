@@ -30,8 +30,8 @@ ESTIMATE_TOLERANCE = 1.5
 #: Callers refused for the work ahead are told to come back one at a time, this many admitted calls apart at the
 #: model's measured pace (`ReturnSchedule`): at most about one returning caller per four calls the model takes, so
 #: refusing the ones that still find no room costs a small share of the machine (a refusal costs both sides about a
-#: quarter of what an answer costs; 500 callers x 500 ms on 2 cores: 2 apart gave 0.73x the best goodput, 4 apart
-#: 0.83x, BENCHMARKS.md "Issue 25").
+#: quarter of what an answer costs; 500 callers x 500 ms on 2 cores: 2 apart gave 460 answers/s, 4 apart 511, one
+#: run each; BENCHMARKS.md, "Overload, fourth round").
 RETURN_SPACING = 4.0
 #: The longest a refused caller is told to wait: the ortserve client's own largest back-off (`RetryPolicy`).
 MAX_PUSHBACK_S = 2.0
@@ -42,9 +42,10 @@ class ReturnSchedule:
 
     Each refused caller is given a time of its own: after the work ahead has drained to what its deadline allows,
     and after the callers refused before it, `RETURN_SPACING` admitted calls apart at the pace the model admits
-    calls (measured), at most `MAX_PUSHBACK_S` from now, jittered within its slot. Told to come back "when there is
-    room" alone, every refused caller would come back at once and be refused again; spaced out, they come back
-    about as fast as the model can take some of them.
+    calls (measured), at most `MAX_PUSHBACK_S` from now, jittered within its slot; with no slot left within
+    `MAX_PUSHBACK_S`, a time drawn in its second half. Told to come back "when there is room" alone, every refused
+    caller would come back at once and be refused again; spaced out, they come back about as fast as the model can
+    take some of them. Used on the event loop only (admission runs there).
     """
 
     def __init__(self, weight: float = 0.05) -> None:

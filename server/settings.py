@@ -60,7 +60,8 @@ RPC_HEADROOM = 16
 #: Calls per model that the default `max_concurrent_rpcs` lets in, in multiples of what its run slots and next run
 #: hold: room for the calls admission keeps queued at deadlines of about half a second, so that admission (which
 #: tells a refused caller when to come back) refuses before the core does (which cannot say; its callers come back
-#: at once). 500 callers x 500 ms on minilm: 0.70x the best goodput at 1x, 0.82x at 2x (BENCHMARKS.md, "Issue 25").
+#: at once). 500 callers x 500 ms on minilm, 2 cores: 452 and 432 answers/s at 1x, 499 and 537 at 2x (BENCHMARKS.md,
+#: "Overload, fourth round").
 RPC_LIMIT_PER_RUN_SET = 2
 
 
