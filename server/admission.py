@@ -210,10 +210,22 @@ def estimate_wait(
         return None
     tokens = sum(costs)
     ahead = 0.0
+    # Read for every call, and for every queued call in it: under overload (a hundred calls queued) this loop was
+    # most of admission's cost, so the seconds per token of each width are computed once (the cost is linear in the
+    # tokens) and a call of one text skips the slice, sum and max.
+    seconds_per_token: dict[int, float] = {}
     for call in queue.calls:
-        queued = call.costs[call.taken :]
-        if queued:
-            ahead += run_cost.token_seconds(min(sum(queued), tokens), max(queued)) or 0.0
+        queued = call.costs[call.taken :] if call.taken else call.costs
+        if not queued:
+            continue
+        if len(queued) == 1:
+            amount = width = queued[0]
+        else:
+            amount, width = sum(queued), max(queued)
+        rate = seconds_per_token.get(width)
+        if rate is None:
+            rate = seconds_per_token[width] = run_cost.token_seconds(1, width) or 0.0
+        ahead += min(amount, tokens) * rate
     ahead /= limits.concurrent_runs  # the runs share the work (each run's cost is measured while sharing)
     if len(costs) > limits.max_batch_size:
         own /= limits.concurrent_runs  # a call of several runs has them run side by side

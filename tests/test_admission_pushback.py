@@ -221,3 +221,30 @@ def test_the_overload_callers_wait_for_the_servers_pushback() -> None:
     # back-off (50 ms doubling) would have brought it back several times.
     assert servicer.calls == 3
     assert level["pushbacks"] == 3 and level["pushback_p50_ms"] == 1500
+
+
+# --- the estimate's cost -------------------------------------------------------------------------------------------
+
+
+def test_the_work_ahead_is_each_queued_calls_share_at_its_own_width() -> None:
+    """`estimate_wait` computes each width's cost per token once (a faster loop, for refusals under overload): the
+    work ahead must stay what each queued call's own reading gives."""
+    from ortserve.server.admission import estimate_wait
+
+    run_cost = RunCost()
+    run_cost.calibrate([MeasuredRun(1, 16, 0.002), MeasuredRun(32, 16, 0.03), MeasuredRun(8, 128, 0.05)])
+    run_cost.observe(32 * 64, 0.05, 32, 64)  # a band factor of its own at width 64
+    queue: RunQueue[str] = RunQueue("m")
+    shapes = [([14], 0), ([64], 0), ([14, 300, 64], 1), ([5, 5], 2), ([200] * 40, 7), ([64, 14], 0)]
+    for costs, taken in shapes:
+        call: QueuedCall[str] = QueuedCall(["t"] * len(costs), costs, None)
+        call.taken = taken
+        queue.add(call)
+    for tokens in (14, 100, 5000):
+        expected = sum(
+            run_cost.token_seconds(min(sum(costs[taken:]), tokens), max(costs[taken:])) or 0.0
+            for costs, taken in shapes
+            if costs[taken:]
+        )
+        wait = estimate_wait(queue, run_cost, BatchLimits(concurrent_runs=1), [], [tokens], 0.0, calibrated=False)
+        assert wait is not None and wait.ahead == pytest.approx(expected, rel=1e-9)
