@@ -13,10 +13,13 @@ challenger&shadow=0.1&canary=0.05'`. The design:
   batch), so no caller's text waits behind shadow work; at most one small challenger batch of shadow texts
   (`SHADOW_BATCH_TEXTS`) runs at a time, gathered until it is full or its oldest text has waited `SHADOW_GATHER_S`
   (one run per 8 shadow texts rather than one per call: a run overlaps far fewer calls, and costs less per text).
-- A challenger that only shadows (no canary share) answers no caller, so it runs in the background: on a thread of
-  its own at a low OS priority (`shadow_nice`), with one ONNX Runtime intra-op thread, so the whole run is on that
-  thread (pool threads would be created, at normal priority, by the thread that loads the session). The kernel then
-  gives the champion's runs the cores whenever both want them, and the shadow runs use what they leave. With a
+- A challenger that only shadows (no canary share) answers no caller, so it runs in the background: its ONNX Runtime
+  runs on a thread of its own at a low OS priority (`shadow_nice`), with one intra-op thread, so the whole inference
+  is on that thread (pool threads would be created, at normal priority, by the thread that loads the session). The
+  kernel then gives the champion's runs the cores whenever both want them, and the shadow runs use what they leave.
+  The rest of a shadow run (tokenizing, padding, ranking) holds Python's GIL, so it runs on a second thread of its
+  own at the model threads' priority: a low-priority thread that holds the GIL and waits behind everything else for
+  a core would stall the event loop and every champion run with it (`OnnxClassifier.inference_executor`). With a
   canary share the challenger answers callers and runs like its champion (the shared executor, its threads).
   Shadow work is dropped, and counted by reason, when the shadow queue is full (`queue`), the challenger's admission
   refuses it (`admission`), it waited longer than `SHADOW_DEADLINE_S` (`deadline`), or nothing is compared now
@@ -50,7 +53,7 @@ from .errors import DeadlineExceededError, ModelNotReadyError, OrtServeError, Ov
 from .model_table import ModelTable, ServedModel
 from .settings import ServerSettings
 from .sources.open_source import open_source
-from .thread_priority import PER_THREAD_PRIORITY, thread_pool_at_nice
+from .thread_priority import PER_THREAD_PRIORITY, model_thread_pool, thread_pool_at_nice
 from .types import Classification
 from .watcher import VersionWatcher
 
@@ -95,6 +98,7 @@ class Challenger:
         canary: float,
         shadow_queue_texts: int,
         background: ThreadPoolExecutor | None = None,
+        runs: ThreadPoolExecutor | None = None,
     ):
         self.champion = champion
         self.model = model
@@ -106,13 +110,16 @@ class Challenger:
         self.resolves = True
         """Whether the challenger's URI resolved at the watcher's last check (false: alias removed, or outage)."""
         self.background = background
-        """The low-priority thread the challenger's runs use when it only shadows (None: the shared executor)."""
+        """The low-priority thread of the challenger's ONNX Runtime runs when it only shadows (None: in its runs)."""
+        self.runs = runs
+        """The thread of the challenger's runs when it only shadows (None: the shared executor)."""
         self._random = random.Random()
 
     def close(self) -> None:
-        """Stop the challenger's own thread, if it has one (after its batcher has closed)."""
-        if self.background is not None:
-            self.background.shutdown(wait=True)
+        """Stop the challenger's own threads, if it has them (after its batcher has closed)."""
+        for pool in (self.runs, self.background):  # the runs first: they hand their inference to the background
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def stopped_reason(self) -> str:
         """Why the two versions are not compared now; empty while they are."""
@@ -428,19 +435,23 @@ def build_challengers(
             continue
         name = spec.name + CHALLENGER_SUFFIX
         session_config = settings.session_config(spec)  # its champion's window (max_length)
-        background = None
+        background = runs = None
         if canary <= 0 and settings.shadow_nice > 0:
             background = background_executor(name, settings.shadow_nice)
+            # The runs' own thread (tokenize, rank: the GIL's part) at the model threads' priority, not the shared
+            # executor's: a shadow run that waits for its low-priority ONNX Runtime part never holds a champion's slot.
+            runs = model_thread_pool(1, f"ortserve-shadow-runs-{name}", settings.model_thread_nice)
             session_config = replace(session_config, intra_op_threads=1)
         model = ServedModel(
             name,
             open_source(uri, settings.cache_dir, settings.tracking_uri),
-            background or executor,
+            runs or executor,
             settings.batch_limits(spec),
             session_config,
+            inference_executor=background,
         )
         challengers.append(
-            Challenger(champions.get(spec.name), model, shadow, canary, settings.shadow_queue_texts, background)
+            Challenger(champions.get(spec.name), model, shadow, canary, settings.shadow_queue_texts, background, runs)
         )
     return ModelTable([challenger.model for challenger in challengers]), challengers
 

@@ -79,7 +79,10 @@ class ServedModel:
         executor: Executor,
         limits: BatchLimits,
         session_config: SessionConfig,
+        inference_executor: Executor | None = None,
     ):
+        """`executor` runs the batcher's runs (tokenize, run, rank); `inference_executor`, if given, the ONNX
+        Runtime run inside each (`OnnxClassifier.inference_executor`)."""
         self.name = name
         self.source = source
         self.state = ModelState.LOADING
@@ -90,6 +93,7 @@ class ServedModel:
         self.current: LoadedVersion | None = None
         self._session_config = session_config
         self._executor = executor
+        self._inference_executor = inference_executor
         # The batcher enforces `limits` where it forms runs; a run gets texts that already respect them.
         self.batcher: AdaptiveBatcher[Classification] = AdaptiveBatcher(
             name,
@@ -140,7 +144,7 @@ class ServedModel:
         return self._load(fetched)
 
     def _load(self, fetched: FetchedArtifact) -> LoadedVersion:
-        classifier = OnnxClassifier.load(fetched.directory, self._session_config)
+        classifier = OnnxClassifier.load(fetched.directory, self._session_config, self._inference_executor)
         try:
             classifier.probabilities([WARMUP_TEXT])  # first run allocates and plans; pay for it before serving
             started = time.perf_counter()

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +130,7 @@ class OnnxClassifier:
         tokenizer: Tokenizer,
         session: ort.InferenceSession,
         arena_shrink_width: int = 0,
+        inference_executor: Executor | None = None,
     ):
         self.directory = directory
         self.manifest = manifest
@@ -139,10 +141,20 @@ class OnnxClassifier:
         self._window_tokenizer: Tokenizer | None = None
         self._window_lock = threading.Lock()
         self._arena_shrink_width = arena_shrink_width
+        self.inference_executor = inference_executor
+        """Where ONNX Runtime's `run` itself executes; None: the calling thread. Tokenizing, padding and ranking
+        hold Python's GIL, the run does not: a shadow-only challenger runs only this part on its low-priority thread,
+        since a thread that holds the GIL and waits behind everything else for a core stalls the event loop."""
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str], config: SessionConfig | None = None) -> OnnxClassifier:
-        """Load an artifact directory; raise `ArtifactError` naming the problem if it is not servable."""
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        config: SessionConfig | None = None,
+        inference_executor: Executor | None = None,
+    ) -> OnnxClassifier:
+        """Load an artifact directory; raise `ArtifactError` naming the problem if it is not servable.
+        `inference_executor`: see the attribute of that name."""
         directory = Path(directory)
         config = config or SessionConfig()
         check_artifact_dir(directory)
@@ -165,7 +177,7 @@ class OnnxClassifier:
             raise ArtifactError(
                 f"{directory}: the model has {width} outputs but {len(manifest.labels)} labels are listed"
             )
-        return cls(directory, manifest, tokenizer, session, config.arena_shrink_width)
+        return cls(directory, manifest, tokenizer, session, config.arena_shrink_width, inference_executor)
 
     @property
     def labels(self) -> list[str]:
@@ -258,7 +270,12 @@ class OnnxClassifier:
     def run(self, batch: TokenizedBatch) -> np.ndarray:
         """Run the model on a tokenized batch; return probabilities of shape (texts, labels)."""
         shrink = self._arena_shrink_width and batch.width >= self._arena_shrink_width
-        (logits,) = self._session.run([self._output_name], batch.inputs, _SHRINK_ARENA if shrink else None)
+        run_options = _SHRINK_ARENA if shrink else None
+        if self.inference_executor is None:
+            (logits,) = self._session.run([self._output_name], batch.inputs, run_options)
+        else:
+            run = self.inference_executor.submit(self._session.run, [self._output_name], batch.inputs, run_options)
+            (logits,) = run.result()
         return _sigmoid(logits) if self.manifest.multi_label else _softmax(logits)
 
     def probabilities(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -327,11 +328,12 @@ def test_shadow_work_beyond_its_queue_is_dropped_and_counted(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is a Linux feature")
 def test_a_shadow_only_challenger_runs_on_a_low_priority_thread_with_one_onnx_runtime_thread(
-    artifacts: dict[str, Path],
+    artifacts: dict[str, Path], tmp_path: Path
 ) -> None:
     bert = artifacts["bert"]
+    copy = shutil.copytree(bert, tmp_path / "copy")  # a version of its own: the two sides are compared
     with running_server(
-        models=[f"quiet={bert}?challenger={bert}&shadow=0.5", f"canary={bert}?challenger={bert}&shadow=0.5&canary=0.1"]
+        models=[f"quiet={bert}?challenger={copy}&shadow=1", f"canary={bert}?challenger={bert}&shadow=0.5&canary=0.1"]
     ) as server:
         assert server.server is not None
         shadow_only, with_canary = server.server.challengers
@@ -343,15 +345,39 @@ def test_a_shadow_only_challenger_runs_on_a_low_priority_thread_with_one_onnx_ru
         def own_nice() -> int:
             return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-        assert shadow_only.background is not None and shadow_only.model.batcher._executor is shadow_only.background
+        assert shadow_only.background is not None and shadow_only.runs is not None
+        assert shadow_only.model.current is not None
+        assert shadow_only.model.current.classifier.inference_executor is shadow_only.background
         assert shadow_only.background.submit(own_nice).result(timeout=30) == 19
+        # Tokenizing and ranking (they hold the GIL) on a thread of their own at the model threads' priority.
+        assert shadow_only.model.batcher._executor is shadow_only.runs
+        assert shadow_only.runs.submit(own_nice).result(timeout=30) == server.server.settings.model_thread_nice
         assert intra_op_threads(shadow_only.model) == 1
         assert own_nice() == os.getpriority(os.PRIO_PROCESS, 0)  # the rest of the server keeps its priority
+        # ONNX Runtime's run itself executes on the low-priority thread: record the thread of each run.
+        session = shadow_only.model.current.classifier._session
+        run_threads: list[int] = []
+        real_run = session.run
+
+        def recording_run(*args: object, **kwargs: object) -> object:
+            run_threads.append(threading.get_native_id())
+            return real_run(*args, **kwargs)
+
+        session.run = recording_run  # type: ignore[method-assign]
+        for _ in range(20):
+            classify(server.target, "quiet", ["steady as she goes", "the market fell"])
+        deadline = time.monotonic() + 30
+        while not run_threads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert run_threads, "no shadow run within 30 s"
+        assert all(os.getpriority(os.PRIO_PROCESS, thread) == 19 for thread in set(run_threads))
         # With a canary share the challenger answers callers: it runs like its champion.
-        assert with_canary.background is None
+        assert with_canary.background is None and with_canary.runs is None
+        assert with_canary.model.current is not None and with_canary.model.current.classifier.inference_executor is None
         assert intra_op_threads(with_canary.model) == intra_op_threads(with_canary.champion)
-    with pytest.raises(RuntimeError):  # stopped with the server
-        shadow_only.background.submit(own_nice)
+    for pool in (shadow_only.background, shadow_only.runs):  # stopped with the server
+        with pytest.raises(RuntimeError):
+            pool.submit(own_nice)
 
 
 # --- canary ------------------------------------------------------------------------------------------------------
