@@ -117,6 +117,10 @@ class ServerSettings(BaseSettings):
     allow_spinning: bool = False
     """Let ONNX Runtime worker threads spin between ops. Leave it off: spinning threads starve the event loop
     and the other models of the cores (see BENCHMARKS.md)."""
+    spin_during_runs: bool = True
+    """Let ONNX Runtime worker threads spin between the ops of one run only, stopping as soon as the model has no run
+    in progress: a one-text run no longer wakes a sleeping thread for every op (minilm 2.4 -> 1.5 ms), and idle
+    threads never spin. --allow-spinning (spinning between runs too) overrides it."""
     model_thread_nice: int = Field(10, ge=0, le=19)
     """How much lower the scheduling priority of the threads that run models (ONNX Runtime's and the run threads)
     is than the event loop's, as a Linux nice increment; 0 keeps them equal. The event loop takes, answers and refuses
@@ -324,6 +328,7 @@ class ServerSettings(BaseSettings):
         return SessionConfig(
             intra_op_threads=self.intra_op_threads,
             allow_spinning=self.allow_spinning,
+            spin_during_runs=self.spin_during_runs,
             max_length=max_length,
             arena_shrink_width=self.arena_shrink_width,
         )
