@@ -52,11 +52,12 @@ class SessionConfig:
     allow_spinning: bool = False
     """Let idle intra-op threads spin for the next op. Off: in a server the spinning threads take the cores that the
     event loop, gRPC and the other models' sessions need (measured 2-3× lower throughput with spinning on 2 cores)."""
-    spin_during_runs: bool = True
+    spin_during_runs: bool = False
     """Let the intra-op threads spin between the ops of a run, and stop spinning as soon as no run of the session is
-    in progress (ONNX Runtime's `session.force_spinning_stop`). Without it, each parallel op wakes a sleeping thread:
-    a one-text minilm run took 2.4 ms instead of 1.5 ms, with more CPU (BENCHMARKS.md, "Where one call's time goes").
-    Idle threads never spin; `allow_spinning` (spinning between runs too) overrides it."""
+    in progress (ONNX Runtime's `session.force_spinning_stop`): a one-text run then wakes no sleeping thread per op
+    (minilm in process 2.4 -> 1.5 ms, with less CPU), and idle threads never spin. Off by default: under concurrent
+    calls a run is nearly always in progress, so the threads spin nearly always, and on 2 busy cores that cost a third
+    of the 32-caller throughput (BENCHMARKS.md, "Where one call's time goes"). `allow_spinning` overrides it."""
     enable_cpu_mem_arena: bool = True
     """Reuse a memory arena across runs instead of allocating every tensor afresh."""
     graph_optimization_level: str = "all"

@@ -28,18 +28,19 @@ def test_session_config_maps_to_session_options() -> None:
     assert SessionConfig(use_global_thread_pool=True).session_options().use_per_session_threads is False
 
 
-def test_threads_spin_only_inside_runs_by_default() -> None:
+def test_threads_may_spin_inside_runs_only() -> None:
     """Spinning between the ops of a run, stopped when the last run returns: a one-text run does not wake a sleeping
-    thread per op, and idle threads do not spin."""
-    options = SessionConfig().session_options()
+    thread per op, and idle threads do not spin. Off by default (no spinning at all)."""
+    assert SessionConfig().session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    options = SessionConfig(spin_during_runs=True).session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"
     always = SessionConfig(allow_spinning=True).session_options()  # spinning between runs too: no forced stop
     assert always.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     with pytest.raises(RuntimeError, match="does not have configuration"):
         always.get_session_config_entry("session.force_spinning_stop")
-    assert ServerSettings().session_config().spin_during_runs is True
-    assert ServerSettings(spin_during_runs=False).session_config().spin_during_runs is False
+    assert ServerSettings().session_config().spin_during_runs is False
+    assert ServerSettings(spin_during_runs=True).session_config().spin_during_runs is True
 
 
 def test_unknown_optimization_level_names_the_choices() -> None:
