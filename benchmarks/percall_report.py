@@ -35,9 +35,8 @@ def target_lines(result: dict[str, Any]) -> list[str]:
         outside = result["server_cpu_outside_ort_ms"][name]
         ratios = result.get("callers_vs_raw_batch", {}).get(name)
         ratio = f"{ratios['raw_ort']:.2f}× / {ratios['raw_ort_spin_in_runs']:.2f}×" if ratios else "—"
-        lines.append(
-            f"| {name} | {' | '.join(deltas)} | {outside['raw_ort']:.2f} / {outside['raw_ort_spin_in_runs']:.2f} | {ratio} |"
-        )
+        cpu = f"{outside['raw_ort']:.2f} / {outside['raw_ort_spin_in_runs']:.2f}"
+        lines.append(f"| {name} | {' | '.join(deltas)} | {cpu} | {ratio} |")
     if "callers_texts_per_s" in result:
         rates = ", ".join(f"{name} {rate:.0f}" for name, rate in result["callers_texts_per_s"].items())
         lines += ["", f"Texts/s with {result['callers']} single-text callers (raw: batches of as many): {rates}."]
