@@ -3,6 +3,7 @@
     python -m benchmarks.challenger [--work benchmarks/work] [--out benchmarks/work/results] [--model minilm]
                                     [--rounds 2] [--seconds 8] [--memory-only]
                                     [--scenarios shadow,overload,canary,memory] [--baseline ORTSERVE]
+                                    [--control] [--one-caller-calls 300]
 
 `ortserve serve` processes on the same champion artifact, measured in alternating rounds (so load from other
 processes falls on each alike): without a challenger, with one shadowing 10 % of texts, and with one shadowing 100 %.
@@ -21,7 +22,11 @@ figures are those of a challenger of the same architecture). Measured:
 `--scenarios` keeps a run short (e.g. `--scenarios shadow`: the 32-caller and one-caller figures only).
 `--baseline` names another checkout's `ortserve` command (e.g. `../main/.venv/bin/ortserve`; repeatable): its server
 with the same 10 % shadow is measured in the same rounds (`shadow10_baseline`, `shadow10_baseline2`...), so a change
-is compared side by side in one run.
+is compared side by side in one run. `--control` adds a second server without a challenger (`off_control`), measured
+in the same rounds as the others: its figures against `off` are what two identical servers differ by in this run
+(the noise floor every other delta is read against). `--one-caller-calls` sets the calls behind each round's one-caller
+p50 (300 by default); besides the median of the rounds' paired deltas, every round's calls are pooled per server and
+the pooled p50s compared (`*_p50_delta_ms_pooled`).
 
 Writes challenger.json to --out.
 """
@@ -63,6 +68,10 @@ OVERLOAD_CALLERS = 500
 CANARY_SHARE = 0.05
 CANARY_CALLS = 10_000
 SCENARIOS = ("shadow", "overload", "canary", "memory")
+#: How often `settle` reads the shadow counts (it returns once two reads agree).
+SETTLE_POLL_S = 0.5
+#: Calls behind each round's one-caller p50.
+ONE_CALLER_CALLS = 300
 
 
 def rss_mb(pid: int) -> float:
@@ -87,7 +96,16 @@ def settle(port: int, model: str, timeout: float = 30.0) -> None:
         if now == last:
             return
         last = now
-        time.sleep(0.5)
+        time.sleep(SETTLE_POLL_S)
+
+
+def settle_or_pause(port: int, model: str, name: str) -> None:
+    """`settle` a shadowing server; pause a server without a challenger as long as a settle takes at least, so that
+    every server's one-caller measurement follows its 32-caller load after the same quiet time."""
+    if name.startswith("shadow"):
+        settle(port, model)
+    else:
+        time.sleep(SETTLE_POLL_S)
 
 
 def challenger_report(port: int, model: str) -> dict[str, Any]:
@@ -116,12 +134,16 @@ def measure(
     seconds: float,
     scenarios: Sequence[str] = SCENARIOS,
     baselines: Sequence[Sequence[str]] = (),
+    control: bool = False,
+    one_caller_calls: int = ONE_CALLER_CALLS,
 ) -> dict[str, Any]:
     challenger = challenger_copy(model, work)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     shadow10 = f"{model.name}={model.artifact}?challenger={challenger}&shadow=0.1"
     specs = {"off": f"{model.name}={model.artifact}", "shadow10": shadow10}
+    if control:  # an A/A pair: what two identical servers differ by in this run
+        specs["off_control"] = specs["off"]
     executables: dict[str, Sequence[str]] = {}
     for number, baseline in enumerate(baselines, 1):
         name = "shadow10_baseline" if number == 1 else f"shadow10_baseline{number}"
@@ -133,6 +155,7 @@ def measure(
     rates: dict[str, list[float]] = {name: [] for name in specs}
     cpu_ms_per_text: dict[str, list[float]] = {name: [] for name in specs}
     p50: dict[str, list[float]] = {name: [] for name in specs}
+    one_caller_ms: dict[str, list[float]] = {name: [] for name in specs}
     overload: dict[str, list[float]] = {"off": [], "shadow100": []} if "overload" in scenarios else {}
     result: dict[str, Any] = {"model": model.name, "callers": CALLERS, "overload_callers": OVERLOAD_CALLERS}
     with contextlib.ExitStack() as stack:
@@ -154,13 +177,13 @@ def measure(
                 pid = process.process.pid
                 cpu = cpu_seconds(pid)
                 load = grpc_load(process.port, model.name, texts, CALLERS, max_seconds=seconds)
-                if name != "off":
-                    settle(process.port, model.name)
+                settle_or_pause(process.port, model.name, name)
                 rates[name].append(load.texts_per_s)
                 cpu_ms_per_text[name].append((cpu_seconds(pid) - cpu) * 1000 / max(1, load.calls - load.errors))
-                p50[name].append(grpc_load(process.port, model.name, texts, 1, max_calls=300, max_seconds=seconds).p50)
-                if name != "off":
-                    settle(process.port, model.name)
+                one = grpc_load(process.port, model.name, texts, 1, max_calls=one_caller_calls, max_seconds=seconds)
+                p50[name].append(one.p50)
+                one_caller_ms[name] += one.latencies_ms
+                settle_or_pause(process.port, model.name, name)
             for name in overload:
                 load = grpc_load(
                     running[name].port, model.name, texts, OVERLOAD_CALLERS, max_calls=20_000, max_seconds=seconds
@@ -169,11 +192,13 @@ def measure(
                 if name != "off":
                     settle(running[name].port, model.name)
         result["shadow_report"] = {
-            name: challenger_report(process.port, model.name) for name, process in running.items() if name != "off"
+            name: challenger_report(process.port, model.name)
+            for name, process in running.items()
+            if name.startswith("shadow")
         }
         result["rss_mb_loaded"] = {name: rss_mb(p.process.pid) for name, p in running.items()}
     if "shadow" in scenarios:
-        result.update(shadow_figures(rates, cpu_ms_per_text, p50))
+        result.update(shadow_figures(rates, cpu_ms_per_text, p50, one_caller_ms))
     if overload:
         result["overload_goodput"] = {name: statistics.median(values) for name, values in overload.items()}
         result["shadow100_overload_goodput_ratio"] = (
@@ -187,7 +212,10 @@ def measure(
 
 
 def shadow_figures(
-    rates: dict[str, list[float]], cpu_ms_per_text: dict[str, list[float]], p50: dict[str, list[float]]
+    rates: dict[str, list[float]],
+    cpu_ms_per_text: dict[str, list[float]],
+    p50: dict[str, list[float]],
+    one_caller_ms: dict[str, list[float]],
 ) -> dict[str, Any]:
     """The 32-caller and one-caller figures of each shadowing server against shadow off, paired by round."""
     figures: dict[str, Any] = {
@@ -198,6 +226,8 @@ def shadow_figures(
         "cpu_ms_per_text": {name: statistics.median(values) for name, values in cpu_ms_per_text.items()},
         "p50_ms": {name: statistics.median(values) for name, values in p50.items()},
         "p50_ms_rounds": p50,
+        # Every round's one-caller calls pooled: the p50 of all of them, less moved by one round's outliers.
+        "p50_ms_pooled": {name: statistics.median(values) for name, values in one_caller_ms.items()},
     }
     for name in (name for name in rates if name != "off"):
         ratios = [s / o for s, o in zip(rates[name], rates["off"], strict=True)]
@@ -207,6 +237,7 @@ def shadow_figures(
         # The same paired by round, as the throughput ratio is: less moved by load that changes between rounds.
         deltas = [s - o for s, o in zip(p50[name], p50["off"], strict=True)]
         figures[f"{name}_p50_delta_ms_paired"] = statistics.median(deltas)
+        figures[f"{name}_p50_delta_ms_pooled"] = figures["p50_ms_pooled"][name] - figures["p50_ms_pooled"]["off"]
     return figures
 
 
@@ -270,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="another checkout's ortserve command, measured beside this one (shadow 10 %%); may be repeated",
     )
+    parser.add_argument(
+        "--control", action="store_true", help="also measure a second server without a challenger (the noise floor)"
+    )
+    parser.add_argument("--one-caller-calls", type=int, default=ONE_CALLER_CALLS, help="calls per one-caller p50")
     args = parser.parse_args(argv)
     scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
@@ -284,7 +319,14 @@ def main(argv: list[str] | None = None) -> int:
         result = {"rss_mb": measure_memory(model, challenger_copy(model, args.work), logs)}
     else:
         result = measure(
-            model, args.work, args.rounds, args.seconds, scenarios, [shlex.split(b) for b in args.baseline]
+            model,
+            args.work,
+            args.rounds,
+            args.seconds,
+            scenarios,
+            [shlex.split(b) for b in args.baseline],
+            control=args.control,
+            one_caller_calls=args.one_caller_calls,
         )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "challenger.json").write_text(json.dumps(result, indent=2) + "\n")
