@@ -11,8 +11,10 @@ benchmarks/work/trees/, on this venv's interpreter (its source shadows the insta
   and the server's RSS growth;
   then a victim (one short text per call) alone and while
   two callers send that request in a loop: its p99.
-- **overload**: 50 and 500 closed-loop single-text callers with a 100 ms deadline, 500 with 500 ms (the backing-off
-  callers of `under_load.overload_level`): answers per second, and the refusals' p50.
+- **overload**: 50 and 500 closed-loop single-text callers with a 100 ms deadline, 50 and 500 with 500 ms (the
+  callers of `under_load.overload_level`: after a refusal they wait the server's retry pushback when it sends one,
+  as the project's client tells its callers to, else back off on their own): answers per second, the refusals' p50,
+  and the refusals by who refused. Each level starts after a pause longer than the longest pushback.
 - **fair runs**: a caller with one ~300-token text (0.2 s think time) beside two bulk callers that send 16 texts of
   10,000 characters back to back: the medium caller's p50 and p99, the bulk callers' texts per second.
 - **one caller**: p50 of single-text Classify calls, one caller, no think time.
@@ -299,6 +301,13 @@ def one_caller_p50(port: int, model: str, texts: Sequence[str], calls: int) -> f
 # --- all of it -----------------------------------------------------------------------------------------------------
 
 
+#: (callers, deadline in seconds) of the overload levels, in the order they run.
+OVERLOAD_LEVELS = [(50, 0.1), (500, 0.1), (50, 0.5), (500, 0.5)]
+#: Quiet seconds before each overload level: longer than the longest retry pushback the server gives (2 s), so that
+#: no level starts at a server that still expects the previous level's callers back.
+LEVEL_PAUSE_S = 2.5
+
+
 SCENARIOS = ("one_caller", "fair_runs", "overload", "amplification")
 
 
@@ -324,10 +333,12 @@ def measure_tree(
             results["fair_runs"] = fair_runs(port, model, medium_text, bulk_text, 20 * scale)
         if "overload" in scenarios:
             log.info("  overload")
-            results["overload"] = {
-                f"{callers}x{int(deadline * 1000)}ms": overload_level(port, model, texts, callers, 4 * scale, deadline)
-                for callers, deadline in [(50, 0.1), (500, 0.1), (50, 0.5), (500, 0.5)]
-            }
+            results["overload"] = {}
+            for callers, deadline in OVERLOAD_LEVELS:
+                time.sleep(LEVEL_PAUSE_S)  # the previous level's callers are gone: let what they were told expire
+                results["overload"][f"{callers}x{int(deadline * 1000)}ms"] = overload_level(
+                    port, model, texts, callers, 4 * scale, deadline
+                )
         if "amplification" in scenarios:
             log.info("  amplification")
             results["amplification"] = amplification(port, pid, model, texts, 4 * scale)

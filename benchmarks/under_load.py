@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from ortserve.client.errors import retry_pushback_s
 from ortserve.contract.artifact import TOKENIZER_FILE
 from ortserve.server.healthcheck import wait_until_serving
 from ortserve.server.runtime import OnnxClassifier, SessionConfig
@@ -203,7 +204,10 @@ def overload_level(
     warmup_s: float = 1.0,
 ) -> dict[str, Any]:
     """`callers` closed-loop callers, one text per call, each call with a `deadline_s` timeout. A caller told
-    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED backs off (exponential, jittered, 50 ms to 2 s) as a client should."""
+    RESOURCE_EXHAUSTED or DEADLINE_EXCEEDED waits as the project's client tells its callers to: the server's retry
+    pushback (`grpc-retry-pushback-ms`, read as `ortserve.client` reads it) when the refusal carries one, else its own
+    back-off (exponential, jittered, 50 ms to 2 s, reset by an answer). A baseline server that sends no pushback for a
+    refusal gets the back-off, so both trees are measured with the same callers."""
 
     async def main() -> dict[str, Any]:
         async with grpc.aio.insecure_channel(f"{LOOPBACK}:{port}") as channel:
@@ -214,6 +218,7 @@ def overload_level(
             refused: dict[str, list[float]] = {}
             by_reason: dict[str, list[float]] = {}
             other: list[str] = []
+            pushbacks: list[float] = []
 
             async def caller(offset: int) -> None:
                 backoff = 0.05
@@ -236,8 +241,14 @@ def overload_level(
                                 by_reason.setdefault(refusal_reason(error), []).append(elapsed_ms)
                             else:
                                 other.append(error.code().name)
-                        await asyncio.sleep(random.uniform(0, backoff))
-                        backoff = min(2.0, backoff * 2)
+                        pushback_s = retry_pushback_s(error)
+                        if pushback_s is not None:  # the server said when: as the project's client does
+                            if started >= measure_from:
+                                pushbacks.append(pushback_s * 1000)
+                            await asyncio.sleep(pushback_s)
+                        else:
+                            await asyncio.sleep(random.uniform(0, backoff))
+                            backoff = min(2.0, backoff * 2)
 
             await asyncio.gather(*(caller(i * 7) for i in range(callers)))
             return {
@@ -253,6 +264,8 @@ def overload_level(
                 "refused_by_reason": {reason: len(values) for reason, values in by_reason.items()},
                 "refused_by_reason_p50_ms": {reason: statistics.median(values) for reason, values in by_reason.items()},
                 "other_errors": len(other),
+                "pushbacks": len(pushbacks),
+                "pushback_p50_ms": statistics.median(pushbacks) if pushbacks else float("nan"),
             }
 
     return asyncio.run(main())

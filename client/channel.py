@@ -39,7 +39,9 @@ class RetryPolicy:
     a refusal by the gRPC core's concurrency limit carries none, and gRPC waits a random time up to the current
     back-off bound, which doubles per attempt (jittered exponential back-off). Retry throttling stops retries
     altogether while most attempts fail. A call's deadline bounds all of it. DEADLINE_EXCEEDED is left to the
-    caller: the time it had is spent.
+    caller: the time it had is spent. When a model refused the call at once for the work queued ahead of it, the
+    refusal carries a pushback too, which the client hands to the caller as `InferenceError.retry_after_s`: a caller
+    that sends the call again waits that long first (see `InferenceError`).
     """
 
     max_attempts: int = 5

@@ -99,9 +99,7 @@ def _classify(model: str, text: str | Sequence[str], top_k: int, long_text: str 
         if failure.code.name != "UNAVAILABLE" or os.environ.get("ORTSERVE_TARGET"):
             raise
         unset = f"ORTSERVE_TARGET is not set, so {DEFAULT_TARGET} was called: set it to the server's HOST:PORT"
-        raise InferenceError(
-            failure.code, failure.details, f"{unset}; {failure.hint}" if failure.hint else unset
-        ) from None
+        raise failure.replaced(hint=f"{unset}; {failure.hint}" if failure.hint else unset) from None
 
 
 def _client() -> InferenceClient:

@@ -96,7 +96,7 @@ def chunk_error(error: grpc.RpcError, start: int, count: int, total: int) -> Inf
     failure = InferenceError.from_rpc_error(error)
     if count == total:
         return failure
-    return InferenceError(failure.code, f"{failure.details} (in the request of texts[{start}:{start + count}])")
+    return failure.replaced(details=f"{failure.details} (in the request of texts[{start}:{start + count}])")
 
 
 def classifications_from_proto(response: pb.ClassifyResponse) -> list[Classification]:

@@ -39,7 +39,7 @@ def explained(failure: InferenceError, config: ChannelConfig) -> InferenceError:
     if failure.code.name != "UNAVAILABLE" or failure.hint or not _TRANSPORT_FAILURE.search(failure.details):
         return failure
     hint = connection_hint(config, failure.details)
-    return InferenceError(failure.code, failure.details, hint=hint) if hint else failure
+    return failure.replaced(hint=hint) if hint else failure
 
 
 def connection_hint(config: ChannelConfig, details: str) -> str | None:

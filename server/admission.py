@@ -3,6 +3,7 @@ cost of runs. What is refused is refused at once (RESOURCE_EXHAUSTED or DEADLINE
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,51 @@ DEADLINE_MARGIN = 0.6
 #: warm-up's fit, checked by tests at widths 8 to 512): a call is refused early only if even its own work divided by
 #: it misses the deadline. Refusing on a pessimistic reading would turn away work the server could do.
 ESTIMATE_TOLERANCE = 1.5
+
+#: Callers refused for the work ahead are told to come back one at a time, this many admitted calls apart at the
+#: model's measured pace (`ReturnSchedule`): at most about one returning caller per four calls the model takes, so
+#: refusing the ones that still find no room costs a small share of the machine (a refusal costs both sides about a
+#: quarter of what an answer costs; 500 callers x 500 ms on 2 cores: 2 apart gave 460 answers/s, 4 apart 511, one
+#: run each; BENCHMARKS.md, "Overload, fourth round").
+RETURN_SPACING = 4.0
+#: The longest a refused caller is told to wait: the ortserve client's own largest back-off (`RetryPolicy`).
+MAX_PUSHBACK_S = 2.0
+
+
+class ReturnSchedule:
+    """When the callers refused for the work ahead should come back (the retry pushback of admission's refusals).
+
+    Each refused caller is given a time of its own: after the work ahead has drained to what its deadline allows,
+    and after the callers refused before it, `RETURN_SPACING` admitted calls apart at the pace the model admits
+    calls (measured), at most `MAX_PUSHBACK_S` from now, jittered within its slot; with no slot left within
+    `MAX_PUSHBACK_S`, a time drawn in its second half. Told to come back "when there is room" alone, every refused
+    caller would come back at once and be refused again; spaced out, they come back about as fast as the model can
+    take some of them. Used on the event loop only (admission runs there).
+    """
+
+    def __init__(self, weight: float = 0.05) -> None:
+        self.next_return = 0.0
+        """When the next refused caller may come back (monotonic seconds)."""
+        self.pace_s: float | None = None
+        """Moving average of seconds between two admitted calls."""
+        self._last_admitted: float | None = None
+        self._weight = weight
+
+    def admitted(self, now: float) -> None:
+        """Count one admitted call at `now`."""
+        if self._last_admitted is not None:
+            interval = now - self._last_admitted
+            self.pace_s = interval if self.pace_s is None else self.pace_s + self._weight * (interval - self.pace_s)
+        self._last_admitted = now
+
+    def pushback_s(self, now: float, room_in: float) -> float:
+        """Seconds a caller refused at `now` should wait, if the work ahead leaves room for it in `room_in` seconds."""
+        spacing = RETURN_SPACING * (self.pace_s or 0.0)
+        start = max(now + max(0.0, room_in), self.next_return)
+        if start - now >= MAX_PUSHBACK_S:  # no slot within the longest pushback: spread over its second half
+            return random.uniform(MAX_PUSHBACK_S / 2, MAX_PUSHBACK_S)
+        self.next_return = start + spacing
+        return min(MAX_PUSHBACK_S, start - now + random.uniform(0.0, spacing))
 
 
 class RunCost:
@@ -51,6 +97,8 @@ class RunCost:
         """Observed over predicted waits of recent calls: what the run cost alone misses (the event loop's own work
         between runs, CPU taken by the gRPC stack under load), so that deadline estimates correct themselves."""
         self._weight = weight
+        self.returns = ReturnSchedule()
+        """When refused callers should come back (admission's retry pushback)."""
 
     @property
     def calibrated(self) -> bool:
@@ -162,10 +210,22 @@ def estimate_wait(
         return None
     tokens = sum(costs)
     ahead = 0.0
+    # Read for every call, and for every queued call in it: under overload (a hundred calls queued) this loop was
+    # most of admission's cost, so the seconds per token of each width are computed once (the cost is linear in the
+    # tokens) and a call of one text skips the slice, sum and max.
+    seconds_per_token: dict[int, float] = {}
     for call in queue.calls:
-        queued = call.costs[call.taken :]
-        if queued:
-            ahead += run_cost.token_seconds(min(sum(queued), tokens), max(queued)) or 0.0
+        queued = call.costs[call.taken :] if call.taken else call.costs
+        if not queued:
+            continue
+        if len(queued) == 1:
+            amount = width = queued[0]
+        else:
+            amount, width = sum(queued), max(queued)
+        rate = seconds_per_token.get(width)
+        if rate is None:
+            rate = seconds_per_token[width] = run_cost.token_seconds(1, width) or 0.0
+        ahead += min(amount, tokens) * rate
     ahead /= limits.concurrent_runs  # the runs share the work (each run's cost is measured while sharing)
     if len(costs) > limits.max_batch_size:
         own /= limits.concurrent_runs  # a call of several runs has them run side by side
@@ -196,6 +256,7 @@ def admit(
     """
     texts, tokens = len(costs), sum(costs)
     model = queue.model
+    now = time.monotonic()
     if calls_in_flight >= limits.max_calls_in_flight:
         raise OverloadedError(
             f"model {model!r} has {calls_in_flight} calls in flight (limit max_calls_in_flight="
@@ -211,17 +272,19 @@ def admit(
             f"model {model!r} has about {queue.queued_tokens} tokens queued (limit max_queue_tokens="
             f"{limits.max_queue_tokens}); retry later"
         )
-    if deadline is None:
+    wait = None if deadline is None else estimate_wait(queue, run_cost, limits, run_ends, costs, now)
+    if deadline is None or wait is None:  # with nothing measured yet, the run-time deadline checks protect the rest
+        run_cost.returns.admitted(now)
         return
-    now = time.monotonic()
-    wait = estimate_wait(queue, run_cost, limits, run_ends, costs, now)
-    if wait is None:
-        return  # nothing measured yet: admit, and let the run-time deadline checks protect the rest
     left = deadline - now
     own = wait.own / ESTIMATE_TOLERANCE
-    if own >= left or wait.ahead > DEADLINE_MARGIN * (left - own):
+    allowed = DEADLINE_MARGIN * (left - own)
+    if own >= left or wait.ahead > allowed:
+        retry_after = run_cost.returns.pushback_s(now, wait.ahead - allowed) if own < left else None
         raise DeadlineExceededError(
             f"model {model!r} cannot finish this call before its deadline (about {wait.total * 1000:.0f} ms of "
             f"work ahead and in it, {max(0.0, left) * 1000:.0f} ms left); the texts were not run "
-            "(raise the timeout, send fewer texts, or add capacity)"
+            "(raise the timeout, send fewer texts, or add capacity)",
+            retry_after_s=retry_after,
         )
+    run_cost.returns.admitted(now)

@@ -25,9 +25,12 @@ class OrtServeError(Exception):
     `detail` is for the server log only (the full cause, paths included); it is logged under the call's request id.
     """
 
-    def __init__(self, message: str = "", *, detail: str = "") -> None:
+    def __init__(self, message: str = "", *, detail: str = "", retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.detail = detail
+        self.retry_after_s = retry_after_s
+        """When the caller may usefully send the call again, in seconds from now (a refusal under load), or None:
+        sent as gRPC's `grpc-retry-pushback-ms` trailer and HTTP's `Retry-After` header."""
 
 
 class InvalidInputError(OrtServeError):
@@ -122,6 +125,12 @@ ERROR_STATUS: dict[type[OrtServeError], ErrorStatus] = {
 #: Anything else: the caller learns only that it failed.
 INTERNAL_STATUS = ErrorStatus("INTERNAL", 500)
 INTERNAL_MESSAGE = "internal error"
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """Seconds after which the caller of a refused call may usefully send it again, if the server knows (gRPC's
+    `grpc-retry-pushback-ms` trailer and HTTP's `Retry-After` header are both read from here)."""
+    return exc.retry_after_s if isinstance(exc, OrtServeError) else None
 
 
 def error_status(exc: BaseException) -> tuple[ErrorStatus, str]:

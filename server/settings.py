@@ -57,6 +57,12 @@ ROLLOUT_SETTINGS: dict[str, Any] = {
 #: RPCs beyond the batchers' capacity that the default `max_concurrent_rpcs` lets in: health probes, metadata and
 #: listing calls, which must still be answered while every model is busy.
 RPC_HEADROOM = 16
+#: Calls per model that the default `max_concurrent_rpcs` lets in, in multiples of what its run slots and next run
+#: hold: room for the calls admission keeps queued at deadlines of about half a second, so that admission (which
+#: tells a refused caller when to come back) refuses before the core does (which cannot say; its callers come back
+#: at once). 500 callers x 500 ms on minilm, 2 cores: 452 and 432 answers/s at 1x, 499 and 537 at 2x (BENCHMARKS.md,
+#: "Overload, fourth round").
+RPC_LIMIT_PER_RUN_SET = 2
 
 
 def per_model_env_var(model: str, setting: str) -> str:
@@ -232,8 +238,9 @@ class ServerSettings(BaseSettings):
     """Most RPCs of the gRPC port in progress at once, over every service (health checks included). Past it, the
     gRPC core refuses a call with RESOURCE_EXHAUSTED before any Python code runs for it, which costs a small share of
     answering it: under 10x overload the server keeps answering the calls it let in instead of spending itself on
-    refusals. 0 sizes it from the batchers: for each model, (its --concurrent-runs + 1) x its --max-batch-size calls
-    (every run slot full and the next run formed), plus 16 for health and metadata calls. Clients retry such a
+    refusals. 0 sizes it from the batchers: for each model, twice (its --concurrent-runs + 1) x its --max-batch-size
+    calls (every run slot full and the next run formed, and as many again queued: what admission keeps at deadlines
+    of about half a second), plus 16 for health and metadata calls. Clients retry such a
     refusal after a jittered back-off (the ortserve client does, see RetryPolicy)."""
     max_run_ms: float = Field(100.0, ge=0)
     """The longest a run of wide texts (256 estimated tokens or more) may be expected to take (from the run cost the
@@ -352,7 +359,7 @@ class ServerSettings(BaseSettings):
         if self.max_concurrent_rpcs:
             return self.max_concurrent_rpcs
         calls = sum((self.runs_for(spec) + 1) * self.model_setting(spec, "max_batch_size") for spec in self.models)
-        return RPC_HEADROOM + calls
+        return RPC_HEADROOM + RPC_LIMIT_PER_RUN_SET * calls
 
     def runs_for(self, spec: ModelSpec) -> int:
         """`concurrent_runs` of one model (its own, else the server-wide one), with 0 resolved for this machine."""

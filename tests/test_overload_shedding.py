@@ -33,7 +33,7 @@ def test_the_default_rpc_limit_is_sized_from_the_batchers(artifacts: dict[str, P
         models=[f"a={artifacts['bert']}", f"b={artifacts['bert']}?max_batch_size=8&concurrent_runs=1"],
         concurrent_runs=2,
     )
-    assert settings.concurrent_rpc_limit() == RPC_HEADROOM + 3 * 32 + 2 * 8
+    assert settings.concurrent_rpc_limit() == RPC_HEADROOM + 2 * (3 * 32 + 2 * 8)
     assert ServerSettings(models=[], max_concurrent_rpcs=7).concurrent_rpc_limit() == 7
 
 

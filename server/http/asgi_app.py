@@ -15,7 +15,15 @@ from typing import Any
 
 from ortserve.contract.errors import first_line
 
-from ..errors import ERROR_STATUS, ErrorStatus, InvalidInputError, OrtServeError, PayloadTooLargeError, error_status
+from ..errors import (
+    ERROR_STATUS,
+    ErrorStatus,
+    InvalidInputError,
+    OrtServeError,
+    PayloadTooLargeError,
+    error_status,
+    retry_after_s,
+)
 from ..interceptors.error_status import RateLimitedLog
 from ..security.bearer_tokens import TokenAuthenticator
 from .messages import HttpRequest, HttpResponse, Route, dump_json
@@ -129,7 +137,10 @@ class HttpApp:
         except Exception as exc:
             status, message = self._failed(exc, route, request_id)
             response = route.errors(status, message, request_id)
-            if status.http_status == 429:
+            pushback_s = retry_after_s(exc)
+            if pushback_s is not None:  # as gRPC's pushback trailer, in the whole seconds HTTP allows (rounded up)
+                response.headers.append(("retry-after", str(max(1, math.ceil(pushback_s)))))
+            elif status.http_status == 429:
                 response.headers.append(("retry-after", str(RETRY_AFTER_S)))
         try:
             await _send(send, response, request_id)

@@ -14,7 +14,7 @@ import grpc
 
 from ortserve.contract.errors import first_line
 
-from ..errors import ERROR_STATUS, InvalidInputError, OrtServeError, caller_message
+from ..errors import ERROR_STATUS, InvalidInputError, OrtServeError, caller_message, retry_after_s
 from ..observability.logs import RateLimitedLog
 from .repeat_offenders import RepeatOffenders
 from .request_id import REQUEST_ID_KEY, current_request_id
@@ -31,8 +31,8 @@ STATUS_FOR_ERROR: dict[type[OrtServeError], grpc.StatusCode] = {
 #: The trailer of gRPC's retry pushback: a client whose retry policy covers the status waits this many milliseconds
 #: before its next attempt (gRFC A6), instead of its own back-off.
 PUSHBACK_TRAILER = "grpc-retry-pushback-ms"
-#: Pushback of an overloaded model's RESOURCE_EXHAUSTED, drawn at random between these bounds so that the callers
-#: refused together do not come back together.
+#: Pushback of an overloaded model's RESOURCE_EXHAUSTED that says nothing of its own (`OrtServeError.retry_after_s`),
+#: drawn at random between these bounds so that the callers refused together do not come back together.
 PUSHBACK_MS = (100, 300)
 
 
@@ -217,13 +217,16 @@ class ErrorStatusInterceptor(HandlerWrappingInterceptor):
                 logging.ERROR, "request %s %s: unexpected error", current_request_id(), method, exc_info=True
             )
             code, message = status_for(Exception())
-        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(code))
+        await context.abort(code, f"{message} (request id {current_request_id()})", _trailers(code, exc))
 
 
-def _trailers(code: grpc.StatusCode) -> tuple[tuple[str, str], ...]:
+def _trailers(code: grpc.StatusCode, exc: Exception) -> tuple[tuple[str, str], ...]:
     request_id = current_request_id()
     trailers: tuple[tuple[str, str], ...] = ((REQUEST_ID_KEY, request_id),) if request_id else ()
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+    pushback_s = retry_after_s(exc)
+    if pushback_s is not None:  # the refusal says when to come back (admission's `ReturnSchedule`)
+        trailers += ((PUSHBACK_TRAILER, str(max(1, round(pushback_s * 1000)))),)
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         trailers += ((PUSHBACK_TRAILER, retry_pushback_ms()),)
     return trailers
 
