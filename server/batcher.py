@@ -344,10 +344,12 @@ class AdaptiveBatcher(Generic[Row]):
             for part in parts:
                 self._fail(part.call, exc)
             return
-        except BaseException:  # not an error of the run (e.g. the thread was told to exit): nobody may wait forever
+        except BaseException as exc:  # SystemExit or the like raised in the run's thread: its calls must not wait
+            # forever, and raising it here, in a loop callback, would stop the whole server for one run.
+            log.error("model %s: a run of %d texts ended with %r", self.name, len(texts), exc)
             for part in parts:
-                self._fail(part.call, ModelNotReadyError(f"model {self.name!r} stopped serving"))
-            raise
+                self._fail(part.call, ModelNotReadyError(f"model {self.name!r} could not run these texts"))
+            return
         if run.main:
             self.run_cost.observe(rows * width, seconds, rows, width)
         offset = 0
