@@ -322,7 +322,9 @@ class AdaptiveBatcher(Generic[Row]):
                 self._express = None
             if not run.ended.done():
                 run.ended.set_result(None)
-            self._schedule()
+            # On the loop's next turn, as a task's done callback would: the calls answered here resume first, and the
+            # next run is formed from what queued meanwhile.
+            asyncio.get_running_loop().call_soon(self._schedule)
 
     def _answer(
         self, run: _LaunchedRun[Row], seconds: float, output: BatchOutput[Row] | None, error: BaseException | None
