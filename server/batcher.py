@@ -285,9 +285,9 @@ class AdaptiveBatcher(Generic[Row]):
         callback (`_finish_run`), which answers the calls: no task and no asyncio future wrapping the executor's, so a
         call on an idle model takes fewer turns of the loop (each turn costs it a poll and callbacks).
 
-        Called through `call_soon`, not from `_schedule` directly: the run then starts once the loop has done the rest
-        of this turn's work. Started at once, the run's threads woke while the loop was still busy, three runnable
-        threads on 2 cores, and one caller's p50 rose by ~0.6 ms against main (6 paired rounds)."""
+        Called through `call_soon`, not from `_schedule` directly, as the task it replaces started: the run's thread
+        then wakes once the loop has done the rest of this turn's work, not while the loop still holds the GIL and a
+        core for it (BENCHMARKS.md, "Where one call's time goes")."""
         texts = [part.call.texts[i] for part in parts for i in range(part.start, part.end)]
         pin = run_pin(parts)
         loop = asyncio.get_running_loop()
@@ -333,9 +333,8 @@ class AdaptiveBatcher(Generic[Row]):
         parts, texts = run.parts, run.texts
         rows, width = run_shape(parts)
         try:
-            if error is not None:
-                raise error
-            assert output is not None
+            if error is not None or output is None:
+                raise error or RuntimeError("run_batch returned nothing")
             if len(output.rows) != len(texts):
                 raise RuntimeError(f"run_batch returned {len(output.rows)} rows for {len(texts)} texts")
             if self._on_run is not None:
