@@ -11,6 +11,14 @@ interleaved rounds by four systems, one text per call (21 tokens), one caller:
 - `ortserve_stub`: the same server called with a bare generated stub on a default channel (what the client adds);
 - `grpc_floor`: a `grpc.aio` server in its own process whose Classify returns a constant answer of the same size,
   called with `InferenceClient`: the cost of a Python gRPC round trip with no model and no ortserve code;
+- `raw_ort_spin_in_runs`: raw ONNX Runtime with threads spinning inside runs only (`--spin-during-runs`);
+- `raw_ort_ort_defaults`: raw ONNX Runtime with ONNX Runtime's own default, threads spinning between runs too;
+- `ortserve_spin_in_runs`: this tree's server with `--spin-during-runs` (the latency-first setting), same client;
+- with `--baseline-ref REF`, `ortserve@REF`: `ortserve serve` from a `git archive` of REF (e.g. main), same client.
+
+`raw_ort` runs the artifact with `SessionConfig()`, the server's default session settings: the like-for-like floor.
+With `--callers N` (32 by default; 0 skips it) each round also measures N single-text callers (`load.grpc_load`)
+against each server, and raw ONNX Runtime's batch-of-N throughput in process, as a ratio of the same round.
 
 The order of the systems rotates every round, so load from other processes on a shared machine falls on all alike;
 the figures are medians of the per-round p50s and the per-round differences. Server and client CPU per call come from
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -44,15 +53,30 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .load import LOOPBACK
+from .hostile_load import baseline_tree
+from .load import LOOPBACK, grpc_load
 from .paths import RESULTS, WORK
 from .percall_report import write_report
-from .processes import free_port, ortserve_process
+from .processes import OrtServeProcess, free_port, ortserve_process
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.percall")
 
-SYSTEMS = ("raw_ort", "ortserve", "ortserve_stub", "grpc_floor")
+SYSTEMS = (
+    "raw_ort",
+    "ortserve",
+    "ortserve_stub",
+    "grpc_floor",
+    "raw_ort_spin_in_runs",
+    "ortserve_spin_in_runs",
+    "raw_ort_ort_defaults",
+)
+#: Raw ONNX Runtime references, each a `SessionConfig` change from the server's defaults.
+RAW_REFERENCES: dict[str, dict[str, bool]] = {
+    "raw_ort": {},
+    "raw_ort_spin_in_runs": {"spin_during_runs": True},
+    "raw_ort_ort_defaults": {"allow_spinning": True},
+}
 PROFILE_RATE_HZ = 500
 
 
@@ -110,6 +134,24 @@ def floor_process(labels: int, log_file: Path) -> Iterator[tuple[subprocess.Pope
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def baseline_server(
+    ref: str, model: str, artifact: Path, work: Path, log_file: Path, server_args: Sequence[str]
+) -> Iterator[OrtServeProcess]:
+    """`ortserve serve` of `artifact` from a `git archive` of `ref` (on this venv's interpreter)."""
+    tree = baseline_tree(ref, work)
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = f"{tree}{os.pathsep}{previous or ''}"
+    try:
+        executable = [sys.executable, "-m", "ortserve.cli.main"]
+        server = ortserve_process({model: artifact}, log_file, extra_args=server_args, executable=executable)
+        with server as process:
+            os.environ.pop("PYTHONPATH") if previous is None else os.environ.update(PYTHONPATH=previous)
+            yield process
+    finally:
+        os.environ.pop("PYTHONPATH", None) if previous is None else os.environ.update(PYTHONPATH=previous)
 
 
 # --- measuring --------------------------------------------------------------------------------------------------------
@@ -247,6 +289,8 @@ def measure(
     native: bool,
     gil: bool,
     server_args: Sequence[str],
+    baseline_ref: str | None = None,
+    callers: int = 0,
 ) -> dict[str, Any]:
     from ortserve.client import InferenceClient
     from ortserve.contract.artifact import ArtifactManifest
@@ -258,26 +302,32 @@ def measure(
     labels = len(ArtifactManifest.read(artifact).labels)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    raw = RawOrt(artifact, SessionConfig())
-    latencies: dict[str, list[list[float]]] = {name: [] for name in SYSTEMS}
-    cpu_ms: dict[str, list[dict[str, float]]] = {name: [] for name in SYSTEMS}
+    raws = {name: RawOrt(artifact, SessionConfig(**change)) for name, change in RAW_REFERENCES.items()}
+    baseline_name = f"ortserve@{baseline_ref}" if baseline_ref else None
+    systems_measured = SYSTEMS + ((baseline_name,) if baseline_name else ())
+    latencies: dict[str, list[list[float]]] = {name: [] for name in systems_measured}
+    cpu_ms: dict[str, list[dict[str, float]]] = {name: [] for name in systems_measured}
+    many: dict[str, list[float]] = {}
     result: dict[str, Any] = {
         "model": model,
         "artifact": str(artifact.name),
         "rounds": rounds,
         "calls_per_round": calls,
         "server_args": list(server_args),
+        "baseline_ref": baseline_ref,
+        "callers": callers,
+        "load_average_start": os.getloadavg(),
     }
-    with (
-        ortserve_process({model: artifact}, logs / "percall-ortserve.log", extra_args=server_args) as server,
-        floor_process(labels, logs / "percall-floor.log") as (floor, floor_port),
-        InferenceClient(f"{LOOPBACK}:{server.port}", timeout=30) as client,
-        InferenceClient(f"{LOOPBACK}:{floor_port}", timeout=30) as floor_client,
-        grpc.insecure_channel(f"{LOOPBACK}:{server.port}") as channel,
-    ):
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(
+            ortserve_process({model: artifact}, logs / "percall-ortserve.log", extra_args=server_args)
+        )
+        floor, floor_port = stack.enter_context(floor_process(labels, logs / "percall-floor.log"))
+        client = stack.enter_context(InferenceClient(f"{LOOPBACK}:{server.port}", timeout=30))
+        floor_client = stack.enter_context(InferenceClient(f"{LOOPBACK}:{floor_port}", timeout=30))
+        channel = stack.enter_context(grpc.insecure_channel(f"{LOOPBACK}:{server.port}"))
         stub = pb_grpc.InferenceStub(channel)
         systems: dict[str, tuple[Callable[[list[str]], object], int | None]] = {
-            "raw_ort": (raw, None),
             "ortserve": (lambda batch: client.classify(model, batch), server.process.pid),
             "ortserve_stub": (
                 lambda batch: stub.Classify(pb.ClassifyRequest(model=model, texts=batch), timeout=30),
@@ -285,8 +335,29 @@ def measure(
             ),
             "grpc_floor": (lambda batch: floor_client.classify("floor", batch), floor.pid),
         }
+        systems.update({name: (raw, None) for name, raw in raws.items()})
+        spinning = stack.enter_context(
+            ortserve_process(
+                {model: artifact},
+                logs / "percall-ortserve-spin.log",
+                extra_args=[*server_args, "--spin-during-runs"],
+            )
+        )
+        spinning_client = stack.enter_context(InferenceClient(f"{LOOPBACK}:{spinning.port}", timeout=30))
+        systems["ortserve_spin_in_runs"] = (lambda batch: spinning_client.classify(model, batch), spinning.process.pid)
+        ports = {"ortserve": server.port, "ortserve_spin_in_runs": spinning.port}
+        if baseline_ref and baseline_name:
+            base = stack.enter_context(
+                baseline_server(
+                    baseline_ref, model, artifact, work, logs / "percall-ortserve-baseline.log", server_args
+                )
+            )
+            base_client = stack.enter_context(InferenceClient(f"{LOOPBACK}:{base.port}", timeout=30))
+            systems[baseline_name] = (lambda batch: base_client.classify(model, batch), base.process.pid)
+            ports[baseline_name] = base.port
         for round_ in range(rounds):
-            order = SYSTEMS[round_ % len(SYSTEMS) :] + SYSTEMS[: round_ % len(SYSTEMS)]
+            shift = round_ % len(systems_measured)
+            order = systems_measured[shift:] + systems_measured[:shift]
             for name in order:
                 call, pid = systems[name]
                 client_before = time.process_time()
@@ -301,11 +372,15 @@ def measure(
                         "server_loop": (server_after[1] - server_before[1]) * 1000 / (calls + 3),
                     }
                 )
+            if callers:
+                many_round = many_callers(raws, ports, model, texts, callers, round_)
+                for name, rate in many_round.items():
+                    many.setdefault(name, []).append(rate)
             log.info(
                 "round %d/%d: %s",
                 round_ + 1,
                 rounds,
-                ", ".join(f"{name} {statistics.median(latencies[name][-1]):.2f} ms" for name in SYSTEMS),
+                ", ".join(f"{name} {statistics.median(latencies[name][-1]):.2f} ms" for name in systems_measured),
             )
         if profile_calls:
             result["profile"] = profile(
@@ -328,25 +403,82 @@ def measure(
                 gil,
                 "grpc_floor",
             )
+    result["load_average_end"] = os.getloadavg()
     p50 = {name: [statistics.median(r) for r in runs] for name, runs in latencies.items()}
     result.update(
         {
             "p50_ms_per_round": p50,
             "p50_ms": {name: statistics.median(values) for name, values in p50.items()},
             "p90_ms": {name: statistics.median([p(r, 90) for r in runs]) for name, runs in latencies.items()},
-            "delta_ms_per_round": {
-                name: [value - base for value, base in zip(values, p50["raw_ort"], strict=True)]
-                for name, values in p50.items()
-                if name != "raw_ort"
-            },
             "cpu_ms_per_call": {
                 name: {side: statistics.median(r[side] for r in runs) for side in ("client", "server", "server_loop")}
                 for name, runs in cpu_ms.items()
             },
         }
     )
+    # Δ of each system against each raw reference, as the median of per-round differences.
+    result["delta_ms_vs"] = {
+        reference: {
+            name: statistics.median(a - b for a, b in zip(values, p50[reference], strict=True))
+            for name, values in p50.items()
+            if name not in RAW_REFERENCES
+        }
+        for reference in RAW_REFERENCES
+    }
+    result["delta_ms_per_round"] = {
+        name: [value - base for value, base in zip(values, p50["raw_ort"], strict=True)]
+        for name, values in p50.items()
+        if name != "raw_ort"
+    }
     result["delta_ms"] = {name: statistics.median(values) for name, values in result["delta_ms_per_round"].items()}
+    # Server CPU per call outside ONNX Runtime: the server's CPU per call less what raw ONNX Runtime (tokenizer, run,
+    # softmax) took in this process per call, per round, against the like-for-like reference of each server.
+    result["server_cpu_outside_ort_ms"] = {
+        name: {
+            reference: statistics.median(
+                s["server"] - r["client"] for s, r in zip(cpu_ms[name], cpu_ms[reference], strict=True)
+            )
+            for reference in ("raw_ort", "raw_ort_spin_in_runs")
+        }
+        for name in systems_measured
+        if name.startswith("ortserve")
+    }
+    if many:
+        result["callers_texts_per_s"] = {name: statistics.median(rates) for name, rates in many.items()}
+        result["callers_vs_raw_batch"] = {
+            name: {
+                reference: statistics.median(a / b for a, b in zip(rates, many[reference], strict=True))
+                for reference in ("raw_ort", "raw_ort_spin_in_runs")
+            }
+            for name, rates in many.items()
+            if name not in RAW_REFERENCES
+        }
     return result
+
+
+def many_callers(
+    raws: dict[str, Callable[[list[str]], object]],
+    ports: dict[str, int],
+    model: str,
+    texts: Sequence[str],
+    callers: int,
+    round_: int,
+) -> dict[str, float]:
+    """Texts/s of `callers` single-text callers against each server, and of raw ONNX Runtime's batches of `callers`
+    texts in this process (the references that spin during runs or not at all)."""
+    rates: dict[str, float] = {}
+    for name in ("raw_ort", "raw_ort_spin_in_runs"):
+        raws[name](list(texts[:callers]))
+        batches = [list(texts[(i * callers + j) % len(texts)] for j in range(callers)) for i in range(8)]
+        start = time.perf_counter()
+        for batch in batches:
+            raws[name](batch)
+        rates[name] = len(batches) * callers / (time.perf_counter() - start)
+    shift = round_ % len(ports)
+    for name in [*ports][shift:] + [*ports][:shift]:
+        load = grpc_load(ports[name], model, texts, callers, max_calls=2500, max_seconds=3.0)
+        rates[name] = load.texts_per_s
+    return rates
 
 
 def profile(
@@ -395,6 +527,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; pauses the process)")
     parser.add_argument("--gil", action="store_true", help="py-spy --gil: only the thread holding the GIL")
     parser.add_argument("--server-arg", action="append", default=[], help="extra `ortserve serve` argument")
+    parser.add_argument("--baseline-ref", help="also serve this git ref (e.g. main) and call it alike")
+    parser.add_argument("--callers", type=int, default=32, help="also measure this many callers (0: skip)")
     parser.add_argument("--floor-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor-labels", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -420,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         args.native,
         args.gil,
         args.server_arg,
+        args.baseline_ref,
+        args.callers,
     )
     command = "python -m benchmarks.percall " + " ".join(argv if argv is not None else sys.argv[1:])
     print(write_report(result, args.out, command.strip()))

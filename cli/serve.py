@@ -64,6 +64,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
     "runtime": (
         "intra_op_threads",
         "allow_spinning",
+        "spin_during_runs",
         "model_thread_nice",
         "concurrent_runs",
         "shared_arena",

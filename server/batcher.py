@@ -88,6 +88,20 @@ class _RunInProgress(Generic[Row]):
         return self.rows * self.width
 
 
+@dataclass(frozen=True)
+class _LaunchedRun(Generic[Row]):
+    """A run handed to an executor thread, as its outcome is answered on the loop."""
+
+    parts: list[RunPart[Row]]
+    texts: list[str]
+    ended: asyncio.Future[None]
+    """Done once the run's calls are answered or failed."""
+    main: bool
+    """A main run (in a slot, measured for the cost model), not an express run."""
+    estimated_s: float | None
+    started: float
+
+
 class AdaptiveBatcher(Generic[Row]):
     """Forms runs from the texts of concurrent `submit` calls and runs them with `run_batch` on `executor`, up to
     `limits.concurrent_runs` runs at a time.
@@ -122,9 +136,10 @@ class AdaptiveBatcher(Generic[Row]):
         self._current_pin = current_pin
         self._queue: RunQueue[Row] = RunQueue(name)
         self._calls_in_flight = 0
-        self._runs: dict[asyncio.Task[None], _RunInProgress[Row]] = {}
-        """Main runs in progress, with their estimated end and size."""
-        self._express: asyncio.Task[None] | None = None
+        self._runs: dict[asyncio.Future[None], _RunInProgress[Row]] = {}
+        """Main runs in progress (each future is done once its calls are answered), with their estimated end and
+        size."""
+        self._express: asyncio.Future[None] | None = None
         self._delay_timer: asyncio.TimerHandle | None = None
         self._closing = False
 
@@ -244,15 +259,10 @@ class AdaptiveBatcher(Generic[Row]):
         """Start a main run of `parts` in a slot; when it ends, the slot is freed and runs are scheduled again."""
         rows, width = run_shape(parts)
         estimate = self.run_cost.run_seconds(rows, width)
-        started = time.monotonic()
-        task = asyncio.get_running_loop().create_task(self._run(parts, main=True))
-        until = started + estimate if estimate is not None else None
-        self._runs[task] = _RunInProgress(rows, width, until, tuple(part.call for part in parts))
-        task.add_done_callback(self._run_done)
-
-    def _run_done(self, task: asyncio.Task[None]) -> None:
-        self._runs.pop(task, None)
-        self._schedule()
+        until = time.monotonic() + estimate if estimate is not None else None
+        ended = asyncio.get_running_loop().create_future()
+        self._runs[ended] = _RunInProgress(rows, width, until, tuple(part.call for part in parts))
+        asyncio.get_running_loop().call_soon(self._launch, parts, ended, True)
 
     def _start_express(self) -> None:
         """Start an express run of whole short calls (or a medium call, beside bulk calls only) if a long run is in
@@ -265,41 +275,83 @@ class AdaptiveBatcher(Generic[Row]):
         budget = express_budget(min(bulk, default=0))
         parts = self._queue.take_express(self.limits, time.monotonic(), budget)
         if parts:
-            self._express = asyncio.get_running_loop().create_task(self._run(parts, main=False))
-            self._express.add_done_callback(self._express_done)
-
-    def _express_done(self, task: asyncio.Task[None]) -> None:
-        self._express = None
-        self._schedule()
+            self._express = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._launch, parts, self._express, False)
 
     # --- one run ---------------------------------------------------------------------------------------------------
 
-    async def _run(self, parts: list[RunPart[Row]], main: bool) -> None:
-        """Run `parts` and answer the calls it completes; a main run also updates the run cost."""
+    def _launch(self, parts: list[RunPart[Row]], ended: asyncio.Future[None], main: bool) -> None:
+        """Hand the run of `parts` to an executor thread. The thread hands its outcome back to the loop in one
+        callback (`_finish_run`), which answers the calls: no task and no asyncio future wrapping the executor's, so a
+        call on an idle model takes fewer turns of the loop (each turn costs it a poll and callbacks).
+
+        Called through `call_soon`, not from `_schedule` directly, as the task it replaces started: the run's thread
+        then wakes once the loop has done the rest of this turn's work, not while the loop still holds the GIL and a
+        core for it (BENCHMARKS.md, "Where one call's time goes")."""
         texts = [part.call.texts[i] for part in parts for i in range(part.start, part.end)]
-        rows, width = run_shape(parts)
-        estimate = self.run_cost.run_seconds(rows, width)
         pin = run_pin(parts)
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
+        rows, width = run_shape(parts)
+        run = _LaunchedRun(parts, texts, ended, main, self.run_cost.run_seconds(rows, width), time.monotonic())
+
+        def run_on_thread() -> None:
+            output: BatchOutput[Row] | None = None
+            error: BaseException | None = None
+            try:
+                output = self._run_batch(texts, pin)
+            except BaseException as exc:  # handed to the loop: exactly the calls of this run fail with it
+                error = exc
+            try:
+                loop.call_soon_threadsafe(self._finish_run, run, output, error)
+            except RuntimeError:  # the event loop closed meanwhile: nobody is left to answer
+                log.debug("model %s: a run ended after the event loop closed", self.name)
+
         try:
-            output = await loop.run_in_executor(self._executor, self._run_batch, texts, pin)
-            seconds = time.monotonic() - started
+            self._executor.submit(run_on_thread)
+        except RuntimeError as exc:  # the executor was shut down: fail the calls on the loop's next turn
+            loop.call_soon(self._finish_run, run, None, exc)
+
+    def _finish_run(self, run: _LaunchedRun[Row], output: BatchOutput[Row] | None, error: BaseException | None) -> None:
+        """On the loop: answer the calls a run completed (or fail exactly its calls), free its slot, schedule."""
+        try:
+            self._answer(run, time.monotonic() - run.started, output, error)
+        finally:
+            if run.main:
+                self._runs.pop(run.ended, None)
+            elif self._express is run.ended:
+                self._express = None
+            if not run.ended.done():
+                run.ended.set_result(None)
+            # On the loop's next turn, as a task's done callback would: the calls answered here resume first, and the
+            # next run is formed from what queued meanwhile.
+            asyncio.get_running_loop().call_soon(self._schedule)
+
+    def _answer(
+        self, run: _LaunchedRun[Row], seconds: float, output: BatchOutput[Row] | None, error: BaseException | None
+    ) -> None:
+        """Answer the calls that a run's output completes; a main run also updates the run cost."""
+        parts, texts = run.parts, run.texts
+        rows, width = run_shape(parts)
+        try:
+            if error is not None or output is None:
+                raise error or RuntimeError("run_batch returned nothing")
             if len(output.rows) != len(texts):
                 raise RuntimeError(f"run_batch returned {len(output.rows)} rows for {len(texts)} texts")
             if self._on_run is not None:
-                report = RunReport(rows, width, estimate, seconds)
+                report = RunReport(rows, width, run.estimated_s, seconds)
                 self._on_run(self.name, [(part.call.record, part.call.enqueued) for part in parts], output, report)
         except Exception as exc:  # fail exactly the callers of this run; the next run goes ahead normally
             log.warning("model %s: a run of %d texts from %d calls failed: %r", self.name, len(texts), len(parts), exc)
             for part in parts:
                 self._fail(part.call, exc)
             return
-        except asyncio.CancelledError:  # the event loop is shutting down: nobody may wait forever
+        except BaseException as exc:  # SystemExit or the like raised in the run's thread: its calls must not wait
+            # forever, and raising it here, in a loop callback, would stop the whole server for one run.
+            log.error("model %s: a run of %d texts ended with %r", self.name, len(texts), exc)
             for part in parts:
-                self._fail(part.call, ModelNotReadyError(f"model {self.name!r} stopped serving"))
-            raise
-        if main:
+                self._fail(part.call, ModelNotReadyError(f"model {self.name!r} could not run these texts"))
+            return
+        if run.main:
             self.run_cost.observe(rows * width, seconds, rows, width)
         offset = 0
         for part in parts:

@@ -53,6 +53,12 @@ class SessionConfig:
     allow_spinning: bool = False
     """Let idle intra-op threads spin for the next op. Off: in a server the spinning threads take the cores that the
     event loop, gRPC and the other models' sessions need (measured 2-3× lower throughput with spinning on 2 cores)."""
+    spin_during_runs: bool = False
+    """Let the intra-op threads spin between the ops of a run, and stop spinning as soon as no run of the session is
+    in progress (ONNX Runtime's `session.force_spinning_stop`): a one-text run then wakes no sleeping thread per op
+    (minilm in process 2.4 -> 1.5 ms, with less CPU), and idle threads never spin. Off by default: under concurrent
+    calls a run is nearly always in progress, so the threads spin nearly always, and on 2 busy cores that cost a third
+    of the 32-caller throughput (BENCHMARKS.md, "Where one call's time goes"). `allow_spinning` overrides it."""
     enable_cpu_mem_arena: bool = True
     """Reuse a memory arena across runs instead of allocating every tensor afresh."""
     graph_optimization_level: str = "all"
@@ -80,7 +86,10 @@ class SessionConfig:
         else:
             options.intra_op_num_threads = self.intra_op_threads
             options.inter_op_num_threads = 1
-            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+            spinning = self.allow_spinning or self.spin_during_runs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+            if spinning and not self.allow_spinning:  # spin inside runs only: stop when the last run returns
+                options.add_session_config_entry("session.force_spinning_stop", "1")
         options.enable_cpu_mem_arena = self.enable_cpu_mem_arena
         if self.enable_cpu_mem_arena and shared_cpu_arena_registered():  # one arena for every model (memory.py)
             options.add_session_config_entry("session.use_env_allocators", "1")

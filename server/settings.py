@@ -123,6 +123,11 @@ class ServerSettings(BaseSettings):
     allow_spinning: bool = False
     """Let ONNX Runtime worker threads spin between ops. Leave it off: spinning threads starve the event loop
     and the other models of the cores (see BENCHMARKS.md)."""
+    spin_during_runs: bool = False
+    """Let ONNX Runtime worker threads spin between the ops of a run only, stopping as soon as the model has no run in
+    progress: the latency-first setting for a lightly loaded server (a one-text run wakes no sleeping thread per op;
+    idle threads never spin). Off: with concurrent calls runs overlap and the threads spin nearly always, taking the
+    cores from the event loop (see BENCHMARKS.md). --allow-spinning (spinning between runs too) overrides it."""
     model_thread_nice: int = Field(10, ge=0, le=19)
     """How much lower the scheduling priority of the threads that run models (ONNX Runtime's and the run threads)
     is than the event loop's, as a Linux nice increment; 0 keeps them equal. The event loop takes, answers and refuses
@@ -332,6 +337,7 @@ class ServerSettings(BaseSettings):
         return SessionConfig(
             intra_op_threads=self.intra_op_threads,
             allow_spinning=self.allow_spinning,
+            spin_during_runs=self.spin_during_runs,
             max_length=max_length,
             arena_shrink_width=self.arena_shrink_width,
         )

@@ -193,6 +193,30 @@ def test_a_failing_batch_fails_exactly_its_callers_and_the_next_batch_succeeds(e
     assert list(y.rows) == ["row:y"] and list(z.rows) == ["row:z"] and list(after.rows) == ["row:after"]
 
 
+def test_a_run_ending_with_a_base_exception_fails_its_callers_and_the_model_serves_on(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """A run thread that ends with an exception that is not an `Exception` (SystemExit, say) answers its callers with
+    an error, and the next call runs (on main, the SystemExit left the run's task and stopped the event loop: the
+    whole server)."""
+
+    def run_batch(texts: list[str], pin: object = None) -> BatchOutput[str]:
+        if texts == ["exit"]:
+            raise SystemExit("the run thread was told to exit")
+        return BatchOutput("v", [f"row:{text}" for text in texts])
+
+    batcher: AdaptiveBatcher[str] = AdaptiveBatcher("m", run_batch, executor)
+
+    async def scenario() -> list[str]:
+        with pytest.raises(ModelNotReadyError, match="could not run"):
+            await asyncio.wait_for(batcher.submit(["exit"]), WAIT_S)
+        after = await batcher.submit(["after"])
+        await batcher.close()
+        return list(after.rows)
+
+    assert run(scenario()) == ["row:after"]
+
+
 def test_a_wrong_row_count_fails_the_batch_instead_of_misrouting_rows(executor: ThreadPoolExecutor) -> None:
     batcher: AdaptiveBatcher[str] = AdaptiveBatcher("m", lambda texts, pin: BatchOutput("v", ["only one"]), executor)
 

@@ -14,7 +14,11 @@ from ortserve.server.settings import ServerSettings
 
 def test_session_config_maps_to_session_options() -> None:
     options = SessionConfig(
-        intra_op_threads=1, allow_spinning=False, enable_cpu_mem_arena=False, graph_optimization_level="basic"
+        intra_op_threads=1,
+        allow_spinning=False,
+        spin_during_runs=False,
+        enable_cpu_mem_arena=False,
+        graph_optimization_level="basic",
     ).session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -22,6 +26,21 @@ def test_session_config_maps_to_session_options() -> None:
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert SessionConfig(use_global_thread_pool=True).session_options().use_per_session_threads is False
+
+
+def test_threads_may_spin_inside_runs_only() -> None:
+    """Spinning between the ops of a run, stopped when the last run returns: a one-text run does not wake a sleeping
+    thread per op, and idle threads do not spin. Off by default (no spinning at all)."""
+    assert SessionConfig().session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    options = SessionConfig(spin_during_runs=True).session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    always = SessionConfig(allow_spinning=True).session_options()  # spinning between runs too: no forced stop
+    assert always.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        always.get_session_config_entry("session.force_spinning_stop")
+    assert ServerSettings().session_config().spin_during_runs is False
+    assert ServerSettings(spin_during_runs=True).session_config().spin_during_runs is True
 
 
 def test_unknown_optimization_level_names_the_choices() -> None:
