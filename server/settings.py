@@ -290,8 +290,8 @@ class ServerSettings(BaseSettings):
     """OS nice value (Linux) of the ONNX Runtime runs of a challenger that only shadows (no canary share): they run
     on a thread of their own at this priority, with one ONNX Runtime thread, so they take only the CPU the callers'
     runs leave (BENCHMARKS.md, "Champion and challenger"); its tokenizing and ranking, which hold Python's GIL, run on
-    a second thread of its own at the model threads' priority. Its latency in the comparison then includes that low priority. 0 runs
-    it like its champion, on the shared executor with the champion's threads."""
+    a second thread of its own at the model threads' priority. Its latency in the comparison then includes that low
+    priority. 0 runs it like its champion, on the shared executor with the champion's threads."""
 
     @model_validator(mode="after")
     def _per_model_environment(self) -> ServerSettings:
