@@ -151,12 +151,17 @@ def measure(
         executables[name] = baseline
     if "overload" in scenarios:
         specs["shadow100"] = f"{model.name}={model.artifact}?challenger={challenger}&shadow=1"
+        if baselines:  # the first baseline's 100 % shadow under overload, in the same rounds
+            specs["shadow100_baseline"] = specs["shadow100"]
+            executables["shadow100_baseline"] = baselines[0]
     texts = make_texts(model.artifact / "tokenizer.json", 20_000, mixed=False, seed=5)
     rates: dict[str, list[float]] = {name: [] for name in specs}
     cpu_ms_per_text: dict[str, list[float]] = {name: [] for name in specs}
     p50: dict[str, list[float]] = {name: [] for name in specs}
     one_caller_ms: dict[str, list[float]] = {name: [] for name in specs}
-    overload: dict[str, list[float]] = {"off": [], "shadow100": []} if "overload" in scenarios else {}
+    overload: dict[str, list[float]] = {name: [] for name in specs if name == "off" or name.startswith("shadow100")}
+    if "overload" not in scenarios:
+        overload = {}
     result: dict[str, Any] = {"model": model.name, "callers": CALLERS, "overload_callers": OVERLOAD_CALLERS}
     with contextlib.ExitStack() as stack:
         running = {
@@ -201,9 +206,11 @@ def measure(
         result.update(shadow_figures(rates, cpu_ms_per_text, p50, one_caller_ms))
     if overload:
         result["overload_goodput"] = {name: statistics.median(values) for name, values in overload.items()}
-        result["shadow100_overload_goodput_ratio"] = (
-            result["overload_goodput"]["shadow100"] / result["overload_goodput"]["off"]
-        )
+        result["overload_goodput_rounds"] = overload
+        for name in (name for name in overload if name != "off"):
+            result[f"{name}_overload_goodput_ratio"] = (
+                result["overload_goodput"][name] / result["overload_goodput"]["off"]
+            )
     if "canary" in scenarios:
         result["canary"] = measure_canary(model, challenger, logs)
     if "memory" in scenarios:
