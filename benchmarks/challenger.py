@@ -22,11 +22,12 @@ figures are those of a challenger of the same architecture). Measured:
 `--scenarios` keeps a run short (e.g. `--scenarios shadow`: the 32-caller and one-caller figures only).
 `--baseline` names another checkout's `ortserve` command (e.g. `../main/.venv/bin/ortserve`; repeatable): its server
 with the same 10 % shadow is measured in the same rounds (`shadow10_baseline`, `shadow10_baseline2`...), so a change
-is compared side by side in one run. `--control` adds a second server without a challenger (`off_control`), measured
-in the same rounds as the others: its figures against `off` are what two identical servers differ by in this run
-(the noise floor every other delta is read against). `--one-caller-calls` sets the calls behind each round's one-caller
-p50 (300 by default); besides the median of the rounds' paired deltas, every round's calls are pooled per server and
-the pooled p50s compared (`*_p50_delta_ms_pooled`).
+is compared side by side in one run; with the `overload` scenario, the first baseline's 100 % shadow under overload
+is measured in the same rounds too (`shadow100_baseline`). `--control` adds a second server without a challenger
+(`off_control`), measured in the same rounds as the others: its figures against `off` are what two identical servers
+differ by in this run (the noise floor every other delta is read against). `--one-caller-calls` sets the calls
+behind each round's one-caller p50 (300 by default); besides the median of the rounds' paired deltas, every round's
+calls are pooled per server and the pooled p50s compared (`*_p50_delta_ms_pooled`).
 
 Writes challenger.json to --out.
 """
