@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,6 +59,14 @@ def _v2_ready(target: str) -> tuple[bool, bool]:
     return server, model
 
 
+def _calls_in_flight(metrics_port: int) -> float:
+    """The server's `ortserve_calls_in_flight` of the model: calls handed to its batcher and not yet answered."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    match = re.search(r'^ortserve_calls_in_flight\{model="bert"\} (\S+)$', body, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
 class Outcomes:
     """Outcomes of calls made in threads: "ok" or the status name, with the details of refusals."""
 
@@ -91,10 +101,13 @@ class Outcomes:
 
 def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailable(artifacts: dict[str, Path]) -> None:
     # A long batch delay with a batch size above 50 keeps the 50 calls queued (in flight) across the signal.
+    metrics_port = free_port()
     with server_process(
         artifacts["bert"],
+        "--metrics-port",
+        str(metrics_port),
         "--max-batch-delay-ms",
-        "4000",
+        "8000",
         "--max-batch-size",
         "128",
         "--drain-period-s",
@@ -106,7 +119,12 @@ def test_sigterm_drains_answers_every_call_in_flight_then_refuses_with_unavailab
         in_flight = Outcomes()
         for i in range(50):
             in_flight.call(target, [f"call number {i} in flight"])
-        time.sleep(0.5)  # let the calls reach the server (setup only; nothing below asserts a duration)
+        # The signal comes once all 50 calls are in the server's hands: a call still on its way when the port closes
+        # is refused (UNAVAILABLE, which clients retry elsewhere), and only accepted calls must be answered.
+        end = time.monotonic() + WAIT_S
+        while _calls_in_flight(metrics_port) < 50:
+            assert time.monotonic() < end, "the 50 calls never all reached the server"
+            time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         end = time.monotonic() + WAIT_S
         while _health(target) != "NOT_SERVING":
