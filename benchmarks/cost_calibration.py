@@ -20,14 +20,11 @@ Writes JSON (default benchmarks/work/results/cost_calibration.json) and prints o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import re
 import statistics
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +33,7 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .hostile_load import baseline_tree
+from .hostile_load import baseline_tree, python_path_first
 from .load import LOOPBACK
 from .paths import RESULTS, WORK
 from .processes import free_port, ortserve_process
@@ -154,7 +151,7 @@ def main() -> None:
         for (tree, pythonpath), spec in [(tree, spec) for tree in trees for spec in args.model]:
             name, _, directory = spec.partition("=")
             load = _load_average()
-            with _python_path(pythonpath):
+            with python_path_first(pythonpath):
                 model = measure_model(name, Path(directory), args.calls, WORK / "cost_calibration.log")
             results.append({"tree": tree, "load": load, **model})
             print(
@@ -168,21 +165,6 @@ def main() -> None:
                 )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"uptime_load": _load_average(), "models": results}, indent=2))
-
-
-@contextlib.contextmanager
-def _python_path(folder: Path | None) -> Iterator[None]:
-    """Servers started meanwhile import `ortserve` from `folder` first (None: this tree)."""
-    saved = os.environ.get("PYTHONPATH")
-    if folder is not None:
-        os.environ["PYTHONPATH"] = f"{folder}{os.pathsep}{saved or ''}"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
 
 
 def _load_average() -> str:

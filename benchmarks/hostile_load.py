@@ -104,6 +104,21 @@ def baseline_tree(ref: str, work: Path) -> Path:
 
 
 @contextmanager
+def python_path_first(folder: Path | None) -> Iterator[None]:
+    """Servers started meanwhile import `ortserve` from `folder` first (a `baseline_tree`; None: this tree)."""
+    saved = os.environ.get("PYTHONPATH")
+    if folder is not None:
+        os.environ["PYTHONPATH"] = f"{folder}{os.pathsep}{saved or ''}"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+@contextmanager
 def server_process(artifact: Path, model: str, log_file: Path, pythonpath: Path | None) -> Iterator[tuple[int, int]]:
     """`ortserve serve` of one model with default settings, from this venv or from the tree at `pythonpath`; yields
     (port, pid) once SERVING."""

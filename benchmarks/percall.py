@@ -43,7 +43,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ import grpc
 from ortserve.v1 import inference_pb2 as pb
 from ortserve.v1 import inference_pb2_grpc as pb_grpc
 
-from .hostile_load import baseline_tree
+from .hostile_load import baseline_tree, python_path_first
 from .load import LOOPBACK, grpc_load
 from .paths import RESULTS, WORK
 from .percall_report import write_report
@@ -141,17 +141,13 @@ def baseline_server(
     ref: str, model: str, artifact: Path, work: Path, log_file: Path, server_args: Sequence[str]
 ) -> Iterator[OrtServeProcess]:
     """`ortserve serve` of `artifact` from a `git archive` of `ref` (on this venv's interpreter)."""
-    tree = baseline_tree(ref, work)
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = f"{tree}{os.pathsep}{previous or ''}"
-    try:
-        executable = [sys.executable, "-m", "ortserve.cli.main"]
-        server = ortserve_process({model: artifact}, log_file, extra_args=server_args, executable=executable)
-        with server as process:
-            os.environ.pop("PYTHONPATH") if previous is None else os.environ.update(PYTHONPATH=previous)
-            yield process
-    finally:
-        os.environ.pop("PYTHONPATH", None) if previous is None else os.environ.update(PYTHONPATH=previous)
+    executable = [sys.executable, "-m", "ortserve.cli.main"]
+    with contextlib.ExitStack() as stack:
+        with python_path_first(baseline_tree(ref, work)):  # only while it starts: servers started later are this tree's
+            process = stack.enter_context(
+                ortserve_process({model: artifact}, log_file, extra_args=server_args, executable=executable)
+            )
+        yield process
 
 
 # --- measuring --------------------------------------------------------------------------------------------------------
@@ -457,7 +453,7 @@ def measure(
 
 
 def many_callers(
-    raws: dict[str, Callable[[list[str]], object]],
+    raws: Mapping[str, Callable[[list[str]], object]],
     ports: dict[str, int],
     model: str,
     texts: Sequence[str],
