@@ -98,6 +98,8 @@ class _LaunchedRun(Generic[Row]):
     """Done once the run's calls are answered or failed."""
     main: bool
     """A main run (in a slot, measured for the cost model), not an express run."""
+    rows: int
+    width: int
     estimated_s: float | None
     started: float
 
@@ -292,7 +294,8 @@ class AdaptiveBatcher(Generic[Row]):
         pin = run_pin(parts)
         loop = asyncio.get_running_loop()
         rows, width = run_shape(parts)
-        run = _LaunchedRun(parts, texts, ended, main, self.run_cost.run_seconds(rows, width), time.monotonic())
+        estimate = self.run_cost.run_seconds(rows, width)
+        run = _LaunchedRun(parts, texts, ended, main, rows, width, estimate, time.monotonic())
 
         def run_on_thread() -> None:
             output: BatchOutput[Row] | None = None
@@ -330,8 +333,7 @@ class AdaptiveBatcher(Generic[Row]):
         self, run: _LaunchedRun[Row], seconds: float, output: BatchOutput[Row] | None, error: BaseException | None
     ) -> None:
         """Answer the calls that a run's output completes; a main run also updates the run cost."""
-        parts, texts = run.parts, run.texts
-        rows, width = run_shape(parts)
+        parts, texts, rows, width = run.parts, run.texts, run.rows, run.width
         try:
             if error is not None or output is None:
                 raise error or RuntimeError("run_batch returned nothing")
