@@ -90,7 +90,10 @@ def tolerant_deserializer(
             try:
                 screen(data)
             except OrtServeError as refusal:
-                return ScreenedOut(refusal)
+                # Without its traceback: the traceback's frames hold `data` (megabytes for the requests screens are
+                # for), and raised again by the call's behavior the refusal sits in a reference cycle that only the
+                # cyclic garbage collector frees, so every refused request's bytes stayed in memory until it ran.
+                return ScreenedOut(refusal.with_traceback(None))
         try:
             return deserialize(data)
         except Exception as exc:  # DecodeError, UnicodeDecodeError, ...: all mean "these bytes are not a request"
