@@ -69,6 +69,7 @@ HELP_GROUPS: dict[str, tuple[str, ...]] = {
         "concurrent_runs",
         "shared_arena",
         "arena_shrink_width",
+        "malloc_mmap_threshold_bytes",
         "result_cache_bytes",
     ),
     "registry and cache": ("tracking_uri", "cache_dir", "poll_interval", "registry_timeout_s"),

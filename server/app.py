@@ -66,6 +66,10 @@ class OrtServer:
         self.port = 0
         # Registry requests fail in seconds, not minutes, so an outage is noticed while polling.
         configure_mlflow_client(SERVER_HTTP, settings.registry_timeout_s)
+        if settings.malloc_mmap_threshold_bytes:  # before models load: their files' bytes then go back when freed
+            from .memory import set_malloc_mmap_threshold
+
+            set_malloc_mmap_threshold(settings.malloc_mmap_threshold_bytes)
         if settings.shared_arena:  # before the first session: every model then allocates from one arena
             from .memory import register_shared_cpu_arena
 

@@ -1,4 +1,6 @@
-"""One ONNX Runtime CPU memory arena shared by every model session of the server, instead of one arena per session.
+"""The server's memory: one ONNX Runtime CPU arena shared by every model session, and glibc's mmap threshold.
+
+One ONNX Runtime CPU memory arena shared by every model session of the server, instead of one arena per session.
 
 The server registers it at start (`--shared-arena`, on by default); `SessionConfig.session_options` then lets every
 session with the arena enabled use it. ONNX Runtime's environment, and so this arena, is process-wide.
@@ -12,12 +14,19 @@ block freed by one model is reused by the next: measured 517–519 vs 624–647 
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import threading
 
 import onnxruntime as ort
 
+log = logging.getLogger(__name__)
+
 _registered = False
 _lock = threading.Lock()
+
+#: glibc's `mallopt` parameter for the mmap threshold (malloc.h).
+_M_MMAP_THRESHOLD = -3
 
 
 def register_shared_cpu_arena() -> None:
@@ -35,3 +44,23 @@ def register_shared_cpu_arena() -> None:
 def shared_cpu_arena_registered() -> bool:
     """True once `register_shared_cpu_arena` ran: sessions created from then on take their memory from it."""
     return _registered
+
+
+def set_malloc_mmap_threshold(threshold_bytes: int) -> bool:
+    """Fix glibc's mmap threshold at `threshold_bytes` (`ServerSettings.malloc_mmap_threshold_bytes`); True if set.
+
+    Allocations at least this large are then mapped from the system and unmapped when freed. Setting it also turns
+    off glibc's adaptive threshold, which after the first large block is freed serves later large blocks from the
+    heap, where they stay resident once freed (the heap shrinks only from its top). Without glibc (musl, macOS) it does
+    nothing and returns False."""
+    try:
+        libc = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it: musl has a mallopt that ignores everything
+    except (OSError, AttributeError, TypeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    if mallopt(_M_MMAP_THRESHOLD, threshold_bytes) != 1:
+        log.warning("glibc refused the mmap threshold %d bytes; its adaptive threshold stays", threshold_bytes)
+        return False
+    return True

@@ -196,6 +196,13 @@ class ServerSettings(BaseSettings):
     shared_arena: bool = True
     """Let every model session allocate from one ONNX Runtime memory arena instead of one arena each, so memory freed
     by one model is reused by another (about 100 MB less for two models after heavy batches; see BENCHMARKS.md)."""
+    malloc_mmap_threshold_bytes: int = Field(128 * 1024, ge=0, le=32 * 1024 * 1024)
+    """Blocks of at least this many bytes that Python, gRPC and the tokenizer allocate come straight from the system
+    and go back to it when freed (glibc's M_MMAP_THRESHOLD, set at start). glibc otherwise raises the threshold
+    after the first large block is freed and keeps later ones in its heap: the bytes of model files read at load and
+    of large requests then stay resident (measured: 32 MB more at idle with minilm, and +12 MB after refused 1.7 MB
+    requests; BENCHMARKS.md). 0 leaves glibc's own adaptive threshold; at most 32 MiB (glibc's limit). No effect
+    without glibc."""
 
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a
