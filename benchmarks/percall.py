@@ -18,7 +18,9 @@ interleaved rounds by four systems, one text per call (21 tokens), one caller:
 
 `raw_ort` runs the artifact with `SessionConfig()`, the server's default session settings: the like-for-like floor.
 With `--callers N` (32 by default; 0 skips it) each round also measures N single-text callers (`load.grpc_load`)
-against each server, and raw ONNX Runtime's batch-of-N throughput in process, as a ratio of the same round.
+against each server, and raw ONNX Runtime's batch-of-N throughput in process, as a ratio of the same round; and the
+bound any Python gRPC server has here (`callers_bound`): cores / (raw ONNX Runtime's CPU per text + the gRPC floor's
+CPU per call, server and callers, at N callers).
 
 The order of the systems rotates every round, so load from other processes on a shared machine falls on all alike;
 the figures are medians of the per-round p50s and the per-round differences. Server and client CPU per call come from
@@ -304,6 +306,7 @@ def measure(
     latencies: dict[str, list[list[float]]] = {name: [] for name in systems_measured}
     cpu_ms: dict[str, list[dict[str, float]]] = {name: [] for name in systems_measured}
     many: dict[str, list[float]] = {}
+    bounds: list[dict[str, float]] = []
     result: dict[str, Any] = {
         "model": model,
         "artifact": str(artifact.name),
@@ -372,6 +375,7 @@ def measure(
                 many_round = many_callers(raws, ports, model, texts, callers, round_)
                 for name, rate in many_round.items():
                     many.setdefault(name, []).append(rate)
+                bounds.append(callers_bound(raws["raw_ort"], floor_port, floor.pid, texts, callers))
             log.info(
                 "round %d/%d: %s",
                 round_ + 1,
@@ -449,7 +453,39 @@ def measure(
             for name, rates in many.items()
             if name not in RAW_REFERENCES
         }
+        result["callers_bound"] = {key: statistics.median(b[key] for b in bounds) for key in bounds[0]}
     return result
+
+
+def callers_bound(
+    raw: Callable[[list[str]], object], floor_port: int, floor_pid: int, texts: Sequence[str], callers: int
+) -> dict[str, float]:
+    """The most texts/s `callers` single-text callers could get from any Python gRPC server on this machine.
+
+    Such a server spends at least what raw ONNX Runtime spends per text at batch `callers` (tokenizer, run, softmax;
+    CPU of this process) and what the gRPC floor (a constant answer, no model) spends per call with as many callers,
+    its server and this process's client together: on `os.cpu_count()` cores it answers at most cores / (both).
+    The callers share the cores with the server here, as in the many-caller figure this bounds."""
+    batch = [texts[i % len(texts)] for i in range(callers)]
+    raw(batch)
+    cpu_before, start = time.process_time(), time.perf_counter()
+    for _ in range(8):
+        raw(batch)
+    raw_seconds = time.perf_counter() - start
+    raw_cpu_ms = (time.process_time() - cpu_before) * 1000 / (8 * callers)
+    server_before, client_before = cpu_seconds(floor_pid), time.process_time()
+    load = grpc_load(floor_port, "floor", texts, callers, max_calls=6000, max_seconds=3.0)
+    floor_cpu_ms = (cpu_seconds(floor_pid) - server_before + time.process_time() - client_before) * 1000 / load.calls
+    cores = os.cpu_count() or 1
+    bound = cores * 1000 / (raw_cpu_ms + floor_cpu_ms)
+    raw_rate = 8 * callers / raw_seconds
+    return {
+        "raw_cpu_ms_per_text": raw_cpu_ms,
+        "floor_calls_per_s": load.calls / load.seconds,
+        "floor_cpu_ms_per_call": floor_cpu_ms,
+        "bound_texts_per_s": bound,
+        "bound_vs_raw_batch": bound / raw_rate,
+    }
 
 
 def many_callers(
