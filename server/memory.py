@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 _registered = False
 _lock = threading.Lock()
 
-#: glibc's `mallopt` parameter for the mmap threshold (malloc.h).
+#: glibc's `mallopt` parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
@@ -47,12 +48,15 @@ def shared_cpu_arena_registered() -> bool:
 
 
 def set_malloc_mmap_threshold(threshold_bytes: int) -> bool:
-    """Fix glibc's mmap threshold at `threshold_bytes` (`ServerSettings.malloc_mmap_threshold_bytes`); True if set.
+    """Fix glibc's mmap threshold at `threshold_bytes` and its trim threshold at twice that
+    (`ServerSettings.malloc_mmap_threshold_bytes`); True if set.
 
-    Allocations at least this large are then mapped from the system and unmapped when freed. Setting it also turns
-    off glibc's adaptive threshold, which after the first large block is freed serves later large blocks from the
-    heap, where they stay resident once freed (the heap shrinks only from its top). Without glibc (musl, macOS) it does
-    nothing and returns False."""
+    Allocations at least this large are then mapped from the system and unmapped when freed, and free memory at the
+    top of the heap beyond twice it goes back to the system. glibc's adaptive default instead raises the mmap threshold
+    to the size of the largest block freed so far (up to 32 MiB): after a model loads, later blocks of up to its
+    file's size come from the heap, where they stay resident once freed. Twice the threshold for trimming is glibc's
+    own rule: the heap keeps what the next large request will need instead of faulting it in again. Without glibc (musl,
+    macOS) it does nothing and returns False."""
     try:
         libc = ctypes.CDLL(None)  # the symbols the process has loaded, the C library's among them
         mallopt = libc.mallopt
@@ -60,7 +64,7 @@ def set_malloc_mmap_threshold(threshold_bytes: int) -> bool:
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    if mallopt(_M_MMAP_THRESHOLD, threshold_bytes) != 1:
+    if mallopt(_M_MMAP_THRESHOLD, threshold_bytes) != 1 or mallopt(_M_TRIM_THRESHOLD, 2 * threshold_bytes) != 1:
         log.warning("glibc refused the mmap threshold %d bytes; its adaptive threshold stays", threshold_bytes)
         return False
     return True

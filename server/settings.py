@@ -196,13 +196,14 @@ class ServerSettings(BaseSettings):
     shared_arena: bool = True
     """Let every model session allocate from one ONNX Runtime memory arena instead of one arena each, so memory freed
     by one model is reused by another (about 100 MB less for two models after heavy batches; see BENCHMARKS.md)."""
-    malloc_mmap_threshold_bytes: int = Field(128 * 1024, ge=0, le=32 * 1024 * 1024)
-    """Blocks of at least this many bytes that Python, gRPC and the tokenizer allocate come straight from the system
-    and go back to it when freed (glibc's M_MMAP_THRESHOLD, set at start). glibc otherwise raises the threshold
-    after the first large block is freed and keeps later ones in its heap: the bytes of model files read at load and
-    of large requests then stay resident (measured: 32 MB more at idle with minilm, and +12 MB after refused 1.7 MB
-    requests; BENCHMARKS.md). 0 leaves glibc's own adaptive threshold; at most 32 MiB (glibc's limit). No effect
-    without glibc."""
+    malloc_mmap_threshold_bytes: int = Field(4 * 1024 * 1024, ge=0, le=32 * 1024 * 1024)
+    """Blocks of at least this many bytes come straight from the system and go back to it when freed, and the heap
+    gives back free memory beyond twice this (glibc's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD, set at start). glibc's
+    adaptive behavior raises the threshold to the largest block freed so far, so after a model's file is read at load
+    blocks of up to its size stay in the heap once freed: minilm's server idles at 145 MB with 4 MiB against 169 MB
+    (BENCHMARKS.md). Lower values return more but make every large request fault its memory in afresh (128 KiB:
+    137 MB idle, and a 1.7 MB request took 7-8 ms instead of 3-4). 0 keeps glibc's adaptive threshold; at most
+    32 MiB (glibc's limit). No effect without glibc."""
 
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port of the Prometheus metrics endpoint (any path, e.g. /metrics); unset serves no metrics, 0 picks a

@@ -47,4 +47,5 @@ def _mapped_blocks(threshold_bytes: int) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 def test_a_large_block_is_mapped_from_the_system_with_the_threshold_fixed() -> None:
     assert _mapped_blocks(0) == 0  # glibc's own threshold: served from the heap, kept there when freed
-    assert _mapped_blocks(128 * 1024) == 1  # the server's default: mapped, and unmapped when freed
+    assert _mapped_blocks(128 * 1024) == 1  # mapped, and unmapped when freed
+    assert _mapped_blocks(4 * 1024 * 1024) == 0  # the server's default: 1 MB stays a heap block

@@ -266,7 +266,7 @@ def test_refused_probes_leave_the_server_s_memory_where_it_was(artifacts: dict[s
         for _ in range(40):
             refuse_once()
         growth = _rss_mb(server.pid) - before
-        assert growth < 12, f"+{growth:.1f} MB"  # measured +0-3 MB now
+        assert growth < 12, f"+{growth:.1f} MB"  # measured +3-5 MB now, +25 before
     finally:
         server.kill()
         server.wait()
