@@ -7,6 +7,8 @@ alternating rounds with 32 single-text callers (so load from other processes fal
 throughput of each and their ratio; `benchmarks.run` records the same figures in bench.json. Then the cached server
 with every text a hit, three times: what a hit costs bounds the ratio with half the texts hits at
 2 / (1 + off / all hits), since a hit still takes a gRPC round trip on the cores the callers share with the server.
+And the same callers against `percall`'s gRPC floor server (a constant answer, no model): the bound of any cache
+whose hits cost no more than a bare Python gRPC round trip.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ortserve.contract.artifact import ArtifactManifest
+
 from .load import grpc_load
 from .models import BenchModel, build_models
 from .paths import WORK
+from .percall import floor_process
 from .processes import ortserve_process
 from .texts import make_texts
 
@@ -50,9 +55,11 @@ def measure_result_cache(model: BenchModel, logs: Path, rounds: int = 3, seconds
     errors = {"off": 0, "on": 0}
     calls = 6000
     args = {"off": [], "on": ["--result-cache-bytes", str(CACHE_BYTES)]}
+    labels = len(ArtifactManifest.read(model.artifact).labels)
     with (
         ortserve_process({model.name: model.artifact}, logs / "ortserve-cache-off.log", args["off"]) as off,
         ortserve_process({model.name: model.artifact}, logs / "ortserve-cache-on.log", args["on"]) as on,
+        floor_process(labels, logs / "result-cache-floor.log") as (_, floor_port),
     ):
         ports = {"off": off.port, "on": on.port}
         for round_ in range(rounds):
@@ -70,6 +77,12 @@ def measure_result_cache(model: BenchModel, logs: Path, rounds: int = 3, seconds
             grpc_load(ports["on"], model.name, hot, CALLERS, max_calls=calls, max_seconds=seconds).texts_per_s
             for _ in range(rounds)
         ]
+        # The floor of a hit: the same callers against a gRPC server that answers a constant (no model, no ortserve
+        # code). A hit cannot cost less than its round trip, so 2 / (1 + off / floor) bounds any result cache here.
+        floor = [
+            grpc_load(floor_port, "floor", hot, CALLERS, max_calls=calls, max_seconds=seconds).texts_per_s
+            for _ in range(rounds)
+        ]
     # The ratio of each round's pair, then their median: a pair shares the machine's load of that moment.
     ratios = [on / off for on, off in zip(rates["on"], rates["off"], strict=True)]
     hits = statistics.median(all_hits)
@@ -83,7 +96,9 @@ def measure_result_cache(model: BenchModel, logs: Path, rounds: int = 3, seconds
         "ratio": statistics.median(ratios),
         "texts_per_s_all_hits": hits,
         "bound_with_half_hits": 2 / (1 + statistics.median(rates["off"]) / hits),
-        "rounds": {"off": rates["off"], "on": rates["on"], "all_hits": all_hits},
+        "grpc_floor_calls_per_s": statistics.median(floor),
+        "bound_at_grpc_floor": 2 / (1 + statistics.median(rates["off"]) / statistics.median(floor)),
+        "rounds": {"off": rates["off"], "on": rates["on"], "all_hits": all_hits, "grpc_floor": floor},
         "load_average": os.getloadavg(),
         "errors": errors,
     }
