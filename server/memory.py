@@ -1,15 +1,16 @@
-"""The server's memory: one ONNX Runtime CPU arena shared by every model session, and glibc's mmap threshold.
+"""The server's memory: one ONNX Runtime CPU arena for every model session, shrunk once a burst of wide runs is
+over, and glibc's mmap threshold.
 
-One ONNX Runtime CPU memory arena shared by every model session of the server, instead of one arena per session.
-
-The server registers it at start (`--shared-arena`, on by default); `SessionConfig.session_options` then lets every
-session with the arena enabled use it. ONNX Runtime's environment, and so this arena, is process-wide.
-
-Each arena keeps its high-water mark for the life of its session (shrinking it was measured and not adopted, see
-BENCHMARKS.md), so with one arena per session the server holds the sum of every model's peak. Sessions created with
+The server registers the shared arena at start (`--shared-arena`, on by default); `SessionConfig.session_options`
+then lets every session with the arena enabled use it. ONNX Runtime's environment, and so this arena, is
+process-wide. With one arena per session the server would hold the sum of every model's peak; sessions created with
 `session.use_env_allocators` take their memory from one arena registered with ONNX Runtime's environment, where a
 block freed by one model is reused by the next: measured 517–519 vs 624–647 MB for the two benchmark models after
 20 batches of 32 texts of 120 tokens each, in one process (issue 15).
+
+An arena keeps its high-water mark unless asked to shrink: a burst of wide runs grows it by hundreds of MB.
+`ArenaShrinkAfterBursts` gives that back once the model has been idle for a moment after such runs (see
+`SessionConfig.arena_shrink_width`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 import onnxruntime as ort
 
@@ -68,3 +71,59 @@ def set_malloc_mmap_threshold(threshold_bytes: int) -> bool:
         log.warning("glibc refused the mmap threshold %d bytes; its adaptive threshold stays", threshold_bytes)
         return False
     return True
+
+
+#: How long a model must have had no wide run before the arena those runs grew is shrunk: longer than the gap between
+#: the requests of a caller that sends long texts back to back, so that a burst keeps its memory while it lasts and
+#: gives it back once it is over.
+ARENA_SHRINK_IDLE_S = 0.5
+
+
+class ArenaShrinkAfterBursts:
+    """Shrinks a session's memory arena once a burst of wide runs is over, not after each of them.
+
+    ONNX Runtime returns the arena's free memory to the system at the end of a run made with its shrinkage run option.
+    Asking for it on every wide run made the next wide run fault hundreds of MB in again: bulk callers lost 15-25 % of
+    their throughput (BENCHMARKS.md). The runtime reports each wide run here (`wide_run_started`, `wide_run_ended`);
+    once no wide run has been in progress for `idle_s`, `shrink` is called once, on a timer thread (a small run with
+    the shrinkage option). Narrow runs do not count: they need none of that memory, and steady short traffic must not
+    keep it for good. Thread-safe.
+    """
+
+    def __init__(self, shrink: Callable[[], None], idle_s: float = ARENA_SHRINK_IDLE_S):
+        self._shrink = shrink
+        self._idle_s = idle_s
+        self._lock = threading.Lock()
+        self._wide_runs = 0
+        self._last_end = 0.0
+        self._timer: threading.Timer | None = None
+
+    def wide_run_started(self) -> None:
+        with self._lock:
+            self._wide_runs += 1
+
+    def wide_run_ended(self) -> None:
+        """A wide run ended: the shrink is due once no other has run for `idle_s`."""
+        with self._lock:
+            self._wide_runs -= 1
+            self._last_end = time.monotonic()
+            if self._timer is None:
+                self._arm(self._idle_s)
+
+    def _arm(self, seconds: float) -> None:
+        # A thread started from a model thread inherits its lowered priority (thread_priority.py).
+        self._timer = threading.Timer(seconds, self._shrink_if_idle)
+        self._timer.daemon = True  # never holds up the interpreter's exit
+        self._timer.start()
+
+    def _shrink_if_idle(self) -> None:
+        with self._lock:
+            idle_for = time.monotonic() - self._last_end
+            if self._wide_runs or idle_for < self._idle_s:  # the burst goes on: look again once it may be over
+                self._arm(self._idle_s - idle_for if not self._wide_runs else self._idle_s)
+                return
+            self._timer = None
+        try:
+            self._shrink()
+        except Exception:  # the memory stays with the arena; the next wide run asks again
+            log.warning("shrinking the memory arena failed", exc_info=True)

@@ -18,7 +18,7 @@ from tokenizers import Encoding, Tokenizer
 
 from .artifact import MODEL_FILE, TOKENIZER_FILE, ArtifactManifest, check_artifact_dir
 from .errors import ArtifactError
-from .memory import shared_cpu_arena_registered
+from .memory import ArenaShrinkAfterBursts, shared_cpu_arena_registered
 from .stage_timings import BatchStages
 from .text_cost import CHARS_PER_TOKEN_BOUND, window_tokens, windows_char_budget
 from .types import Classification, LabelScore
@@ -31,7 +31,8 @@ SUPPORTED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 _SHRINK_ARENA = ort.RunOptions()
 _SHRINK_ARENA.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-"""Run options that return the CPU arena's free chunks to the system after the run (see `arena_shrink_width`)."""
+"""Run options that return the CPU arena's free chunks to the system after the run (see `arena_shrink_width`): a
+small run made with them once a burst of wide runs is over (`ArenaShrinkAfterBursts`)."""
 
 _GRAPH_OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -64,11 +65,12 @@ class SessionConfig:
     graph_optimization_level: str = "all"
     """ONNX Runtime graph optimizations applied at load: disable, basic, extended or all."""
     arena_shrink_width: int = 256
-    """After a run padded to at least this many tokens, hand the memory arena's free chunks back to the system (ONNX
-    Runtime's `memory.enable_memory_arena_shrinkage` run option); 0 never does. A wide run grows the arena by hundreds
-    of MB that it otherwise keeps for good (minilm +436 MB, bert-base +1,059 MB after bursts of 16 × 512 tokens; +1
-    and +33 MB with shrinkage, BENCHMARKS.md "Scrape floods and memory after long bursts"). Narrow runs do not
-    shrink: on every run it cost a one-text call 3-6 %."""
+    """Once no run padded to at least this many tokens has been in progress for `ARENA_SHRINK_IDLE_S`, hand the
+    memory arena's free chunks back to the system (a small run with ONNX Runtime's
+    `memory.enable_memory_arena_shrinkage` run option); 0 never does. A wide run grows the arena by hundreds of MB that
+    it otherwise keeps for good (minilm +436 MB, bert-base +1,059 MB after bursts of 16 × 512 tokens; +1 and +33 MB
+    with shrinkage, BENCHMARKS.md "Scrape floods and memory after long bursts"). Not after every wide run: the next
+    one faulted the memory in again, and bulk callers lost 15-25 % of their throughput."""
     use_global_thread_pool: bool = False
     """Run on the process-wide thread pool set up by `use_global_thread_pool()` instead of a pool per session.
     ONNX Runtime then requires every session of the process to do the same."""
@@ -150,6 +152,7 @@ class OnnxClassifier:
         self._window_tokenizer: Tokenizer | None = None
         self._window_lock = threading.Lock()
         self._arena_shrink_width = arena_shrink_width
+        self._arena_shrink = ArenaShrinkAfterBursts(self._shrink_arena)
         self.inference_executor = inference_executor
         """Where ONNX Runtime's `run` itself executes; None: the calling thread. Tokenizing, padding and ranking
         hold Python's GIL, the run does not: a shadow-only challenger runs only this part on its low-priority thread,
@@ -278,14 +281,25 @@ class OnnxClassifier:
 
     def run(self, batch: TokenizedBatch) -> np.ndarray:
         """Run the model on a tokenized batch; return probabilities of shape (texts, labels)."""
-        shrink = self._arena_shrink_width and batch.width >= self._arena_shrink_width
-        run_options = _SHRINK_ARENA if shrink else None
-        if self.inference_executor is None:
-            (logits,) = self._session.run([self._output_name], batch.inputs, run_options)
-        else:
-            run = self.inference_executor.submit(self._session.run, [self._output_name], batch.inputs, run_options)
-            (logits,) = run.result()
+        wide = bool(self._arena_shrink_width) and batch.width >= self._arena_shrink_width
+        if wide:
+            self._arena_shrink.wide_run_started()
+        try:
+            if self.inference_executor is None:
+                (logits,) = self._session.run([self._output_name], batch.inputs)
+            else:
+                (logits,) = self.inference_executor.submit(
+                    self._session.run, [self._output_name], batch.inputs
+                ).result()
+        finally:
+            if wide:
+                self._arena_shrink.wide_run_ended()
         return _sigmoid(logits) if self.manifest.multi_label else _softmax(logits)
+
+    def _shrink_arena(self) -> None:
+        """A one-text run that returns the arena's free memory to the system when it ends (`ArenaShrinkAfterBursts`
+        calls it once a burst of wide runs is over)."""
+        self._session.run([self._output_name], self.tokenize([""]).inputs, _SHRINK_ARENA)
 
     def probabilities(
         self,

@@ -190,9 +190,10 @@ class ServerSettings(BaseSettings):
     """Serve gRPC server reflection (what `grpcurl list`/`describe` use without proto files); turn off to hide the
     API's shape from callers. With tokens configured, reflection needs a token like every other service."""
     arena_shrink_width: int = Field(256, ge=0)
-    """After a run padded to at least this many tokens, hand the memory arena's free memory back to the system, so a
-    burst of long texts does not keep hundreds of MB for good; 0 never does. Narrower runs skip it (it costs a short
-    call 3-6 %)."""
+    """Once a model has been idle for half a second after a run padded to at least this many tokens, hand the memory
+    arena's free memory back to the system, so a burst of long texts does not keep hundreds of MB for good; 0 never
+    does. A burst keeps its memory while it lasts (shrinking after each wide run cost bulk callers 15-25 % of their
+    throughput)."""
     shared_arena: bool = True
     """Let every model session allocate from one ONNX Runtime memory arena instead of one arena each, so memory freed
     by one model is reused by another (about 100 MB less for two models after heavy batches; see BENCHMARKS.md)."""
