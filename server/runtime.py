@@ -299,7 +299,8 @@ class OnnxClassifier:
     def _shrink_arena(self) -> None:
         """A one-text run that returns the arena's free memory to the system when it ends (`ArenaShrinkAfterBursts`
         calls it once a burst of wide runs is over)."""
-        self._session.run([self._output_name], self.tokenize([""]).inputs, _SHRINK_ARENA)
+        # "." is a token with or without special tokens; "" is none for a tokenizer that adds none.
+        self._session.run([self._output_name], self.tokenize(["."]).inputs, _SHRINK_ARENA)
 
     def probabilities(
         self,
