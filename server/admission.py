@@ -97,8 +97,6 @@ class RunCost:
         """Observed over predicted waits of recent calls: what the run cost alone misses (the event loop's own work
         between runs, CPU taken by the gRPC stack under load), so that deadline estimates correct themselves."""
         self._weight = weight
-        self.returns = ReturnSchedule()
-        """When refused callers should come back (admission's retry pushback)."""
 
     @property
     def calibrated(self) -> bool:
@@ -239,6 +237,7 @@ def estimate_wait(
 def admit(
     queue: RunQueue[Any],
     run_cost: RunCost,
+    returns: ReturnSchedule,
     limits: BatchLimits,
     run_ends: Sequence[float | None],
     calls_in_flight: int,
@@ -248,7 +247,7 @@ def admit(
     """Raise `OverloadedError` if a call of texts of estimated tokens `costs` would exceed the queue's bounds, or
     `DeadlineExceededError` if it cannot finish before `deadline` even on an optimistic reading of its own work;
     return if admitted. A call at an empty queue is never refused by the queue bounds, so one large call is never
-    refused for good.
+    refused for good. `returns` counts admitted calls and tells a call refused for the work ahead when to come back.
 
     The work ahead keeps the `DEADLINE_MARGIN` (under overload, admitting calls whose queueing just fits wastes the
     model on answers that come too late); the call's own work is read optimistically (`ESTIMATE_TOLERANCE`), so a
@@ -274,17 +273,17 @@ def admit(
         )
     wait = None if deadline is None else estimate_wait(queue, run_cost, limits, run_ends, costs, now)
     if deadline is None or wait is None:  # with nothing measured yet, the run-time deadline checks protect the rest
-        run_cost.returns.admitted(now)
+        returns.admitted(now)
         return
     left = deadline - now
     own = wait.own / ESTIMATE_TOLERANCE
     allowed = DEADLINE_MARGIN * (left - own)
     if own >= left or wait.ahead > allowed:
-        retry_after = run_cost.returns.pushback_s(now, wait.ahead - allowed) if own < left else None
+        retry_after = returns.pushback_s(now, wait.ahead - allowed) if own < left else None
         raise DeadlineExceededError(
             f"model {model!r} cannot finish this call before its deadline (about {wait.total * 1000:.0f} ms of "
             f"work ahead and in it, {max(0.0, left) * 1000:.0f} ms left); the texts were not run "
             "(raise the timeout, send fewer texts, or add capacity)",
             retry_after_s=retry_after,
         )
-    run_cost.returns.admitted(now)
+    returns.admitted(now)

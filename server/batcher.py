@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic
 
-from .admission import ESTIMATE_TOLERANCE, RunCost, admit, estimate_wait
+from .admission import ESTIMATE_TOLERANCE, ReturnSchedule, RunCost, admit, estimate_wait
 from .batch_limits import BatchLimits
 from .errors import ModelNotReadyError, OrtServeError
 from .run_forming import (
@@ -131,6 +131,8 @@ class AdaptiveBatcher(Generic[Row]):
         self.name = name
         self.limits = limits or BatchLimits()
         self.run_cost = RunCost()
+        self._returns = ReturnSchedule()
+        """When callers refused for the work ahead should come back (admission's retry pushback)."""
         self._run_batch = run_batch
         self._executor = executor
         self._text_cost = text_cost
@@ -186,7 +188,7 @@ class AdaptiveBatcher(Generic[Row]):
             raise ModelNotReadyError(f"model {self.name!r} is shutting down; retry on another replica")
         costs = [self._text_cost(text) for text in texts]
         run_ends = [run.until for run in self._runs.values()]
-        admit(self._queue, self.run_cost, self.limits, run_ends, self._calls_in_flight, costs, deadline)
+        admit(self._queue, self.run_cost, self._returns, self.limits, run_ends, self._calls_in_flight, costs, deadline)
         call: QueuedCall[Row] = QueuedCall(texts, costs, deadline, record)
         call.future = asyncio.get_running_loop().create_future()
         predicted = estimate_wait(self._queue, self.run_cost, self.limits, run_ends, costs, call.enqueued, False)

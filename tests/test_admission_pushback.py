@@ -43,7 +43,8 @@ def _queue_of(calls: int, tokens: int) -> RunQueue[str]:
 
 def _refusal(queue: RunQueue[str], run_cost: RunCost, tokens: int, seconds_left: float) -> DeadlineExceededError:
     with pytest.raises(DeadlineExceededError) as refused:
-        admit(queue, run_cost, BatchLimits(concurrent_runs=1), [], 0, [tokens], time.monotonic() + seconds_left)
+        limits = BatchLimits(concurrent_runs=1)
+        admit(queue, run_cost, ReturnSchedule(), limits, [], 0, [tokens], time.monotonic() + seconds_left)
     return refused.value
 
 
