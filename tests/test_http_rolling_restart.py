@@ -32,8 +32,11 @@ class RoundRobinClient:
 
     def post(self, path: str, body: object) -> httpx.Response:
         last: Exception | None = None
-        for _ in range(2 * len(self.urls) + 2):
-            url = self.urls[next(self._turn) % len(self.urls)]
+        # One turn per call, then the replicas in order from it: with the turn taken per attempt, the other callers'
+        # calls advanced it between one caller's attempts, which could all land on the replica that was down.
+        first = next(self._turn)
+        for attempt in range(2 * len(self.urls) + 2):
+            url = self.urls[(first + attempt) % len(self.urls)]
             try:
                 response = httpx.post(url + path, json=body, timeout=30)
             except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:  # never reached a server's handler
