@@ -118,9 +118,12 @@ class ArenaShrinkAfterBursts:
 
     def _shrink_if_idle(self) -> None:
         with self._lock:
+            if self._wide_runs:  # a wide run is in progress: its end arms the timer again
+                self._timer = None
+                return
             idle_for = time.monotonic() - self._last_end
-            if self._wide_runs or idle_for < self._idle_s:  # the burst goes on: look again once it may be over
-                self._arm(self._idle_s - idle_for if not self._wide_runs else self._idle_s)
+            if idle_for < self._idle_s:  # another wide run ended meanwhile: look again once the burst may be over
+                self._arm(self._idle_s - idle_for)
                 return
             self._timer = None
         try:
