@@ -240,13 +240,20 @@ def _short(frame: str) -> str:
     )
 
 
+def py_spy_binary() -> str:
+    """The py-spy executable (the `bench` extra installs it beside the interpreter); exits naming the fix if absent."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(binary).exists():
+        raise SystemExit("--profile needs py-spy, in the `bench` extra: pip install -e '.[bench]' (make bench does)")
+    return binary
+
+
 @contextmanager
 def py_spy(pid: int, output: Path, native: bool, gil: bool) -> Iterator[None]:
     """Sample `pid` (its active threads, or with `gil` only the thread holding the GIL) with py-spy while the block
     runs; raw collapsed stacks go to `output`."""
-    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     command = [
-        binary,
+        py_spy_binary(),
         "record",
         "--pid",
         str(pid),
@@ -568,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         run_floor_server(args.floor_server, args.floor_labels)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.profile:
+        py_spy_binary()  # before the rounds, not after them
     if args.artifact is not None:
         artifact, model = args.artifact, args.model
     else:
