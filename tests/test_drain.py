@@ -7,7 +7,6 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from ortserve.v2 import grpc_predict_v2_pb2 as pb_v2
 from ortserve.v2 import grpc_predict_v2_pb2_grpc as pb_v2_grpc
 
 from .helpers import free_port, serve_command
+from .observability_helpers import scrape
 
 WAIT_S = 60  # generous bound for "this happens", never a performance claim
 
@@ -61,9 +61,7 @@ def _v2_ready(target: str) -> tuple[bool, bool]:
 
 def _calls_in_flight(metrics_port: int) -> float:
     """The server's `ortserve_calls_in_flight` of the model: calls handed to its batcher and not yet answered."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-        body = response.read().decode()
-    match = re.search(r'^ortserve_calls_in_flight\{model="bert"\} (\S+)$', body, re.MULTILINE)
+    match = re.search(r'^ortserve_calls_in_flight\{model="bert"\} (\S+)$', scrape(metrics_port), re.MULTILINE)
     return float(match[1]) if match else 0.0
 
 
