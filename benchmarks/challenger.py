@@ -39,7 +39,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shlex
 import shutil
 import statistics
@@ -58,7 +57,7 @@ from ortserve.v1 import inference_pb2_grpc as pb_grpc
 from .load import LOOPBACK, grpc_load
 from .models import BenchModel, build_models
 from .paths import RESULTS, WORK
-from .processes import ortserve_process
+from .processes import cpu_seconds, ortserve_process
 from .processes import rss_mb as process_rss_mb
 from .texts import make_texts
 
@@ -78,12 +77,6 @@ ONE_CALLER_CALLS = 300
 def rss_mb(pid: int) -> float:
     """Resident memory of a process now, in MB."""
     return process_rss_mb(pid)[0]
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def settle(port: int, model: str, timeout: float = 30.0) -> None:

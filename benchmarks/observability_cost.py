@@ -31,7 +31,7 @@ from .load import LOOPBACK, LoadResult, grpc_load, merge
 from .models import BenchModel, build_models
 from .observability_report import write_report
 from .paths import RESULTS, WORK
-from .processes import free_port, ortserve_process
+from .processes import cpu_seconds, free_port, ortserve_process
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.observability")
@@ -100,12 +100,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(model: BenchModel, work: Path, quick: bool) -> dict[str, Any]:

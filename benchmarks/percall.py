@@ -59,7 +59,7 @@ from .hostile_load import baseline_tree, python_path_first
 from .load import LOOPBACK, grpc_load
 from .paths import RESULTS, WORK
 from .percall_report import write_report
-from .processes import OrtServeProcess, free_port, ortserve_process
+from .processes import OrtServeProcess, cpu_seconds, free_port, ortserve_process
 from .texts import make_texts
 
 log = logging.getLogger("benchmarks.percall")
@@ -153,13 +153,6 @@ def baseline_server(
 
 
 # --- measuring --------------------------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int, thread: int | None = None) -> float:
-    """User + system CPU time so far of a process (all its threads) or of one of its threads, from /proc."""
-    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
-    fields = stat.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def timed_calls(call: Callable[[list[str]], object], texts: Sequence[str], calls: int, offset: int) -> list[float]:
