@@ -372,10 +372,10 @@ def measure(
                     }
                 )
             if callers:
-                many_round = many_callers(raws, ports, model, texts, callers, round_)
+                many_round, raw_cpu_ms = many_callers(raws, ports, model, texts, callers, round_)
                 for name, rate in many_round.items():
                     many.setdefault(name, []).append(rate)
-                bounds.append(callers_bound(raws["raw_ort"], floor_port, floor.pid, texts, callers))
+                bounds.append(callers_bound(many_round["raw_ort"], raw_cpu_ms, floor_port, floor.pid, texts, callers))
             log.info(
                 "round %d/%d: %s",
                 round_ + 1,
@@ -458,27 +458,19 @@ def measure(
 
 
 def callers_bound(
-    raw: Callable[[list[str]], object], floor_port: int, floor_pid: int, texts: Sequence[str], callers: int
+    raw_rate: float, raw_cpu_ms: float, floor_port: int, floor_pid: int, texts: Sequence[str], callers: int
 ) -> dict[str, float]:
     """The most texts/s `callers` single-text callers could get from any Python gRPC server on this machine.
 
-    Such a server spends at least what raw ONNX Runtime spends per text at batch `callers` (tokenizer, run, softmax;
-    CPU of this process) and what the gRPC floor (a constant answer, no model) spends per call with as many callers,
-    its server and this process's client together: on `os.cpu_count()` cores it answers at most cores / (both).
-    The callers share the cores with the server here, as in the many-caller figure this bounds."""
-    batch = [texts[i % len(texts)] for i in range(callers)]
-    raw(batch)
-    cpu_before, start = time.process_time(), time.perf_counter()
-    for _ in range(8):
-        raw(batch)
-    raw_seconds = time.perf_counter() - start
-    raw_cpu_ms = (time.process_time() - cpu_before) * 1000 / (8 * callers)
+    Such a server spends at least what raw ONNX Runtime spends per text at batch `callers` (`raw_cpu_ms`: tokenizer,
+    run, softmax; CPU of this process, measured by `many_callers` with `raw_rate`) and what the gRPC floor (a constant
+    answer, no model) spends per call with as many callers, its server and this process's client together: on
+    `os.cpu_count()` cores it answers at most cores / (both). The callers share the cores with the server here, as in
+    the many-caller figure this bounds."""
     server_before, client_before = cpu_seconds(floor_pid), time.process_time()
     load = grpc_load(floor_port, "floor", texts, callers, max_calls=6000, max_seconds=3.0)
     floor_cpu_ms = (cpu_seconds(floor_pid) - server_before + time.process_time() - client_before) * 1000 / load.calls
-    cores = os.cpu_count() or 1
-    bound = cores * 1000 / (raw_cpu_ms + floor_cpu_ms)
-    raw_rate = 8 * callers / raw_seconds
+    bound = (os.cpu_count() or 1) * 1000 / (raw_cpu_ms + floor_cpu_ms)
     return {
         "raw_cpu_ms_per_text": raw_cpu_ms,
         "floor_calls_per_s": load.calls / load.seconds,
@@ -495,22 +487,24 @@ def many_callers(
     texts: Sequence[str],
     callers: int,
     round_: int,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], float]:
     """Texts/s of `callers` single-text callers against each server, and of raw ONNX Runtime's batches of `callers`
-    texts in this process (the references that spin during runs or not at all)."""
+    texts in this process (the references that spin during runs or not at all); and raw_ort's CPU ms per text."""
     rates: dict[str, float] = {}
+    cpu_ms_per_text: dict[str, float] = {}
     for name in ("raw_ort", "raw_ort_spin_in_runs"):
         raws[name](list(texts[:callers]))
         batches = [list(texts[(i * callers + j) % len(texts)] for j in range(callers)) for i in range(8)]
-        start = time.perf_counter()
+        cpu_before, start = time.process_time(), time.perf_counter()
         for batch in batches:
             raws[name](batch)
         rates[name] = len(batches) * callers / (time.perf_counter() - start)
+        cpu_ms_per_text[name] = (time.process_time() - cpu_before) * 1000 / (len(batches) * callers)
     shift = round_ % len(ports)
     for name in [*ports][shift:] + [*ports][:shift]:
         load = grpc_load(ports[name], model, texts, callers, max_calls=2500, max_seconds=3.0)
         rates[name] = load.texts_per_s
-    return rates
+    return rates, cpu_ms_per_text["raw_ort"]
 
 
 def profile(
