@@ -153,9 +153,8 @@ def measure(
     cpu_ms_per_text: dict[str, list[float]] = {name: [] for name in specs}
     p50: dict[str, list[float]] = {name: [] for name in specs}
     one_caller_ms: dict[str, list[float]] = {name: [] for name in specs}
-    overload: dict[str, list[float]] = {name: [] for name in specs if name == "off" or name.startswith("shadow100")}
-    if "overload" not in scenarios:
-        overload = {}
+    overloaded = [name for name in specs if name == "off" or name.startswith("shadow100")]
+    overload: dict[str, list[float]] = {name: [] for name in overloaded} if "overload" in scenarios else {}
     result: dict[str, Any] = {"model": model.name, "callers": CALLERS, "overload_callers": OVERLOAD_CALLERS}
     with contextlib.ExitStack() as stack:
         running = {
